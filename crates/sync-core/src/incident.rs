@@ -1,0 +1,824 @@
+//! One incident = one Automerge document.
+//!
+//! The document layout (schema version 1), every key at the root:
+//!
+//! | key | type | notes |
+//! |---|---|---|
+//! | `schema` | uint | 1 |
+//! | `id` | str | UUIDv7 made on the device |
+//! | `category` | str | a taxonomy code |
+//! | `description` | str | may be empty |
+//! | `location` | map | `lat`, `lon` (f64, both or neither), `accuracy_m` (f64), `address` (str) |
+//! | `grid` | str | grid cell id |
+//! | `reporter`, `device` | str | worker id, device id |
+//! | `captured_at` | str | device clock, RFC 3339 with offset |
+//! | `status` | str | see [`Status`] |
+//! | `status_history` | list of maps | `from` (str, absent at creation), `to`, `at`, `by` |
+//! | `notes` | list of maps | `author`, `at`, `text` |
+//! | `photos` | map | keyed by the original's hash; see [`PhotoRef`] |
+//!
+//! Every container is created with the document, by one actor, so later
+//! concurrent edits only ever insert into lists or maps that both copies
+//! share: two notes, two photos or two status changes made on two devices
+//! are all kept when the copies merge.
+//!
+//! **Concurrent status rule.** When two copies set the status concurrently,
+//! Automerge keeps both values as a conflict. [`IncidentDoc::read`] picks the
+//! one furthest along the workflow, by [`Status::rank`]; the other stays
+//! visible in `status_conflicts` and both changes are in the history. The
+//! next status change overwrites both values.
+
+use std::fmt;
+use std::str::FromStr;
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::blob::BlobHash;
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// A UUIDv7: sortable by creation time, unique without coordination.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IncidentId(Uuid);
+
+impl IncidentId {
+    /// Builds an id from the device clock and ten random bytes, both supplied
+    /// by the caller so that this crate reads neither clock nor RNG.
+    pub fn new(unix_ms: u64, random: [u8; 10]) -> Self {
+        IncidentId(uuid::Builder::from_unix_timestamp_millis(unix_ms, &random).into_uuid())
+    }
+
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IncidentId({self})")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an incident id (a UUIDv7)")]
+pub struct ParseIncidentIdError(String);
+
+impl FromStr for IncidentId {
+    type Err = ParseIncidentIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match Uuid::try_parse(s) {
+            Ok(u) if u.get_version_num() == 7 => Ok(IncidentId(u)),
+            _ => Err(ParseIncidentIdError(s.chars().take(80).collect())),
+        }
+    }
+}
+
+impl TryFrom<String> for IncidentId {
+    type Error = ParseIncidentIdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<IncidentId> for String {
+    fn from(id: IncidentId) -> String {
+        id.to_string()
+    }
+}
+
+/// Where an incident stands in the city grid-management workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// 上报: logged by a grid worker.
+    Reported,
+    /// 派遣: sent to the department that fixes it.
+    Dispatched,
+    /// 处置中: being handled.
+    InProgress,
+    /// 已处置: the handler says it is fixed.
+    Resolved,
+    /// 已核查: a grid worker checked the fix on site.
+    Verified,
+    /// 结案: closed by the center.
+    Closed,
+    /// 不予受理: not a case for the grid.
+    Rejected,
+    /// 重复: already reported as another incident.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatusError {
+    #[error("unknown status `{given}`; valid statuses are: {}", Status::names().join(", "))]
+    Unknown { given: String },
+    #[error("cannot move an incident from `{from}` to `{to}`; from `{from}` it can go to: {}", allowed_list(*from))]
+    Transition { from: Status, to: Status },
+}
+
+fn allowed_list(from: Status) -> String {
+    let next = from.next();
+    if next.is_empty() {
+        "nothing (it is final)".into()
+    } else {
+        next.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl Status {
+    pub const ALL: [Status; 8] = [
+        Status::Reported,
+        Status::Dispatched,
+        Status::InProgress,
+        Status::Resolved,
+        Status::Verified,
+        Status::Closed,
+        Status::Rejected,
+        Status::Duplicate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Reported => "reported",
+            Status::Dispatched => "dispatched",
+            Status::InProgress => "in_progress",
+            Status::Resolved => "resolved",
+            Status::Verified => "verified",
+            Status::Closed => "closed",
+            Status::Rejected => "rejected",
+            Status::Duplicate => "duplicate",
+        }
+    }
+
+    pub fn name_zh(self) -> &'static str {
+        match self {
+            Status::Reported => "已上报",
+            Status::Dispatched => "已派遣",
+            Status::InProgress => "处置中",
+            Status::Resolved => "已处置",
+            Status::Verified => "已核查",
+            Status::Closed => "已结案",
+            Status::Rejected => "不予受理",
+            Status::Duplicate => "重复上报",
+        }
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        Status::ALL.iter().map(|s| s.as_str()).collect()
+    }
+
+    /// The statuses an incident may move to from this one.
+    ///
+    /// A worker may fix a small problem on the spot (`reported → resolved`);
+    /// a failed check on site sends the case back (`resolved → in_progress`);
+    /// a case can be handed back for another dispatch (`in_progress →
+    /// dispatched`). `closed`, `rejected` and `duplicate` are final.
+    pub fn next(self) -> &'static [Status] {
+        use Status::*;
+        match self {
+            Reported => &[Dispatched, InProgress, Resolved, Rejected, Duplicate],
+            Dispatched => &[InProgress, Rejected, Duplicate],
+            InProgress => &[Resolved, Dispatched],
+            Resolved => &[Verified, InProgress],
+            Verified => &[Closed],
+            Closed | Rejected | Duplicate => &[],
+        }
+    }
+
+    pub fn can_move_to(self, to: Status) -> bool {
+        self.next().contains(&to)
+    }
+
+    /// How far along the workflow a status is; the higher value wins when two
+    /// copies changed the status concurrently. Final states outrank open ones.
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Reported => 0,
+            Status::Dispatched => 1,
+            Status::InProgress => 2,
+            Status::Resolved => 3,
+            Status::Verified => 4,
+            Status::Rejected => 5,
+            Status::Duplicate => 6,
+            Status::Closed => 7,
+        }
+    }
+
+    /// Open means someone still has to act on it.
+    pub fn is_open(self) -> bool {
+        !matches!(self, Status::Closed | Status::Rejected | Status::Duplicate)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = StatusError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| StatusError::Unknown { given: s.to_owned() })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub accuracy_m: Option<f64>,
+    pub address: Option<String>,
+}
+
+impl Location {
+    pub fn point(&self) -> Option<(f64, f64)> {
+        Some((self.lat?, self.lon?))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GeoPoint {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// A photo as the incident records it; the bytes live in the blob store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhotoRef {
+    pub original: BlobHash,
+    pub display: BlobHash,
+    pub thumb: BlobHash,
+    /// Bytes of the original.
+    pub size: u64,
+    /// MIME type of the original.
+    pub mime: String,
+    /// Pixel size of the original as it should be shown (EXIF orientation applied).
+    pub width: u32,
+    pub height: u32,
+    /// EXIF capture time: RFC 3339 when the camera gave an offset, else the
+    /// camera's local time as `YYYY-MM-DDTHH:MM:SS`.
+    pub taken_at: Option<String>,
+    pub gps: Option<GeoPoint>,
+    pub added_at: DateTime<FixedOffset>,
+    pub added_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    pub author: String,
+    pub at: DateTime<FixedOffset>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub from: Option<Status>,
+    pub to: Status,
+    pub at: DateTime<FixedOffset>,
+    pub by: String,
+}
+
+/// What a worker supplies to log a new incident.
+#[derive(Debug, Clone)]
+pub struct NewIncident {
+    pub id: IncidentId,
+    pub category: String,
+    pub description: String,
+    pub location: Location,
+    pub grid: String,
+    pub reporter: String,
+    pub device: String,
+    pub captured_at: DateTime<FixedOffset>,
+    pub photos: Vec<PhotoRef>,
+}
+
+/// A validated, plain-Rust view of an incident document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: IncidentId,
+    pub schema: u64,
+    pub category: String,
+    pub description: String,
+    pub location: Location,
+    pub grid: String,
+    pub reporter: String,
+    pub device: String,
+    pub captured_at: DateTime<FixedOffset>,
+    pub status: Status,
+    /// Other statuses set concurrently with `status` and not yet overwritten.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub status_conflicts: Vec<Status>,
+    pub status_history: Vec<StatusChange>,
+    pub notes: Vec<Note>,
+    pub photos: Vec<PhotoRef>,
+}
+
+/// A document that does not match the incident schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("incident field `{field}` {problem}")]
+pub struct SchemaError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn schema_err(field: impl Into<String>, problem: impl Into<String>) -> SchemaError {
+    SchemaError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error("the incident document bytes cannot be decoded: {0}")]
+    Decode(#[source] automerge::AutomergeError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("the incident documents cannot be merged: {0}")]
+    Merge(#[source] automerge::AutomergeError),
+}
+
+/// An incident's Automerge document and the edits the workflow allows on it.
+#[derive(Debug, Clone)]
+pub struct IncidentDoc {
+    doc: AutoCommit,
+}
+
+fn commit(doc: &mut AutoCommit, message: &str, now: DateTime<FixedOffset>) {
+    doc.commit_with(CommitOptions::default().with_message(message.to_owned()).with_time(now.timestamp()));
+}
+
+/// Every write below goes into an AutoCommit we own, into objects this module
+/// created; Automerge only fails such writes on a wrong object id, a bug.
+const WRITE: &str = "writing into an object of the incident document";
+
+impl IncidentDoc {
+    pub fn create(new: &NewIncident, actor: ActorId) -> IncidentDoc {
+        let mut doc = AutoCommit::new().with_actor(actor);
+        let d = &mut doc;
+        d.put(ROOT, "schema", SCHEMA_VERSION).expect(WRITE);
+        d.put(ROOT, "id", new.id.to_string()).expect(WRITE);
+        d.put(ROOT, "category", new.category.as_str()).expect(WRITE);
+        d.put(ROOT, "description", new.description.as_str()).expect(WRITE);
+        let loc = d.put_object(ROOT, "location", ObjType::Map).expect(WRITE);
+        if let Some((lat, lon)) = new.location.point() {
+            d.put(&loc, "lat", lat).expect(WRITE);
+            d.put(&loc, "lon", lon).expect(WRITE);
+        }
+        if let Some(acc) = new.location.accuracy_m {
+            d.put(&loc, "accuracy_m", acc).expect(WRITE);
+        }
+        if let Some(addr) = &new.location.address {
+            d.put(&loc, "address", addr.as_str()).expect(WRITE);
+        }
+        d.put(ROOT, "grid", new.grid.as_str()).expect(WRITE);
+        d.put(ROOT, "reporter", new.reporter.as_str()).expect(WRITE);
+        d.put(ROOT, "device", new.device.as_str()).expect(WRITE);
+        d.put(ROOT, "captured_at", new.captured_at.to_rfc3339()).expect(WRITE);
+        d.put(ROOT, "status", Status::Reported.as_str()).expect(WRITE);
+        let history = d.put_object(ROOT, "status_history", ObjType::List).expect(WRITE);
+        put_status_change(d, &history, None, Status::Reported, new.captured_at, &new.reporter);
+        d.put_object(ROOT, "notes", ObjType::List).expect(WRITE);
+        let photos = d.put_object(ROOT, "photos", ObjType::Map).expect(WRITE);
+        for photo in &new.photos {
+            put_photo(d, &photos, photo);
+        }
+        commit(d, "report", new.captured_at);
+        IncidentDoc { doc }
+    }
+
+    /// Loads saved bytes and checks them against the schema.
+    pub fn load(bytes: &[u8], actor: ActorId) -> Result<IncidentDoc, DocError> {
+        let doc = AutoCommit::load(bytes).map_err(DocError::Decode)?.with_actor(actor);
+        let doc = IncidentDoc { doc };
+        doc.read()?;
+        Ok(doc)
+    }
+
+    /// Wraps a document without validating it; [`IncidentDoc::read`] will.
+    pub fn from_automerge(doc: AutoCommit) -> IncidentDoc {
+        IncidentDoc { doc }
+    }
+
+    pub fn automerge(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The changes made since `heads`, as bytes another copy can load.
+    pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
+        self.doc.save_after(heads)
+    }
+
+    pub fn merge(&mut self, other: &mut IncidentDoc) -> Result<(), DocError> {
+        self.doc.merge(&mut other.doc).map_err(DocError::Merge)?;
+        Ok(())
+    }
+
+    /// Moves the incident along the workflow; refuses moves it does not allow.
+    pub fn set_status(&mut self, to: Status, by: &str, now: DateTime<FixedOffset>) -> Result<(), DocError> {
+        let from = self.read()?.status;
+        if !from.can_move_to(to) {
+            return Err(StatusError::Transition { from, to }.into());
+        }
+        let d = &mut self.doc;
+        d.put(ROOT, "status", to.as_str()).expect(WRITE);
+        let history = existing(d, "status_history")?;
+        put_status_change(d, &history, Some(from), to, now, by);
+        commit(d, "status", now);
+        Ok(())
+    }
+
+    pub fn add_note(&mut self, author: &str, text: &str, now: DateTime<FixedOffset>) -> Result<(), DocError> {
+        let d = &mut self.doc;
+        let notes = existing(d, "notes")?;
+        let at = d.length(&notes);
+        let note = d.insert_object(&notes, at, ObjType::Map).expect(WRITE);
+        d.put(&note, "author", author).expect(WRITE);
+        d.put(&note, "at", now.to_rfc3339()).expect(WRITE);
+        d.put(&note, "text", text).expect(WRITE);
+        commit(d, "note", now);
+        Ok(())
+    }
+
+    /// Adds photos; one already on the incident (same original) is skipped.
+    pub fn add_photos(&mut self, photos: &[PhotoRef], now: DateTime<FixedOffset>) -> Result<usize, DocError> {
+        let d = &mut self.doc;
+        let map = existing(d, "photos")?;
+        let mut added = 0;
+        for photo in photos {
+            if d.get(&map, photo.original.to_hex()).ok().flatten().is_none() {
+                put_photo(d, &map, photo);
+                added += 1;
+            }
+        }
+        if added > 0 {
+            commit(d, "photo", now);
+        }
+        Ok(added)
+    }
+
+    /// Reads and validates the whole document.
+    pub fn read(&self) -> Result<Incident, SchemaError> {
+        let d = &self.doc;
+        let schema = uint(d, &ROOT, "schema", "schema")?;
+        if schema != SCHEMA_VERSION {
+            return Err(schema_err("schema", format!("is {schema}, but only version {SCHEMA_VERSION} is known")));
+        }
+        let id = text(d, &ROOT, "id", "id")?
+            .parse::<IncidentId>()
+            .map_err(|e| schema_err("id", e.to_string()))?;
+        let loc = object(d, &ROOT, "location", "location", ObjType::Map)?;
+        let lat = opt_float(d, &loc, "lat", "location.lat")?;
+        let lon = opt_float(d, &loc, "lon", "location.lon")?;
+        if lat.is_some() != lon.is_some() {
+            return Err(schema_err("location", "must have both lat and lon or neither"));
+        }
+        check_range(lat, -90.0, 90.0, "location.lat")?;
+        check_range(lon, -180.0, 180.0, "location.lon")?;
+        let location = Location {
+            lat,
+            lon,
+            accuracy_m: opt_float(d, &loc, "accuracy_m", "location.accuracy_m")?,
+            address: opt_text(d, &loc, "address", "location.address")?,
+        };
+
+        let mut statuses = Vec::new();
+        for (value, _) in d.get_all(ROOT, "status").map_err(|e| schema_err("status", e.to_string()))? {
+            let s = as_text(&value).ok_or_else(|| schema_err("status", "is not a string"))?;
+            statuses.push(s.parse::<Status>().map_err(|e| schema_err("status", e.to_string()))?);
+        }
+        statuses.sort_by_key(|s| std::cmp::Reverse(s.rank()));
+        statuses.dedup();
+        if statuses.is_empty() {
+            return Err(schema_err("status", "is missing"));
+        }
+        let status = statuses.remove(0);
+
+        let history_obj = object(d, &ROOT, "status_history", "status_history", ObjType::List)?;
+        let mut status_history = Vec::new();
+        for i in 0..d.length(&history_obj) {
+            let path = format!("status_history[{i}]");
+            let entry = object(d, &history_obj, i, &path, ObjType::Map)?;
+            let from = opt_text(d, &entry, "from", &format!("{path}.from"))?
+                .map(|s| s.parse::<Status>().map_err(|e| schema_err(format!("{path}.from"), e.to_string())))
+                .transpose()?;
+            let to = text(d, &entry, "to", &format!("{path}.to"))?
+                .parse::<Status>()
+                .map_err(|e| schema_err(format!("{path}.to"), e.to_string()))?;
+            status_history.push(StatusChange {
+                from,
+                to,
+                at: time(d, &entry, "at", &format!("{path}.at"))?,
+                by: text(d, &entry, "by", &format!("{path}.by"))?,
+            });
+        }
+
+        let notes_obj = object(d, &ROOT, "notes", "notes", ObjType::List)?;
+        let mut notes = Vec::new();
+        for i in 0..d.length(&notes_obj) {
+            let path = format!("notes[{i}]");
+            let note = object(d, &notes_obj, i, &path, ObjType::Map)?;
+            notes.push(Note {
+                author: text(d, &note, "author", &format!("{path}.author"))?,
+                at: time(d, &note, "at", &format!("{path}.at"))?,
+                text: text(d, &note, "text", &format!("{path}.text"))?,
+            });
+        }
+
+        let photos_obj = object(d, &ROOT, "photos", "photos", ObjType::Map)?;
+        let mut photos = Vec::new();
+        for key in d.keys(&photos_obj) {
+            let path = format!("photos.{key}");
+            let p = object(d, &photos_obj, key.as_str(), &path, ObjType::Map)?;
+            let field = |name: &str| format!("{path}.{name}");
+            let hash = |name: &str| -> Result<BlobHash, SchemaError> {
+                text(d, &p, name, &field(name))?
+                    .parse()
+                    .map_err(|e: crate::blob::ParseBlobHashError| schema_err(field(name), e.to_string()))
+            };
+            let original = hash("original")?;
+            if original.to_hex() != key {
+                return Err(schema_err(field("original"), "does not match the key it is stored under"));
+            }
+            let gps_lat = opt_float(d, &p, "gps_lat", &field("gps_lat"))?;
+            let gps_lon = opt_float(d, &p, "gps_lon", &field("gps_lon"))?;
+            photos.push(PhotoRef {
+                original,
+                display: hash("display")?,
+                thumb: hash("thumb")?,
+                size: uint(d, &p, "size", &field("size"))?,
+                mime: text(d, &p, "mime", &field("mime"))?,
+                width: small_uint(d, &p, "width", &field("width"))?,
+                height: small_uint(d, &p, "height", &field("height"))?,
+                taken_at: opt_text(d, &p, "taken_at", &field("taken_at"))?,
+                gps: match (gps_lat, gps_lon) {
+                    (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
+                    (None, None) => None,
+                    _ => return Err(schema_err(field("gps_lat"), "must come with gps_lon")),
+                },
+                added_at: time(d, &p, "added_at", &field("added_at"))?,
+                added_by: text(d, &p, "added_by", &field("added_by"))?,
+            });
+        }
+        photos.sort_by(|a, b| a.added_at.cmp(&b.added_at).then(a.original.cmp(&b.original)));
+
+        Ok(Incident {
+            id,
+            schema,
+            category: text(d, &ROOT, "category", "category")?,
+            description: text(d, &ROOT, "description", "description")?,
+            location,
+            grid: text(d, &ROOT, "grid", "grid")?,
+            reporter: text(d, &ROOT, "reporter", "reporter")?,
+            device: text(d, &ROOT, "device", "device")?,
+            captured_at: time(d, &ROOT, "captured_at", "captured_at")?,
+            status,
+            status_conflicts: statuses,
+            status_history,
+            notes,
+            photos,
+        })
+    }
+}
+
+fn existing(d: &AutoCommit, key: &str) -> Result<ObjId, SchemaError> {
+    let kind = if key == "photos" { ObjType::Map } else { ObjType::List };
+    object(d, &ROOT, key, key, kind)
+}
+
+fn put_status_change(
+    d: &mut AutoCommit,
+    history: &ObjId,
+    from: Option<Status>,
+    to: Status,
+    at: DateTime<FixedOffset>,
+    by: &str,
+) {
+    let idx = d.length(history);
+    let entry = d.insert_object(history, idx, ObjType::Map).expect(WRITE);
+    if let Some(from) = from {
+        d.put(&entry, "from", from.as_str()).expect(WRITE);
+    }
+    d.put(&entry, "to", to.as_str()).expect(WRITE);
+    d.put(&entry, "at", at.to_rfc3339()).expect(WRITE);
+    d.put(&entry, "by", by).expect(WRITE);
+}
+
+fn put_photo(d: &mut AutoCommit, photos: &ObjId, photo: &PhotoRef) {
+    let p = d.put_object(photos, photo.original.to_hex(), ObjType::Map).expect(WRITE);
+    d.put(&p, "original", photo.original.to_hex()).expect(WRITE);
+    d.put(&p, "display", photo.display.to_hex()).expect(WRITE);
+    d.put(&p, "thumb", photo.thumb.to_hex()).expect(WRITE);
+    d.put(&p, "size", photo.size).expect(WRITE);
+    d.put(&p, "mime", photo.mime.as_str()).expect(WRITE);
+    d.put(&p, "width", u64::from(photo.width)).expect(WRITE);
+    d.put(&p, "height", u64::from(photo.height)).expect(WRITE);
+    if let Some(t) = &photo.taken_at {
+        d.put(&p, "taken_at", t.as_str()).expect(WRITE);
+    }
+    if let Some(g) = photo.gps {
+        d.put(&p, "gps_lat", g.lat).expect(WRITE);
+        d.put(&p, "gps_lon", g.lon).expect(WRITE);
+    }
+    d.put(&p, "added_at", photo.added_at.to_rfc3339()).expect(WRITE);
+    d.put(&p, "added_by", photo.added_by.as_str()).expect(WRITE);
+}
+
+fn scalar(
+    d: &AutoCommit,
+    obj: &ObjId,
+    key: impl Into<automerge::Prop>,
+    path: &str,
+) -> Result<Option<ScalarValue>, SchemaError> {
+    match d.get(obj, key).map_err(|e| schema_err(path, e.to_string()))? {
+        None => Ok(None),
+        Some((Value::Scalar(s), _)) => Ok(Some(s.into_owned())),
+        Some((Value::Object(_), _)) => Err(schema_err(path, "is an object where a value was expected")),
+    }
+}
+
+fn as_text(v: &Value<'_>) -> Option<String> {
+    match v {
+        Value::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        Value::Object(_) => None,
+    }
+}
+
+fn opt_text(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<Option<String>, SchemaError> {
+    match scalar(d, obj, key, path)? {
+        None => Ok(None),
+        Some(ScalarValue::Str(s)) => Ok(Some(s.to_string())),
+        Some(_) => Err(schema_err(path, "is not a string")),
+    }
+}
+
+fn text(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<String, SchemaError> {
+    opt_text(d, obj, key, path)?.ok_or_else(|| schema_err(path, "is missing"))
+}
+
+fn time(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<DateTime<FixedOffset>, SchemaError> {
+    let s = text(d, obj, key, path)?;
+    DateTime::parse_from_rfc3339(&s).map_err(|_| schema_err(path, format!("is `{s}`, not an RFC 3339 time with offset")))
+}
+
+fn opt_float(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<Option<f64>, SchemaError> {
+    match scalar(d, obj, key, path)? {
+        None => Ok(None),
+        Some(ScalarValue::F64(f)) if f.is_finite() => Ok(Some(f)),
+        Some(ScalarValue::Int(i)) => Ok(Some(i as f64)),
+        Some(ScalarValue::Uint(u)) => Ok(Some(u as f64)),
+        Some(_) => Err(schema_err(path, "is not a finite number")),
+    }
+}
+
+fn check_range(v: Option<f64>, lo: f64, hi: f64, path: &str) -> Result<(), SchemaError> {
+    match v {
+        Some(x) if !(lo..=hi).contains(&x) => Err(schema_err(path, format!("is {x}, outside {lo}..{hi}"))),
+        _ => Ok(()),
+    }
+}
+
+fn uint(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<u64, SchemaError> {
+    match scalar(d, obj, key, path)? {
+        None => Err(schema_err(path, "is missing")),
+        Some(ScalarValue::Uint(u)) => Ok(u),
+        Some(ScalarValue::Int(i)) if i >= 0 => Ok(i as u64),
+        Some(_) => Err(schema_err(path, "is not a non-negative integer")),
+    }
+}
+
+fn small_uint(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<u32, SchemaError> {
+    u32::try_from(uint(d, obj, key, path)?).map_err(|_| schema_err(path, "is too large"))
+}
+
+fn object(
+    d: &AutoCommit,
+    obj: &ObjId,
+    key: impl Into<automerge::Prop>,
+    path: &str,
+    kind: ObjType,
+) -> Result<ObjId, SchemaError> {
+    match d.get(obj, key).map_err(|e| schema_err(path, e.to_string()))? {
+        Some((Value::Object(t), id)) if t == kind => Ok(id),
+        Some(_) => Err(schema_err(path, format!("is not a {kind:?}").to_lowercase())),
+        None => Err(schema_err(path, "is missing")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn t(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    fn new_incident() -> NewIncident {
+        NewIncident {
+            id: IncidentId::new(1_763_600_000_000, [7; 10]),
+            category: "manhole-cover".into(),
+            description: "井盖缺了一角".into(),
+            location: Location {
+                lat: Some(41.1205),
+                lon: Some(122.0712),
+                accuracy_m: Some(8.0),
+                address: Some("鹤乡路12号".into()),
+            },
+            grid: "HLT-CX-HX-02".into(),
+            reporter: "w-li".into(),
+            device: "dev-a".into(),
+            captured_at: t("2026-11-20T09:15:30+08:00"),
+            photos: vec![],
+        }
+    }
+
+    #[test]
+    fn create_save_load_read() {
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        let bytes = doc.save();
+        let back = IncidentDoc::load(&bytes, ActorId::from([1u8; 16])).unwrap().read().unwrap();
+        assert_eq!(back.status, Status::Reported);
+        assert_eq!(back.location.address.as_deref(), Some("鹤乡路12号"));
+        assert_eq!(back.status_history.len(), 1);
+        assert_eq!(back.captured_at, t("2026-11-20T09:15:30+08:00"));
+    }
+
+    #[test]
+    fn invalid_transitions_are_refused_with_the_allowed_ones() {
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        let err = doc.set_status(Status::Closed, "w-li", t("2026-11-20T10:00:00+08:00")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`reported` to `closed`") && msg.contains("dispatched"), "{msg}");
+        doc.set_status(Status::Dispatched, "w-li", t("2026-11-20T10:00:00+08:00")).unwrap();
+        assert_eq!(doc.read().unwrap().status, Status::Dispatched);
+    }
+
+    #[test]
+    fn concurrent_status_changes_pick_the_further_one_and_keep_both_in_history() {
+        let mut a = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        let mut b = IncidentDoc::load(&a.save(), ActorId::from([2u8; 16])).unwrap();
+        a.set_status(Status::Rejected, "center", t("2026-11-20T10:00:00+08:00")).unwrap();
+        b.set_status(Status::Resolved, "w-li", t("2026-11-20T10:01:00+08:00")).unwrap();
+        let mut ab = a.clone();
+        ab.merge(&mut b.clone()).unwrap();
+        let mut ba = b.clone();
+        ba.merge(&mut a.clone()).unwrap();
+        for merged in [ab.read().unwrap(), ba.read().unwrap()] {
+            assert_eq!(merged.status, Status::Rejected);
+            assert_eq!(merged.status_conflicts, vec![Status::Resolved]);
+            let tos: Vec<_> = merged.status_history.iter().map(|h| h.to).collect();
+            assert!(tos.contains(&Status::Rejected) && tos.contains(&Status::Resolved));
+        }
+        assert_eq!(ab.read().unwrap(), ba.read().unwrap());
+    }
+
+    #[test]
+    fn a_wrongly_typed_field_is_named() {
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        doc.automerge().put(ROOT, "captured_at", 5_i64).unwrap();
+        let err = doc.read().unwrap_err();
+        assert_eq!(err.field, "captured_at");
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        doc.automerge().delete(ROOT, "grid").unwrap();
+        assert_eq!(doc.read().unwrap_err().to_string(), "incident field `grid` is missing");
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        doc.automerge().put(ROOT, "status", "lost").unwrap();
+        assert_eq!(doc.read().unwrap_err().field, "status");
+    }
+
+    #[test]
+    fn ids_are_v7_and_parse_back() {
+        let id = IncidentId::new(1_763_600_000_000, [9; 10]);
+        assert_eq!(id.to_string().parse::<IncidentId>().unwrap(), id);
+        assert!("6ba7b810-9dad-11d1-80b4-00c04fd430c8".parse::<IncidentId>().is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! The part of the grid-worker system that both the device and the server
+//! run: incident documents, the device store, content-addressed photos and
+//! the photo pipeline.
+//!
+//! Nothing here is async, opens a socket, or reads the clock or an RNG:
+//! times and random bytes come in as parameters, so the binaries decide
+//! them and tests can fix them.
+
+pub mod blob;
+pub mod incident;
+pub mod photo;
+pub mod store;
+pub mod taxonomy;
+
+pub use blob::{BlobHash, BlobStore};
+pub use incident::{Incident, IncidentDoc, IncidentId, Location, NewIncident, PhotoRef, Status};
+pub use store::{ListFilter, Profile, Store, StoreError};
+pub use taxonomy::{Category, GridMap, Taxonomy};

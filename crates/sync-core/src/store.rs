@@ -1,0 +1,589 @@
+//! The device's incident log: one SQLite file and a blob folder in a data
+//! directory.
+//!
+//! * WAL with `synchronous=FULL`: a committed transaction survives a power cut.
+//! * Each incident row keeps the saved Automerge bytes (the truth) and columns
+//!   projected from them for queries.
+//! * `outbox` lists incidents with changes no server has acknowledged, with
+//!   the heads it last acknowledged (empty: never synced).
+//! * `blobs` lists every photo blob; a blob file is only published after the
+//!   transaction naming it commits (see [`crate::blob`]).
+//! * One process at a time: [`Store::open`] takes an exclusive lock on
+//!   `field.lock`, which also makes blob recovery at open safe.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use automerge::ActorId;
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::blob::{BlobError, BlobHash, BlobStore};
+use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Status};
+use crate::photo::ProcessedPhoto;
+use crate::taxonomy::{GridMap, Taxonomy, TaxonomyError};
+
+const DB_FILE: &str = "field.sqlite3";
+const LOCK_FILE: &str = "field.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the device database failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("this data directory is not set up yet; run `field init --worker ID --grid CELL` first")]
+    NotInitialised,
+    #[error("this data directory belongs to worker `{existing}`; it cannot be set up again for `{requested}`")]
+    OtherWorker { existing: String, requested: String },
+    #[error("the database was written by a newer version (schema {found}, this build knows {known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("no incident matches `{0}`")]
+    NotFound(String),
+    #[error("`{prefix}` matches more than one incident ({examples}); give more of the id")]
+    Ambiguous { prefix: String, examples: String },
+    #[error("`{0}` is not an incident id or id prefix (hex digits and dashes, at least 4)")]
+    BadPrefix(String),
+    #[error("incident {id} is stored but cannot be read: {source}")]
+    Corrupt {
+        id: String,
+        #[source]
+        source: DocError,
+    },
+    #[error(transparent)]
+    Taxonomy(#[from] TaxonomyError),
+    #[error("the stored {what} are unreadable: {reason}")]
+    Meta { what: &'static str, reason: String },
+}
+
+/// Who this device belongs to, set by `field init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub worker: String,
+    pub name: Option<String>,
+    /// A UUID made at init; its bytes are the device's Automerge actor id.
+    pub device: Uuid,
+    pub grids: Vec<String>,
+}
+
+impl Profile {
+    pub fn actor(&self) -> ActorId {
+        ActorId::from(self.device.as_bytes())
+    }
+}
+
+/// A photo whose blobs are staged, ready to be committed with an incident.
+#[derive(Debug, Clone)]
+pub struct PreparedPhoto {
+    pub photo: PhotoRef,
+    blobs: Vec<BlobRow>,
+}
+
+#[derive(Debug, Clone)]
+struct BlobRow {
+    hash: BlobHash,
+    size: u64,
+    kind: &'static str,
+    mime: &'static str,
+    width: u32,
+    height: u32,
+}
+
+/// Filters for [`Store::list`]; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub category: Option<String>,
+    /// Capture date on the device's own calendar (the offset it recorded).
+    pub date: Option<NaiveDate>,
+}
+
+/// One line of `field list`, read from the projected columns.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentRow {
+    pub id: IncidentId,
+    pub category: String,
+    pub status: Status,
+    pub grid: String,
+    pub captured_at: DateTime<FixedOffset>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub description: String,
+    pub photos: u32,
+    pub notes: u32,
+    /// Whether changes wait for a server's acknowledgement.
+    pub unsynced: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusSummary {
+    pub total: u64,
+    pub by_status: Vec<(Status, u64)>,
+    pub unsynced_incidents: u64,
+    pub photo_blobs: u64,
+    pub unsynced_blobs: u64,
+    pub last_sync: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+    blobs: BlobStore,
+    root: PathBuf,
+    _lock: File,
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first layout.
+    "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    CREATE TABLE incidents (
+        id            TEXT PRIMARY KEY,
+        doc           BLOB NOT NULL,
+        category      TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        grid          TEXT NOT NULL,
+        captured_at   TEXT NOT NULL,
+        captured_date TEXT NOT NULL,
+        captured_ms   INTEGER NOT NULL,
+        lat           REAL,
+        lon           REAL,
+        description   TEXT NOT NULL,
+        photos        INTEGER NOT NULL,
+        notes         INTEGER NOT NULL,
+        updated_at    TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX incidents_status ON incidents(status);
+    CREATE INDEX incidents_category ON incidents(category);
+    CREATE INDEX incidents_date ON incidents(captured_date);
+    CREATE TABLE outbox (
+        incident_id TEXT PRIMARY KEY REFERENCES incidents(id),
+        acked_heads BLOB NOT NULL,
+        queued_at   TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE blobs (
+        hash        TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('original', 'display', 'thumb')),
+        mime        TEXT NOT NULL,
+        width       INTEGER NOT NULL,
+        height      INTEGER NOT NULL,
+        created_at  TEXT NOT NULL,
+        uploaded_at TEXT
+    ) STRICT;
+    ",
+];
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, waiting for any other
+    /// process using it to finish.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            action: "create",
+            path: dir.to_owned(),
+            source,
+        })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Io {
+                action: "open",
+                path: lock_path.clone(),
+                source,
+            })?;
+        lock.lock().map_err(|source| StoreError::Io {
+            action: "lock",
+            path: lock_path,
+            source,
+        })?;
+        let mut conn = Connection::open(dir.join(DB_FILE))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        let blobs = BlobStore::open(dir)?;
+        let store = Store {
+            conn,
+            blobs,
+            root: dir.to_owned(),
+            _lock: lock,
+        };
+        let (published, discarded) = store.blobs.recover(|h| store.has_blob_row(h).unwrap_or(false))?;
+        if published + discarded > 0 {
+            tracing::info!(published, discarded, "finished blob writes a crash interrupted");
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The raw connection, for tests and read-only diagnostics.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Sets the device up for a worker. Running it again for the same worker
+    /// updates the name, grid cells and lists and keeps the device id.
+    pub fn init(
+        &mut self,
+        worker: &str,
+        name: Option<&str>,
+        grids: &[String],
+        new_device: Uuid,
+        taxonomy_json: &str,
+        grids_json: &str,
+    ) -> Result<Profile, StoreError> {
+        Taxonomy::from_json(taxonomy_json)?;
+        let map = GridMap::from_json(grids_json)?;
+        for g in grids {
+            map.require_cell(g)?;
+        }
+        let device = match self.profile() {
+            Ok(p) if p.worker != worker => {
+                return Err(StoreError::OtherWorker {
+                    existing: p.worker,
+                    requested: worker.to_owned(),
+                });
+            }
+            Ok(p) => p.device,
+            Err(StoreError::NotInitialised) => new_device,
+            Err(e) => return Err(e),
+        };
+        let profile = Profile {
+            worker: worker.to_owned(),
+            name: name.map(str::to_owned),
+            device,
+            grids: grids.to_vec(),
+        };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut put = tx.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?;
+            put.execute(params!["profile", serde_json::to_string(&profile).expect("profile serialises")])?;
+            put.execute(params!["taxonomy", taxonomy_json])?;
+            put.execute(params!["grids", grids_json])?;
+        }
+        tx.commit()?;
+        Ok(profile)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn profile(&self) -> Result<Profile, StoreError> {
+        let json = self.meta("profile")?.ok_or(StoreError::NotInitialised)?;
+        serde_json::from_str(&json).map_err(|e| StoreError::Meta {
+            what: "device profile",
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn taxonomy(&self) -> Result<Taxonomy, StoreError> {
+        let json = self.meta("taxonomy")?.ok_or(StoreError::NotInitialised)?;
+        Ok(Taxonomy::from_json(&json)?)
+    }
+
+    pub fn grid_map(&self) -> Result<GridMap, StoreError> {
+        let json = self.meta("grids")?.ok_or(StoreError::NotInitialised)?;
+        Ok(GridMap::from_json(&json)?)
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)", params![key, value])?;
+        Ok(())
+    }
+
+    fn has_blob_row(&self, hash: &BlobHash) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM blobs WHERE hash = ?1", [hash.to_hex()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Stages the original, display copy and thumbnail of a processed photo.
+    /// Nothing is visible until the incident that names them is committed.
+    pub fn prepare_photo(
+        &self,
+        original: &[u8],
+        processed: &ProcessedPhoto,
+        by: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<PreparedPhoto, StoreError> {
+        let mime = processed.format.mime();
+        let o = self.blobs.stage(original)?;
+        let d = self.blobs.stage(&processed.display.bytes)?;
+        let t = self.blobs.stage(&processed.thumb.bytes)?;
+        let blobs = vec![
+            BlobRow {
+                hash: o,
+                size: original.len() as u64,
+                kind: "original",
+                mime,
+                width: processed.width,
+                height: processed.height,
+            },
+            BlobRow {
+                hash: d,
+                size: processed.display.bytes.len() as u64,
+                kind: "display",
+                mime: "image/jpeg",
+                width: processed.display.width,
+                height: processed.display.height,
+            },
+            BlobRow {
+                hash: t,
+                size: processed.thumb.bytes.len() as u64,
+                kind: "thumb",
+                mime: "image/jpeg",
+                width: processed.thumb.width,
+                height: processed.thumb.height,
+            },
+        ];
+        Ok(PreparedPhoto {
+            photo: PhotoRef {
+                original: o,
+                display: d,
+                thumb: t,
+                size: original.len() as u64,
+                mime: mime.to_owned(),
+                width: processed.width,
+                height: processed.height,
+                taken_at: processed.exif.taken_at.clone(),
+                gps: processed.exif.gps,
+                added_at: now,
+                added_by: by.to_owned(),
+            },
+            blobs,
+        })
+    }
+
+    /// Stores a document (new or edited) and the photos it gained, in one
+    /// durable transaction, then publishes the photos' blobs.
+    pub fn save(
+        &mut self,
+        doc: &mut IncidentDoc,
+        photos: &[PreparedPhoto],
+        now: DateTime<FixedOffset>,
+    ) -> Result<Incident, StoreError> {
+        let incident = doc.read().map_err(|e| StoreError::Corrupt {
+            id: "(new)".into(),
+            source: e.into(),
+        })?;
+        let bytes = doc.save();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
+                                    lat, lon, description, photos, notes, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, category = excluded.category,
+                status = excluded.status, grid = excluded.grid, captured_at = excluded.captured_at,
+                captured_date = excluded.captured_date, captured_ms = excluded.captured_ms,
+                lat = excluded.lat, lon = excluded.lon, description = excluded.description,
+                photos = excluded.photos, notes = excluded.notes, updated_at = excluded.updated_at",
+            params![
+                incident.id.to_string(),
+                bytes,
+                incident.category,
+                incident.status.as_str(),
+                incident.grid,
+                incident.captured_at.to_rfc3339(),
+                incident.captured_at.date_naive().to_string(),
+                incident.captured_at.timestamp_millis(),
+                incident.location.lat,
+                incident.location.lon,
+                incident.description,
+                incident.photos.len() as i64,
+                incident.notes.len() as i64,
+                now.to_rfc3339(),
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, X'', ?2)
+             ON CONFLICT(incident_id) DO NOTHING",
+            params![incident.id.to_string(), now.to_rfc3339()],
+        )?;
+        {
+            let mut put = tx.prepare(
+                "INSERT OR IGNORE INTO blobs (hash, size, kind, mime, width, height, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for b in photos.iter().flat_map(|p| &p.blobs) {
+                put.execute(params![b.hash.to_hex(), b.size as i64, b.kind, b.mime, b.width, b.height, now.to_rfc3339()])?;
+            }
+        }
+        tx.commit()?;
+        for b in photos.iter().flat_map(|p| &p.blobs) {
+            self.blobs.publish(&b.hash)?;
+        }
+        Ok(incident)
+    }
+
+    /// Turns what a user typed (a whole id or a unique prefix) into an id.
+    pub fn resolve(&self, given: &str) -> Result<IncidentId, StoreError> {
+        let given = given.trim().to_ascii_lowercase();
+        if given.len() < 4 || !given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return Err(StoreError::BadPrefix(given));
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM incidents WHERE id >= ?1 AND id < ?1 || 'g' ORDER BY id LIMIT 3")?;
+        let ids: Vec<String> = stmt.query_map([&given], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        match ids.as_slice() {
+            [] => Err(StoreError::NotFound(given)),
+            [one] => one.parse().map_err(|_| StoreError::NotFound(given)),
+            many => Err(StoreError::Ambiguous {
+                prefix: given,
+                examples: many.join(", "),
+            }),
+        }
+    }
+
+    /// Loads an incident's document, validated.
+    pub fn load(&self, id: &IncidentId, actor: ActorId) -> Result<IncidentDoc, StoreError> {
+        let bytes: Vec<u8> = self
+            .conn
+            .query_row("SELECT doc FROM incidents WHERE id = ?1", [id.to_string()], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        IncidentDoc::load(&bytes, actor).map_err(|source| StoreError::Corrupt {
+            id: id.to_string(),
+            source,
+        })
+    }
+
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT i.id, i.category, i.status, i.grid, i.captured_at, i.lat, i.lon, i.description,
+                    i.photos, i.notes, o.incident_id IS NOT NULL
+             FROM incidents i LEFT JOIN outbox o ON o.incident_id = i.id
+             WHERE (?1 IS NULL OR i.status = ?1)
+               AND (?2 IS NULL OR i.category = ?2)
+               AND (?3 IS NULL OR i.captured_date = ?3)
+             ORDER BY i.captured_ms, i.id",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                filter.status.map(|s| s.as_str()),
+                filter.category,
+                filter.date.map(|d| d.to_string())
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<f64>>(5)?,
+                    r.get::<_, Option<f64>>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, u32>(8)?,
+                    r.get::<_, u32>(9)?,
+                    r.get::<_, bool>(10)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, category, status, grid, captured_at, lat, lon, description, photos, notes, unsynced) = row?;
+            let bad = |what: &str| StoreError::Meta {
+                what: "incident columns",
+                reason: format!("{what} of {id} is unreadable"),
+            };
+            out.push(IncidentRow {
+                id: id.parse().map_err(|_| bad("the id"))?,
+                category,
+                status: status.parse().map_err(|_| bad("the status"))?,
+                grid,
+                captured_at: DateTime::parse_from_rfc3339(&captured_at).map_err(|_| bad("the capture time"))?,
+                lat,
+                lon,
+                description,
+                photos,
+                notes,
+                unsynced,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every incident matching `filter`, read in full from its document.
+    pub fn incidents(&self, filter: &ListFilter, actor: &ActorId) -> Result<Vec<Incident>, StoreError> {
+        self.list(filter)?
+            .iter()
+            .map(|row| {
+                self.load(&row.id, actor.clone())?.read().map_err(|e| StoreError::Corrupt {
+                    id: row.id.to_string(),
+                    source: e.into(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn summary(&self) -> Result<StatusSummary, StoreError> {
+        let mut by_status = Vec::new();
+        let mut total = 0;
+        for status in Status::ALL {
+            let n: i64 = self
+                .conn
+                .query_row("SELECT count(*) FROM incidents WHERE status = ?1", [status.as_str()], |r| r.get(0))?;
+            let n = n as u64;
+            total += n;
+            if n > 0 {
+                by_status.push((status, n));
+            }
+        }
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
+            Ok(n as u64)
+        };
+        Ok(StatusSummary {
+            total,
+            by_status,
+            unsynced_incidents: count("SELECT count(*) FROM outbox")?,
+            photo_blobs: count("SELECT count(*) FROM blobs WHERE kind = 'original'")?,
+            unsynced_blobs: count("SELECT count(*) FROM blobs WHERE uploaded_at IS NULL")?,
+            last_sync: self.meta("last_sync")?,
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew { found: version, known });
+    }
+    for sql in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    if version < known {
+        tx.pragma_update(None, "user_version", known)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
