@@ -66,7 +66,9 @@ impl FromStr for BlobHash {
     type Err = ParseBlobHashError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let lower = s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !lower {
             return Err(ParseBlobHashError(s.chars().take(80).collect()));
         }
@@ -117,7 +119,9 @@ pub struct BlobStore {
 impl BlobStore {
     /// Uses `root/blobs` and `root/staging`, creating them if needed.
     pub fn open(root: &Path) -> Result<Self, BlobError> {
-        let store = BlobStore { root: root.to_owned() };
+        let store = BlobStore {
+            root: root.to_owned(),
+        };
         for dir in [store.blobs_dir(), store.staging_dir()] {
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
@@ -190,7 +194,10 @@ impl BlobStore {
 
     /// Finishes or undoes what a crash interrupted. `committed` says whether
     /// the database holds a row for a hash. Returns (published, discarded).
-    pub fn recover(&self, committed: impl Fn(&BlobHash) -> bool) -> Result<(usize, usize), BlobError> {
+    pub fn recover(
+        &self,
+        committed: impl Fn(&BlobHash) -> bool,
+    ) -> Result<(usize, usize), BlobError> {
         let dir = self.staging_dir();
         let mut published = 0;
         let mut discarded = 0;
@@ -235,7 +242,12 @@ mod tests {
     fn hash_round_trips_and_rejects_junk() {
         let h = BlobHash::of(b"photo");
         assert_eq!(h.to_string().parse::<BlobHash>().unwrap(), h);
-        for bad in ["", "../../etc/passwd", &h.to_string().to_uppercase(), &h.to_string()[..63]] {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            &h.to_string().to_uppercase(),
+            &h.to_string()[..63],
+        ] {
             assert!(bad.parse::<BlobHash>().is_err(), "{bad:?} parsed");
         }
     }

@@ -32,7 +32,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{
+    ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
+};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -40,6 +42,12 @@ use uuid::Uuid;
 use crate::blob::BlobHash;
 
 pub const SCHEMA_VERSION: u64 = 1;
+
+/// How times are written into documents and exports: RFC 3339 with the
+/// offset, and a fraction of a second only when there is one.
+pub fn rfc3339(t: &DateTime<FixedOffset>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
 
 /// A UUIDv7: sortable by creation time, unique without coordination.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -133,7 +141,10 @@ fn allowed_list(from: Status) -> String {
     if next.is_empty() {
         "nothing (it is final)".into()
     } else {
-        next.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        next.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -234,7 +245,9 @@ impl FromStr for Status {
         Status::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| StatusError::Unknown { given: s.to_owned() })
+            .ok_or_else(|| StatusError::Unknown {
+                given: s.to_owned(),
+            })
     }
 }
 
@@ -363,7 +376,11 @@ pub struct IncidentDoc {
 }
 
 fn commit(doc: &mut AutoCommit, message: &str, now: DateTime<FixedOffset>) {
-    doc.commit_with(CommitOptions::default().with_message(message.to_owned()).with_time(now.timestamp()));
+    doc.commit_with(
+        CommitOptions::default()
+            .with_message(message.to_owned())
+            .with_time(now.timestamp()),
+    );
 }
 
 /// Every write below goes into an AutoCommit we own, into objects this module
@@ -377,7 +394,8 @@ impl IncidentDoc {
         d.put(ROOT, "schema", SCHEMA_VERSION).expect(WRITE);
         d.put(ROOT, "id", new.id.to_string()).expect(WRITE);
         d.put(ROOT, "category", new.category.as_str()).expect(WRITE);
-        d.put(ROOT, "description", new.description.as_str()).expect(WRITE);
+        d.put(ROOT, "description", new.description.as_str())
+            .expect(WRITE);
         let loc = d.put_object(ROOT, "location", ObjType::Map).expect(WRITE);
         if let Some((lat, lon)) = new.location.point() {
             d.put(&loc, "lat", lat).expect(WRITE);
@@ -392,10 +410,21 @@ impl IncidentDoc {
         d.put(ROOT, "grid", new.grid.as_str()).expect(WRITE);
         d.put(ROOT, "reporter", new.reporter.as_str()).expect(WRITE);
         d.put(ROOT, "device", new.device.as_str()).expect(WRITE);
-        d.put(ROOT, "captured_at", new.captured_at.to_rfc3339()).expect(WRITE);
-        d.put(ROOT, "status", Status::Reported.as_str()).expect(WRITE);
-        let history = d.put_object(ROOT, "status_history", ObjType::List).expect(WRITE);
-        put_status_change(d, &history, None, Status::Reported, new.captured_at, &new.reporter);
+        d.put(ROOT, "captured_at", rfc3339(&new.captured_at))
+            .expect(WRITE);
+        d.put(ROOT, "status", Status::Reported.as_str())
+            .expect(WRITE);
+        let history = d
+            .put_object(ROOT, "status_history", ObjType::List)
+            .expect(WRITE);
+        put_status_change(
+            d,
+            &history,
+            None,
+            Status::Reported,
+            new.captured_at,
+            &new.reporter,
+        );
         d.put_object(ROOT, "notes", ObjType::List).expect(WRITE);
         let photos = d.put_object(ROOT, "photos", ObjType::Map).expect(WRITE);
         for photo in &new.photos {
@@ -407,7 +436,9 @@ impl IncidentDoc {
 
     /// Loads saved bytes and checks them against the schema.
     pub fn load(bytes: &[u8], actor: ActorId) -> Result<IncidentDoc, DocError> {
-        let doc = AutoCommit::load(bytes).map_err(DocError::Decode)?.with_actor(actor);
+        let doc = AutoCommit::load(bytes)
+            .map_err(DocError::Decode)?
+            .with_actor(actor);
         let doc = IncidentDoc { doc };
         doc.read()?;
         Ok(doc)
@@ -441,7 +472,12 @@ impl IncidentDoc {
     }
 
     /// Moves the incident along the workflow; refuses moves it does not allow.
-    pub fn set_status(&mut self, to: Status, by: &str, now: DateTime<FixedOffset>) -> Result<(), DocError> {
+    pub fn set_status(
+        &mut self,
+        to: Status,
+        by: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<(), DocError> {
         let from = self.read()?.status;
         if !from.can_move_to(to) {
             return Err(StatusError::Transition { from, to }.into());
@@ -454,25 +490,38 @@ impl IncidentDoc {
         Ok(())
     }
 
-    pub fn add_note(&mut self, author: &str, text: &str, now: DateTime<FixedOffset>) -> Result<(), DocError> {
+    pub fn add_note(
+        &mut self,
+        author: &str,
+        text: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<(), DocError> {
         let d = &mut self.doc;
         let notes = existing(d, "notes")?;
         let at = d.length(&notes);
         let note = d.insert_object(&notes, at, ObjType::Map).expect(WRITE);
         d.put(&note, "author", author).expect(WRITE);
-        d.put(&note, "at", now.to_rfc3339()).expect(WRITE);
+        d.put(&note, "at", rfc3339(&now)).expect(WRITE);
         d.put(&note, "text", text).expect(WRITE);
         commit(d, "note", now);
         Ok(())
     }
 
     /// Adds photos; one already on the incident (same original) is skipped.
-    pub fn add_photos(&mut self, photos: &[PhotoRef], now: DateTime<FixedOffset>) -> Result<usize, DocError> {
+    pub fn add_photos(
+        &mut self,
+        photos: &[PhotoRef],
+        now: DateTime<FixedOffset>,
+    ) -> Result<usize, DocError> {
         let d = &mut self.doc;
         let map = existing(d, "photos")?;
         let mut added = 0;
         for photo in photos {
-            if d.get(&map, photo.original.to_hex()).ok().flatten().is_none() {
+            if d.get(&map, photo.original.to_hex())
+                .ok()
+                .flatten()
+                .is_none()
+            {
                 put_photo(d, &map, photo);
                 added += 1;
             }
@@ -488,7 +537,10 @@ impl IncidentDoc {
         let d = &self.doc;
         let schema = uint(d, &ROOT, "schema", "schema")?;
         if schema != SCHEMA_VERSION {
-            return Err(schema_err("schema", format!("is {schema}, but only version {SCHEMA_VERSION} is known")));
+            return Err(schema_err(
+                "schema",
+                format!("is {schema}, but only version {SCHEMA_VERSION} is known"),
+            ));
         }
         let id = text(d, &ROOT, "id", "id")?
             .parse::<IncidentId>()
@@ -497,7 +549,10 @@ impl IncidentDoc {
         let lat = opt_float(d, &loc, "lat", "location.lat")?;
         let lon = opt_float(d, &loc, "lon", "location.lon")?;
         if lat.is_some() != lon.is_some() {
-            return Err(schema_err("location", "must have both lat and lon or neither"));
+            return Err(schema_err(
+                "location",
+                "must have both lat and lon or neither",
+            ));
         }
         check_range(lat, -90.0, 90.0, "location.lat")?;
         check_range(lon, -180.0, 180.0, "location.lon")?;
@@ -509,9 +564,15 @@ impl IncidentDoc {
         };
 
         let mut statuses = Vec::new();
-        for (value, _) in d.get_all(ROOT, "status").map_err(|e| schema_err("status", e.to_string()))? {
+        for (value, _) in d
+            .get_all(ROOT, "status")
+            .map_err(|e| schema_err("status", e.to_string()))?
+        {
             let s = as_text(&value).ok_or_else(|| schema_err("status", "is not a string"))?;
-            statuses.push(s.parse::<Status>().map_err(|e| schema_err("status", e.to_string()))?);
+            statuses.push(
+                s.parse::<Status>()
+                    .map_err(|e| schema_err("status", e.to_string()))?,
+            );
         }
         statuses.sort_by_key(|s| std::cmp::Reverse(s.rank()));
         statuses.dedup();
@@ -526,7 +587,10 @@ impl IncidentDoc {
             let path = format!("status_history[{i}]");
             let entry = object(d, &history_obj, i, &path, ObjType::Map)?;
             let from = opt_text(d, &entry, "from", &format!("{path}.from"))?
-                .map(|s| s.parse::<Status>().map_err(|e| schema_err(format!("{path}.from"), e.to_string())))
+                .map(|s| {
+                    s.parse::<Status>()
+                        .map_err(|e| schema_err(format!("{path}.from"), e.to_string()))
+                })
                 .transpose()?;
             let to = text(d, &entry, "to", &format!("{path}.to"))?
                 .parse::<Status>()
@@ -558,13 +622,16 @@ impl IncidentDoc {
             let p = object(d, &photos_obj, key.as_str(), &path, ObjType::Map)?;
             let field = |name: &str| format!("{path}.{name}");
             let hash = |name: &str| -> Result<BlobHash, SchemaError> {
-                text(d, &p, name, &field(name))?
-                    .parse()
-                    .map_err(|e: crate::blob::ParseBlobHashError| schema_err(field(name), e.to_string()))
+                text(d, &p, name, &field(name))?.parse().map_err(
+                    |e: crate::blob::ParseBlobHashError| schema_err(field(name), e.to_string()),
+                )
             };
             let original = hash("original")?;
             if original.to_hex() != key {
-                return Err(schema_err(field("original"), "does not match the key it is stored under"));
+                return Err(schema_err(
+                    field("original"),
+                    "does not match the key it is stored under",
+                ));
             }
             let gps_lat = opt_float(d, &p, "gps_lat", &field("gps_lat"))?;
             let gps_lon = opt_float(d, &p, "gps_lon", &field("gps_lon"))?;
@@ -586,7 +653,11 @@ impl IncidentDoc {
                 added_by: text(d, &p, "added_by", &field("added_by"))?,
             });
         }
-        photos.sort_by(|a, b| a.added_at.cmp(&b.added_at).then(a.original.cmp(&b.original)));
+        photos.sort_by(|a, b| {
+            a.added_at
+                .cmp(&b.added_at)
+                .then(a.original.cmp(&b.original))
+        });
 
         Ok(Incident {
             id,
@@ -608,7 +679,11 @@ impl IncidentDoc {
 }
 
 fn existing(d: &AutoCommit, key: &str) -> Result<ObjId, SchemaError> {
-    let kind = if key == "photos" { ObjType::Map } else { ObjType::List };
+    let kind = if key == "photos" {
+        ObjType::Map
+    } else {
+        ObjType::List
+    };
     object(d, &ROOT, key, key, kind)
 }
 
@@ -626,12 +701,14 @@ fn put_status_change(
         d.put(&entry, "from", from.as_str()).expect(WRITE);
     }
     d.put(&entry, "to", to.as_str()).expect(WRITE);
-    d.put(&entry, "at", at.to_rfc3339()).expect(WRITE);
+    d.put(&entry, "at", rfc3339(&at)).expect(WRITE);
     d.put(&entry, "by", by).expect(WRITE);
 }
 
 fn put_photo(d: &mut AutoCommit, photos: &ObjId, photo: &PhotoRef) {
-    let p = d.put_object(photos, photo.original.to_hex(), ObjType::Map).expect(WRITE);
+    let p = d
+        .put_object(photos, photo.original.to_hex(), ObjType::Map)
+        .expect(WRITE);
     d.put(&p, "original", photo.original.to_hex()).expect(WRITE);
     d.put(&p, "display", photo.display.to_hex()).expect(WRITE);
     d.put(&p, "thumb", photo.thumb.to_hex()).expect(WRITE);
@@ -646,7 +723,8 @@ fn put_photo(d: &mut AutoCommit, photos: &ObjId, photo: &PhotoRef) {
         d.put(&p, "gps_lat", g.lat).expect(WRITE);
         d.put(&p, "gps_lon", g.lon).expect(WRITE);
     }
-    d.put(&p, "added_at", photo.added_at.to_rfc3339()).expect(WRITE);
+    d.put(&p, "added_at", rfc3339(&photo.added_at))
+        .expect(WRITE);
     d.put(&p, "added_by", photo.added_by.as_str()).expect(WRITE);
 }
 
@@ -656,10 +734,15 @@ fn scalar(
     key: impl Into<automerge::Prop>,
     path: &str,
 ) -> Result<Option<ScalarValue>, SchemaError> {
-    match d.get(obj, key).map_err(|e| schema_err(path, e.to_string()))? {
+    match d
+        .get(obj, key)
+        .map_err(|e| schema_err(path, e.to_string()))?
+    {
         None => Ok(None),
         Some((Value::Scalar(s), _)) => Ok(Some(s.into_owned())),
-        Some((Value::Object(_), _)) => Err(schema_err(path, "is an object where a value was expected")),
+        Some((Value::Object(_), _)) => {
+            Err(schema_err(path, "is an object where a value was expected"))
+        }
     }
 }
 
@@ -673,7 +756,12 @@ fn as_text(v: &Value<'_>) -> Option<String> {
     }
 }
 
-fn opt_text(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<Option<String>, SchemaError> {
+fn opt_text(
+    d: &AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    path: &str,
+) -> Result<Option<String>, SchemaError> {
     match scalar(d, obj, key, path)? {
         None => Ok(None),
         Some(ScalarValue::Str(s)) => Ok(Some(s.to_string())),
@@ -685,12 +773,23 @@ fn text(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<String, Sc
     opt_text(d, obj, key, path)?.ok_or_else(|| schema_err(path, "is missing"))
 }
 
-fn time(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<DateTime<FixedOffset>, SchemaError> {
+fn time(
+    d: &AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    path: &str,
+) -> Result<DateTime<FixedOffset>, SchemaError> {
     let s = text(d, obj, key, path)?;
-    DateTime::parse_from_rfc3339(&s).map_err(|_| schema_err(path, format!("is `{s}`, not an RFC 3339 time with offset")))
+    DateTime::parse_from_rfc3339(&s)
+        .map_err(|_| schema_err(path, format!("is `{s}`, not an RFC 3339 time with offset")))
 }
 
-fn opt_float(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<Option<f64>, SchemaError> {
+fn opt_float(
+    d: &AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    path: &str,
+) -> Result<Option<f64>, SchemaError> {
     match scalar(d, obj, key, path)? {
         None => Ok(None),
         Some(ScalarValue::F64(f)) if f.is_finite() => Ok(Some(f)),
@@ -702,7 +801,9 @@ fn opt_float(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<Optio
 
 fn check_range(v: Option<f64>, lo: f64, hi: f64, path: &str) -> Result<(), SchemaError> {
     match v {
-        Some(x) if !(lo..=hi).contains(&x) => Err(schema_err(path, format!("is {x}, outside {lo}..{hi}"))),
+        Some(x) if !(lo..=hi).contains(&x) => {
+            Err(schema_err(path, format!("is {x}, outside {lo}..{hi}")))
+        }
         _ => Ok(()),
     }
 }
@@ -727,9 +828,15 @@ fn object(
     path: &str,
     kind: ObjType,
 ) -> Result<ObjId, SchemaError> {
-    match d.get(obj, key).map_err(|e| schema_err(path, e.to_string()))? {
+    match d
+        .get(obj, key)
+        .map_err(|e| schema_err(path, e.to_string()))?
+    {
         Some((Value::Object(t), id)) if t == kind => Ok(id),
-        Some(_) => Err(schema_err(path, format!("is not a {kind:?}").to_lowercase())),
+        Some(_) => Err(schema_err(
+            path,
+            format!("is not a {kind:?}").to_lowercase(),
+        )),
         None => Err(schema_err(path, "is missing")),
     }
 }
@@ -765,7 +872,10 @@ mod tests {
     fn create_save_load_read() {
         let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
         let bytes = doc.save();
-        let back = IncidentDoc::load(&bytes, ActorId::from([1u8; 16])).unwrap().read().unwrap();
+        let back = IncidentDoc::load(&bytes, ActorId::from([1u8; 16]))
+            .unwrap()
+            .read()
+            .unwrap();
         assert_eq!(back.status, Status::Reported);
         assert_eq!(back.location.address.as_deref(), Some("鹤乡路12号"));
         assert_eq!(back.status_history.len(), 1);
@@ -775,10 +885,16 @@ mod tests {
     #[test]
     fn invalid_transitions_are_refused_with_the_allowed_ones() {
         let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
-        let err = doc.set_status(Status::Closed, "w-li", t("2026-11-20T10:00:00+08:00")).unwrap_err();
+        let err = doc
+            .set_status(Status::Closed, "w-li", t("2026-11-20T10:00:00+08:00"))
+            .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("`reported` to `closed`") && msg.contains("dispatched"), "{msg}");
-        doc.set_status(Status::Dispatched, "w-li", t("2026-11-20T10:00:00+08:00")).unwrap();
+        assert!(
+            msg.contains("`reported` to `closed`") && msg.contains("dispatched"),
+            "{msg}"
+        );
+        doc.set_status(Status::Dispatched, "w-li", t("2026-11-20T10:00:00+08:00"))
+            .unwrap();
         assert_eq!(doc.read().unwrap().status, Status::Dispatched);
     }
 
@@ -786,8 +902,10 @@ mod tests {
     fn concurrent_status_changes_pick_the_further_one_and_keep_both_in_history() {
         let mut a = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
         let mut b = IncidentDoc::load(&a.save(), ActorId::from([2u8; 16])).unwrap();
-        a.set_status(Status::Rejected, "center", t("2026-11-20T10:00:00+08:00")).unwrap();
-        b.set_status(Status::Resolved, "w-li", t("2026-11-20T10:01:00+08:00")).unwrap();
+        a.set_status(Status::Rejected, "center", t("2026-11-20T10:00:00+08:00"))
+            .unwrap();
+        b.set_status(Status::Resolved, "w-li", t("2026-11-20T10:01:00+08:00"))
+            .unwrap();
         let mut ab = a.clone();
         ab.merge(&mut b.clone()).unwrap();
         let mut ba = b.clone();
@@ -809,7 +927,10 @@ mod tests {
         assert_eq!(err.field, "captured_at");
         let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
         doc.automerge().delete(ROOT, "grid").unwrap();
-        assert_eq!(doc.read().unwrap_err().to_string(), "incident field `grid` is missing");
+        assert_eq!(
+            doc.read().unwrap_err().to_string(),
+            "incident field `grid` is missing"
+        );
         let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
         doc.automerge().put(ROOT, "status", "lost").unwrap();
         assert_eq!(doc.read().unwrap_err().field, "status");
@@ -819,6 +940,10 @@ mod tests {
     fn ids_are_v7_and_parse_back() {
         let id = IncidentId::new(1_763_600_000_000, [9; 10]);
         assert_eq!(id.to_string().parse::<IncidentId>().unwrap(), id);
-        assert!("6ba7b810-9dad-11d1-80b4-00c04fd430c8".parse::<IncidentId>().is_err());
+        assert!(
+            "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+                .parse::<IncidentId>()
+                .is_err()
+        );
     }
 }

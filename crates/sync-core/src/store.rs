@@ -16,16 +16,16 @@ use std::path::{Path, PathBuf};
 
 use automerge::ActorId;
 use chrono::{DateTime, FixedOffset, NaiveDate};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::blob::{BlobError, BlobHash, BlobStore};
-use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Status};
+use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Status, rfc3339};
 use crate::photo::ProcessedPhoto;
 use crate::taxonomy::{GridMap, Taxonomy, TaxonomyError};
 
-const DB_FILE: &str = "field.sqlite3";
+pub const DB_FILE: &str = "field.sqlite3";
 const LOCK_FILE: &str = "field.lock";
 
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +41,17 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Blob(#[from] BlobError),
-    #[error("this data directory is not set up yet; run `field init --worker ID --grid CELL` first")]
+    #[error(
+        "this data directory is not set up yet; run `field init --worker ID --grid CELL` first"
+    )]
     NotInitialised,
-    #[error("this data directory belongs to worker `{existing}`; it cannot be set up again for `{requested}`")]
+    #[error(
+        "this data directory belongs to worker `{existing}`; it cannot be set up again for `{requested}`"
+    )]
     OtherWorker { existing: String, requested: String },
-    #[error("the database was written by a newer version (schema {found}, this build knows {known})")]
+    #[error(
+        "the database was written by a newer version (schema {found}, this build knows {known})"
+    )]
     TooNew { found: i64, known: i64 },
     #[error("no incident matches `{0}`")]
     NotFound(String),
@@ -220,9 +226,15 @@ impl Store {
             root: dir.to_owned(),
             _lock: lock,
         };
-        let (published, discarded) = store.blobs.recover(|h| store.has_blob_row(h).unwrap_or(false))?;
+        let (published, discarded) = store
+            .blobs
+            .recover(|h| store.has_blob_row(h).unwrap_or(false))?;
         if published + discarded > 0 {
-            tracing::info!(published, discarded, "finished blob writes a crash interrupted");
+            tracing::info!(
+                published,
+                discarded,
+                "finished blob writes a crash interrupted"
+            );
         }
         Ok(store)
     }
@@ -273,10 +285,15 @@ impl Store {
             device,
             grids: grids.to_vec(),
         };
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut put = tx.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?;
-            put.execute(params!["profile", serde_json::to_string(&profile).expect("profile serialises")])?;
+            put.execute(params![
+                "profile",
+                serde_json::to_string(&profile).expect("profile serialises")
+            ])?;
             put.execute(params!["taxonomy", taxonomy_json])?;
             put.execute(params!["grids", grids_json])?;
         }
@@ -310,15 +327,21 @@ impl Store {
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)", params![key, value])?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
         Ok(())
     }
 
     fn has_blob_row(&self, hash: &BlobHash) -> Result<bool, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT 1 FROM blobs WHERE hash = ?1", [hash.to_hex()], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM blobs WHERE hash = ?1",
+                [hash.to_hex()],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
@@ -393,7 +416,9 @@ impl Store {
             source: e.into(),
         })?;
         let bytes = doc.save();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
                                     lat, lon, description, photos, notes, updated_at)
@@ -409,7 +434,7 @@ impl Store {
                 incident.category,
                 incident.status.as_str(),
                 incident.grid,
-                incident.captured_at.to_rfc3339(),
+                rfc3339(&incident.captured_at),
                 incident.captured_at.date_naive().to_string(),
                 incident.captured_at.timestamp_millis(),
                 incident.location.lat,
@@ -417,13 +442,13 @@ impl Store {
                 incident.description,
                 incident.photos.len() as i64,
                 incident.notes.len() as i64,
-                now.to_rfc3339(),
+                rfc3339(&now),
             ],
         )?;
         tx.execute(
             "INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, X'', ?2)
              ON CONFLICT(incident_id) DO NOTHING",
-            params![incident.id.to_string(), now.to_rfc3339()],
+            params![incident.id.to_string(), rfc3339(&now)],
         )?;
         {
             let mut put = tx.prepare(
@@ -431,7 +456,15 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for b in photos.iter().flat_map(|p| &p.blobs) {
-                put.execute(params![b.hash.to_hex(), b.size as i64, b.kind, b.mime, b.width, b.height, now.to_rfc3339()])?;
+                put.execute(params![
+                    b.hash.to_hex(),
+                    b.size as i64,
+                    b.kind,
+                    b.mime,
+                    b.width,
+                    b.height,
+                    rfc3339(&now)
+                ])?;
             }
         }
         tx.commit()?;
@@ -447,10 +480,12 @@ impl Store {
         if given.len() < 4 || !given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             return Err(StoreError::BadPrefix(given));
         }
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id FROM incidents WHERE id >= ?1 AND id < ?1 || 'g' ORDER BY id LIMIT 3")?;
-        let ids: Vec<String> = stmt.query_map([&given], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM incidents WHERE id >= ?1 AND id < ?1 || 'g' ORDER BY id LIMIT 3",
+        )?;
+        let ids: Vec<String> = stmt
+            .query_map([&given], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         match ids.as_slice() {
             [] => Err(StoreError::NotFound(given)),
             [one] => one.parse().map_err(|_| StoreError::NotFound(given)),
@@ -465,7 +500,11 @@ impl Store {
     pub fn load(&self, id: &IncidentId, actor: ActorId) -> Result<IncidentDoc, StoreError> {
         let bytes: Vec<u8> = self
             .conn
-            .query_row("SELECT doc FROM incidents WHERE id = ?1", [id.to_string()], |r| r.get(0))
+            .query_row(
+                "SELECT doc FROM incidents WHERE id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
             .optional()?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         IncidentDoc::load(&bytes, actor).map_err(|source| StoreError::Corrupt {
@@ -508,7 +547,19 @@ impl Store {
         )?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, category, status, grid, captured_at, lat, lon, description, photos, notes, unsynced) = row?;
+            let (
+                id,
+                category,
+                status,
+                grid,
+                captured_at,
+                lat,
+                lon,
+                description,
+                photos,
+                notes,
+                unsynced,
+            ) = row?;
             let bad = |what: &str| StoreError::Meta {
                 what: "incident columns",
                 reason: format!("{what} of {id} is unreadable"),
@@ -518,7 +569,8 @@ impl Store {
                 category,
                 status: status.parse().map_err(|_| bad("the status"))?,
                 grid,
-                captured_at: DateTime::parse_from_rfc3339(&captured_at).map_err(|_| bad("the capture time"))?,
+                captured_at: DateTime::parse_from_rfc3339(&captured_at)
+                    .map_err(|_| bad("the capture time"))?,
                 lat,
                 lon,
                 description,
@@ -531,14 +583,20 @@ impl Store {
     }
 
     /// Every incident matching `filter`, read in full from its document.
-    pub fn incidents(&self, filter: &ListFilter, actor: &ActorId) -> Result<Vec<Incident>, StoreError> {
+    pub fn incidents(
+        &self,
+        filter: &ListFilter,
+        actor: &ActorId,
+    ) -> Result<Vec<Incident>, StoreError> {
         self.list(filter)?
             .iter()
             .map(|row| {
-                self.load(&row.id, actor.clone())?.read().map_err(|e| StoreError::Corrupt {
-                    id: row.id.to_string(),
-                    source: e.into(),
-                })
+                self.load(&row.id, actor.clone())?
+                    .read()
+                    .map_err(|e| StoreError::Corrupt {
+                        id: row.id.to_string(),
+                        source: e.into(),
+                    })
             })
             .collect()
     }
@@ -547,9 +605,11 @@ impl Store {
         let mut by_status = Vec::new();
         let mut total = 0;
         for status in Status::ALL {
-            let n: i64 = self
-                .conn
-                .query_row("SELECT count(*) FROM incidents WHERE status = ?1", [status.as_str()], |r| r.get(0))?;
+            let n: i64 = self.conn.query_row(
+                "SELECT count(*) FROM incidents WHERE status = ?1",
+                [status.as_str()],
+                |r| r.get(0),
+            )?;
             let n = n as u64;
             total += n;
             if n > 0 {
@@ -576,7 +636,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(StoreError::TooNew { found: version, known });
+        return Err(StoreError::TooNew {
+            found: version,
+            known,
+        });
     }
     for sql in &MIGRATIONS[version as usize..] {
         tx.execute_batch(sql)?;

@@ -62,11 +62,16 @@ pub struct Taxonomy {
 
 impl Taxonomy {
     pub fn from_json(json: &str) -> Result<Self, TaxonomyError> {
-        let taxonomy: Taxonomy = serde_json::from_str(json).map_err(|source| TaxonomyError::Parse {
-            what: "categories",
-            source,
-        })?;
-        let mut codes: Vec<&str> = taxonomy.categories.iter().map(|c| c.code.as_str()).collect();
+        let taxonomy: Taxonomy =
+            serde_json::from_str(json).map_err(|source| TaxonomyError::Parse {
+                what: "categories",
+                source,
+            })?;
+        let mut codes: Vec<&str> = taxonomy
+            .categories
+            .iter()
+            .map(|c| c.code.as_str())
+            .collect();
         codes.sort_unstable();
         if let Some(w) = codes.windows(2).find(|w| w[0] == w[1]) {
             return Err(TaxonomyError::Invalid {
@@ -93,10 +98,11 @@ impl Taxonomy {
 
     /// Looks a code up, or explains which codes exist.
     pub fn require(&self, code: &str) -> Result<&Category, TaxonomyError> {
-        self.get(code).ok_or_else(|| TaxonomyError::UnknownCategory {
-            code: code.to_owned(),
-            valid: self.codes().join(", "),
-        })
+        self.get(code)
+            .ok_or_else(|| TaxonomyError::UnknownCategory {
+                code: code.to_owned(),
+                valid: self.codes().join(", "),
+            })
     }
 
     pub fn codes(&self) -> Vec<&str> {
@@ -204,7 +210,11 @@ impl GridMap {
     pub fn require_cell(&self, id: &str) -> Result<CellPath<'_>, TaxonomyError> {
         self.cell(id).ok_or_else(|| TaxonomyError::UnknownCell {
             id: id.to_owned(),
-            valid: self.cells().map(|p| p.cell.id.as_str()).collect::<Vec<_>>().join(", "),
+            valid: self
+                .cells()
+                .map(|p| p.cell.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 
@@ -248,7 +258,10 @@ fn polygon_of(cell: &Cell) -> Result<Polygon<f64>, String> {
         let points = ring.as_array().ok_or("a polygon ring is not an array")?;
         let mut coords = Vec::with_capacity(points.len());
         for p in points {
-            let pair = p.as_array().filter(|a| a.len() >= 2).ok_or("a position is not [lon, lat]")?;
+            let pair = p
+                .as_array()
+                .filter(|a| a.len() >= 2)
+                .ok_or("a position is not [lon, lat]")?;
             let lon = pair[0].as_f64().ok_or("a longitude is not a number")?;
             let lat = pair[1].as_f64().ok_or("a latitude is not a number")?;
             coords.push((lon, lat));
@@ -288,7 +301,10 @@ mod tests {
         }
         assert_eq!(t.require("manhole-cover").unwrap().name_zh, "井盖破损");
         let err = t.require("pothole").unwrap_err().to_string();
-        assert!(err.contains("pothole") && err.contains("road-surface"), "{err}");
+        assert!(
+            err.contains("pothole") && err.contains("road-surface"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -301,7 +317,10 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].cell.id, "HLT-CX-HX-02");
         assert_eq!(found[0].street.name_zh, "创新街道");
-        assert_eq!(g.cell_contains("HLT-CX-HX-01", 41.1205, 122.0712), Some(false));
+        assert_eq!(
+            g.cell_contains("HLT-CX-HX-01", 41.1205, 122.0712),
+            Some(false)
+        );
         assert!(g.cells_containing(39.9, 116.4).is_empty());
     }
 

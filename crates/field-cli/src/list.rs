@@ -1,0 +1,91 @@
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+use sync_core::store::{IncidentRow, ListFilter};
+
+use crate::app::{Session, emit, parse_date, parse_status, print_json, short_time, table};
+
+/// Filters shared by `field list` and `field export`.
+#[derive(Debug, clap::Args)]
+pub struct Filter {
+    /// Only incidents with this status.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only incidents of this category code.
+    #[arg(long)]
+    category: Option<String>,
+    /// Only incidents captured on this day (YYYY-MM-DD, device calendar).
+    #[arg(long)]
+    date: Option<String>,
+}
+
+impl Filter {
+    pub fn resolve(&self, session: &Session) -> Result<ListFilter> {
+        if let Some(c) = &self.category {
+            session.require_category(c)?;
+        }
+        Ok(ListFilter {
+            status: self.status.as_deref().map(parse_status).transpose()?,
+            category: self.category.clone(),
+            date: self.date.as_deref().map(parse_date).transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    filter: Filter,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    #[serde(flatten)]
+    row: &'a IncidentRow,
+    category_zh: Option<&'a str>,
+    category_en: Option<&'a str>,
+}
+
+pub fn run(data_dir: &Path, args: Args) -> Result<()> {
+    let session = Session::open(data_dir)?;
+    let filter = args.filter.resolve(&session)?;
+    let rows = session.store.list(&filter)?;
+    if args.json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                let cat = session.taxonomy.get(&row.category);
+                JsonRow {
+                    row,
+                    category_zh: cat.map(|c| c.name_zh.as_str()),
+                    category_en: cat.map(|c| c.name_en.as_str()),
+                }
+            })
+            .collect();
+        return print_json(&out);
+    }
+    if rows.is_empty() {
+        eprintln!("no incidents match");
+        return Ok(());
+    }
+    let mut t = table(&[
+        "ID", "CAPTURED", "STATUS", "CATEGORY", "GRID", "PHOTOS", "SYNC",
+    ]);
+    for r in &rows {
+        t.add_row([
+            r.id.to_string(),
+            short_time(&r.captured_at),
+            format!("{} {}", r.status.name_zh(), r.status),
+            session.category_label(&r.category),
+            r.grid.clone(),
+            r.photos.to_string(),
+            if r.unsynced { "pending" } else { "synced" }.to_owned(),
+        ]);
+    }
+    emit(format!("{t}\n").as_bytes())?;
+    Ok(())
+}

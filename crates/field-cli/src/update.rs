@@ -1,0 +1,53 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::app::{Session, now, parse_status, usage};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The incident id, or enough of its start to be unique.
+    id: String,
+    /// Move the incident to this status.
+    #[arg(long)]
+    status: Option<String>,
+    /// Add a note.
+    #[arg(long, value_name = "TEXT")]
+    note: Option<String>,
+    /// Add a photo (JPEG or PNG); repeat for several.
+    #[arg(long = "photo", value_name = "PATH")]
+    photos: Vec<PathBuf>,
+}
+
+pub fn run(data_dir: &Path, args: Args) -> Result<()> {
+    if args.status.is_none() && args.note.is_none() && args.photos.is_empty() {
+        return usage("nothing to change; give --status, --note or --photo");
+    }
+    let status = args.status.as_deref().map(parse_status).transpose()?;
+    if args.note.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return usage("--note is empty");
+    }
+    let mut session = Session::open(data_dir)?;
+    let id = session.store.resolve(&args.id)?;
+    let mut doc = session.store.load(&id, session.profile.actor())?;
+    let now = now();
+    let who = session.profile.worker.clone();
+    if let Some(status) = status {
+        doc.set_status(status, &who, now)?;
+    }
+    if let Some(note) = &args.note {
+        doc.add_note(&who, note, now)?;
+    }
+    let photos = session.prepare_photos(&args.photos, now)?;
+    let refs: Vec<_> = photos.iter().map(|p| p.photo.clone()).collect();
+    doc.add_photos(&refs, now)?;
+    let incident = session.store.save(&mut doc, &photos, now)?;
+    eprintln!(
+        "updated {}: {}, {} notes, {} photos",
+        incident.id,
+        incident.status,
+        incident.notes.len(),
+        incident.photos.len()
+    );
+    Ok(())
+}
