@@ -4,15 +4,16 @@
 //! Pure bytes in, bytes out: reading the user's file and writing blobs are
 //! the caller's business. JPEGs are decoded with DCT scaling (at 1/2, 1/4 or
 //! 1/8 size when that still covers the display copy), which skips most of
-//! the decoding work for a phone photo; resizing uses SIMD convolution.
+//! the decoding work for a phone photo; resizing uses SIMD convolution and
+//! encoding a SIMD JPEG encoder; the thumbnail is made on a second thread
+//! while the display copy is encoded.
 
 use std::io::Cursor;
 
 use fast_image_resize::images::Image as FirImage;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::codecs::jpeg::JpegEncoder;
 use image::metadata::Orientation;
-use image::{DynamicImage, ExtendedColorType, ImageEncoder, RgbImage};
+use image::{DynamicImage, RgbImage};
 
 use crate::incident::{rfc3339, GeoPoint};
 
@@ -136,9 +137,12 @@ pub fn process(bytes: &[u8]) -> Result<ProcessedPhoto, PhotoError> {
     };
 
     let display_img = resize_to_edge(pixels, DISPLAY_EDGE)?;
-    let thumb_img = resize_to_edge(display_img.clone(), THUMB_EDGE)?;
-    let display = encode_jpeg(display_img, orientation, "display")?;
-    let thumb = encode_jpeg(thumb_img, orientation, "thumbnail")?;
+    let (display, thumb) = std::thread::scope(|s| {
+        let thumb = s.spawn(|| encode_jpeg(resize_to_edge(display_img.clone(), THUMB_EDGE)?, orientation, "thumbnail"));
+        let display = encode_jpeg(display_img.clone(), orientation, "display");
+        (display, thumb.join().expect("thumbnail thread does not panic"))
+    });
+    let (display, thumb) = (display?, thumb?);
     Ok(ProcessedPhoto {
         format,
         width,
@@ -274,13 +278,15 @@ fn encode_jpeg(
     dynimg.apply_orientation(orientation);
     let rgb = dynimg.into_rgb8();
     let (width, height) = rgb.dimensions();
+    let encode_err = |reason: String| PhotoError::Encode { what, reason };
+    let (w16, h16) = (
+        u16::try_from(width).map_err(|_| encode_err("too wide".into()))?,
+        u16::try_from(height).map_err(|_| encode_err("too tall".into()))?,
+    );
     let mut bytes = Vec::with_capacity((width * height / 4) as usize);
-    JpegEncoder::new_with_quality(&mut bytes, JPEG_QUALITY)
-        .write_image(rgb.as_raw(), width, height, ExtendedColorType::Rgb8)
-        .map_err(|e| PhotoError::Encode {
-            what,
-            reason: e.to_string(),
-        })?;
+    jpeg_encoder::Encoder::new(&mut bytes, JPEG_QUALITY)
+        .encode(rgb.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| encode_err(e.to_string()))?;
     Ok(Derived {
         bytes,
         width,
