@@ -66,9 +66,7 @@ impl FromStr for BlobHash {
     type Err = ParseBlobHashError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let lower = s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !lower {
             return Err(ParseBlobHashError(s.chars().take(80).collect()));
         }
@@ -119,9 +117,7 @@ pub struct BlobStore {
 impl BlobStore {
     /// Uses `root/blobs` and `root/staging`, creating them if needed.
     pub fn open(root: &Path) -> Result<Self, BlobError> {
-        let store = BlobStore {
-            root: root.to_owned(),
-        };
+        let store = BlobStore { root: root.to_owned() };
         for dir in [store.blobs_dir(), store.staging_dir()] {
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
@@ -194,10 +190,7 @@ impl BlobStore {
 
     /// Finishes or undoes what a crash interrupted. `committed` says whether
     /// the database holds a row for a hash. Returns (published, discarded).
-    pub fn recover(
-        &self,
-        committed: impl Fn(&BlobHash) -> bool,
-    ) -> Result<(usize, usize), BlobError> {
+    pub fn recover(&self, committed: impl Fn(&BlobHash) -> bool) -> Result<(usize, usize), BlobError> {
         let dir = self.staging_dir();
         let mut published = 0;
         let mut discarded = 0;
@@ -229,9 +222,7 @@ impl BlobStore {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), BlobError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))
 }
 
 #[cfg(test)]

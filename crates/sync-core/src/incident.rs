@@ -32,9 +32,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{
-    ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
-};
+use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -141,10 +139,7 @@ fn allowed_list(from: Status) -> String {
     if next.is_empty() {
         "nothing (it is final)".into()
     } else {
-        next.iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        next.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -245,9 +240,7 @@ impl FromStr for Status {
         Status::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| StatusError::Unknown {
-                given: s.to_owned(),
-            })
+            .ok_or_else(|| StatusError::Unknown { given: s.to_owned() })
     }
 }
 
@@ -394,8 +387,7 @@ impl IncidentDoc {
         d.put(ROOT, "schema", SCHEMA_VERSION).expect(WRITE);
         d.put(ROOT, "id", new.id.to_string()).expect(WRITE);
         d.put(ROOT, "category", new.category.as_str()).expect(WRITE);
-        d.put(ROOT, "description", new.description.as_str())
-            .expect(WRITE);
+        d.put(ROOT, "description", new.description.as_str()).expect(WRITE);
         let loc = d.put_object(ROOT, "location", ObjType::Map).expect(WRITE);
         if let Some((lat, lon)) = new.location.point() {
             d.put(&loc, "lat", lat).expect(WRITE);
@@ -410,21 +402,10 @@ impl IncidentDoc {
         d.put(ROOT, "grid", new.grid.as_str()).expect(WRITE);
         d.put(ROOT, "reporter", new.reporter.as_str()).expect(WRITE);
         d.put(ROOT, "device", new.device.as_str()).expect(WRITE);
-        d.put(ROOT, "captured_at", rfc3339(&new.captured_at))
-            .expect(WRITE);
-        d.put(ROOT, "status", Status::Reported.as_str())
-            .expect(WRITE);
-        let history = d
-            .put_object(ROOT, "status_history", ObjType::List)
-            .expect(WRITE);
-        put_status_change(
-            d,
-            &history,
-            None,
-            Status::Reported,
-            new.captured_at,
-            &new.reporter,
-        );
+        d.put(ROOT, "captured_at", rfc3339(&new.captured_at)).expect(WRITE);
+        d.put(ROOT, "status", Status::Reported.as_str()).expect(WRITE);
+        let history = d.put_object(ROOT, "status_history", ObjType::List).expect(WRITE);
+        put_status_change(d, &history, None, Status::Reported, new.captured_at, &new.reporter);
         d.put_object(ROOT, "notes", ObjType::List).expect(WRITE);
         let photos = d.put_object(ROOT, "photos", ObjType::Map).expect(WRITE);
         for photo in &new.photos {
@@ -436,9 +417,7 @@ impl IncidentDoc {
 
     /// Loads saved bytes and checks them against the schema.
     pub fn load(bytes: &[u8], actor: ActorId) -> Result<IncidentDoc, DocError> {
-        let doc = AutoCommit::load(bytes)
-            .map_err(DocError::Decode)?
-            .with_actor(actor);
+        let doc = AutoCommit::load(bytes).map_err(DocError::Decode)?.with_actor(actor);
         let doc = IncidentDoc { doc };
         doc.read()?;
         Ok(doc)
@@ -472,12 +451,7 @@ impl IncidentDoc {
     }
 
     /// Moves the incident along the workflow; refuses moves it does not allow.
-    pub fn set_status(
-        &mut self,
-        to: Status,
-        by: &str,
-        now: DateTime<FixedOffset>,
-    ) -> Result<(), DocError> {
+    pub fn set_status(&mut self, to: Status, by: &str, now: DateTime<FixedOffset>) -> Result<(), DocError> {
         let from = self.read()?.status;
         if !from.can_move_to(to) {
             return Err(StatusError::Transition { from, to }.into());
@@ -490,12 +464,7 @@ impl IncidentDoc {
         Ok(())
     }
 
-    pub fn add_note(
-        &mut self,
-        author: &str,
-        text: &str,
-        now: DateTime<FixedOffset>,
-    ) -> Result<(), DocError> {
+    pub fn add_note(&mut self, author: &str, text: &str, now: DateTime<FixedOffset>) -> Result<(), DocError> {
         let d = &mut self.doc;
         let notes = existing(d, "notes")?;
         let at = d.length(&notes);
@@ -508,20 +477,12 @@ impl IncidentDoc {
     }
 
     /// Adds photos; one already on the incident (same original) is skipped.
-    pub fn add_photos(
-        &mut self,
-        photos: &[PhotoRef],
-        now: DateTime<FixedOffset>,
-    ) -> Result<usize, DocError> {
+    pub fn add_photos(&mut self, photos: &[PhotoRef], now: DateTime<FixedOffset>) -> Result<usize, DocError> {
         let d = &mut self.doc;
         let map = existing(d, "photos")?;
         let mut added = 0;
         for photo in photos {
-            if d.get(&map, photo.original.to_hex())
-                .ok()
-                .flatten()
-                .is_none()
-            {
+            if d.get(&map, photo.original.to_hex()).ok().flatten().is_none() {
                 put_photo(d, &map, photo);
                 added += 1;
             }
@@ -549,10 +510,7 @@ impl IncidentDoc {
         let lat = opt_float(d, &loc, "lat", "location.lat")?;
         let lon = opt_float(d, &loc, "lon", "location.lon")?;
         if lat.is_some() != lon.is_some() {
-            return Err(schema_err(
-                "location",
-                "must have both lat and lon or neither",
-            ));
+            return Err(schema_err("location", "must have both lat and lon or neither"));
         }
         check_range(lat, -90.0, 90.0, "location.lat")?;
         check_range(lon, -180.0, 180.0, "location.lon")?;
@@ -569,10 +527,7 @@ impl IncidentDoc {
             .map_err(|e| schema_err("status", e.to_string()))?
         {
             let s = as_text(&value).ok_or_else(|| schema_err("status", "is not a string"))?;
-            statuses.push(
-                s.parse::<Status>()
-                    .map_err(|e| schema_err("status", e.to_string()))?,
-            );
+            statuses.push(s.parse::<Status>().map_err(|e| schema_err("status", e.to_string()))?);
         }
         statuses.sort_by_key(|s| std::cmp::Reverse(s.rank()));
         statuses.dedup();
@@ -622,9 +577,9 @@ impl IncidentDoc {
             let p = object(d, &photos_obj, key.as_str(), &path, ObjType::Map)?;
             let field = |name: &str| format!("{path}.{name}");
             let hash = |name: &str| -> Result<BlobHash, SchemaError> {
-                text(d, &p, name, &field(name))?.parse().map_err(
-                    |e: crate::blob::ParseBlobHashError| schema_err(field(name), e.to_string()),
-                )
+                text(d, &p, name, &field(name))?
+                    .parse()
+                    .map_err(|e: crate::blob::ParseBlobHashError| schema_err(field(name), e.to_string()))
             };
             let original = hash("original")?;
             if original.to_hex() != key {
@@ -653,11 +608,7 @@ impl IncidentDoc {
                 added_by: text(d, &p, "added_by", &field("added_by"))?,
             });
         }
-        photos.sort_by(|a, b| {
-            a.added_at
-                .cmp(&b.added_at)
-                .then(a.original.cmp(&b.original))
-        });
+        photos.sort_by(|a, b| a.added_at.cmp(&b.added_at).then(a.original.cmp(&b.original)));
 
         Ok(Incident {
             id,
@@ -679,11 +630,7 @@ impl IncidentDoc {
 }
 
 fn existing(d: &AutoCommit, key: &str) -> Result<ObjId, SchemaError> {
-    let kind = if key == "photos" {
-        ObjType::Map
-    } else {
-        ObjType::List
-    };
+    let kind = if key == "photos" { ObjType::Map } else { ObjType::List };
     object(d, &ROOT, key, key, kind)
 }
 
@@ -723,8 +670,7 @@ fn put_photo(d: &mut AutoCommit, photos: &ObjId, photo: &PhotoRef) {
         d.put(&p, "gps_lat", g.lat).expect(WRITE);
         d.put(&p, "gps_lon", g.lon).expect(WRITE);
     }
-    d.put(&p, "added_at", rfc3339(&photo.added_at))
-        .expect(WRITE);
+    d.put(&p, "added_at", rfc3339(&photo.added_at)).expect(WRITE);
     d.put(&p, "added_by", photo.added_by.as_str()).expect(WRITE);
 }
 
@@ -734,15 +680,10 @@ fn scalar(
     key: impl Into<automerge::Prop>,
     path: &str,
 ) -> Result<Option<ScalarValue>, SchemaError> {
-    match d
-        .get(obj, key)
-        .map_err(|e| schema_err(path, e.to_string()))?
-    {
+    match d.get(obj, key).map_err(|e| schema_err(path, e.to_string()))? {
         None => Ok(None),
         Some((Value::Scalar(s), _)) => Ok(Some(s.into_owned())),
-        Some((Value::Object(_), _)) => {
-            Err(schema_err(path, "is an object where a value was expected"))
-        }
+        Some((Value::Object(_), _)) => Err(schema_err(path, "is an object where a value was expected")),
     }
 }
 
@@ -756,12 +697,7 @@ fn as_text(v: &Value<'_>) -> Option<String> {
     }
 }
 
-fn opt_text(
-    d: &AutoCommit,
-    obj: &ObjId,
-    key: &str,
-    path: &str,
-) -> Result<Option<String>, SchemaError> {
+fn opt_text(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<Option<String>, SchemaError> {
     match scalar(d, obj, key, path)? {
         None => Ok(None),
         Some(ScalarValue::Str(s)) => Ok(Some(s.to_string())),
@@ -773,23 +709,13 @@ fn text(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<String, Sc
     opt_text(d, obj, key, path)?.ok_or_else(|| schema_err(path, "is missing"))
 }
 
-fn time(
-    d: &AutoCommit,
-    obj: &ObjId,
-    key: &str,
-    path: &str,
-) -> Result<DateTime<FixedOffset>, SchemaError> {
+fn time(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<DateTime<FixedOffset>, SchemaError> {
     let s = text(d, obj, key, path)?;
     DateTime::parse_from_rfc3339(&s)
         .map_err(|_| schema_err(path, format!("is `{s}`, not an RFC 3339 time with offset")))
 }
 
-fn opt_float(
-    d: &AutoCommit,
-    obj: &ObjId,
-    key: &str,
-    path: &str,
-) -> Result<Option<f64>, SchemaError> {
+fn opt_float(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<Option<f64>, SchemaError> {
     match scalar(d, obj, key, path)? {
         None => Ok(None),
         Some(ScalarValue::F64(f)) if f.is_finite() => Ok(Some(f)),
@@ -801,9 +727,7 @@ fn opt_float(
 
 fn check_range(v: Option<f64>, lo: f64, hi: f64, path: &str) -> Result<(), SchemaError> {
     match v {
-        Some(x) if !(lo..=hi).contains(&x) => {
-            Err(schema_err(path, format!("is {x}, outside {lo}..{hi}")))
-        }
+        Some(x) if !(lo..=hi).contains(&x) => Err(schema_err(path, format!("is {x}, outside {lo}..{hi}"))),
         _ => Ok(()),
     }
 }
@@ -828,15 +752,9 @@ fn object(
     path: &str,
     kind: ObjType,
 ) -> Result<ObjId, SchemaError> {
-    match d
-        .get(obj, key)
-        .map_err(|e| schema_err(path, e.to_string()))?
-    {
+    match d.get(obj, key).map_err(|e| schema_err(path, e.to_string()))? {
         Some((Value::Object(t), id)) if t == kind => Ok(id),
-        Some(_) => Err(schema_err(
-            path,
-            format!("is not a {kind:?}").to_lowercase(),
-        )),
+        Some(_) => Err(schema_err(path, format!("is not a {kind:?}").to_lowercase())),
         None => Err(schema_err(path, "is missing")),
     }
 }
@@ -927,10 +845,7 @@ mod tests {
         assert_eq!(err.field, "captured_at");
         let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
         doc.automerge().delete(ROOT, "grid").unwrap();
-        assert_eq!(
-            doc.read().unwrap_err().to_string(),
-            "incident field `grid` is missing"
-        );
+        assert_eq!(doc.read().unwrap_err().to_string(), "incident field `grid` is missing");
         let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
         doc.automerge().put(ROOT, "status", "lost").unwrap();
         assert_eq!(doc.read().unwrap_err().field, "status");
@@ -940,10 +855,6 @@ mod tests {
     fn ids_are_v7_and_parse_back() {
         let id = IncidentId::new(1_763_600_000_000, [9; 10]);
         assert_eq!(id.to_string().parse::<IncidentId>().unwrap(), id);
-        assert!(
-            "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
-                .parse::<IncidentId>()
-                .is_err()
-        );
+        assert!("6ba7b810-9dad-11d1-80b4-00c04fd430c8".parse::<IncidentId>().is_err());
     }
 }

@@ -15,7 +15,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use image::metadata::Orientation;
 use image::{DynamicImage, RgbImage};
 
-use crate::incident::{rfc3339, GeoPoint};
+use crate::incident::{GeoPoint, rfc3339};
 
 /// Long edge of the display copy, in pixels.
 pub const DISPLAY_EDGE: u32 = 1600;
@@ -38,10 +38,7 @@ pub enum PhotoError {
     #[error("the image is {width}×{height} pixels; photos are limited to {MAX_PIXELS} pixels")]
     TooManyPixels { width: u32, height: u32 },
     #[error("the {format} image is corrupt or truncated: {reason}")]
-    Corrupt {
-        format: &'static str,
-        reason: String,
-    },
+    Corrupt { format: &'static str, reason: String },
     #[error("could not encode the {what} copy: {reason}")]
     Encode { what: &'static str, reason: String },
 }
@@ -121,14 +118,10 @@ pub fn process(bytes: &[u8]) -> Result<ProcessedPhoto, PhotoError> {
         Format::Jpeg => decode_jpeg(bytes, DISPLAY_EDGE)?,
         Format::Png => decode_png(bytes)?,
     };
-    let orientation =
-        Orientation::from_exif(exif.orientation as u8).unwrap_or(Orientation::NoTransforms);
+    let orientation = Orientation::from_exif(exif.orientation as u8).unwrap_or(Orientation::NoTransforms);
     let turned = matches!(
         orientation,
-        Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
     );
     let (width, height) = if turned {
         (stored_h, stored_w)
@@ -138,7 +131,13 @@ pub fn process(bytes: &[u8]) -> Result<ProcessedPhoto, PhotoError> {
 
     let display_img = resize_to_edge(pixels, DISPLAY_EDGE)?;
     let (display, thumb) = std::thread::scope(|s| {
-        let thumb = s.spawn(|| encode_jpeg(resize_to_edge(display_img.clone(), THUMB_EDGE)?, orientation, "thumbnail"));
+        let thumb = s.spawn(|| {
+            encode_jpeg(
+                resize_to_edge(display_img.clone(), THUMB_EDGE)?,
+                orientation,
+                "thumbnail",
+            )
+        });
         let display = encode_jpeg(display_img.clone(), orientation, "display");
         (display, thumb.join().expect("thumbnail thread does not panic"))
     });
@@ -183,10 +182,7 @@ fn decode_jpeg(bytes: &[u8], want_edge: u32) -> Result<(RgbImage, u32, u32), Pho
     let rgb: Vec<u8> = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => data,
         jpeg_decoder::PixelFormat::L8 => data.iter().flat_map(|&l| [l, l, l]).collect(),
-        jpeg_decoder::PixelFormat::L16 => data
-            .chunks_exact(2)
-            .flat_map(|c| [c[0], c[0], c[0]])
-            .collect(),
+        jpeg_decoder::PixelFormat::L16 => data.chunks_exact(2).flat_map(|c| [c[0], c[0], c[0]]).collect(),
         jpeg_decoder::PixelFormat::CMYK32 => data
             .chunks_exact(4)
             .flat_map(|c| {
@@ -233,10 +229,7 @@ fn check_pixels(w: u32, h: u32) -> Result<(), PhotoError> {
         });
     }
     if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(PhotoError::TooManyPixels {
-            width: w,
-            height: h,
-        });
+        return Err(PhotoError::TooManyPixels { width: w, height: h });
     }
     Ok(())
 }
@@ -248,16 +241,13 @@ fn resize_to_edge(img: RgbImage, edge: u32) -> Result<RgbImage, PhotoError> {
     if long <= edge {
         return Ok(img);
     }
-    let nw =
-        ((u64::from(w) * u64::from(edge) + u64::from(long) / 2) / u64::from(long)).max(1) as u32;
-    let nh =
-        ((u64::from(h) * u64::from(edge) + u64::from(long) / 2) / u64::from(long)).max(1) as u32;
+    let nw = ((u64::from(w) * u64::from(edge) + u64::from(long) / 2) / u64::from(long)).max(1) as u32;
+    let nh = ((u64::from(h) * u64::from(edge) + u64::from(long) / 2) / u64::from(long)).max(1) as u32;
     let encode_err = |reason: String| PhotoError::Encode {
         what: "resized",
         reason,
     };
-    let src = FirImage::from_vec_u8(w, h, img.into_raw(), PixelType::U8x3)
-        .map_err(|e| encode_err(e.to_string()))?;
+    let src = FirImage::from_vec_u8(w, h, img.into_raw(), PixelType::U8x3).map_err(|e| encode_err(e.to_string()))?;
     let mut dst = FirImage::new(nw, nh, PixelType::U8x3);
     Resizer::new()
         .resize(
@@ -269,11 +259,7 @@ fn resize_to_edge(img: RgbImage, edge: u32) -> Result<RgbImage, PhotoError> {
     RgbImage::from_raw(nw, nh, dst.into_vec()).ok_or_else(|| encode_err("buffer size".into()))
 }
 
-fn encode_jpeg(
-    img: RgbImage,
-    orientation: Orientation,
-    what: &'static str,
-) -> Result<Derived, PhotoError> {
+fn encode_jpeg(img: RgbImage, orientation: Orientation, what: &'static str) -> Result<Derived, PhotoError> {
     let mut dynimg = DynamicImage::ImageRgb8(img);
     dynimg.apply_orientation(orientation);
     let rgb = dynimg.into_rgb8();
@@ -287,11 +273,7 @@ fn encode_jpeg(
     jpeg_encoder::Encoder::new(&mut bytes, JPEG_QUALITY)
         .encode(rgb.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
         .map_err(|e| encode_err(e.to_string()))?;
-    Ok(Derived {
-        bytes,
-        width,
-        height,
-    })
+    Ok(Derived { bytes, width, height })
 }
 
 /// Reads orientation, capture time and GPS. A photo without EXIF, or with
@@ -309,12 +291,7 @@ pub fn read_exif(bytes: &[u8]) -> ExifInfo {
         match &exif.get_field(tag, In::PRIMARY)?.value {
             Value::Ascii(parts) => parts
                 .first()
-                .map(|p| {
-                    String::from_utf8_lossy(p)
-                        .trim_end_matches('\0')
-                        .trim()
-                        .to_owned()
-                })
+                .map(|p| String::from_utf8_lossy(p).trim_end_matches('\0').trim().to_owned())
                 .filter(|s| !s.is_empty()),
             _ => None,
         }
@@ -332,16 +309,12 @@ pub fn read_exif(bytes: &[u8]) -> ExifInfo {
     {
         let offset = ascii(Tag::OffsetTimeOriginal)
             .or_else(|| ascii(Tag::OffsetTime))
-            .and_then(|o| {
-                chrono::DateTime::parse_from_rfc3339(&format!("2000-01-01T00:00:00{o}")).ok()
-            })
+            .and_then(|o| chrono::DateTime::parse_from_rfc3339(&format!("2000-01-01T00:00:00{o}")).ok())
             .map(|d| *d.offset());
-        info.taken_at = Some(
-            match offset.and_then(|off| local.and_local_timezone(off).single()) {
-                Some(t) => rfc3339(&t),
-                None => local.format("%Y-%m-%dT%H:%M:%S").to_string(),
-            },
-        );
+        info.taken_at = Some(match offset.and_then(|off| local.and_local_timezone(off).single()) {
+            Some(t) => rfc3339(&t),
+            None => local.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        });
     }
     let coord = |tag: Tag, ref_tag: Tag, negative: &str| -> Option<f64> {
         let Value::Rational(parts) = &exif.get_field(tag, In::PRIMARY)?.value else {

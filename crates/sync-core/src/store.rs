@@ -41,17 +41,11 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Blob(#[from] BlobError),
-    #[error(
-        "this data directory is not set up yet; run `field init --worker ID --grid CELL` first"
-    )]
+    #[error("this data directory is not set up yet; run `field init --worker ID --grid CELL` first")]
     NotInitialised,
-    #[error(
-        "this data directory belongs to worker `{existing}`; it cannot be set up again for `{requested}`"
-    )]
+    #[error("this data directory belongs to worker `{existing}`; it cannot be set up again for `{requested}`")]
     OtherWorker { existing: String, requested: String },
-    #[error(
-        "the database was written by a newer version (schema {found}, this build knows {known})"
-    )]
+    #[error("the database was written by a newer version (schema {found}, this build knows {known})")]
     TooNew { found: i64, known: i64 },
     #[error("no incident matches `{0}`")]
     NotFound(String),
@@ -63,7 +57,7 @@ pub enum StoreError {
     Corrupt {
         id: String,
         #[source]
-        source: DocError,
+        source: Box<DocError>,
     },
     #[error(transparent)]
     Taxonomy(#[from] TaxonomyError),
@@ -226,15 +220,9 @@ impl Store {
             root: dir.to_owned(),
             _lock: lock,
         };
-        let (published, discarded) = store
-            .blobs
-            .recover(|h| store.has_blob_row(h).unwrap_or(false))?;
+        let (published, discarded) = store.blobs.recover(|h| store.has_blob_row(h).unwrap_or(false))?;
         if published + discarded > 0 {
-            tracing::info!(
-                published,
-                discarded,
-                "finished blob writes a crash interrupted"
-            );
+            tracing::info!(published, discarded, "finished blob writes a crash interrupted");
         }
         Ok(store)
     }
@@ -285,9 +273,7 @@ impl Store {
             device,
             grids: grids.to_vec(),
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut put = tx.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?;
             put.execute(params![
@@ -337,11 +323,7 @@ impl Store {
     fn has_blob_row(&self, hash: &BlobHash) -> Result<bool, StoreError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT 1 FROM blobs WHERE hash = ?1",
-                [hash.to_hex()],
-                |_| Ok(()),
-            )
+            .query_row("SELECT 1 FROM blobs WHERE hash = ?1", [hash.to_hex()], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -413,12 +395,10 @@ impl Store {
     ) -> Result<Incident, StoreError> {
         let incident = doc.read().map_err(|e| StoreError::Corrupt {
             id: "(new)".into(),
-            source: e.into(),
+            source: Box::new(e.into()),
         })?;
         let bytes = doc.save();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
                                     lat, lon, description, photos, notes, updated_at)
@@ -480,12 +460,10 @@ impl Store {
         if given.len() < 4 || !given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             return Err(StoreError::BadPrefix(given));
         }
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id FROM incidents WHERE id >= ?1 AND id < ?1 || 'g' ORDER BY id LIMIT 3",
-        )?;
-        let ids: Vec<String> = stmt
-            .query_map([&given], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM incidents WHERE id >= ?1 AND id < ?1 || 'g' ORDER BY id LIMIT 3")?;
+        let ids: Vec<String> = stmt.query_map([&given], |r| r.get(0))?.collect::<Result<_, _>>()?;
         match ids.as_slice() {
             [] => Err(StoreError::NotFound(given)),
             [one] => one.parse().map_err(|_| StoreError::NotFound(given)),
@@ -500,16 +478,14 @@ impl Store {
     pub fn load(&self, id: &IncidentId, actor: ActorId) -> Result<IncidentDoc, StoreError> {
         let bytes: Vec<u8> = self
             .conn
-            .query_row(
-                "SELECT doc FROM incidents WHERE id = ?1",
-                [id.to_string()],
-                |r| r.get(0),
-            )
+            .query_row("SELECT doc FROM incidents WHERE id = ?1", [id.to_string()], |r| {
+                r.get(0)
+            })
             .optional()?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         IncidentDoc::load(&bytes, actor).map_err(|source| StoreError::Corrupt {
             id: id.to_string(),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -547,19 +523,7 @@ impl Store {
         )?;
         let mut out = Vec::new();
         for row in rows {
-            let (
-                id,
-                category,
-                status,
-                grid,
-                captured_at,
-                lat,
-                lon,
-                description,
-                photos,
-                notes,
-                unsynced,
-            ) = row?;
+            let (id, category, status, grid, captured_at, lat, lon, description, photos, notes, unsynced) = row?;
             let bad = |what: &str| StoreError::Meta {
                 what: "incident columns",
                 reason: format!("{what} of {id} is unreadable"),
@@ -569,8 +533,7 @@ impl Store {
                 category,
                 status: status.parse().map_err(|_| bad("the status"))?,
                 grid,
-                captured_at: DateTime::parse_from_rfc3339(&captured_at)
-                    .map_err(|_| bad("the capture time"))?,
+                captured_at: DateTime::parse_from_rfc3339(&captured_at).map_err(|_| bad("the capture time"))?,
                 lat,
                 lon,
                 description,
@@ -583,11 +546,7 @@ impl Store {
     }
 
     /// Every incident matching `filter`, read in full from its document.
-    pub fn incidents(
-        &self,
-        filter: &ListFilter,
-        actor: &ActorId,
-    ) -> Result<Vec<Incident>, StoreError> {
+    pub fn incidents(&self, filter: &ListFilter, actor: &ActorId) -> Result<Vec<Incident>, StoreError> {
         self.list(filter)?
             .iter()
             .map(|row| {
@@ -595,7 +554,7 @@ impl Store {
                     .read()
                     .map_err(|e| StoreError::Corrupt {
                         id: row.id.to_string(),
-                        source: e.into(),
+                        source: Box::new(e.into()),
                     })
             })
             .collect()
@@ -636,10 +595,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(StoreError::TooNew {
-            found: version,
-            known,
-        });
+        return Err(StoreError::TooNew { found: version, known });
     }
     for sql in &MIGRATIONS[version as usize..] {
         tx.execute_batch(sql)?;

@@ -62,16 +62,11 @@ pub struct Taxonomy {
 
 impl Taxonomy {
     pub fn from_json(json: &str) -> Result<Self, TaxonomyError> {
-        let taxonomy: Taxonomy =
-            serde_json::from_str(json).map_err(|source| TaxonomyError::Parse {
-                what: "categories",
-                source,
-            })?;
-        let mut codes: Vec<&str> = taxonomy
-            .categories
-            .iter()
-            .map(|c| c.code.as_str())
-            .collect();
+        let taxonomy: Taxonomy = serde_json::from_str(json).map_err(|source| TaxonomyError::Parse {
+            what: "categories",
+            source,
+        })?;
+        let mut codes: Vec<&str> = taxonomy.categories.iter().map(|c| c.code.as_str()).collect();
         codes.sort_unstable();
         if let Some(w) = codes.windows(2).find(|w| w[0] == w[1]) {
             return Err(TaxonomyError::Invalid {
@@ -98,11 +93,10 @@ impl Taxonomy {
 
     /// Looks a code up, or explains which codes exist.
     pub fn require(&self, code: &str) -> Result<&Category, TaxonomyError> {
-        self.get(code)
-            .ok_or_else(|| TaxonomyError::UnknownCategory {
-                code: code.to_owned(),
-                valid: self.codes().join(", "),
-            })
+        self.get(code).ok_or_else(|| TaxonomyError::UnknownCategory {
+            code: code.to_owned(),
+            valid: self.codes().join(", "),
+        })
     }
 
     pub fn codes(&self) -> Vec<&str> {
@@ -162,10 +156,8 @@ pub struct CellPath<'a> {
 
 impl GridMap {
     pub fn from_json(json: &str) -> Result<Self, TaxonomyError> {
-        let map: GridMap = serde_json::from_str(json).map_err(|source| TaxonomyError::Parse {
-            what: "grids",
-            source,
-        })?;
+        let map: GridMap =
+            serde_json::from_str(json).map_err(|source| TaxonomyError::Parse { what: "grids", source })?;
         let mut ids = Vec::new();
         for path in map.cells() {
             polygon_of(path.cell).map_err(|reason| TaxonomyError::Invalid {
@@ -210,11 +202,7 @@ impl GridMap {
     pub fn require_cell(&self, id: &str) -> Result<CellPath<'_>, TaxonomyError> {
         self.cell(id).ok_or_else(|| TaxonomyError::UnknownCell {
             id: id.to_owned(),
-            valid: self
-                .cells()
-                .map(|p| p.cell.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            valid: self.cells().map(|p| p.cell.id.as_str()).collect::<Vec<_>>().join(", "),
         })
     }
 
@@ -301,10 +289,7 @@ mod tests {
         }
         assert_eq!(t.require("manhole-cover").unwrap().name_zh, "井盖破损");
         let err = t.require("pothole").unwrap_err().to_string();
-        assert!(
-            err.contains("pothole") && err.contains("road-surface"),
-            "{err}"
-        );
+        assert!(err.contains("pothole") && err.contains("road-surface"), "{err}");
     }
 
     #[test]
@@ -317,10 +302,7 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].cell.id, "HLT-CX-HX-02");
         assert_eq!(found[0].street.name_zh, "创新街道");
-        assert_eq!(
-            g.cell_contains("HLT-CX-HX-01", 41.1205, 122.0712),
-            Some(false)
-        );
+        assert_eq!(g.cell_contains("HLT-CX-HX-01", 41.1205, 122.0712), Some(false));
         assert!(g.cells_containing(39.9, 116.4).is_empty());
     }
 
