@@ -39,9 +39,7 @@ pub fn report_error(e: &anyhow::Error) -> ExitCode {
 pub fn default_data_dir() -> Result<PathBuf> {
     directories::ProjectDirs::from("org", "gridsync", "field")
         .map(|d| d.data_dir().to_owned())
-        .context(
-            "no home folder to keep the incident log in; pass --data-dir or set FIELD_DATA_DIR",
-        )
+        .context("no home folder to keep the incident log in; pass --data-dir or set FIELD_DATA_DIR")
 }
 
 /// The device clock, with the device's UTC offset.
@@ -64,8 +62,8 @@ impl Session {
         if !data_dir.join(sync_core::store::DB_FILE).exists() {
             return Err(sync_core::StoreError::NotInitialised.into());
         }
-        let store = Store::open(data_dir)
-            .with_context(|| format!("cannot open the incident log in {}", data_dir.display()))?;
+        let store =
+            Store::open(data_dir).with_context(|| format!("cannot open the incident log in {}", data_dir.display()))?;
         let profile = store.profile()?;
         let taxonomy = store.taxonomy()?;
         let grids = store.grid_map()?;
@@ -87,41 +85,28 @@ impl Session {
     }
 
     pub fn require_category(&self, code: &str) -> Result<()> {
-        self.taxonomy
-            .require(code)
-            .map_err(|e| UsageError(e.to_string()))?;
+        self.taxonomy.require(code).map_err(|e| UsageError(e.to_string()))?;
         Ok(())
     }
 
     /// Reads, checks and stages photos. Any bad photo fails the whole
     /// command before anything is stored.
-    pub fn prepare_photos(
-        &self,
-        paths: &[PathBuf],
-        now: DateTime<FixedOffset>,
-    ) -> Result<Vec<PreparedPhoto>> {
+    pub fn prepare_photos(&self, paths: &[PathBuf], now: DateTime<FixedOffset>) -> Result<Vec<PreparedPhoto>> {
         let mut processed = Vec::with_capacity(paths.len());
         for path in paths {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read photo {}", path.display()))?;
-            let p = photo::process(&bytes)
-                .with_context(|| format!("photo {} was not added", path.display()))?;
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read photo {}", path.display()))?;
+            let p = photo::process(&bytes).with_context(|| format!("photo {} was not added", path.display()))?;
             processed.push((bytes, p));
         }
         processed
             .iter()
-            .map(|(bytes, p)| {
-                Ok(self
-                    .store
-                    .prepare_photo(bytes, p, &self.profile.worker, now)?)
-            })
+            .map(|(bytes, p)| Ok(self.store.prepare_photo(bytes, p, &self.profile.worker, now)?))
             .collect()
     }
 }
 
 pub fn parse_status(s: &str) -> Result<Status> {
-    s.parse::<Status>()
-        .map_err(|e| UsageError(e.to_string()).into())
+    s.parse::<Status>().map_err(|e| UsageError(e.to_string()).into())
 }
 
 pub fn parse_date(s: &str) -> Result<NaiveDate> {
@@ -141,9 +126,7 @@ pub fn emit(bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to standard output")
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to standard output"),
         _ => Ok(()),
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use sync_core::Incident;
 
-use crate::app::{emit, Session};
+use crate::app::{Session, emit};
 use crate::list::Filter;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -35,9 +35,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     }
     let read = |path: &Option<PathBuf>, default: &str| -> Result<String> {
         match path {
-            Some(p) => {
-                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
-            }
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())),
             None => Ok(default.to_owned()),
         }
     };
@@ -46,8 +44,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     let mut grids = args.grids.clone();
     grids.dedup();
 
-    let mut store =
-        Store::open(data_dir).with_context(|| format!("cannot open {}", data_dir.display()))?;
+    let mut store = Store::open(data_dir).with_context(|| format!("cannot open {}", data_dir.display()))?;
     let profile = match store.init(
         &args.worker,
         args.name.as_deref(),
@@ -67,11 +64,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
             "device {} is set up for worker {}{} in {}\n",
             profile.device,
             profile.worker,
-            profile
-                .name
-                .as_deref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default(),
+            profile.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
             profile.grids.join(", ")
         )
         .as_bytes(),

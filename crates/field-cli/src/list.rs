@@ -72,9 +72,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         eprintln!("no incidents match");
         return Ok(());
     }
-    let mut t = table(&[
-        "ID", "CAPTURED", "STATUS", "CATEGORY", "GRID", "PHOTOS", "SYNC",
-    ]);
+    let mut t = table(&["ID", "CAPTURED", "STATUS", "CATEGORY", "GRID", "PHOTOS", "SYNC"]);
     for r in &rows {
         t.add_row([
             r.id.to_string(),

@@ -51,9 +51,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     if let Some(acc) = args.accuracy
         && !(acc.is_finite() && acc >= 0.0)
     {
-        return usage(format!(
-            "--accuracy {acc} must be a distance in metres, 0 or more"
-        ));
+        return usage(format!("--accuracy {acc} must be a distance in metres, 0 or more"));
     }
     let now = now();
     let captured_at = match &args.at {
@@ -96,11 +94,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     Ok(())
 }
 
-fn choose_grid(
-    session: &Session,
-    given: Option<&str>,
-    point: Option<(f64, f64)>,
-) -> Result<String> {
+fn choose_grid(session: &Session, given: Option<&str>, point: Option<(f64, f64)>) -> Result<String> {
     let mine = &session.profile.grids;
     if let Some(cell) = given {
         if !mine.iter().any(|g| g == cell) {

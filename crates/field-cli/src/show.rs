@@ -67,11 +67,7 @@ fn render(session: &Session, i: &Incident) -> String {
         i.device
     );
     if let Some((lat, lon)) = i.location.point() {
-        let acc = i
-            .location
-            .accuracy_m
-            .map(|a| format!(" ±{a} m"))
-            .unwrap_or_default();
+        let acc = i.location.accuracy_m.map(|a| format!(" ±{a} m")).unwrap_or_default();
         let _ = writeln!(s, "location  {lat:.6}, {lon:.6}{acc}");
     }
     if let Some(a) = &i.location.address {

@@ -39,32 +39,20 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         out,
         "worker     {}{}",
         p.worker,
-        p.name
-            .as_deref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default()
+        p.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
     );
     let _ = writeln!(out, "device     {}", p.device);
     let _ = writeln!(out, "grid cells {}", p.grids.join(", "));
     let _ = writeln!(out, "data dir   {}", data_dir.display());
     let _ = writeln!(out, "incidents  {}", summary.total);
     for (status, n) in &summary.by_status {
-        let _ = writeln!(
-            out,
-            "  {:<12} {n:>6}  {}",
-            status.as_str(),
-            status.name_zh()
-        );
+        let _ = writeln!(out, "  {:<12} {n:>6}  {}", status.as_str(), status.name_zh());
     }
     let _ = writeln!(
         out,
         "unsynced   {} incidents, {} photo files",
         summary.unsynced_incidents, summary.unsynced_blobs
     );
-    let _ = writeln!(
-        out,
-        "last sync  {}",
-        summary.last_sync.as_deref().unwrap_or("never")
-    );
+    let _ = writeln!(out, "last sync  {}", summary.last_sync.as_deref().unwrap_or("never"));
     emit(out.as_bytes())
 }

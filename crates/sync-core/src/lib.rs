@@ -9,6 +9,7 @@
 pub mod blob;
 pub mod incident;
 pub mod photo;
+pub mod protocol;
 pub mod store;
 pub mod taxonomy;
 

@@ -1,0 +1,214 @@
+//! The messages devices and the server exchange, and their CBOR encoding.
+//!
+//! Only types and pure checks live here; who sends what, when, is in
+//! `docs/protocol.md`. Every byte string that comes off the wire is decoded
+//! with [`decode`], which bounds size and nesting before serde sees it.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to these messages.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest request or response body either side accepts, in bytes.
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Largest single Automerge change accepted, in bytes.
+pub const MAX_CHANGE: usize = 1024 * 1024;
+/// Most incidents pushed in one request.
+pub const MAX_PUSH_DOCS: usize = 500;
+/// Most changes returned by one pull page.
+pub const MAX_PULL: u32 = 2000;
+/// Largest chunk of a photo upload, in bytes.
+pub const MAX_UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
+
+/// 32 bytes: an Automerge change hash or a digest, as a CBOR byte string.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Hash32(#[serde(with = "serde_bytes")] pub [u8; 32]);
+
+impl std::fmt::Debug for Hash32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<automerge::ChangeHash> for Hash32 {
+    fn from(h: automerge::ChangeHash) -> Self {
+        Hash32(h.0)
+    }
+}
+
+impl From<Hash32> for automerge::ChangeHash {
+    fn from(h: Hash32) -> Self {
+        automerge::ChangeHash(h.0)
+    }
+}
+
+/// Where a device is in the server's change feed. `hash` is the change the
+/// server stored at `seq`; a server restored from an older copy has another
+/// change (or none) there, which is how a device notices the restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub seq: u64,
+    pub hash: Hash32,
+}
+
+/// A summary of the device's whole log, so the center can see whether the
+/// server holds everything the device has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub incidents: u64,
+    /// blake3 over the sorted `(id, sorted heads)` of every incident.
+    pub digest: Hash32,
+    /// Incidents with changes the server has not acknowledged.
+    pub pending_docs: u64,
+    /// Photo blobs (originals, display copies, thumbnails) not yet uploaded.
+    pub pending_photos: u64,
+}
+
+/// The changes of one incident that the server has not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushDoc {
+    pub id: String,
+    /// The device's heads after these changes.
+    pub heads: Vec<Hash32>,
+    /// Encoded Automerge changes, in causal order.
+    pub changes: Vec<serde_bytes::ByteBuf>,
+}
+
+/// One round trip: push what is pending, pull what is new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub version: u32,
+    /// The device clock, milliseconds since the Unix epoch.
+    pub device_time_ms: i64,
+    /// The server epoch this device last synced with.
+    pub epoch: Option<String>,
+    pub cursor: Option<Cursor>,
+    pub pull_limit: u32,
+    pub push: Vec<PushDoc>,
+    pub manifest: Manifest,
+}
+
+/// What the server now holds of a pushed incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub id: String,
+    pub heads: Vec<Hash32>,
+    /// The server lacks earlier changes these depend on (it was restored):
+    /// the device should push the incident's whole history.
+    pub need_full: bool,
+}
+
+/// One change from the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedChange {
+    pub id: String,
+    pub change: serde_bytes::ByteBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub epoch: String,
+    pub server_time_ms: i64,
+    /// The device's cursor did not match this server (new or restored):
+    /// it should push everything it has and pull from the start.
+    pub reset: bool,
+    pub acks: Vec<Ack>,
+    pub changes: Vec<FeedChange>,
+    pub cursor: Option<Cursor>,
+    /// More feed pages wait; ask again.
+    pub more: bool,
+    /// Thumbnails of incidents in `changes` that the device may fetch.
+    pub thumbs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub version: u32,
+    pub code: String,
+    pub worker: String,
+    pub device: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub token: String,
+    pub worker: String,
+    pub role: String,
+    /// Grid cells the device may read and write.
+    pub grids: Vec<String>,
+    pub epoch: String,
+}
+
+/// How far a photo upload has got on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStatus {
+    /// Bytes received so far; the next chunk starts here.
+    pub received: u64,
+    /// Whether the whole blob is stored and verified.
+    pub complete: bool,
+}
+
+/// The body of every 4xx answer: a stable code and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    /// The incident the error is about, when there is one.
+    pub incident: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("the message is {size} bytes; the limit is {MAX_BODY}")]
+    TooLarge { size: usize },
+    #[error("the message is not valid CBOR for this protocol: {0}")]
+    Malformed(String),
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("writing CBOR into a Vec cannot fail");
+    out
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    if bytes.len() > MAX_BODY {
+        return Err(WireError::TooLarge { size: bytes.len() });
+    }
+    ciborium::de::from_reader_with_recursion_limit(bytes, 32).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let req = SyncRequest {
+            version: PROTOCOL_VERSION,
+            device_time_ms: 1,
+            epoch: Some("e".into()),
+            cursor: Some(Cursor {
+                seq: 7,
+                hash: Hash32([3; 32]),
+            }),
+            pull_limit: 100,
+            push: vec![],
+            manifest: Manifest {
+                incidents: 10_000,
+                digest: Hash32([1; 32]),
+                pending_docs: 0,
+                pending_photos: 0,
+            },
+        };
+        let bytes = encode(&req);
+        assert!(bytes.len() < 300, "no-op request is {} bytes", bytes.len());
+        assert_eq!(decode::<SyncRequest>(&bytes).unwrap(), req);
+        for junk in [&b""[..], b"\xff\xff", &bytes[..bytes.len() / 2]] {
+            assert!(decode::<SyncRequest>(junk).is_err());
+        }
+    }
+}
