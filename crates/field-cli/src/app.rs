@@ -143,3 +143,37 @@ pub fn table(header: &[&str]) -> comfy_table::Table {
 pub fn short_time(t: &DateTime<FixedOffset>) -> String {
     t.format("%Y-%m-%d %H:%M").to_string()
 }
+
+const TOKEN_FILE: &str = "device.token";
+
+/// Keeps the device token in the data dir, readable by its owner only.
+pub fn save_token(data_dir: &Path, token: &str) -> Result<()> {
+    use std::io::Write;
+    let path = data_dir.join(TOKEN_FILE);
+    let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+pub fn load_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!("this device is not enrolled; run `field enroll --server URL --code CODE` first")
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}

@@ -10,12 +10,16 @@ use clap::{Parser, Subcommand};
 
 mod app;
 mod categories;
+mod client;
+mod enroll;
 mod export;
 mod init;
 mod list;
+mod photos;
 mod report;
 mod show;
 mod status;
+mod sync;
 mod update;
 
 /// Log, photograph and list grid incidents on this device, with or without a network.
@@ -48,6 +52,12 @@ enum Command {
     Status(status::Args),
     /// Write incidents as CSV, GeoJSON or JSON.
     Export(export::Args),
+    /// Exchange a one-time code from the operator for this device's token.
+    Enroll(enroll::Args),
+    /// Send what is new to the server and receive what is new from it.
+    Sync(sync::Args),
+    /// Fetch an incident's display photos (or originals) for offline use; prints their paths.
+    Photos(photos::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +80,9 @@ fn main() -> ExitCode {
         Command::Categories(args) => categories::run(&data_dir, args),
         Command::Status(args) => status::run(&data_dir, args),
         Command::Export(args) => export::run(&data_dir, args),
+        Command::Enroll(args) => enroll::run(&data_dir, args),
+        Command::Sync(args) => sync::run(&data_dir, args),
+        Command::Photos(args) => photos::run(&data_dir, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -88,7 +88,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         captured_at,
         photos: photos.iter().map(|p| p.photo.clone()).collect(),
     };
-    let mut doc = IncidentDoc::create(&new, session.profile.actor());
+    let mut doc = IncidentDoc::create(&new, session.profile.actor())?;
     session.store.save(&mut doc, &photos, now)?;
     emit(format!("{id}\n").as_bytes())?;
     Ok(())

@@ -188,6 +188,19 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Hashes of the whole blobs waiting in staging.
+    pub fn staged(&self) -> Result<Vec<BlobHash>, BlobError> {
+        let dir = self.staging_dir();
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            if let Some(hash) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                out.push(hash);
+            }
+        }
+        Ok(out)
+    }
+
     /// Finishes or undoes what a crash interrupted. `committed` says whether
     /// the database holds a row for a hash. Returns (published, discarded).
     pub fn recover(&self, committed: impl Fn(&BlobHash) -> bool) -> Result<(usize, usize), BlobError> {

@@ -381,7 +381,24 @@ fn commit(doc: &mut AutoCommit, message: &str, now: DateTime<FixedOffset>) {
 const WRITE: &str = "writing into an object of the incident document";
 
 impl IncidentDoc {
-    pub fn create(new: &NewIncident, actor: ActorId) -> IncidentDoc {
+    /// Builds the document of a new incident. Refuses what [`IncidentDoc::read`]
+    /// would refuse, so a stored document always reads back.
+    pub fn create(new: &NewIncident, actor: ActorId) -> Result<IncidentDoc, SchemaError> {
+        let loc = &new.location;
+        if loc.lat.is_some() != loc.lon.is_some() {
+            return Err(schema_err("location", "must have both lat and lon or neither"));
+        }
+        check_range(loc.lat, -90.0, 90.0, "location.lat")?;
+        check_range(loc.lon, -180.0, 180.0, "location.lon")?;
+        for (v, path) in [
+            (loc.lat, "location.lat"),
+            (loc.lon, "location.lon"),
+            (loc.accuracy_m, "location.accuracy_m"),
+        ] {
+            if v.is_some_and(|x| !x.is_finite()) {
+                return Err(schema_err(path, "is not a finite number"));
+            }
+        }
         let mut doc = AutoCommit::new().with_actor(actor);
         let d = &mut doc;
         d.put(ROOT, "schema", SCHEMA_VERSION).expect(WRITE);
@@ -408,11 +425,12 @@ impl IncidentDoc {
         put_status_change(d, &history, None, Status::Reported, new.captured_at, &new.reporter);
         d.put_object(ROOT, "notes", ObjType::List).expect(WRITE);
         let photos = d.put_object(ROOT, "photos", ObjType::Map).expect(WRITE);
-        for photo in &new.photos {
+        let mut seen = std::collections::HashSet::new();
+        for photo in new.photos.iter().filter(|p| seen.insert(p.original)) {
             put_photo(d, &photos, photo);
         }
         commit(d, "report", new.captured_at);
-        IncidentDoc { doc }
+        Ok(IncidentDoc { doc })
     }
 
     /// Loads saved bytes and checks them against the schema.
@@ -457,6 +475,11 @@ impl IncidentDoc {
             return Err(StatusError::Transition { from, to }.into());
         }
         let d = &mut self.doc;
+        // Delete first: when the status holds a conflict, a put of the value
+        // Automerge already shows would only drop the other values and make
+        // no op of its own, and a concurrent move elsewhere would then
+        // replace this one without a trace in `status_conflicts`.
+        d.delete(ROOT, "status").expect(WRITE);
         d.put(ROOT, "status", to.as_str()).expect(WRITE);
         let history = existing(d, "status_history")?;
         put_status_change(d, &history, Some(from), to, now, by);
@@ -788,7 +811,7 @@ mod tests {
 
     #[test]
     fn create_save_load_read() {
-        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
         let bytes = doc.save();
         let back = IncidentDoc::load(&bytes, ActorId::from([1u8; 16]))
             .unwrap()
@@ -802,7 +825,7 @@ mod tests {
 
     #[test]
     fn invalid_transitions_are_refused_with_the_allowed_ones() {
-        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
         let err = doc
             .set_status(Status::Closed, "w-li", t("2026-11-20T10:00:00+08:00"))
             .unwrap_err();
@@ -818,7 +841,7 @@ mod tests {
 
     #[test]
     fn concurrent_status_changes_pick_the_further_one_and_keep_both_in_history() {
-        let mut a = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        let mut a = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
         let mut b = IncidentDoc::load(&a.save(), ActorId::from([2u8; 16])).unwrap();
         a.set_status(Status::Rejected, "center", t("2026-11-20T10:00:00+08:00"))
             .unwrap();
@@ -839,14 +862,14 @@ mod tests {
 
     #[test]
     fn a_wrongly_typed_field_is_named() {
-        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
         doc.automerge().put(ROOT, "captured_at", 5_i64).unwrap();
         let err = doc.read().unwrap_err();
         assert_eq!(err.field, "captured_at");
-        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
         doc.automerge().delete(ROOT, "grid").unwrap();
         assert_eq!(doc.read().unwrap_err().to_string(), "incident field `grid` is missing");
-        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16]));
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
         doc.automerge().put(ROOT, "status", "lost").unwrap();
         assert_eq!(doc.read().unwrap_err().field, "status");
     }

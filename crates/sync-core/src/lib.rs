@@ -11,6 +11,7 @@ pub mod incident;
 pub mod photo;
 pub mod protocol;
 pub mod store;
+pub mod sync;
 pub mod taxonomy;
 
 pub use blob::{BlobHash, BlobStore};

@@ -14,7 +14,7 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use automerge::ActorId;
+use automerge::{ActorId, ChangeHash};
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -135,8 +135,8 @@ pub struct StatusSummary {
 }
 
 pub struct Store {
-    conn: Connection,
-    blobs: BlobStore,
+    pub(crate) conn: Connection,
+    pub(crate) blobs: BlobStore,
     root: PathBuf,
     _lock: File,
 }
@@ -159,7 +159,8 @@ const MIGRATIONS: &[&str] = &[
         description   TEXT NOT NULL,
         photos        INTEGER NOT NULL,
         notes         INTEGER NOT NULL,
-        updated_at    TEXT NOT NULL
+        updated_at    TEXT NOT NULL,
+        heads         BLOB NOT NULL
     ) STRICT;
     CREATE INDEX incidents_status ON incidents(status);
     CREATE INDEX incidents_category ON incidents(category);
@@ -167,7 +168,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE outbox (
         incident_id TEXT PRIMARY KEY REFERENCES incidents(id),
         acked_heads BLOB NOT NULL,
-        queued_at   TEXT NOT NULL
+        queued_at   TEXT NOT NULL,
+        held_code   TEXT,
+        held_reason TEXT
     ) STRICT;
     CREATE TABLE blobs (
         hash        TEXT PRIMARY KEY,
@@ -178,6 +181,12 @@ const MIGRATIONS: &[&str] = &[
         height      INTEGER NOT NULL,
         created_at  TEXT NOT NULL,
         uploaded_at TEXT
+    ) STRICT;
+    -- Photos of other workers' incidents that this device should fetch.
+    CREATE TABLE wanted (
+        hash        TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        incident_id TEXT NOT NULL
     ) STRICT;
     ",
 ];
@@ -220,7 +229,14 @@ impl Store {
             root: dir.to_owned(),
             _lock: lock,
         };
-        let (published, discarded) = store.blobs.recover(|h| store.has_blob_row(h).unwrap_or(false))?;
+        // Only blobs still in staging need asking about (usually none).
+        let mut committed = std::collections::HashSet::new();
+        for hash in store.blobs.staged()? {
+            if store.has_blob_row(&hash)? {
+                committed.insert(hash);
+            }
+        }
+        let (published, discarded) = store.blobs.recover(|h| committed.contains(h))?;
         if published + discarded > 0 {
             tracing::info!(published, discarded, "finished blob writes a crash interrupted");
         }
@@ -287,7 +303,7 @@ impl Store {
         Ok(profile)
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -398,36 +414,12 @@ impl Store {
             source: Box::new(e.into()),
         })?;
         let bytes = doc.save();
+        let heads = doc.heads();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
-                                    lat, lon, description, photos, notes, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-             ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, category = excluded.category,
-                status = excluded.status, grid = excluded.grid, captured_at = excluded.captured_at,
-                captured_date = excluded.captured_date, captured_ms = excluded.captured_ms,
-                lat = excluded.lat, lon = excluded.lon, description = excluded.description,
-                photos = excluded.photos, notes = excluded.notes, updated_at = excluded.updated_at",
-            params![
-                incident.id.to_string(),
-                bytes,
-                incident.category,
-                incident.status.as_str(),
-                incident.grid,
-                rfc3339(&incident.captured_at),
-                incident.captured_at.date_naive().to_string(),
-                incident.captured_at.timestamp_millis(),
-                incident.location.lat,
-                incident.location.lon,
-                incident.description,
-                incident.photos.len() as i64,
-                incident.notes.len() as i64,
-                rfc3339(&now),
-            ],
-        )?;
+        write_incident(&tx, &incident, &bytes, &heads, now)?;
         tx.execute(
             "INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, X'', ?2)
-             ON CONFLICT(incident_id) DO NOTHING",
+             ON CONFLICT(incident_id) DO UPDATE SET held_code = NULL, held_reason = NULL",
             params![incident.id.to_string(), rfc3339(&now)],
         )?;
         {
@@ -588,6 +580,59 @@ impl Store {
             last_sync: self.meta("last_sync")?,
         })
     }
+}
+
+/// Writes a document and the columns projected from it.
+pub(crate) fn write_incident(
+    tx: &rusqlite::Transaction<'_>,
+    incident: &Incident,
+    bytes: &[u8],
+    heads: &[ChangeHash],
+    now: DateTime<FixedOffset>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
+                                lat, lon, description, photos, notes, updated_at, heads)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, category = excluded.category,
+            status = excluded.status, grid = excluded.grid, captured_at = excluded.captured_at,
+            captured_date = excluded.captured_date, captured_ms = excluded.captured_ms,
+            lat = excluded.lat, lon = excluded.lon, description = excluded.description,
+            photos = excluded.photos, notes = excluded.notes, updated_at = excluded.updated_at,
+            heads = excluded.heads",
+        params![
+            incident.id.to_string(),
+            bytes,
+            incident.category,
+            incident.status.as_str(),
+            incident.grid,
+            rfc3339(&incident.captured_at),
+            incident.captured_at.date_naive().to_string(),
+            incident.captured_at.timestamp_millis(),
+            incident.location.lat,
+            incident.location.lon,
+            incident.description,
+            incident.photos.len() as i64,
+            incident.notes.len() as i64,
+            rfc3339(&now),
+            heads_to_bytes(heads),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Heads as one blob: sorted 32-byte hashes, back to back.
+pub(crate) fn heads_to_bytes(heads: &[ChangeHash]) -> Vec<u8> {
+    let mut sorted = heads.to_vec();
+    sorted.sort();
+    sorted.iter().flat_map(|h| h.0).collect()
+}
+
+pub(crate) fn heads_from_bytes(bytes: &[u8]) -> Vec<ChangeHash> {
+    bytes
+        .chunks_exact(32)
+        .map(|c| ChangeHash(c.try_into().expect("chunks are 32 bytes")))
+        .collect()
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

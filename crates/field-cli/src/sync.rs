@@ -1,0 +1,278 @@
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sync_core::protocol::{self, BlobStatus, MAX_PULL, SyncResponse};
+use sync_core::sync::PhotoLevel;
+use sync_core::{BlobHash, Store};
+
+use crate::app::{emit, load_token, now, print_json};
+use crate::client::{CallError, Client};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How far to go with photos on a poor link: none, thumbs, display, or all.
+    #[arg(long, value_enum, default_value = "all")]
+    photos: Photos,
+    /// Attempts per request while the server is unreachable.
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Photos {
+    None,
+    Thumbs,
+    Display,
+    All,
+}
+
+impl From<Photos> for PhotoLevel {
+    fn from(p: Photos) -> Self {
+        match p {
+            Photos::None => PhotoLevel::None,
+            Photos::Thumbs => PhotoLevel::Thumbs,
+            Photos::Display => PhotoLevel::Display,
+            Photos::All => PhotoLevel::All,
+        }
+    }
+}
+
+/// Incidents per push request, and change bytes that end a request early.
+const PUSH_DOCS: usize = 200;
+const PUSH_BYTES: usize = 4 * 1024 * 1024;
+/// Photo upload chunk: small enough to make progress on a poor link.
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub round_trips: u32,
+    pub pushed: usize,
+    pub acknowledged: usize,
+    pub pulled_changes: usize,
+    pub new_incidents: usize,
+    pub refused: Vec<String>,
+    pub photos_uploaded: usize,
+    pub photo_bytes_uploaded: u64,
+    pub thumbs_fetched: usize,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub resets: u32,
+    pub waiting: usize,
+}
+
+pub fn run(data_dir: &Path, args: Args) -> Result<()> {
+    let summary = sync(data_dir, args.photos.into(), args.retries)?;
+    if args.json {
+        return print_json(&summary);
+    }
+    let mut line = format!(
+        "synced: pushed {} incidents, pulled {} changes ({} new incidents), uploaded {} photo files, {} round trips",
+        summary.acknowledged,
+        summary.pulled_changes,
+        summary.new_incidents,
+        summary.photos_uploaded,
+        summary.round_trips
+    );
+    if !summary.refused.is_empty() {
+        line.push_str(&format!(
+            "; {} refused by the server (see `field status`)",
+            summary.refused.len()
+        ));
+    }
+    if summary.waiting > 0 {
+        line.push_str(&format!("; {} wait for other devices' changes", summary.waiting));
+    }
+    eprintln!("{line}");
+    emit(b"")
+}
+
+/// One whole sync: documents, then photos, then thumbnails of others' incidents.
+pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary> {
+    let token = load_token(data_dir)?;
+    let server = {
+        let store = Store::open(data_dir)?;
+        store.profile()?;
+        store
+            .sync_state()?
+            .server
+            .context("this device is not enrolled; run `field enroll` first")?
+    };
+    let mut client = Client::new(&server, Some(token), retries)?;
+    let mut summary = Summary::default();
+    let bar = progress();
+
+    // Documents. Each round is: build from the store, send, apply in one
+    // transaction. The store is closed while the request is in flight.
+    let mut stalled = 0;
+    loop {
+        let out = {
+            let mut store = Store::open(data_dir)?;
+            store.next_sync_request(now().timestamp_millis(), MAX_PULL, PUSH_DOCS, PUSH_BYTES)?
+        };
+        bar.set_message(format!("documents: pushing {}", out.pushed_docs()));
+        let resp = match client.call(reqwest::Method::POST, "/v1/sync", protocol::encode(&out.request)) {
+            Ok(bytes) => Client::cbor::<SyncResponse>(&bytes)?,
+            Err(CallError::Refused { status, body }) if matches!(status, 403 | 422) && body.incident.is_some() => {
+                let id = body.incident.clone().unwrap_or_default();
+                Store::open(data_dir)?.hold(&id, &body.code, &body.message)?;
+                tracing::warn!(incident = %id, code = %body.code, "server refused an incident: {}", body.message);
+                summary.refused.push(id);
+                summary.round_trips += 1;
+                continue;
+            }
+            Err(e) => return Err(e).context(pending_note(data_dir)),
+        };
+        summary.round_trips += 1;
+        summary.pushed += out.pushed_docs();
+        let applied = Store::open(data_dir)?.apply_sync_response(&out, &resp, now())?;
+        summary.acknowledged += applied.acknowledged;
+        summary.pulled_changes += applied.pulled_changes;
+        summary.new_incidents += applied.new_incidents;
+        if applied.reset {
+            summary.resets += 1;
+        }
+        bar.inc(applied.acknowledged as u64 + applied.pulled_changes as u64);
+        if !applied.more {
+            break;
+        }
+        // Pushes the server cannot apply yet (it lacks other devices'
+        // changes they build on) make no progress; stop rather than spin.
+        let progressed = applied.acknowledged > 0 || applied.pulled_changes > 0 || applied.reset || resp.more;
+        stalled = if progressed { 0 } else { stalled + 1 };
+        if stalled >= 2 || summary.resets > 2 {
+            summary.waiting = out.pushed_docs();
+            break;
+        }
+    }
+
+    // Photos, cheapest first.
+    let pending = Store::open(data_dir)?.pending_uploads(level)?;
+    for blob in pending {
+        bar.set_message(format!("photos: {} {}", blob.kind, &blob.hash.to_hex()[..8]));
+        match upload(data_dir, &mut client, &blob.hash, blob.size) {
+            Ok(sent) => {
+                Store::open(data_dir)?.mark_uploaded(&blob.hash, now())?;
+                summary.photos_uploaded += 1;
+                summary.photo_bytes_uploaded += sent;
+            }
+            Err(UploadError::Skip(reason)) => tracing::warn!(hash = %blob.hash, "photo not uploaded: {reason}"),
+            Err(UploadError::Fatal(e)) => return Err(e).context(pending_note(data_dir)),
+        }
+    }
+    // Thumbnails of others' incidents, so a worker can check a case offline.
+    let wanted = Store::open(data_dir)?.wanted_thumbs()?;
+    fetch_thumbs(data_dir, &mut client, &wanted, &mut summary);
+    bar.finish_and_clear();
+    summary.bytes_sent = client.sent;
+    summary.bytes_received = client.received;
+    Ok(summary)
+}
+
+fn progress() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({pos} items)").expect("valid template"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+fn pending_note(data_dir: &Path) -> String {
+    match Store::open(data_dir).and_then(|s| s.manifest()) {
+        Ok(m) => format!(
+            "sync stopped; {} incidents and {} photo files wait for the next sync, nothing is lost",
+            m.pending_docs, m.pending_photos
+        ),
+        Err(_) => "sync stopped; nothing is lost".into(),
+    }
+}
+
+enum UploadError {
+    Skip(String),
+    Fatal(anyhow::Error),
+}
+
+/// Uploads one blob from where the server's copy ends. Returns bytes sent.
+fn upload(data_dir: &Path, client: &mut Client, hash: &BlobHash, size: u64) -> Result<u64, UploadError> {
+    let path = format!("/v1/blobs/{hash}");
+    let status = |client: &mut Client| -> Result<BlobStatus, UploadError> {
+        match client.call(reqwest::Method::GET, &format!("{path}/status"), Vec::new()) {
+            Ok(bytes) => Client::cbor(&bytes).map_err(UploadError::Fatal),
+            Err(CallError::Refused { body, .. }) => Err(UploadError::Skip(body.message)),
+            Err(e) => Err(UploadError::Fatal(e.into())),
+        }
+    };
+    let mut st = status(client)?;
+    if st.complete {
+        return Ok(0);
+    }
+    let bytes = Store::open(data_dir)
+        .and_then(|s| Ok(s.blobs().read(hash)?))
+        .map_err(|e| UploadError::Fatal(e.into()))?;
+    let mut sent = 0u64;
+    let mut conflicts = 0;
+    while !st.complete {
+        let start = st.received as usize;
+        if start >= bytes.len() {
+            return Err(UploadError::Skip(
+                "the server holds more bytes than the photo has".into(),
+            ));
+        }
+        let end = (start + CHUNK).min(bytes.len());
+        let url = format!("{path}?offset={start}&size={size}");
+        match client.call(reqwest::Method::PUT, &url, bytes[start..end].to_vec()) {
+            Ok(resp) => {
+                sent += (end - start) as u64;
+                st = Client::cbor(&resp).map_err(UploadError::Fatal)?;
+            }
+            Err(CallError::Refused { status: 409, .. }) if conflicts < 3 => {
+                conflicts += 1;
+                st = status(client)?;
+            }
+            Err(CallError::Refused { body, .. }) => return Err(UploadError::Skip(body.message)),
+            Err(e) => return Err(UploadError::Fatal(e.into())),
+        }
+    }
+    Ok(sent)
+}
+
+fn fetch_thumbs(data_dir: &Path, client: &mut Client, wanted: &[BlobHash], summary: &mut Summary) {
+    for hash in wanted {
+        match client.call(reqwest::Method::GET, &format!("/v1/blobs/{hash}"), Vec::new()) {
+            Ok(bytes) => match Store::open(data_dir).and_then(|mut s| s.add_fetched_blob(hash, &bytes, "thumb", now()))
+            {
+                Ok(true) => summary.thumbs_fetched += 1,
+                Ok(false) => tracing::warn!(%hash, "fetched thumbnail does not match its hash; dropped"),
+                Err(e) => tracing::warn!(%hash, error = %e, "could not store a thumbnail"),
+            },
+            Err(e) => tracing::info!(%hash, error = %e, "thumbnail not fetched; the next sync tries again"),
+        }
+    }
+}
+
+/// Fetches display copies or originals of one incident on demand.
+pub fn fetch(data_dir: &Path, hashes: &[(BlobHash, &str)]) -> Result<usize> {
+    let token = load_token(data_dir)?;
+    let server = Store::open(data_dir)?
+        .sync_state()?
+        .server
+        .context("this device is not enrolled")?;
+    let mut client = Client::new(&server, Some(token), 3)?;
+    let mut fetched = 0;
+    for (hash, kind) in hashes {
+        if Store::open(data_dir)?.blobs().contains(hash) {
+            continue;
+        }
+        let bytes = client
+            .call(reqwest::Method::GET, &format!("/v1/blobs/{hash}"), Vec::new())
+            .with_context(|| format!("cannot fetch the {kind} copy {hash}"))?;
+        if !Store::open(data_dir)?.add_fetched_blob(hash, &bytes, kind, now())? {
+            bail!("the server sent bytes that do not match photo {hash}");
+        }
+        fetched += 1;
+    }
+    Ok(fetched)
+}

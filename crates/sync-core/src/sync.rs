@@ -1,0 +1,468 @@
+//! The device's half of the sync protocol, as steps on the store.
+//!
+//! A driver (the `field sync` command) loops: [`Store::next_sync_request`]
+//! → send it → [`Store::apply_sync_response`], until nothing is pending and
+//! the server says no more. Each step is one SQLite transaction, so a
+//! crash or a cut connection at any point leaves the store consistent, and
+//! the next sync resumes: the outbox is cleared only for what the server
+//! acknowledged, and the cursor moves only with the changes it covers.
+//! Nothing here ever deletes an incident.
+
+use std::collections::BTreeMap;
+
+use automerge::{AutoCommit, Change, ChangeHash};
+use chrono::{DateTime, FixedOffset};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::blob::BlobHash;
+use crate::incident::{IncidentDoc, IncidentId, rfc3339};
+use crate::protocol::{Cursor, Hash32, Manifest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse};
+use crate::store::{Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
+
+/// How far photo uploads go on this sync, cheapest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhotoLevel {
+    None,
+    Thumbs,
+    Display,
+    All,
+}
+
+impl PhotoLevel {
+    fn kinds(self) -> &'static [&'static str] {
+        match self {
+            PhotoLevel::None => &[],
+            PhotoLevel::Thumbs => &["thumb"],
+            PhotoLevel::Display => &["thumb", "display"],
+            PhotoLevel::All => &["thumb", "display", "original"],
+        }
+    }
+}
+
+/// What the device remembers about its server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    pub server: Option<String>,
+    pub epoch: Option<String>,
+    pub cursor: Option<Cursor>,
+    pub last_sync: Option<String>,
+}
+
+/// A request ready to send, and what it carries.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub request: SyncRequest,
+    pushed: Vec<(IncidentId, Vec<ChangeHash>)>,
+    /// Bytes of Automerge changes in the request.
+    pub change_bytes: usize,
+}
+
+impl Outgoing {
+    pub fn pushed_docs(&self) -> usize {
+        self.pushed.len()
+    }
+}
+
+/// What one response did to the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub acknowledged: usize,
+    pub pulled_changes: usize,
+    pub new_incidents: usize,
+    pub reset: bool,
+    /// Whether the server has more feed pages or the device more to push.
+    pub more: bool,
+}
+
+/// A photo blob waiting to be uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingBlob {
+    pub hash: BlobHash,
+    pub kind: String,
+    pub size: u64,
+}
+
+impl Store {
+    pub fn sync_state(&self) -> Result<SyncState, StoreError> {
+        match self.meta("sync")? {
+            None => Ok(SyncState::default()),
+            Some(json) => serde_json::from_str(&json).map_err(|e| StoreError::Meta {
+                what: "sync state",
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn put_sync_state(tx: &rusqlite::Transaction<'_>, state: &SyncState) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('sync', ?1)",
+            [serde_json::to_string(state).expect("sync state serialises")],
+        )?;
+        Ok(())
+    }
+
+    /// Records the server after enrolment. A different server than before
+    /// gets everything pushed again; incidents refused before are retried.
+    pub fn set_server(&mut self, url: &str, epoch: &str) -> Result<(), StoreError> {
+        let mut state = self.sync_state()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if state.server.as_deref() != Some(url) || state.epoch.as_deref() != Some(epoch) {
+            reset_for_new_server(&tx)?;
+            state.cursor = None;
+        }
+        tx.execute("UPDATE outbox SET held_code = NULL, held_reason = NULL", [])?;
+        state.server = Some(url.to_owned());
+        state.epoch = Some(epoch.to_owned());
+        Self::put_sync_state(&tx, &state)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The digest of the whole log that each sync carries.
+    pub fn manifest(&self) -> Result<Manifest, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, heads FROM incidents ORDER BY id")?;
+        let mut hasher = blake3::Hasher::new();
+        let mut incidents = 0u64;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let heads: Vec<u8> = row.get(1)?;
+            hasher.update(id.as_bytes());
+            hasher.update(&heads);
+            incidents += 1;
+        }
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
+            Ok(n as u64)
+        };
+        Ok(Manifest {
+            incidents,
+            digest: Hash32(*hasher.finalize().as_bytes()),
+            pending_docs: count("SELECT count(*) FROM outbox")?,
+            pending_photos: count("SELECT count(*) FROM blobs WHERE uploaded_at IS NULL")?,
+        })
+    }
+
+    /// Builds the next request: up to `max_docs` pending incidents (fewer
+    /// once `max_bytes` of changes are reached), and a pull.
+    pub fn next_sync_request(
+        &mut self,
+        device_time_ms: i64,
+        pull_limit: u32,
+        max_docs: usize,
+        max_bytes: usize,
+    ) -> Result<Outgoing, StoreError> {
+        let state = self.sync_state()?;
+        let actor = self.profile()?.actor();
+        let pending: Vec<(String, Vec<u8>)> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT incident_id, acked_heads FROM outbox WHERE held_code IS NULL ORDER BY queued_at, incident_id",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut push = Vec::new();
+        let mut pushed = Vec::new();
+        let mut change_bytes = 0;
+        for (id, acked) in pending {
+            if push.len() >= max_docs || (change_bytes >= max_bytes && !push.is_empty()) {
+                break;
+            }
+            let id: IncidentId = id.parse().map_err(|_| StoreError::NotFound(id.clone()))?;
+            let mut doc = self.load(&id, actor.clone())?;
+            let heads = doc.heads();
+            // Only this device's own changes: the server accepts another
+            // actor's change only from its author, and has those it saw.
+            let changes: Vec<serde_bytes::ByteBuf> = doc
+                .automerge()
+                .get_changes(&heads_from_bytes(&acked))
+                .into_iter()
+                .filter(|c| c.actor_id() == &actor)
+                .map(|mut c| serde_bytes::ByteBuf::from(c.bytes().into_owned()))
+                .collect();
+            change_bytes += changes.iter().map(|c| c.len()).sum::<usize>();
+            push.push(PushDoc {
+                id: id.to_string(),
+                heads: heads.iter().map(|h| Hash32::from(*h)).collect(),
+                changes,
+            });
+            pushed.push((id, heads));
+        }
+        Ok(Outgoing {
+            request: SyncRequest {
+                version: PROTOCOL_VERSION,
+                device_time_ms,
+                epoch: state.epoch,
+                cursor: state.cursor,
+                pull_limit,
+                push,
+                manifest: self.manifest()?,
+            },
+            pushed,
+            change_bytes,
+        })
+    }
+
+    /// Applies a response in one transaction: acknowledgements clear the
+    /// outbox, feed changes merge into local documents, the cursor moves.
+    pub fn apply_sync_response(
+        &mut self,
+        out: &Outgoing,
+        resp: &SyncResponse,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Applied, StoreError> {
+        let actor = self.profile()?.actor();
+        let mut state = self.sync_state()?;
+        let mut applied = Applied {
+            reset: resp.reset,
+            ..Applied::default()
+        };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if resp.reset || state.epoch.as_deref().is_some_and(|e| e != resp.epoch) {
+            // A new or restored server: offer it everything again.
+            reset_for_new_server(&tx)?;
+            applied.reset = true;
+        } else {
+            for ack in &resp.acks {
+                let Some((id, heads)) = out.pushed.iter().find(|(id, _)| id.to_string() == ack.id) else {
+                    continue;
+                };
+                let id = id.to_string();
+                if ack.need_full {
+                    tx.execute("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1", [&id])?;
+                    continue;
+                }
+                let pushed = heads_to_bytes(heads);
+                let current: Vec<u8> =
+                    tx.query_row("SELECT heads FROM incidents WHERE id = ?1", [&id], |r| r.get(0))?;
+                if current == pushed {
+                    tx.execute("DELETE FROM outbox WHERE incident_id = ?1", [&id])?;
+                } else {
+                    tx.execute(
+                        "UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1",
+                        params![id, pushed],
+                    )?;
+                }
+                applied.acknowledged += 1;
+            }
+        }
+
+        let mut by_incident: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
+        for fc in &resp.changes {
+            match Change::from_bytes(fc.change.to_vec()) {
+                Ok(c) => by_incident.entry(fc.id.as_str()).or_default().push(c),
+                Err(e) => tracing::warn!(incident = %fc.id, error = %e, "server sent an undecodable change; skipped"),
+            }
+        }
+        for (id, changes) in by_incident {
+            let existing: Option<Vec<u8>> = tx
+                .query_row("SELECT doc FROM incidents WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            let mut doc = match &existing {
+                Some(bytes) => AutoCommit::load(bytes).map_err(|e| StoreError::Corrupt {
+                    id: id.to_owned(),
+                    source: Box::new(crate::incident::DocError::Decode(e)),
+                })?,
+                None => AutoCommit::new(),
+            }
+            .with_actor(actor.clone());
+            let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+            if let Err(e) = doc.apply_changes(changes) {
+                tracing::warn!(incident = %id, error = %e, "could not apply the server's changes; skipped");
+                continue;
+            }
+            let mut doc = IncidentDoc::from_automerge(doc);
+            let incident = match doc.read() {
+                Ok(i) if i.id.to_string() == id => i,
+                Ok(i) => {
+                    tracing::warn!(incident = %id, inside = %i.id, "feed change names another incident; skipped");
+                    continue;
+                }
+                Err(e) => {
+                    // Changes whose dependencies have not arrived yet leave
+                    // a partial document; the rest of the feed completes it.
+                    tracing::debug!(incident = %id, error = %e, "incident not complete yet");
+                    continue;
+                }
+            };
+            let bytes = doc.save();
+            let heads = doc.heads();
+            write_incident(&tx, &incident, &bytes, &heads, now)?;
+            if existing.is_none() {
+                applied.new_incidents += 1;
+            }
+            // The server has these changes, so they need not be pushed back.
+            let acked: Option<Vec<u8>> = tx
+                .query_row("SELECT acked_heads FROM outbox WHERE incident_id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(mut acked) = acked {
+                acked.extend(hashes.iter().flat_map(|h| h.0));
+                tx.execute(
+                    "UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1",
+                    params![id, acked],
+                )?;
+            }
+            applied.pulled_changes += hashes.len();
+            for photo in &incident.photos {
+                tx.execute(
+                    "INSERT OR IGNORE INTO wanted (hash, kind, incident_id)
+                     SELECT ?1, 'thumb', ?2 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)",
+                    params![photo.thumb.to_hex(), id],
+                )?;
+            }
+        }
+
+        state.epoch = Some(resp.epoch.clone());
+        state.cursor = if applied.reset {
+            None
+        } else {
+            resp.cursor.or(state.cursor)
+        };
+        let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE held_code IS NULL", [], |r| r.get(0))?;
+        applied.more = resp.more || applied.reset || pending > 0;
+        if !applied.more {
+            state.last_sync = Some(rfc3339(&now));
+        }
+        Self::put_sync_state(&tx, &state)?;
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    /// Thumbnails of others' incidents that this device still lacks.
+    pub fn wanted_thumbs(&self) -> Result<Vec<BlobHash>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT hash FROM wanted WHERE kind = 'thumb' ORDER BY incident_id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(h) = row?.parse() {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets an incident the server refused aside, so the rest can sync. A
+    /// later local edit, or a new enrolment, offers it again.
+    pub fn hold(&mut self, id: &str, code: &str, reason: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE outbox SET held_code = ?2, held_reason = ?3 WHERE incident_id = ?1",
+            params![id, code, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Incidents the server refused: (id, code, reason).
+    pub fn held(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT incident_id, held_code, held_reason FROM outbox WHERE held_code IS NOT NULL ORDER BY incident_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Blobs not yet on the server, thumbnails first, then display copies,
+    /// then originals, up to `level`.
+    pub fn pending_uploads(&self, level: PhotoLevel) -> Result<Vec<PendingBlob>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT hash, kind, size FROM blobs WHERE uploaded_at IS NULL
+             ORDER BY CASE kind WHEN 'thumb' THEN 0 WHEN 'display' THEN 1 ELSE 2 END, created_at, hash",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (hash, kind, size) = row?;
+            if !level.kinds().contains(&kind.as_str()) {
+                continue;
+            }
+            let hash = hash.parse().map_err(|_| StoreError::Meta {
+                what: "blob rows",
+                reason: format!("`{hash}` is not a hash"),
+            })?;
+            out.push(PendingBlob {
+                hash,
+                kind,
+                size: size as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn mark_uploaded(&mut self, hash: &BlobHash, now: DateTime<FixedOffset>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE blobs SET uploaded_at = ?2 WHERE hash = ?1 AND uploaded_at IS NULL",
+            params![hash.to_hex(), rfc3339(&now)],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a blob fetched from the server, after checking its hash.
+    /// Returns false when the bytes do not match.
+    pub fn add_fetched_blob(
+        &mut self,
+        expected: &BlobHash,
+        bytes: &[u8],
+        kind: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<bool, StoreError> {
+        if BlobHash::of(bytes) != *expected {
+            return Ok(false);
+        }
+        let (width, height) = image_size(bytes);
+        self.blobs.stage(bytes)?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO blobs (hash, size, kind, mime, width, height, created_at, uploaded_at)
+             VALUES (?1, ?2, ?3, 'image/jpeg', ?4, ?5, ?6, ?6)",
+            params![
+                expected.to_hex(),
+                bytes.len() as i64,
+                kind,
+                width,
+                height,
+                rfc3339(&now)
+            ],
+        )?;
+        self.blobs.publish(expected)?;
+        self.conn
+            .execute("DELETE FROM wanted WHERE hash = ?1", [expected.to_hex()])?;
+        Ok(true)
+    }
+}
+
+fn image_size(bytes: &[u8]) -> (u32, u32) {
+    image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_dimensions().ok())
+        .unwrap_or((0, 0))
+}
+
+/// Queues every incident and every blob to be offered again.
+fn reset_for_new_server(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO outbox (incident_id, acked_heads, queued_at)
+         SELECT id, X'', updated_at FROM incidents WHERE true
+         ON CONFLICT(incident_id) DO UPDATE SET acked_heads = X''",
+        [],
+    )?;
+    tx.execute("UPDATE blobs SET uploaded_at = NULL", [])?;
+    Ok(())
+}
+
+/// For tests and tools: the id of every incident with changes to push.
+pub fn outbox_ids(store: &Store) -> Result<Vec<String>, StoreError> {
+    let mut stmt = store
+        .conn
+        .prepare("SELECT incident_id FROM outbox ORDER BY incident_id")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,77 @@
+//! The operator's commands, run on the data dir while the server may be
+//! running (SQLite allows a second connection; each command is one
+//! transaction).
+
+use anyhow::{Result, bail};
+use sync_core::GridMap;
+
+use crate::storage::{Device, Role, Storage, Worker};
+use crate::{clock, normalise_code, random_code, secret_hash};
+
+/// Adds a worker. Workers need grid cells; centers need a community.
+pub fn add_worker(
+    storage: &dyn Storage,
+    grids: &GridMap,
+    id: &str,
+    name: &str,
+    role: Role,
+    cells: &[String],
+    community: Option<&str>,
+) -> Result<Worker> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.is_empty() || id.len() > 64 || !id.chars().all(valid) {
+        bail!("`{id}` is not a worker id; use 1 to 64 letters, digits, `.`, `_` or `-`");
+    }
+    for cell in cells {
+        grids.require_cell(cell)?;
+    }
+    if let Some(c) = community
+        && grids.community(c).is_none()
+    {
+        let known: Vec<_> = grids
+            .districts
+            .iter()
+            .flat_map(|d| &d.streets)
+            .flat_map(|s| &s.communities)
+            .map(|c| c.id.as_str())
+            .collect();
+        bail!("unknown community `{c}`; known communities are: {}", known.join(", "));
+    }
+    match role {
+        Role::Worker if cells.is_empty() => bail!("a worker needs at least one --grid cell"),
+        Role::Center if community.is_none() => bail!("a center account needs --community"),
+        _ => {}
+    }
+    let worker = Worker {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        role,
+        community: community.map(str::to_owned),
+        grids: cells.to_vec(),
+    };
+    storage.add_worker(&worker, &clock().1)?;
+    Ok(worker)
+}
+
+/// Makes a one-time enrolment code for a worker's device, valid for `ttl_hours`.
+pub fn enrol_code(storage: &dyn Storage, worker: &str, ttl_hours: u32) -> Result<(String, String)> {
+    if ttl_hours == 0 || ttl_hours > 24 * 30 {
+        bail!("--ttl-hours must be between 1 and 720");
+    }
+    let code = random_code();
+    let (now_ms, now) = clock();
+    let expires_ms = now_ms + i64::from(ttl_hours) * 3_600_000;
+    storage.add_enrol_code(&secret_hash(&normalise_code(&code)), worker, expires_ms, &now)?;
+    let expires = chrono::DateTime::from_timestamp_millis(expires_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    Ok((code, expires))
+}
+
+pub fn devices(storage: &dyn Storage) -> Result<Vec<Device>> {
+    Ok(storage.devices()?)
+}
+
+pub fn revoke(storage: &dyn Storage, device: &str) -> Result<()> {
+    Ok(storage.revoke_device(device, &clock().1)?)
+}

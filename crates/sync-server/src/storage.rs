@@ -1,0 +1,614 @@
+//! Where the server keeps its records, behind [`Storage`], and the SQLite
+//! implementation of it that runs on the embedded defaults.
+//!
+//! The trait speaks in plain records (workers, devices, changes, incident
+//! rows); the protocol logic in `sync.rs` sits above it, so another backend
+//! (PostgreSQL) only has to store and query these records. Every method is
+//! blocking: callers run them inside `spawn_blocking`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the server database failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the server database was written by a newer version (schema {found}, this build knows {known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("no worker `{0}`")]
+    NoWorker(String),
+    #[error("no device `{0}`")]
+    NoDevice(String),
+    #[error("worker `{0}` already exists")]
+    WorkerExists(String),
+}
+
+/// What a token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A grid worker: their own grid cells.
+    Worker,
+    /// A community center: every cell of its community.
+    Center,
+    /// The operator: everything.
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Center => "center",
+            Role::Operator => "operator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Worker, Role::Center, Role::Operator]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Worker {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub community: Option<String>,
+    pub grids: Vec<String>,
+}
+
+/// A device as the server knows it, found from its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub id: String,
+    pub worker: Worker,
+    /// The Automerge actor id bound to this device at enrolment.
+    #[serde(skip)]
+    pub actor: Vec<u8>,
+    pub enrolled_at: String,
+    pub revoked_at: Option<String>,
+    pub last_sync_at: Option<String>,
+    pub manifest: Option<serde_json::Value>,
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// One incident as written after a push: the merged document, its
+/// projected columns and the changes that were new to the server.
+#[derive(Debug, Clone)]
+pub struct IncidentWrite {
+    pub id: String,
+    pub doc: Vec<u8>,
+    pub heads: Vec<u8>,
+    pub grid: String,
+    pub category: String,
+    pub status: String,
+    pub reporter: String,
+    pub device: String,
+    pub captured_at: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub new_changes: Vec<([u8; 32], Vec<u8>)>,
+    /// Photo blobs the document references: (hash, kind).
+    pub blob_refs: Vec<(String, &'static str)>,
+}
+
+/// One change from the feed.
+#[derive(Debug, Clone)]
+pub struct FeedRow {
+    pub seq: u64,
+    pub incident_id: String,
+    pub hash: [u8; 32],
+    pub bytes: Vec<u8>,
+}
+
+/// The grid cells a request may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Grids(Vec<String>),
+}
+
+impl Scope {
+    pub fn allows(&self, grid: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Grids(g) => g.iter().any(|c| c == grid),
+        }
+    }
+
+    /// `NULL` for all, else a JSON array for `json_each`.
+    fn sql(&self) -> Option<String> {
+        match self {
+            Scope::All => None,
+            Scope::Grids(g) => Some(serde_json::to_string(g).expect("strings serialise")),
+        }
+    }
+}
+
+/// The records the server keeps. Implementations must make each method
+/// atomic and durable before it returns.
+pub trait Storage: Send + Sync + 'static {
+    /// A random id made when the store was created; a new store means a new epoch.
+    fn epoch(&self) -> Result<String, StorageError>;
+
+    fn add_worker(&self, worker: &Worker, now: &str) -> Result<(), StorageError>;
+    fn worker(&self, id: &str) -> Result<Option<Worker>, StorageError>;
+    fn add_enrol_code(&self, code_hash: &str, worker: &str, expires_ms: i64, now: &str) -> Result<(), StorageError>;
+    /// Uses up a code and registers the device in one step. `None` when the
+    /// code is unknown, used or expired, or names another worker.
+    fn enroll(
+        &self,
+        code_hash: &str,
+        worker: &str,
+        device: &str,
+        actor: &[u8],
+        token_hash: &str,
+        now_ms: i64,
+        now: &str,
+    ) -> Result<Option<Worker>, StorageError>;
+    fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError>;
+    fn devices(&self) -> Result<Vec<Device>, StorageError>;
+    fn revoke_device(&self, id: &str, now: &str) -> Result<(), StorageError>;
+    fn record_sync(
+        &self,
+        device: &str,
+        manifest: &serde_json::Value,
+        clock_offset_ms: i64,
+        now: &str,
+    ) -> Result<(), StorageError>;
+
+    fn incident_doc(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StorageError>;
+    fn has_change(&self, hash: &[u8; 32]) -> Result<bool, StorageError>;
+    /// Writes every incident of a push in one transaction.
+    fn commit_push(&self, writes: &[IncidentWrite], device: &str, now: &str) -> Result<(), StorageError>;
+    fn quarantine(
+        &self,
+        device: &str,
+        incident: Option<&str>,
+        reason: &str,
+        bytes: &[u8],
+        now: &str,
+    ) -> Result<(), StorageError>;
+
+    /// The hash stored at `seq`, if any.
+    fn change_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError>;
+    /// Changes after `after` in scope and not sent by `exclude_device`,
+    /// at most `limit`, and the highest seq in the whole feed.
+    fn feed(
+        &self,
+        after: u64,
+        scope: &Scope,
+        exclude_device: &str,
+        limit: u32,
+    ) -> Result<(Vec<FeedRow>, u64), StorageError>;
+
+    /// Kind and incident grid of a blob referenced by an incident in scope.
+    fn blob_ref(&self, hash: &str, scope: &Scope) -> Result<Option<String>, StorageError>;
+    fn blob_verified(&self, hash: &str) -> Result<bool, StorageError>;
+    fn mark_blob_verified(&self, hash: &str, size: u64, now: &str) -> Result<(), StorageError>;
+    /// Thumbnails of these incidents that the server holds.
+    fn thumbs_of(&self, incidents: &[String]) -> Result<Vec<String>, StorageError>;
+}
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('worker', 'center', 'operator')),
+        community TEXT, created_at TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE worker_grids (
+        worker_id TEXT NOT NULL REFERENCES workers(id), grid TEXT NOT NULL,
+        PRIMARY KEY (worker_id, grid)
+    ) STRICT;
+    CREATE TABLE enrol_codes (
+        code_hash TEXT PRIMARY KEY, worker_id TEXT NOT NULL REFERENCES workers(id),
+        expires_ms INTEGER NOT NULL, used_at TEXT, created_at TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY, worker_id TEXT NOT NULL REFERENCES workers(id),
+        actor BLOB NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+        enrolled_at TEXT NOT NULL, revoked_at TEXT,
+        last_sync_at TEXT, manifest TEXT, clock_offset_ms INTEGER
+    ) STRICT;
+    CREATE TABLE incidents (
+        id TEXT PRIMARY KEY, doc BLOB NOT NULL, heads BLOB NOT NULL,
+        grid TEXT NOT NULL, category TEXT NOT NULL, status TEXT NOT NULL,
+        reporter TEXT NOT NULL, device TEXT NOT NULL, captured_at TEXT NOT NULL,
+        lat REAL, lon REAL, first_received_at TEXT NOT NULL, updated_at TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX incidents_grid ON incidents(grid);
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, incident_id TEXT NOT NULL,
+        hash BLOB NOT NULL UNIQUE, bytes BLOB NOT NULL,
+        device_id TEXT NOT NULL, received_at TEXT NOT NULL
+    );
+    CREATE INDEX changes_incident ON changes(incident_id);
+    CREATE TABLE blob_refs (
+        hash TEXT NOT NULL, incident_id TEXT NOT NULL, kind TEXT NOT NULL,
+        PRIMARY KEY (hash, incident_id)
+    ) STRICT;
+    CREATE INDEX blob_refs_incident ON blob_refs(incident_id);
+    CREATE TABLE blobs (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, verified_at TEXT NOT NULL) STRICT;
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, incident_id TEXT,
+        reason TEXT NOT NULL, bytes BLOB NOT NULL, received_at TEXT NOT NULL
+    ) STRICT;
+"];
+
+/// [`Storage`] on one SQLite file, WAL, `synchronous=FULL`. rusqlite's
+/// connection is not `Sync`, so it has one owner behind a std mutex.
+pub struct SqliteStorage {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStorage {
+    /// Opens or creates the database; `new_epoch` is used only on creation.
+    pub fn open(path: &Path, new_epoch: &str) -> Result<Self, StorageError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StorageError::TooNew { found: version, known });
+        }
+        for sql in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
+            [new_epoch],
+        )?;
+        tx.commit()?;
+        Ok(SqliteStorage { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (the
+        // transaction rolled back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageError> {
+    let row = conn
+        .query_row("SELECT name, role, community FROM workers WHERE id = ?1", [id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .optional()?;
+    let Some((name, role, community)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached("SELECT grid FROM worker_grids WHERE worker_id = ?1 ORDER BY grid")?;
+    let grids = stmt.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(Some(Worker {
+        id: id.to_owned(),
+        name,
+        role: Role::parse(&role).unwrap_or(Role::Worker),
+        community,
+        grids,
+    }))
+}
+
+const DEVICE_COLUMNS: &str =
+    "id, worker_id, actor, enrolled_at, revoked_at, last_sync_at, manifest, clock_offset_ms FROM devices";
+
+fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, StorageError> {
+    let worker_id: String = r.get(1)?;
+    let worker = load_worker(conn, &worker_id)?.ok_or(StorageError::NoWorker(worker_id))?;
+    let manifest: Option<String> = r.get(6)?;
+    Ok(Device {
+        id: r.get(0)?,
+        worker,
+        actor: r.get(2)?,
+        enrolled_at: r.get(3)?,
+        revoked_at: r.get(4)?,
+        last_sync_at: r.get(5)?,
+        manifest: manifest.and_then(|m| serde_json::from_str(&m).ok()),
+        clock_offset_ms: r.get(7)?,
+    })
+}
+
+impl Storage for SqliteStorage {
+    fn epoch(&self) -> Result<String, StorageError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?)
+    }
+
+    fn add_worker(&self, w: &Worker, now: &str) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists = tx
+            .query_row("SELECT 1 FROM workers WHERE id = ?1", [&w.id], |_| Ok(()))
+            .optional()?;
+        if exists.is_some() {
+            return Err(StorageError::WorkerExists(w.id.clone()));
+        }
+        tx.execute(
+            "INSERT INTO workers (id, name, role, community, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![w.id, w.name, w.role.as_str(), w.community, now],
+        )?;
+        for g in &w.grids {
+            tx.execute(
+                "INSERT OR IGNORE INTO worker_grids (worker_id, grid) VALUES (?1, ?2)",
+                params![w.id, g],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn worker(&self, id: &str) -> Result<Option<Worker>, StorageError> {
+        load_worker(&self.conn(), id)
+    }
+
+    fn add_enrol_code(&self, code_hash: &str, worker: &str, expires_ms: i64, now: &str) -> Result<(), StorageError> {
+        let conn = self.conn();
+        if load_worker(&conn, worker)?.is_none() {
+            return Err(StorageError::NoWorker(worker.to_owned()));
+        }
+        conn.execute(
+            "INSERT INTO enrol_codes (code_hash, worker_id, expires_ms, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![code_hash, worker, expires_ms, now],
+        )?;
+        Ok(())
+    }
+
+    fn enroll(
+        &self,
+        code_hash: &str,
+        worker: &str,
+        device: &str,
+        actor: &[u8],
+        token_hash: &str,
+        now_ms: i64,
+        now: &str,
+    ) -> Result<Option<Worker>, StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let used = tx.execute(
+            "UPDATE enrol_codes SET used_at = ?4
+             WHERE code_hash = ?1 AND worker_id = ?2 AND used_at IS NULL AND expires_ms > ?3",
+            params![code_hash, worker, now_ms, now],
+        )?;
+        if used != 1 {
+            return Ok(None);
+        }
+        // Enrolling a device again (a reinstalled app keeps its data dir)
+        // replaces its token; another worker's device id is refused.
+        let owner: Option<String> = tx
+            .query_row("SELECT worker_id FROM devices WHERE id = ?1", [device], |r| r.get(0))
+            .optional()?;
+        if owner.as_deref().is_some_and(|o| o != worker) {
+            return Ok(None);
+        }
+        tx.execute(
+            "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, enrolled_at = excluded.enrolled_at,
+                revoked_at = NULL",
+            params![device, worker, actor, token_hash, now],
+        )?;
+        let w = load_worker(&tx, worker)?;
+        tx.commit()?;
+        Ok(w)
+    }
+
+    fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} WHERE token_hash = ?1"))?;
+        let mut rows = stmt.query([token_hash])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(device_from_row(&conn, r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn devices(&self) -> Result<Vec<Device>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {DEVICE_COLUMNS} ORDER BY worker_id, enrolled_at"))?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(device_from_row(&conn, r)?);
+        }
+        Ok(out)
+    }
+
+    fn revoke_device(&self, id: &str, now: &str) -> Result<(), StorageError> {
+        let n = self.conn().execute(
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+            params![id, now],
+        )?;
+        if n == 0 {
+            return Err(StorageError::NoDevice(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn record_sync(
+        &self,
+        device: &str,
+        manifest: &serde_json::Value,
+        clock_offset_ms: i64,
+        now: &str,
+    ) -> Result<(), StorageError> {
+        self.conn().execute(
+            "UPDATE devices SET last_sync_at = ?2, manifest = ?3, clock_offset_ms = ?4 WHERE id = ?1",
+            params![device, now, manifest.to_string(), clock_offset_ms],
+        )?;
+        Ok(())
+    }
+
+    fn incident_doc(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StorageError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT doc, grid FROM incidents WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    fn has_change(&self, hash: &[u8; 32]) -> Result<bool, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM changes WHERE hash = ?1")?;
+        Ok(stmt.query_row([&hash[..]], |_| Ok(())).optional()?.is_some())
+    }
+
+    fn commit_push(&self, writes: &[IncidentWrite], device: &str, now: &str) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut put_incident = tx.prepare_cached(
+                "INSERT INTO incidents (id, doc, heads, grid, category, status, reporter, device, captured_at,
+                                        lat, lon, first_received_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+                 ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, heads = excluded.heads, grid = excluded.grid,
+                    category = excluded.category, status = excluded.status, lat = excluded.lat, lon = excluded.lon,
+                    updated_at = excluded.updated_at",
+            )?;
+            let mut put_change = tx.prepare_cached(
+                "INSERT OR IGNORE INTO changes (incident_id, hash, bytes, device_id, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut put_ref =
+                tx.prepare_cached("INSERT OR IGNORE INTO blob_refs (hash, incident_id, kind) VALUES (?1, ?2, ?3)")?;
+            for w in writes {
+                put_incident.execute(params![
+                    w.id,
+                    w.doc,
+                    w.heads,
+                    w.grid,
+                    w.category,
+                    w.status,
+                    w.reporter,
+                    w.device,
+                    w.captured_at,
+                    w.lat,
+                    w.lon,
+                    now
+                ])?;
+                for (hash, bytes) in &w.new_changes {
+                    put_change.execute(params![w.id, &hash[..], bytes, device, now])?;
+                }
+                for (hash, kind) in &w.blob_refs {
+                    put_ref.execute(params![hash, w.id, kind])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn quarantine(
+        &self,
+        device: &str,
+        incident: Option<&str>,
+        reason: &str,
+        bytes: &[u8],
+        now: &str,
+    ) -> Result<(), StorageError> {
+        self.conn().execute(
+            "INSERT INTO quarantine (device_id, incident_id, reason, bytes, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![device, incident, reason, bytes, now],
+        )?;
+        Ok(())
+    }
+
+    fn change_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError> {
+        let conn = self.conn();
+        let hash: Option<Vec<u8>> = conn
+            .query_row("SELECT hash FROM changes WHERE seq = ?1", [seq as i64], |r| r.get(0))
+            .optional()?;
+        Ok(hash.and_then(|h| h.try_into().ok()))
+    }
+
+    fn feed(
+        &self,
+        after: u64,
+        scope: &Scope,
+        exclude_device: &str,
+        limit: u32,
+    ) -> Result<(Vec<FeedRow>, u64), StorageError> {
+        let mut conn = self.conn();
+        // One read transaction, so the high-water mark and the rows agree.
+        let tx = conn.transaction()?;
+        let max: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;
+        let rows = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT c.seq, c.incident_id, c.hash, c.bytes FROM changes c JOIN incidents i ON i.id = c.incident_id
+                 WHERE c.seq > ?1 AND c.device_id != ?2
+                   AND (?3 IS NULL OR i.grid IN (SELECT value FROM json_each(?3)))
+                 ORDER BY c.seq LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![after as i64, exclude_device, scope.sql(), limit], |r| {
+                let hash: Vec<u8> = r.get(2)?;
+                Ok(FeedRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    incident_id: r.get(1)?,
+                    hash: hash.try_into().unwrap_or([0; 32]),
+                    bytes: r.get(3)?,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        Ok((rows, max as u64))
+    }
+
+    fn blob_ref(&self, hash: &str, scope: &Scope) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT r.kind FROM blob_refs r JOIN incidents i ON i.id = r.incident_id
+                 WHERE r.hash = ?1 AND (?2 IS NULL OR i.grid IN (SELECT value FROM json_each(?2))) LIMIT 1",
+                params![hash, scope.sql()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn blob_verified(&self, hash: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM blobs WHERE hash = ?1", [hash], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    fn mark_blob_verified(&self, hash: &str, size: u64, now: &str) -> Result<(), StorageError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO blobs (hash, size, verified_at) VALUES (?1, ?2, ?3)",
+            params![hash, size as i64, now],
+        )?;
+        Ok(())
+    }
+
+    fn thumbs_of(&self, incidents: &[String]) -> Result<Vec<String>, StorageError> {
+        if incidents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT r.hash FROM blob_refs r JOIN blobs b ON b.hash = r.hash
+             WHERE r.kind = 'thumb' AND r.incident_id IN (SELECT value FROM json_each(?1))",
+        )?;
+        let list = serde_json::to_string(incidents).expect("strings serialise");
+        Ok(stmt.query_map([list], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    }
+}

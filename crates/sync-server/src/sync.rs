@@ -1,0 +1,325 @@
+//! The server's half of a sync round trip: check and merge what a device
+//! pushed, then page the change feed back to it. No HTTP here: errors are
+//! [`SyncError`]s that `api.rs` turns into status codes.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::{AutoCommit, Change, ChangeHash};
+use sync_core::protocol::{
+    Ack, Cursor, FeedChange, Hash32, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, PROTOCOL_VERSION, SyncRequest, SyncResponse,
+};
+use sync_core::{IncidentDoc, IncidentId};
+
+use crate::storage::{Device, IncidentWrite, Scope, Storage, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{reason}")]
+    Forbidden { incident: Option<String>, reason: String },
+    #[error("{reason}")]
+    Invalid { incident: Option<String>, reason: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Where a device may read and write.
+pub fn scope_of(device: &Device, grids: &sync_core::GridMap) -> Scope {
+    use crate::storage::Role;
+    match device.worker.role {
+        Role::Operator => Scope::All,
+        Role::Worker => Scope::Grids(device.worker.grids.clone()),
+        Role::Center => {
+            let community = device.worker.community.as_deref().unwrap_or_default();
+            Scope::Grids(
+                grids
+                    .cells()
+                    .filter(|p| p.community.id == community)
+                    .map(|p| p.cell.id.clone())
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// Runs one sync round trip. `now_ms` and `now` are the server clock.
+pub fn sync(
+    storage: &dyn Storage,
+    device: &Device,
+    scope: &Scope,
+    req: &SyncRequest,
+    now_ms: i64,
+    now: &str,
+) -> Result<SyncResponse, SyncError> {
+    if req.version != PROTOCOL_VERSION {
+        return Err(SyncError::BadRequest(format!(
+            "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+            req.version
+        )));
+    }
+    if req.push.len() > MAX_PUSH_DOCS {
+        return Err(SyncError::BadRequest(format!(
+            "{} incidents in one push; the limit is {MAX_PUSH_DOCS}",
+            req.push.len()
+        )));
+    }
+    let epoch = storage.epoch()?;
+    let cursor_ok = match req.cursor {
+        None => true,
+        Some(c) if c.seq == 0 => true,
+        Some(c) => storage.change_at(c.seq)? == Some(c.hash.0),
+    };
+    let reset = req.epoch.as_deref().is_some_and(|e| e != epoch) || !cursor_ok;
+
+    let mut acks = Vec::new();
+    if !reset && !req.push.is_empty() {
+        let mut writes = Vec::with_capacity(req.push.len());
+        for doc in &req.push {
+            let (write, ack) = merge_push(storage, device, scope, doc, now)?;
+            writes.extend(write);
+            acks.push(ack);
+        }
+        storage.commit_push(&writes, &device.id, now)?;
+    }
+
+    let after = if reset {
+        0
+    } else {
+        req.cursor.map(|c| c.seq).unwrap_or(0)
+    };
+    let limit = req.pull_limit.clamp(1, MAX_PULL);
+    let (rows, max_seq) = storage.feed(after, scope, &device.id, limit)?;
+    let more = rows.len() as u32 == limit;
+    let last = if more {
+        rows.last().map(|r| r.seq).unwrap_or(after)
+    } else {
+        max_seq.max(after)
+    };
+    let cursor = if last == 0 {
+        None
+    } else {
+        storage.change_at(last)?.map(|h| Cursor {
+            seq: last,
+            hash: Hash32(h),
+        })
+    };
+    let mut incidents: Vec<String> = rows.iter().map(|r| r.incident_id.clone()).collect();
+    incidents.dedup();
+    let thumbs = storage.thumbs_of(&incidents)?;
+    let changes = rows
+        .into_iter()
+        .map(|r| FeedChange {
+            id: r.incident_id,
+            change: serde_bytes::ByteBuf::from(r.bytes),
+        })
+        .collect();
+
+    let manifest = serde_json::json!({
+        "incidents": req.manifest.incidents,
+        "digest": hex(&req.manifest.digest.0),
+        "pending_docs": req.manifest.pending_docs,
+        "pending_photos": req.manifest.pending_photos,
+    });
+    storage.record_sync(&device.id, &manifest, req.device_time_ms - now_ms, now)?;
+
+    Ok(SyncResponse {
+        epoch,
+        server_time_ms: now_ms,
+        reset,
+        acks,
+        changes,
+        cursor,
+        more,
+        thumbs,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks one pushed incident and merges it into the server's copy.
+fn merge_push(
+    storage: &dyn Storage,
+    device: &Device,
+    scope: &Scope,
+    doc: &sync_core::protocol::PushDoc,
+    now: &str,
+) -> Result<(Option<IncidentWrite>, Ack), SyncError> {
+    let incident = Some(doc.id.clone());
+    let invalid = |reason: String| SyncError::Invalid {
+        incident: incident.clone(),
+        reason,
+    };
+    doc.id
+        .parse::<IncidentId>()
+        .map_err(|e| SyncError::BadRequest(e.to_string()))?;
+
+    let mut changes = Vec::with_capacity(doc.changes.len());
+    for raw in &doc.changes {
+        if raw.len() > MAX_CHANGE {
+            return Err(SyncError::BadRequest(format!(
+                "a change of incident {} is {} bytes; the limit is {MAX_CHANGE}",
+                doc.id,
+                raw.len()
+            )));
+        }
+        let decoded = catch_unwind(AssertUnwindSafe(|| Change::from_bytes(raw.to_vec())));
+        let change = match decoded {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(SyncError::BadRequest(format!(
+                    "a change of incident {} cannot be decoded: {e}",
+                    doc.id
+                )));
+            }
+            Err(_) => {
+                storage.quarantine(&device.id, Some(&doc.id), "change decoding panicked", raw, now)?;
+                return Err(invalid("a change could not be decoded".into()));
+            }
+        };
+        if change.actor_id().to_bytes() != device.actor.as_slice() && !storage.has_change(&change.hash().0)? {
+            return Err(SyncError::Forbidden {
+                incident: incident.clone(),
+                reason: format!(
+                    "incident {} carries a change made by another device that this server has not seen",
+                    doc.id
+                ),
+            });
+        }
+        changes.push(change);
+    }
+
+    let existing = storage.incident_doc(&doc.id)?;
+    if let Some((_, grid)) = &existing
+        && !scope.allows(grid)
+    {
+        return Err(SyncError::Forbidden {
+            incident: incident.clone(),
+            reason: format!(
+                "incident {} is in grid cell {grid}, outside this device's cells",
+                doc.id
+            ),
+        });
+    }
+    let merged = catch_unwind(AssertUnwindSafe(|| -> Result<(AutoCommit, Vec<ChangeHash>), String> {
+        let mut am = match &existing {
+            Some((bytes, _)) => AutoCommit::load(bytes).map_err(|e| e.to_string())?,
+            None => AutoCommit::new(),
+        };
+        let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+        am.apply_changes(changes.clone()).map_err(|e| e.to_string())?;
+        Ok((am, hashes))
+    }));
+    let quarantine_all = |reason: &str| -> Result<(), SyncError> {
+        let mut all = Vec::new();
+        for c in &doc.changes {
+            all.extend_from_slice(c);
+        }
+        storage.quarantine(&device.id, Some(&doc.id), reason, &all, now)?;
+        Ok(())
+    };
+    let (mut am, hashes) = match merged {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            quarantine_all(&e)?;
+            return Err(invalid(format!(
+                "the changes of incident {} cannot be applied: {e}",
+                doc.id
+            )));
+        }
+        Err(_) => {
+            quarantine_all("applying changes panicked")?;
+            return Err(invalid(format!("the changes of incident {} cannot be applied", doc.id)));
+        }
+    };
+    // Changes whose dependencies the server lacks wait inside Automerge
+    // unapplied; only applied ones join the feed.
+    let applied: Vec<ChangeHash> = hashes
+        .iter()
+        .copied()
+        .filter(|h| am.get_change_by_hash(h).is_some())
+        .collect();
+    let need_full = applied.len() < hashes.len();
+    let heads: Vec<ChangeHash> = doc.heads.iter().map(|h| ChangeHash::from(*h)).collect();
+    let stored = heads.iter().all(|h| am.get_change_by_hash(h).is_some());
+
+    if applied.is_empty() && existing.is_none() {
+        // Nothing usable yet (a first push missing its own start).
+        return Ok((
+            None,
+            Ack {
+                id: doc.id.clone(),
+                heads: vec![],
+                need_full: true,
+            },
+        ));
+    }
+    let mut idoc = IncidentDoc::from_automerge(am);
+    let read = match idoc.read() {
+        Ok(r) => r,
+        Err(e) => {
+            quarantine_all(&e.to_string())?;
+            return Err(invalid(format!("incident {}: {e}", doc.id)));
+        }
+    };
+    if read.id.to_string() != doc.id {
+        quarantine_all("document id does not match")?;
+        return Err(invalid(format!(
+            "the document pushed as {} says it is {}",
+            doc.id, read.id
+        )));
+    }
+    if !scope.allows(&read.grid) {
+        return Err(SyncError::Forbidden {
+            incident: incident.clone(),
+            reason: format!(
+                "incident {} is in grid cell {}, outside this device's cells",
+                doc.id, read.grid
+            ),
+        });
+    }
+    let server_heads = idoc.heads();
+    let mut new_changes = Vec::new();
+    for h in &applied {
+        if !storage.has_change(&h.0)? {
+            let mut c = idoc
+                .automerge()
+                .get_change_by_hash(h)
+                .expect("applied change is present");
+            new_changes.push((h.0, c.bytes().into_owned()));
+        }
+    }
+    let mut blob_refs = Vec::new();
+    for p in &read.photos {
+        blob_refs.push((p.original.to_hex(), "original"));
+        blob_refs.push((p.display.to_hex(), "display"));
+        blob_refs.push((p.thumb.to_hex(), "thumb"));
+    }
+    let mut sorted = server_heads.clone();
+    sorted.sort();
+    let write = IncidentWrite {
+        id: doc.id.clone(),
+        doc: idoc.save(),
+        heads: sorted.iter().flat_map(|h| h.0).collect(),
+        grid: read.grid.clone(),
+        category: read.category.clone(),
+        status: read.status.as_str().to_owned(),
+        reporter: read.reporter.clone(),
+        device: read.device.clone(),
+        captured_at: sync_core::incident::rfc3339(&read.captured_at),
+        lat: read.location.lat,
+        lon: read.location.lon,
+        new_changes,
+        blob_refs,
+    };
+    Ok((
+        Some(write),
+        Ack {
+            id: doc.id.clone(),
+            heads: if stored { doc.heads.clone() } else { vec![] },
+            need_full: need_full || !stored,
+        },
+    ))
+}
