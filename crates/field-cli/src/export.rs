@@ -29,8 +29,9 @@ pub struct Args {
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
+    let filter = args.filter.parse()?;
     let session = Session::open(data_dir)?;
-    let filter = args.filter.resolve(&session)?;
+    Filter::check(&filter, &session)?;
     let incidents = session.store.incidents(&filter, &session.profile.actor())?;
     let bytes = match args.format {
         Format::Csv => csv(&session, &incidents)?,

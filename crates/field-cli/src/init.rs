@@ -41,9 +41,15 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     };
     let categories = read(&args.categories, DEFAULT_CATEGORIES_JSON)?;
     let grid_map = read(&args.grid_map, DEFAULT_GRIDS_JSON)?;
+    let mut seen = std::collections::HashSet::new();
     let mut grids = args.grids.clone();
-    grids.dedup();
+    grids.retain(|g| seen.insert(g.clone()));
 
+    // Check the cells before touching the data dir.
+    let map = sync_core::GridMap::from_json(&grid_map)?;
+    for g in &grids {
+        map.require_cell(g).map_err(|e| UsageError(e.to_string()))?;
+    }
     let mut store = Store::open(data_dir).with_context(|| format!("cannot open {}", data_dir.display()))?;
     let profile = match store.init(
         &args.worker,

@@ -21,15 +21,21 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn resolve(&self, session: &Session) -> Result<ListFilter> {
-        if let Some(c) = &self.category {
-            session.require_category(c)?;
-        }
+    /// Checks what can be checked without the store.
+    pub fn parse(&self) -> Result<ListFilter> {
         Ok(ListFilter {
             status: self.status.as_deref().map(parse_status).transpose()?,
             category: self.category.clone(),
             date: self.date.as_deref().map(parse_date).transpose()?,
         })
+    }
+
+    /// Checks the category against the device's list.
+    pub fn check(filter: &ListFilter, session: &Session) -> Result<()> {
+        if let Some(c) = &filter.category {
+            session.require_category(c)?;
+        }
+        Ok(())
     }
 }
 
@@ -51,8 +57,9 @@ struct JsonRow<'a> {
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
+    let filter = args.filter.parse()?;
     let session = Session::open(data_dir)?;
-    let filter = args.filter.resolve(&session)?;
+    Filter::check(&filter, &session)?;
     let rows = session.store.list(&filter)?;
     if args.json {
         let out: Vec<_> = rows

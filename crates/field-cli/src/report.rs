@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long, value_name = "CODE")]
     category: String,
     /// A description in the worker's words.
-    #[arg(long = "desc", value_name = "TEXT", default_value = "")]
+    #[arg(long = "desc", value_name = "TEXT", default_value = "", allow_hyphen_values = true)]
     description: String,
     /// Latitude in degrees (WGS 84); give it with --lon.
     #[arg(long, requires = "lon", allow_hyphen_values = true)]
@@ -21,10 +21,10 @@ pub struct Args {
     #[arg(long, requires = "lat", allow_hyphen_values = true)]
     lon: Option<f64>,
     /// How accurate the position is, in metres.
-    #[arg(long, value_name = "METRES", requires = "lat")]
+    #[arg(long, value_name = "METRES", requires = "lat", allow_hyphen_values = true)]
     accuracy: Option<f64>,
     /// Street address or landmark, free text.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     address: Option<String>,
     /// The grid cell; by default the worker's only cell, or the one containing --lat/--lon.
     #[arg(long, value_name = "CELL")]

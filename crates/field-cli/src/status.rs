@@ -20,16 +20,37 @@ struct Report<'a> {
     profile: &'a Profile,
     #[serde(flatten)]
     summary: &'a StatusSummary,
+    server: Option<&'a str>,
+    last_sync: Option<&'a str>,
+    /// Incidents the server refused, kept here and offered again after the next local edit.
+    refused: Vec<Refused>,
+}
+
+#[derive(Serialize)]
+struct Refused {
+    id: String,
+    code: String,
+    reason: String,
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     let session = Session::open(data_dir)?;
     let summary = session.store.summary()?;
+    let sync = session.store.sync_state()?;
+    let refused: Vec<Refused> = session
+        .store
+        .held()?
+        .into_iter()
+        .map(|(id, code, reason)| Refused { id, code, reason })
+        .collect();
     if args.json {
         return print_json(&Report {
             data_dir: data_dir.display().to_string(),
             profile: &session.profile,
             summary: &summary,
+            server: sync.server.as_deref(),
+            last_sync: sync.last_sync.as_deref(),
+            refused,
         });
     }
     let p = &session.profile;
@@ -53,6 +74,10 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         "unsynced   {} incidents, {} photo files",
         summary.unsynced_incidents, summary.unsynced_blobs
     );
-    let _ = writeln!(out, "last sync  {}", summary.last_sync.as_deref().unwrap_or("never"));
+    let _ = writeln!(out, "server     {}", sync.server.as_deref().unwrap_or("not enrolled"));
+    let _ = writeln!(out, "last sync  {}", sync.last_sync.as_deref().unwrap_or("never"));
+    for r in &refused {
+        let _ = writeln!(out, "refused    {} ({}): {}", r.id, r.code, r.reason);
+    }
     emit(out.as_bytes())
 }

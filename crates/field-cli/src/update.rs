@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long)]
     status: Option<String>,
     /// Add a note.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     note: Option<String>,
     /// Add a photo (JPEG or PNG); repeat for several.
     #[arg(long = "photo", value_name = "PATH")]

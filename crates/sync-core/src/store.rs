@@ -131,7 +131,6 @@ pub struct StatusSummary {
     pub unsynced_incidents: u64,
     pub photo_blobs: u64,
     pub unsynced_blobs: u64,
-    pub last_sync: Option<String>,
 }
 
 pub struct Store {
@@ -577,7 +576,6 @@ impl Store {
             unsynced_incidents: count("SELECT count(*) FROM outbox")?,
             photo_blobs: count("SELECT count(*) FROM blobs WHERE kind = 'original'")?,
             unsynced_blobs: count("SELECT count(*) FROM blobs WHERE uploaded_at IS NULL")?,
-            last_sync: self.meta("last_sync")?,
         })
     }
 }

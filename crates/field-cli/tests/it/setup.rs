@@ -1,0 +1,278 @@
+//! `field init`, `field categories`, and what every other command does on a
+//! device that has not been set up.
+
+use crate::{Device, HX01, HX02, HX03, WORKER, s};
+
+/// The device id in `device <uuid> is set up for ...`.
+#[track_caller]
+fn device_in(line: &str) -> String {
+    let rest = line
+        .strip_prefix("device ")
+        .unwrap_or_else(|| panic!("init printed {line:?}"));
+    let id = rest.split(' ').next().unwrap();
+    crate::assert_uuid_v7(id);
+    id.to_owned()
+}
+
+#[test]
+fn init_prints_the_device_line_and_re_init_keeps_the_device() {
+    let dev = Device::empty();
+    let out = dev.ok([
+        "init", "--worker", WORKER, "--name", "张伟", "--grid", HX01, "--grid", HX02,
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    let device = device_in(&out);
+    assert_eq!(
+        out,
+        format!("device {device} is set up for worker {WORKER} (张伟) in {HX01}, {HX02}\n")
+    );
+    let status = dev.json(["status", "--json"]);
+    assert_eq!(s(&status["profile"], "device"), device);
+    assert_eq!(s(&status["profile"], "worker"), WORKER);
+    assert_eq!(s(&status["profile"], "name"), "张伟");
+
+    // Again for the same worker with other cells: same device, new cells.
+    let again = dev.ok(["init", "--worker", WORKER, "--grid", HX03]);
+    assert_eq!(device_in(&again), device);
+    let status = dev.json(["status", "--json"]);
+    assert_eq!(s(&status["profile"], "device"), device);
+    assert_eq!(status["profile"]["grids"], serde_json::json!([HX03]));
+}
+
+#[test]
+fn init_for_another_worker_is_refused() {
+    let dev = Device::setup();
+    let before = dev.json(["status", "--json"]);
+    dev.fails(
+        ["init", "--worker", "gw-9999", "--grid", HX01],
+        1,
+        &["belongs to worker `gw-0042`", "`gw-9999`"],
+    );
+    assert_eq!(dev.json(["status", "--json"])["profile"], before["profile"]);
+}
+
+#[test]
+fn init_rejects_bad_arguments() {
+    let long = "w".repeat(65);
+    #[rustfmt::skip]
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--worker", WORKER, "--grid", "HLT-CX-HX-99"],
+            &["unknown grid cell `HLT-CX-HX-99`", "valid cells are", HX01, "STZ-HQ-SL-02"]),
+        (&["--worker", WORKER, "--grid", HX01, "--grid", "nowhere"], &["`nowhere`", HX02]),
+        (&["--worker", "a b", "--grid", HX01], &["`a b` is not a worker id"]),
+        (&["--worker", "", "--grid", HX01], &["is not a worker id"]),
+        (&["--worker", "gw/../x", "--grid", HX01], &["is not a worker id"]),
+        (&["--worker", &long, "--grid", HX01], &["1 to 64"]),
+        (&["--worker", WORKER], &["--grid"]),
+        (&["--grid", HX01], &["--worker"]),
+    ];
+    for (args, needles) in cases {
+        let dev = Device::empty();
+        let mut full = vec!["init"];
+        full.extend_from_slice(args);
+        dev.fails(&full, 2, needles);
+        // Nothing was set up.
+        dev.fails(["status"], 1, &["not set up yet"]);
+    }
+}
+
+#[test]
+fn init_lists_each_cell_once() {
+    let dev = Device::empty();
+    let out = dev.ok([
+        "init", "--worker", WORKER, "--grid", HX01, "--grid", HX02, "--grid", HX01,
+    ]);
+    assert!(out.ends_with(&format!(" in {HX01}, {HX02}\n")), "{out:?}");
+}
+
+#[test]
+fn commands_before_init_say_so_and_create_nothing() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("never-set-up");
+    let cases: &[&[&str]] = &[
+        &["list"],
+        &["list", "--json"],
+        &["show", "0190abcd"],
+        &["status"],
+        &["status", "--json"],
+        &["report", "--category", "lawn"],
+        &["update", "0190abcd", "--note", "hello"],
+        &["export", "--format", "csv"],
+    ];
+    for args in cases {
+        assert_cmd::Command::cargo_bin("field")
+            .unwrap()
+            .env_remove("FIELD_DATA_DIR")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(*args)
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(predicates::str::contains(
+                "not set up yet; run `field init --worker ID --grid CELL` first",
+            ));
+        assert!(!dir.exists(), "`field {}` created {}", args.join(" "), dir.display());
+    }
+}
+
+#[test]
+fn data_dir_comes_from_the_environment_unless_given() {
+    let env_dir = tempfile::tempdir().unwrap();
+    let field = || {
+        let mut c = assert_cmd::Command::cargo_bin("field").unwrap();
+        c.env("FIELD_DATA_DIR", env_dir.path());
+        c
+    };
+    field()
+        .args(["init", "--worker", WORKER, "--grid", HX01])
+        .assert()
+        .success();
+    let out = field().args(["status", "--json"]).assert().success();
+    let status: serde_json::Value = serde_json::from_str(&crate::stdout(&out)).unwrap();
+    assert_eq!(s(&status, "data_dir"), env_dir.path().to_str().unwrap());
+    assert!(env_dir.path().join("field.sqlite3").is_file());
+
+    // --data-dir wins over the environment.
+    let other = tempfile::tempdir().unwrap();
+    field()
+        .arg("--data-dir")
+        .arg(other.path())
+        .arg("status")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("not set up yet"));
+}
+
+#[test]
+fn init_can_install_a_city_category_list() {
+    let dev = Device::empty();
+    let file = dev.path().join("city-categories.json");
+    std::fs::write(
+        &file,
+        r#"{"version": 7, "categories": [
+            {"code": "snow", "name_zh": "积雪", "name_en": "Snow on the road", "group": "event"},
+            {"code": "manhole-cover", "name_zh": "井盖", "name_en": "Manhole cover", "group": "facility"}
+        ]}"#,
+    )
+    .unwrap();
+    dev.ok([
+        "init",
+        "--worker",
+        WORKER,
+        "--grid",
+        HX01,
+        "--categories",
+        file.to_str().unwrap(),
+    ]);
+    let cats = dev.json(["categories", "--json"]);
+    let codes: Vec<&str> = cats.as_array().unwrap().iter().map(|c| s(c, "code")).collect();
+    assert_eq!(codes, ["snow", "manhole-cover"]);
+    let id = dev.report(&["--category", "snow"]);
+    assert_eq!(s(&dev.show(&id), "category_zh"), "积雪");
+    dev.fails(
+        ["report", "--category", "lawn"],
+        2,
+        &["unknown category `lawn`", "snow, manhole-cover"],
+    );
+}
+
+#[test]
+fn init_with_an_unreadable_category_list_sets_nothing_up() {
+    let dev = Device::empty();
+    let file = dev.path().join("broken.json");
+    std::fs::write(&file, "{\"version\": 1, \"categories\": [").unwrap();
+    dev.fails(
+        [
+            "init",
+            "--worker",
+            WORKER,
+            "--grid",
+            HX01,
+            "--categories",
+            file.to_str().unwrap(),
+        ],
+        1,
+        &["categories file is not valid"],
+    );
+    dev.fails(
+        [
+            "init",
+            "--worker",
+            WORKER,
+            "--grid",
+            HX01,
+            "--categories",
+            "/no/such/file.json",
+        ],
+        1,
+        &["cannot read /no/such/file.json"],
+    );
+    dev.fails(["status"], 1, &["not set up yet"]);
+}
+
+#[test]
+fn categories_before_init_list_the_builtin_twelve() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("fresh");
+    let field = || {
+        let mut c = assert_cmd::Command::cargo_bin("field").unwrap();
+        c.env_remove("FIELD_DATA_DIR").arg("--data-dir").arg(&dir);
+        c
+    };
+    let json = field().args(["categories", "--json"]).assert().success();
+    let cats: serde_json::Value = serde_json::from_str(&crate::stdout(&json)).unwrap();
+    let cats = cats.as_array().unwrap();
+    let codes: Vec<&str> = cats.iter().map(|c| s(c, "code")).collect();
+    assert_eq!(
+        codes,
+        [
+            "manhole-cover",
+            "road-surface",
+            "curb-stone",
+            "sidewalk-slab",
+            "lawn",
+            "tree-missing",
+            "illegal-parking",
+            "illegal-construction",
+            "clutter",
+            "house-leak",
+            "neighbor-dispute",
+            "other",
+        ]
+    );
+    assert_eq!(
+        cats[0],
+        serde_json::json!({
+            "code": "manhole-cover",
+            "name_zh": "井盖破损",
+            "name_en": "Broken manhole cover",
+            "group": "facility",
+        })
+    );
+
+    let table = crate::stdout(&field().arg("categories").assert().success());
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 13, "a header and 12 rows:\n{table}");
+    for word in ["CODE", "中文", "ENGLISH", "GROUP"] {
+        assert!(lines[0].contains(word), "header {:?}", lines[0]);
+    }
+    let manhole = lines.iter().find(|l| l.contains("manhole-cover")).unwrap();
+    for word in ["井盖破损", "Broken manhole cover", "部件 facility"] {
+        assert!(manhole.contains(word), "{manhole:?}");
+    }
+    let dispute = lines.iter().find(|l| l.contains("neighbor-dispute")).unwrap();
+    assert!(
+        dispute.contains("邻里纠纷") && dispute.contains("事件 event"),
+        "{dispute:?}"
+    );
+    assert!(!dir.exists(), "`field categories` created {}", dir.display());
+}
+
+#[test]
+fn categories_after_init_are_the_same_list() {
+    let dev = Device::setup();
+    let cats = dev.json(["categories", "--json"]);
+    assert_eq!(cats.as_array().unwrap().len(), 12);
+    assert!(dev.ok(["categories"]).contains("井盖破损"));
+}
