@@ -186,7 +186,7 @@ fn a_reported_incident_and_its_photo_survive_reopening() {
     assert_eq!(summary.unsynced_incidents, 1);
     assert_eq!(summary.photo_blobs, 1);
     assert_eq!(summary.unsynced_blobs, 3);
-    assert_eq!(summary.last_sync, None);
+    assert_eq!(store.sync_state().unwrap().last_sync, None);
 
     let rows = store.list(&ListFilter::default()).unwrap();
     assert_eq!(ids(&rows), vec![id]);
