@@ -1,1 +1,1011 @@
-//! (to be written)
+//! Broken and hostile requests, sent as raw HTTP: each gets the documented
+//! 4xx with its JSON `code` (never a 5xx), stores nothing, and the server
+//! keeps serving ordinary devices afterwards. Also what `field` does with an
+//! incident the server refuses.
+
+use std::collections::BTreeSet;
+use std::sync::Barrier;
+use std::time::Duration;
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit, ROOT};
+use serde_bytes::ByteBuf;
+use sync_core::protocol::{
+    self, BlobStatus, EnrollRequest, EnrollResponse, ErrorBody, Hash32, MAX_BODY, MAX_CHANGE, MAX_PUSH_DOCS, Manifest,
+    PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
+};
+use sync_core::{BlobHash, IncidentDoc, IncidentId, Location, NewIncident};
+use sync_server::storage::Storage;
+
+use crate::*;
+
+const HX03: &str = "HLT-CX-HX-03";
+
+// ---------------------------------------------------------------------------
+// Raw HTTP
+
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn error(&self) -> Option<ErrorBody> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body[..self.body.len().min(400)]).into_owned()
+    }
+}
+
+/// What a hostile or broken client sends: any bytes, any header.
+struct Http {
+    base: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Http {
+    fn new(base: &str) -> Http {
+        Http {
+            base: base.trim_end_matches('/').to_owned(),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("HTTP client"),
+        }
+    }
+
+    fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Vec<u8>) -> Answer {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
+        let status = resp.status().as_u16();
+        let body = resp.bytes().expect("answer body").to_vec();
+        Answer { status, body }
+    }
+
+    fn sync(&self, token: Option<&str>, body: Vec<u8>) -> Answer {
+        self.send(reqwest::Method::POST, "/v1/sync", token, body)
+    }
+
+    fn enroll(&self, req: &EnrollRequest) -> Answer {
+        self.send(reqwest::Method::POST, "/v1/enroll", None, protocol::encode(req))
+    }
+
+    fn put_blob(&self, token: &str, hash: &str, offset: u64, size: u64, chunk: &[u8]) -> Answer {
+        let path = format!("/v1/blobs/{hash}?offset={offset}&size={size}");
+        self.send(reqwest::Method::PUT, &path, Some(token), chunk.to_vec())
+    }
+
+    fn blob_status(&self, token: &str, hash: &str) -> Answer {
+        self.send(
+            reqwest::Method::GET,
+            &format!("/v1/blobs/{hash}/status"),
+            Some(token),
+            Vec::new(),
+        )
+    }
+}
+
+/// The answer has this status and a JSON error body with this code.
+#[track_caller]
+fn check(what: &str, got: &Answer, status: u16, code: &str) {
+    let err = got.error();
+    assert_eq!(
+        (got.status, err.as_ref().map(|e| e.code.as_str())),
+        (status, Some(code)),
+        "{what}: answer {}",
+        got.text()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A server with an enrolled device, and what the tests build on it
+
+struct Setup {
+    server: Server,
+    dev: Device,
+    token: String,
+    uuid: uuid::Uuid,
+    http: Http,
+}
+
+impl Setup {
+    /// A running server, worker `w-li` in HX-02 and their enrolled device.
+    fn new() -> Setup {
+        let mut server = Server::new();
+        server.add_worker("w-li", &[HX02]);
+        server.start();
+        let dev = Device::new("w-li", &[HX02]);
+        dev.enroll(&server);
+        let http = Http::new(&server.url);
+        Setup {
+            token: token_of(&dev),
+            uuid: uuid_of(&dev),
+            server,
+            dev,
+            http,
+        }
+    }
+
+    fn actor(&self) -> ActorId {
+        ActorId::from(self.uuid.as_bytes())
+    }
+}
+
+fn token_of(dev: &Device) -> String {
+    std::fs::read_to_string(dev.dir.path().join("device.token"))
+        .expect("an enrolled device has a token file")
+        .trim()
+        .to_owned()
+}
+
+fn uuid_of(dev: &Device) -> uuid::Uuid {
+    let status = dev.status();
+    let id = status["profile"]["device"]
+        .as_str()
+        .expect("status shows the device id");
+    uuid::Uuid::parse_str(id).expect("the device id is a UUID")
+}
+
+/// Rows in the server's incidents, changes, quarantine and devices tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    incidents: i64,
+    changes: i64,
+    quarantine: i64,
+    devices: i64,
+}
+
+fn counts(server: &Server) -> Counts {
+    let db = server.db();
+    let n = |table: &str| -> i64 {
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    Counts {
+        incidents: n("incidents"),
+        changes: n("changes"),
+        quarantine: n("quarantine"),
+        devices: n("devices"),
+    }
+}
+
+fn new_incident(n: u8, grid: &str, device: &uuid::Uuid) -> NewIncident {
+    NewIncident {
+        id: IncidentId::new(1_763_600_000_000 + u64::from(n), [n; 10]),
+        category: "manhole-cover".into(),
+        description: format!("crafted {n}"),
+        location: Location::default(),
+        grid: grid.into(),
+        reporter: "w-li".into(),
+        device: device.to_string(),
+        captured_at: chrono::DateTime::parse_from_rfc3339("2026-11-20T09:15:30+08:00").unwrap(),
+        photos: vec![],
+    }
+}
+
+fn bytes_of(changes: Vec<automerge::Change>) -> Vec<ByteBuf> {
+    changes
+        .into_iter()
+        .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
+        .collect()
+}
+
+/// A push of a document's whole history under `id`.
+fn push_of(doc: &mut AutoCommit, id: &str) -> PushDoc {
+    PushDoc {
+        id: id.to_owned(),
+        heads: doc.get_heads().into_iter().map(Hash32::from).collect(),
+        changes: bytes_of(doc.get_changes(&[])),
+    }
+}
+
+/// A push of a new incident built with `IncidentDoc::create`.
+fn push_new(n: u8, grid: &str, device: &uuid::Uuid, actor: ActorId) -> PushDoc {
+    let new = new_incident(n, grid, device);
+    let mut doc = IncidentDoc::create(&new, actor).expect("a valid new incident");
+    push_of(doc.automerge(), &new.id.to_string())
+}
+
+fn request(push: Vec<PushDoc>) -> SyncRequest {
+    SyncRequest {
+        version: PROTOCOL_VERSION,
+        device_time_ms: 1_763_600_000_000,
+        epoch: None,
+        cursor: None,
+        pull_limit: 100,
+        push,
+        manifest: Manifest {
+            incidents: 0,
+            digest: Hash32([0; 32]),
+            pending_docs: 0,
+            pending_photos: 0,
+        },
+    }
+}
+
+/// The server's stored document of an incident.
+fn server_doc(server: &Server, id: &str) -> AutoCommit {
+    let bytes: Vec<u8> = server
+        .db()
+        .query_row("SELECT doc FROM incidents WHERE id = ?1", [id], |r| r.get(0))
+        .expect("the incident is on the server");
+    AutoCommit::load(&bytes).expect("the server's document loads")
+}
+
+/// The device's stored document of an incident, editable as `actor`.
+fn device_doc(dev: &Device, id: &str, actor: ActorId) -> AutoCommit {
+    let bytes: Vec<u8> = dev
+        .db()
+        .query_row("SELECT doc FROM incidents WHERE id = ?1", [id], |r| r.get(0))
+        .expect("the incident is on the device");
+    AutoCommit::load(&bytes)
+        .expect("the device's document loads")
+        .with_actor(actor)
+}
+
+/// A push of the changes made to `doc` since `since`.
+fn push_since(doc: &mut AutoCommit, id: &str, since: &[automerge::ChangeHash]) -> PushDoc {
+    PushDoc {
+        id: id.to_owned(),
+        heads: doc.get_heads().into_iter().map(Hash32::from).collect(),
+        changes: bytes_of(doc.get_changes(since)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// POST /v1/sync
+
+/// What is sent, the body, the status and code expected, and the incident
+/// the error should name.
+type Case<'a> = (&'a str, Vec<u8>, u16, &'a str, Option<&'a str>);
+
+#[test]
+fn broken_and_hostile_pushes_get_a_4xx_store_nothing_and_the_server_keeps_serving() {
+    let s = Setup::new();
+    let actor = s.actor();
+    let token = Some(s.token.as_str());
+
+    // An incident of this device already on the server, to build edits on.
+    let mine = s.dev.report(&["--category", "manhole-cover", "--desc", "mine"]);
+    assert_eq!(s.dev.sync(&[])["acknowledged"], 1);
+    // And one in HX-03, another worker's cell.
+    s.server.add_worker("w-sun", &[HX03]);
+    let sun = Device::new("w-sun", &[HX03]);
+    sun.enroll(&s.server);
+    let theirs = sun.report(&["--category", "manhole-cover", "--desc", "theirs"]);
+    assert_eq!(sun.sync(&[])["acknowledged"], 1);
+
+    let valid = push_new(1, HX02, &s.uuid, actor.clone());
+    let whole = protocol::encode(&request(vec![valid.clone()]));
+    let first_change = valid.changes[0].to_vec();
+
+    // A document with a schema and an id and nothing else, in this device's name.
+    let bare_id = IncidentId::new(1_763_600_000_002, [2; 10]).to_string();
+    let mut bare = AutoCommit::new().with_actor(actor.clone());
+    bare.put(ROOT, "schema", 1_u64).unwrap();
+    bare.put(ROOT, "id", bare_id.as_str()).unwrap();
+    bare.commit();
+    let bare = push_of(&mut bare, &bare_id);
+
+    // A valid incident pushed under another incident's id.
+    let other_id = IncidentId::new(1_763_600_000_003, [3; 10]).to_string();
+    let misnamed = PushDoc {
+        id: other_id.clone(),
+        ..push_new(4, HX02, &s.uuid, actor.clone())
+    };
+
+    // This device's own incident moved to a cell it does not patrol.
+    let mut moved = device_doc(&s.dev, &mine, actor.clone());
+    let before_move = moved.get_heads();
+    moved.put(ROOT, "grid", HX03).unwrap();
+    moved.commit();
+    let moved = push_since(&mut moved, &mine, &before_move);
+
+    // A note on another cell's incident, in this device's own name.
+    let mut note = server_doc(&s.server, &theirs).with_actor(actor.clone());
+    let before_note = note.get_heads();
+    let mut note_doc = IncidentDoc::from_automerge(note);
+    note_doc
+        .add_note(
+            "w-li",
+            "not my cell",
+            chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap(),
+        )
+        .unwrap();
+    let note = push_since(note_doc.automerge(), &theirs, &before_note);
+
+    let mut version = request(vec![]);
+    version.version = PROTOCOL_VERSION + 1;
+    let with = |doc: PushDoc| protocol::encode(&request(vec![doc]));
+    let with_changes = |changes: Vec<Vec<u8>>| {
+        with(PushDoc {
+            changes: changes.into_iter().map(ByteBuf::from).collect(),
+            ..valid.clone()
+        })
+    };
+
+    #[rustfmt::skip]
+    let cases: Vec<Case<'_>> = vec![
+        ("an empty body", vec![], 400, "malformed", None),
+        ("a body that is not CBOR", b"\xff\xfe\xfd not CBOR at all".to_vec(), 400, "malformed", None),
+        ("a text body", b"{\"version\": 1}".to_vec(), 400, "malformed", None),
+        ("CBOR of another message", protocol::encode(&EnrollRequest {
+            version: 1, code: "X".into(), worker: "w-li".into(), device: s.uuid.to_string(),
+        }), 400, "malformed", None),
+        ("a valid request cut in half", whole[..whole.len() / 2].to_vec(), 400, "malformed", None),
+        ("a valid request without its last byte", whole[..whole.len() - 1].to_vec(), 400, "malformed", None),
+        ("another protocol version", protocol::encode(&version), 400, "bad_request", None),
+        ("too many incidents", protocol::encode(&request(
+            (0..=MAX_PUSH_DOCS).map(|_| PushDoc { changes: vec![], ..valid.clone() }).collect(),
+        )), 400, "bad_request", None),
+        ("an id that is not a UUIDv7", with(PushDoc { id: "6ba7b810-9dad-11d1-80b4-00c04fd430c8".into(), ..valid.clone() }),
+            400, "bad_request", None),
+        ("change bytes that are garbage", with_changes(vec![b"garbage, not an Automerge change".to_vec()]),
+            400, "bad_request", None),
+        ("a valid change cut in half", with_changes(vec![first_change[..first_change.len() / 2].to_vec()]),
+            400, "bad_request", None),
+        ("a valid change without its last byte", with_changes(vec![first_change[..first_change.len() - 1].to_vec()]),
+            400, "bad_request", None),
+        ("a change over the size limit", with_changes(vec![vec![0x85; MAX_CHANGE + 1]]), 400, "bad_request", None),
+        ("a document missing required fields", with(bare), 422, "invalid_incident", Some(bare_id.as_str())),
+        ("a document pushed under another id", with(misnamed), 422, "invalid_incident", Some(other_id.as_str())),
+        ("a new incident in another cell", with(push_new(5, HX03, &s.uuid, actor.clone())),
+            403, "out_of_scope", None),
+        ("an own incident moved to another cell", with(moved), 403, "out_of_scope", Some(mine.as_str())),
+        ("a note on another cell's incident", with(note), 403, "out_of_scope", Some(theirs.as_str())),
+        ("a change forged in another device's name", with(push_new(6, HX02, &s.uuid, ActorId::from([9_u8; 16]))),
+            403, "out_of_scope", None),
+    ];
+
+    let before = counts(&s.server);
+    let mut quarantined = BTreeSet::new();
+    for (what, body, status, code, incident) in cases {
+        let got = s.http.sync(token, body);
+        check(what, &got, status, code);
+        if let Some(id) = incident {
+            assert_eq!(
+                got.error().unwrap().incident.as_deref(),
+                Some(id),
+                "{what}: the incident named"
+            );
+        }
+        if code == "invalid_incident" {
+            quarantined.insert(incident.unwrap().to_owned());
+        }
+        let now = counts(&s.server);
+        assert_eq!(
+            (now.incidents, now.changes),
+            (before.incidents, before.changes),
+            "{what} stored something"
+        );
+    }
+    // The refused documents are kept for a person to look at.
+    let db = s.server.db();
+    let kept: BTreeSet<String> = db
+        .prepare("SELECT incident_id FROM quarantine")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kept, quarantined, "incidents in the quarantine table");
+
+    // Over 16 MiB: 413 before anything is decoded.
+    let got = s.http.sync(token, vec![0; MAX_BODY + 1]);
+    assert_eq!(got.status, 413, "a body over 16 MiB: {}", got.text());
+    assert_eq!(
+        counts(&s.server),
+        Counts {
+            quarantine: before.quarantine + 2,
+            ..before
+        }
+    );
+
+    // The server still serves: a new report syncs, nothing else moved.
+    s.dev.report(&["--category", "manhole-cover", "--desc", "after"]);
+    let synced = s.dev.sync(&[]);
+    assert_eq!(synced["acknowledged"], 1, "{synced}");
+    assert_eq!(synced["refused"], serde_json::json!([]));
+    let after = counts(&s.server);
+    assert_eq!(after.incidents, before.incidents + 1);
+    let on_server = server_heads(&s.server);
+    let theirs_heads = on_server.iter().find(|(id, _)| *id == theirs).cloned();
+    let mut expected = s.dev.heads();
+    expected.extend(theirs_heads);
+    expected.sort();
+    assert_eq!(on_server, expected, "the server holds exactly the honest incidents");
+}
+
+#[test]
+#[ignore = "fails: src/sync.rs `req.device_time_ms - now_ms` overflows; a debug build panics and answers 500"]
+fn a_device_clock_at_the_limits_of_its_type_is_not_a_server_error() {
+    let s = Setup::new();
+    for t in [i64::MIN, i64::MAX, 0] {
+        let mut req = request(vec![]);
+        req.device_time_ms = t;
+        let got = s.http.sync(Some(&s.token), protocol::encode(&req));
+        assert_eq!(got.status, 200, "device_time_ms {t}: {}", got.text());
+    }
+}
+
+/// A hostile client may name one incident twice in a push. Whatever the
+/// server answers, its stored document must hold every change its feed holds,
+/// or the center's copy silently lacks an edit devices have.
+#[test]
+#[ignore = "fails: src/sync.rs merges each PushDoc alone; a second one of the same incident overwrites the first's document"]
+fn an_incident_pushed_twice_in_one_request_keeps_the_stored_document_whole() {
+    let s = Setup::new();
+    let actor = s.actor();
+    let new = new_incident(1, HX02, &s.uuid);
+    let id = new.id.to_string();
+    let mut doc = IncidentDoc::create(&new, actor).unwrap();
+    let created = push_of(doc.automerge(), &id);
+    let got = s.http.sync(Some(&s.token), protocol::encode(&request(vec![created])));
+    assert_eq!(got.status, 200, "{}", got.text());
+
+    let base = doc.heads();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap();
+    doc.add_note("w-li", "first", at).unwrap();
+    let mid = doc.heads();
+    doc.add_note("w-li", "second", at).unwrap();
+    let first = push_since(doc.automerge(), &id, &base);
+    let first = PushDoc {
+        heads: mid.iter().copied().map(Hash32::from).collect(),
+        changes: first.changes[..1].to_vec(),
+        ..first
+    };
+    let second = push_since(doc.automerge(), &id, &mid);
+    let got = s
+        .http
+        .sync(Some(&s.token), protocol::encode(&request(vec![first, second])));
+    assert!(got.status < 500, "{}", got.text());
+
+    assert_doc_matches_feed(&s.server, &id, &format!("answer {}", got.status));
+}
+
+/// The server's stored document of an incident holds exactly the changes
+/// its feed lists for that incident.
+#[track_caller]
+fn assert_doc_matches_feed(server: &Server, id: &str, context: &str) {
+    let in_feed: BTreeSet<[u8; 32]> = server
+        .db()
+        .prepare("SELECT hash FROM changes WHERE incident_id = ?1")
+        .unwrap()
+        .query_map([id], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|h| h.unwrap().try_into().unwrap())
+        .collect();
+    let in_doc: BTreeSet<[u8; 32]> = server_doc(server, id)
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.hash().0)
+        .collect();
+    assert_eq!(
+        in_doc, in_feed,
+        "{context}: the stored document of {id} and the feed differ"
+    );
+}
+
+/// A change the server already has may come back from any device (it is
+/// not forged), but only into the incident it belongs to: merged into
+/// another one it would change that incident's stored copy without ever
+/// entering its feed, so no device could catch up with it.
+#[test]
+#[ignore = "fails: src/sync.rs merge_push merges a change it holds for another incident; it never enters this one's feed"]
+fn a_change_of_another_incident_cannot_be_slipped_into_this_one() {
+    let mut server = Server::new();
+    server.add_worker("w-wang", &[HX02]);
+    server.add_worker("w-li", &[HX02]);
+    server.start();
+    // Made first, so its actor id sorts first and loses Automerge's ties.
+    let wang = Device::new("w-wang", &[HX02]);
+    let li = Device::new("w-li", &[HX02]);
+    wang.enroll(&server);
+    li.enroll(&server);
+    let theirs = wang.report(&["--category", "manhole-cover", "--desc", "theirs"]);
+    wang.sync(&[]);
+    let mine = li.report(&["--category", "manhole-cover", "--desc", "mine"]);
+    assert_eq!(li.sync(&[])["new_incidents"], 1);
+
+    let their_change: Vec<u8> = server
+        .db()
+        .query_row("SELECT bytes FROM changes WHERE incident_id = ?1", [&theirs], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let li_uuid = uuid_of(&li);
+    let mut doc = device_doc(&li, &mine, ActorId::from(li_uuid.as_bytes()));
+    let slipped = PushDoc {
+        id: mine.clone(),
+        heads: doc.get_heads().into_iter().map(Hash32::from).collect(),
+        changes: vec![ByteBuf::from(their_change)],
+    };
+    let before = counts(&server);
+    let got = Http::new(&server.url).sync(Some(&token_of(&li)), protocol::encode(&request(vec![slipped])));
+    assert!(got.status < 500, "{}", got.text());
+    assert_eq!(counts(&server).changes, before.changes);
+    assert_doc_matches_feed(&server, &mine, &format!("answer {}", got.status));
+}
+
+/// The server binds a device's actor id at enrolment. The same UUID spelt
+/// another way (upper case, no dashes, braces, a URN) is the same actor and
+/// must not enrol as a second device of another worker, who could then push
+/// changes in the first device's name.
+#[test]
+#[ignore = "fails: src/api.rs enroll keys devices by the id string as sent; another spelling enrols the same actor again"]
+fn another_spelling_of_a_device_id_cannot_enrol_as_a_second_device() {
+    let mut server = Server::new();
+    server.add_worker("w-li", &[HX02]);
+    server.add_worker("w-wang", &[HX02]);
+    server.start();
+    let li = Device::new("w-li", &[HX02]);
+    li.enroll(&server);
+    let li_uuid = uuid_of(&li);
+    let http = Http::new(&server.url);
+    let code = server.code("w-wang");
+    for spelling in [
+        li_uuid.to_string(),
+        li_uuid.hyphenated().to_string().to_uppercase(),
+        li_uuid.simple().to_string(),
+        li_uuid.braced().to_string(),
+        li_uuid.urn().to_string(),
+    ] {
+        let got = http.enroll(&EnrollRequest {
+            version: PROTOCOL_VERSION,
+            code: code.clone(),
+            worker: "w-wang".into(),
+            device: spelling.clone(),
+        });
+        if got.status == 200 {
+            let resp: EnrollResponse = protocol::decode(&got.body).unwrap();
+            let forged = push_new(1, HX02, &li_uuid, ActorId::from(li_uuid.as_bytes()));
+            let pushed = http.sync(Some(&resp.token), protocol::encode(&request(vec![forged])));
+            panic!(
+                "w-wang enrolled `{spelling}`, w-li's device; a push of a change in that device's name then got {}",
+                pushed.status
+            );
+        }
+        check(&spelling, &got, 401, "bad_code");
+    }
+    assert_eq!(counts(&server).devices, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Tokens and enrolment
+
+#[test]
+fn missing_wrong_and_revoked_tokens_get_401() {
+    let s = Setup::new();
+    // A second device of the same worker, revoked by the operator.
+    let other = Device::new("w-li", &[HX02]);
+    other.enroll(&s.server);
+    let revoked = token_of(&other);
+    s.server.admin(&["device", "revoke", &uuid_of(&other).to_string()]);
+
+    let body = protocol::encode(&request(vec![push_new(1, HX02, &s.uuid, s.actor())]));
+    let hash = BlobHash::of(b"any photo").to_hex();
+    let wrong = "0".repeat(64);
+    let before = counts(&s.server);
+    for (what, token) in [
+        ("no token", None),
+        ("an empty token", Some("")),
+        ("a wrong token", Some(wrong.as_str())),
+        (
+            "a token with the last digit changed",
+            Some(&*format!("{}x", &s.token[..63])),
+        ),
+        ("a revoked device's token", Some(revoked.as_str())),
+    ] {
+        check(what, &s.http.sync(token, body.clone()), 401, "unauthorized");
+        let get = s
+            .http
+            .send(reqwest::Method::GET, &format!("/v1/blobs/{hash}/status"), token, vec![]);
+        check(what, &get, 401, "unauthorized");
+        let put = s.http.send(
+            reqwest::Method::PUT,
+            &format!("/v1/blobs/{hash}?offset=0&size=9"),
+            token,
+            b"any photo".to_vec(),
+        );
+        check(what, &put, 401, "unauthorized");
+    }
+    // A header that is not a bearer token.
+    let basic = s
+        .http
+        .client
+        .post(format!("{}/v1/sync", s.server.url))
+        .header("authorization", format!("Basic {}", s.token))
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(basic.status().as_u16(), 401);
+    assert_eq!(counts(&s.server), before, "a refused request stored something");
+
+    // The revoked device's own CLI says so and keeps its incidents.
+    other.report(&["--category", "manhole-cover"]);
+    let out = other.run(&["sync", "--retries", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unauthorized") && err.contains("revoked"), "{err}");
+    assert_eq!(other.status()["unsynced_incidents"], 1);
+
+    // The valid token still works.
+    let got = s.http.sync(Some(&s.token), body);
+    assert_eq!(got.status, 200, "{}", got.text());
+    let resp: SyncResponse = protocol::decode(&got.body).unwrap();
+    assert_eq!(resp.acks.len(), 1);
+}
+
+#[test]
+fn wrong_used_expired_and_other_workers_codes_get_401_bad_code() {
+    let mut server = Server::new();
+    server.add_worker("w-li", &[HX02]);
+    server.add_worker("w-wang", &[HX01]);
+    server.start();
+    let http = Http::new(&server.url);
+    let enrol = |code: &str, worker: &str| EnrollRequest {
+        version: PROTOCOL_VERSION,
+        code: code.to_owned(),
+        worker: worker.to_owned(),
+        device: uuid::Uuid::new_v4().to_string(),
+    };
+
+    let used = server.code("w-li");
+    let ok = http.enroll(&enrol(&used, "w-li"));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let resp: EnrollResponse = protocol::decode(&ok.body).unwrap();
+    assert_eq!(resp.grids, [HX02]);
+
+    let wangs = server.code("w-wang");
+    // Written straight into the store: the CLI cannot make a code that expires soon.
+    let expired = "ABCD-EFGH-JKMN";
+    {
+        let storage = sync_server::open_storage(server.data_dir()).unwrap();
+        let (now_ms, now) = sync_server::clock();
+        storage
+            .add_enrol_code(
+                &sync_server::secret_hash(&sync_server::normalise_code(expired)),
+                "w-li",
+                now_ms - 1,
+                &now,
+            )
+            .unwrap();
+    }
+
+    let before = counts(&server);
+    for (what, req) in [
+        ("an unknown code", enrol("K7QF-M2XD-9PRT", "w-li")),
+        ("an empty code", enrol("", "w-li")),
+        ("a code used already", enrol(&used, "w-li")),
+        (
+            "a code used already, spelt in lower case",
+            enrol(&used.to_lowercase(), "w-li"),
+        ),
+        ("an expired code", enrol(expired, "w-li")),
+        ("another worker's code", enrol(&wangs, "w-li")),
+        ("a code for an unknown worker", enrol(&wangs, "w-nobody")),
+    ] {
+        check(what, &http.enroll(&req), 401, "bad_code");
+    }
+    let mut not_uuid = enrol(&wangs, "w-wang");
+    not_uuid.device = "not-a-uuid".into();
+    check(
+        "a device id that is not a UUID",
+        &http.enroll(&not_uuid),
+        400,
+        "bad_request",
+    );
+    check(
+        "a body that is not CBOR",
+        &http.send(reqwest::Method::POST, "/v1/enroll", None, b"code=K7QF".to_vec()),
+        400,
+        "malformed",
+    );
+    assert_eq!(counts(&server), before, "a refused enrolment registered a device");
+
+    // w-wang's code survived the misuse and still works, once, from `field`.
+    let wang = Device::new("w-wang", &[HX01]);
+    wang.ok(&["enroll", "--server", &server.url, "--code", &wangs]);
+    let again = Device::new("w-wang", &[HX01]);
+    let out = again.run(&["enroll", "--server", &server.url, "--code", &wangs]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad_code"));
+    assert_eq!(counts(&server).devices, before.devices + 1);
+}
+
+// ---------------------------------------------------------------------------
+// Photo uploads
+
+/// A device with an incident on the server whose photo is not uploaded yet:
+/// (setup, the photo's original bytes and hash).
+fn photo_on_hold() -> (Setup, Vec<u8>, String) {
+    let s = Setup::new();
+    let path = fixture("manhole-exif.jpg");
+    s.dev.report(&["--category", "manhole-cover", "--photo", &path]);
+    let synced = s.dev.sync(&["--photos", "none"]);
+    assert_eq!(
+        (synced["acknowledged"].as_u64(), synced["photos_uploaded"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let hash = BlobHash::of(&bytes).to_hex();
+    (s, bytes, hash)
+}
+
+fn blob_status(s: &Setup, hash: &str) -> BlobStatus {
+    let got = s.http.blob_status(&s.token, hash);
+    assert_eq!(got.status, 200, "{}", got.text());
+    protocol::decode(&got.body).unwrap()
+}
+
+fn part_file(s: &Setup, hash: &str) -> std::path::PathBuf {
+    s.server.data_dir().join("uploads").join(format!("{hash}.part"))
+}
+
+#[test]
+fn bad_photo_uploads_are_refused_and_leave_nothing_half_stored() {
+    let (s, bytes, hash) = photo_on_hold();
+    let size = bytes.len() as u64;
+    let t = &s.token;
+
+    for bad in [
+        "not-a-hash",
+        &hash.to_uppercase(),
+        &hash[..63],
+        &format!("{hash}0"),
+        "..%2F..%2Fserver.sqlite3",
+    ] {
+        check(bad, &s.http.put_blob(t, bad, 0, size, &bytes), 400, "bad_hash");
+        check(bad, &s.http.blob_status(t, bad), 400, "bad_hash");
+    }
+    let stranger = BlobHash::of(b"a photo no incident names").to_hex();
+    check(
+        "a hash no incident names",
+        &s.http.put_blob(t, &stranger, 0, 25, b"a photo no incident names"),
+        403,
+        "out_of_scope",
+    );
+    check(
+        "the status of a hash no incident names",
+        &s.http.blob_status(t, &stranger),
+        403,
+        "out_of_scope",
+    );
+    assert!(!part_file(&s, &stranger).exists());
+
+    // Wrong bytes of the right length: refused once whole, and thrown away.
+    let mut wrong = bytes.clone();
+    wrong[size as usize / 2] ^= 1;
+    let half = size / 2;
+    let got = s.http.put_blob(t, &hash, 0, size, &wrong[..half as usize]);
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        blob_status(&s, &hash),
+        BlobStatus {
+            received: half,
+            complete: false
+        }
+    );
+    check(
+        "wrong bytes",
+        &s.http.put_blob(t, &hash, half, size, &wrong[half as usize..]),
+        422,
+        "hash_mismatch",
+    );
+    assert_eq!(
+        blob_status(&s, &hash),
+        BlobStatus {
+            received: 0,
+            complete: false
+        }
+    );
+    assert!(!part_file(&s, &hash).exists(), "the mismatched upload was kept");
+
+    // A chunk that does not start where the stored bytes end.
+    let got = s.http.put_blob(t, &hash, 0, size, &bytes[..1000]);
+    assert_eq!(got.status, 200, "{}", got.text());
+    check(
+        "a chunk past the end",
+        &s.http.put_blob(t, &hash, 5000, size, &bytes[5000..6000]),
+        409,
+        "wrong_offset",
+    );
+    check(
+        "a chunk sent again",
+        &s.http.put_blob(t, &hash, 0, size, &bytes[..1000]),
+        409,
+        "wrong_offset",
+    );
+    check(
+        "a chunk beyond the declared size",
+        &s.http.put_blob(t, &hash, 1000, 1500, &bytes[1000..2000]),
+        400,
+        "too_long",
+    );
+    assert_eq!(
+        blob_status(&s, &hash),
+        BlobStatus {
+            received: 1000,
+            complete: false
+        }
+    );
+    assert_eq!(
+        std::fs::read(part_file(&s, &hash)).unwrap(),
+        bytes[..1000],
+        "the stored part"
+    );
+    assert_eq!(counts(&s.server).incidents, 1);
+
+    // Another cell's device may not read or add to the photo.
+    s.server.add_worker("w-wang", &[HX01]);
+    let wang = Device::new("w-wang", &[HX01]);
+    wang.enroll(&s.server);
+    let wt = token_of(&wang);
+    check(
+        "another cell's read",
+        &s.http
+            .send(reqwest::Method::GET, &format!("/v1/blobs/{hash}"), Some(&wt), vec![]),
+        403,
+        "out_of_scope",
+    );
+    check(
+        "another cell's upload",
+        &s.http.put_blob(&wt, &hash, 1000, size, &bytes[1000..]),
+        403,
+        "out_of_scope",
+    );
+
+    // The device's own sync resumes from the 1000 bytes and finishes.
+    let synced = s.dev.sync(&[]);
+    assert_eq!(synced["photos_uploaded"], 3, "{synced}");
+    assert_eq!(
+        blob_status(&s, &hash),
+        BlobStatus {
+            received: size,
+            complete: true
+        }
+    );
+    let stored = std::fs::read(s.server.data_dir().join("photos").join(&hash[..2]).join(&hash)).unwrap();
+    assert_eq!(stored, bytes);
+    let verified: i64 = s
+        .server
+        .db()
+        .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(verified, 3);
+}
+
+/// Two clients sending the same chunk at once (two workers with the same
+/// picture, or a retry while the first attempt still runs) must not both be
+/// appended: the server would then hold more bytes than the photo has, and
+/// no device could ever finish the upload. The race is narrow, so the burst
+/// is repeated, each time throwing the stored part away with a mismatch.
+#[test]
+#[ignore = "fails (a race, most runs): src/photos.rs append checks the offset and appends without a lock"]
+fn the_same_chunk_sent_concurrently_is_stored_once() {
+    let s = Setup::new();
+    let photos = tempfile::tempdir().unwrap();
+    let path = photos.path().join("noise.jpg");
+    let bytes = noise_jpeg(1200, 900, 7, 90);
+    std::fs::write(&path, &bytes).unwrap();
+    s.dev
+        .report(&["--category", "manhole-cover", "--photo", path.to_str().unwrap()]);
+    assert_eq!(s.dev.sync(&["--photos", "none"])["acknowledged"], 1);
+    let hash = BlobHash::of(&bytes).to_hex();
+    let size = bytes.len() as u64;
+    let chunk = bytes.len() * 3 / 5;
+    let mut wrong = bytes.clone();
+    wrong[bytes.len() - 1] ^= 1;
+
+    let senders = 12;
+    let clients: Vec<Http> = (0..senders).map(|_| Http::new(&s.server.url)).collect();
+    let mut doubled = None;
+    for round in 0..40 {
+        let barrier = Barrier::new(senders);
+        let answers: Vec<u16> = std::thread::scope(|scope| {
+            let handles: Vec<_> = clients
+                .iter()
+                .map(|http| {
+                    let (barrier, token, hash, bytes) = (&barrier, &s.token, &hash, &bytes);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        http.put_blob(token, hash, 0, size, &bytes[..chunk]).status
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            answers.iter().all(|&a| a == 200 || a == 409),
+            "round {round}: answers {answers:?}"
+        );
+        let received = blob_status(&s, &hash).received;
+        if received != chunk as u64 {
+            doubled = Some((round, received));
+            break;
+        }
+        let rest = s.http.put_blob(&s.token, &hash, chunk as u64, size, &wrong[chunk..]);
+        check("the wrong rest", &rest, 422, "hash_mismatch");
+    }
+
+    // Whatever happened, the device must be able to finish the upload.
+    let synced = s.dev.sync(&[]);
+    assert_eq!(
+        doubled, None,
+        "(round, bytes stored) after {senders} concurrent sends of one {chunk}-byte chunk of a \
+         {size}-byte photo; the device's sync then: {synced}"
+    );
+    assert_eq!(synced["photos_uploaded"], 3, "{synced}");
+    assert_eq!(
+        blob_status(&s, &hash),
+        BlobStatus {
+            received: size,
+            complete: true
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------
+// What `field` does with a refusal
+
+#[test]
+fn an_incident_the_server_refuses_is_held_and_the_rest_still_sync() {
+    let mut server = Server::new();
+    // The device is set up for two cells; the server assigned only one.
+    server.add_worker("w-zhao", &[HX01]);
+    server.start();
+    let dev = Device::new("w-zhao", &[HX01, HX02]);
+    dev.enroll(&server);
+    let refused = dev.report(&["--category", "manhole-cover", "--grid", HX02, "--desc", "not mine"]);
+    let fine = dev.report(&["--category", "manhole-cover", "--grid", HX01, "--desc", "mine"]);
+
+    let synced = dev.sync(&[]);
+    assert_eq!(synced["refused"], serde_json::json!([refused]), "{synced}");
+    assert_eq!(synced["acknowledged"], 1, "{synced}");
+    let on_server: Vec<String> = server_heads(&server).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(on_server, [fine.as_str()]);
+
+    let status = dev.status();
+    assert_eq!(status["unsynced_incidents"], 1, "{status}");
+    assert_eq!(status["refused"].as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(status["refused"][0]["id"], refused.as_str());
+    assert_eq!(status["refused"][0]["code"], "out_of_scope");
+    assert!(
+        status["refused"][0]["reason"].as_str().unwrap().contains(HX02),
+        "{status}"
+    );
+    let text = dev.ok(&["status"]);
+    assert!(text.contains(&format!("refused    {refused} (out_of_scope)")), "{text}");
+    let unsynced: Vec<(String, bool)> = dev
+        .list()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), r["unsynced"].as_bool().unwrap()))
+        .collect();
+    assert!(
+        unsynced.contains(&(refused.clone(), true)) && unsynced.contains(&(fine, false)),
+        "{unsynced:?}"
+    );
+
+    // Held: the next sync does not offer it again...
+    let again = dev.sync(&[]);
+    assert_eq!(
+        (again["round_trips"].as_u64(), again["pushed"].as_u64()),
+        (Some(1), Some(0)),
+        "{again}"
+    );
+    assert_eq!(again["refused"], serde_json::json!([]));
+    // ...until it is edited, and then it is refused and held again.
+    dev.ok(&["update", &refused, "--note", "still here"]);
+    let edited = dev.sync(&[]);
+    assert_eq!(edited["refused"], serde_json::json!([refused]), "{edited}");
+    assert_eq!(dev.status()["refused"][0]["id"], refused.as_str());
+    assert_eq!(counts(&server).incidents, 1);
+}

@@ -278,3 +278,241 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) {
     }
     panic!("condition not met within {secs} s");
 }
+
+// ---------------------------------------------------------------------------
+// Checks and tools shared by convergence.rs, crash.rs and restore.rs.
+
+/// Marsaglia's xorshift64: kill delays that are the same on every machine
+/// for a given seed. The seed is printed; setting `var` replays one.
+pub struct XorShift64(u64);
+
+impl XorShift64 {
+    pub fn from_env(var: &str, default: u64) -> XorShift64 {
+        let seed = std::env::var(var)
+            .ok()
+            .map(|s| s.parse().unwrap_or_else(|_| panic!("{var} must be a number")))
+            .unwrap_or(default);
+        eprintln!("seed {seed} (replay with {var}={seed})");
+        XorShift64(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A whole number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// A whole number of milliseconds in `0..=max`.
+    pub fn ms(&mut self, max: u64) -> Duration {
+        Duration::from_millis(self.below(max + 1))
+    }
+}
+
+/// A JPEG of `width`×`height` pixels of noise: a different file for each
+/// seed, and one that does not compress much.
+pub fn noise_jpeg(width: u32, height: u32, seed: u64, quality: u8) -> Vec<u8> {
+    let mut rng = XorShift64(seed.max(1));
+    let img = image::RgbImage::from_fn(width, height, |_, _| {
+        let b = rng.next_u64().to_le_bytes();
+        image::Rgb([b[0], b[1], b[2]])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(&img)
+        .expect("encoding a JPEG into a Vec");
+    out
+}
+
+/// `field ARGS` as a child process with its output piped, so a test can
+/// SIGKILL it or let it finish.
+pub fn spawn_field(dev: &Device, args: &[&str]) -> Child {
+    Command::new(field_bin())
+        .arg("--data-dir")
+        .arg(dev.dir.path())
+        .args(args)
+        .env("FIELD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("field starts")
+}
+
+/// `PRAGMA integrity_check` says ok and no foreign key dangles.
+#[track_caller]
+pub fn assert_sqlite_sound(db: &rusqlite::Connection, what: &str) {
+    let rows: Vec<String> = db
+        .prepare("PRAGMA integrity_check")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, ["ok"], "{what}: integrity_check");
+    let fk: i64 = db
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk, 0, "{what}: foreign_key_check");
+}
+
+/// The change hashes of an Automerge document's whole history.
+pub fn doc_change_hashes(doc: &[u8]) -> std::collections::BTreeSet<[u8; 32]> {
+    automerge::Automerge::load(doc)
+        .expect("a stored document loads")
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.hash().0)
+        .collect()
+}
+
+/// Incident id → the change hashes of its stored document, from any
+/// database with an `incidents (id, doc)` table.
+pub fn docs_changes(
+    db: &rusqlite::Connection,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<[u8; 32]>> {
+    let mut stmt = db.prepare("SELECT id, doc FROM incidents ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .unwrap()
+        .map(|row| {
+            let (id, doc) = row.unwrap();
+            (id, doc_change_hashes(&doc))
+        })
+        .collect()
+}
+
+/// The server's feed holds each change once, and lists for each incident
+/// exactly the changes of the document it stores.
+#[track_caller]
+pub fn assert_server_feed_consistent(server: &Server) {
+    let db = server.db();
+    let (rows, distinct): (i64, i64) = db
+        .query_row("SELECT count(*), count(DISTINCT hash) FROM changes", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(rows, distinct, "the server's feed holds a change twice");
+    let mut feed: std::collections::BTreeMap<String, std::collections::BTreeSet<[u8; 32]>> = Default::default();
+    let mut stmt = db.prepare("SELECT incident_id, hash FROM changes").unwrap();
+    for row in stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .unwrap()
+    {
+        let (id, hash) = row.unwrap();
+        feed.entry(id)
+            .or_default()
+            .insert(hash.try_into().expect("32-byte hash"));
+    }
+    let docs = docs_changes(&db);
+    assert_eq!(
+        docs.keys().collect::<Vec<_>>(),
+        feed.keys().collect::<Vec<_>>(),
+        "incidents in the server's documents and in its feed"
+    );
+    for (id, hashes) in &docs {
+        assert_eq!(
+            &feed[id], hashes,
+            "incident {id}: the feed and the stored document differ"
+        );
+    }
+}
+
+/// Every photo file an incident on the server names is stored under
+/// `photos/`, hashes to its name, and is recorded in `blobs` with its size;
+/// no upload is left half done. Returns how many files there are.
+#[track_caller]
+pub fn assert_server_photos_whole(server: &Server) -> usize {
+    let db = server.db();
+    let refs: Vec<String> = db
+        .prepare("SELECT DISTINCT hash FROM blob_refs ORDER BY hash")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for hash in &refs {
+        let path = server.data_dir().join("photos").join(&hash[..2]).join(hash);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("photo {hash} is not on the server: {e}"));
+        assert_eq!(
+            &blake3::hash(&bytes).to_hex().to_string(),
+            hash,
+            "{} holds other bytes",
+            path.display()
+        );
+        let size: Option<i64> = db
+            .query_row("SELECT size FROM blobs WHERE hash = ?1", [hash], |r| r.get(0))
+            .ok();
+        assert_eq!(
+            size,
+            Some(bytes.len() as i64),
+            "photo {hash} is not recorded as verified"
+        );
+    }
+    let parts: Vec<_> = std::fs::read_dir(server.data_dir().join("uploads"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(parts.is_empty(), "uploads left half done: {parts:?}");
+    refs.len()
+}
+
+/// Every photo file the device holds is whole on the server.
+#[track_caller]
+pub fn assert_device_photos_on_server(server: &Server, dev: &Device) {
+    let hashes: Vec<String> = dev
+        .db()
+        .prepare("SELECT hash FROM blobs ORDER BY hash")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let db = server.db();
+    for hash in hashes {
+        let path = server.data_dir().join("photos").join(&hash[..2]).join(&hash);
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{}'s photo {hash} is not on the server: {e}", dev.worker));
+        assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hash);
+        let verified: bool = db
+            .query_row("SELECT count(*) FROM blobs WHERE hash = ?1", [&hash], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+            == 1;
+        assert!(verified, "{}'s photo {hash} is not recorded as verified", dev.worker);
+    }
+}
+
+/// Every device holds exactly the server's incidents, at the server's heads.
+#[track_caller]
+pub fn assert_same_heads(server: &Server, devices: &[&Device]) {
+    let on_server = server_heads(server);
+    assert!(!on_server.is_empty(), "the server has no incidents");
+    for dev in devices {
+        assert_eq!(
+            dev.heads(),
+            on_server,
+            "{}'s heads differ from the server's",
+            dev.worker
+        );
+    }
+}
+
+/// Copies a folder tree, files and subfolders.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's folder");
+    for entry in std::fs::read_dir(from).expect("list the folder") {
+        let entry = entry.expect("read a folder entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}

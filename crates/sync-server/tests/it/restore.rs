@@ -1,1 +1,301 @@
-//! (to be written)
+//! A server restored from an older copy of its data dir (the last backup,
+//! after a disk failure) gets back from the devices everything it lost, and
+//! no device loses anything.
+//!
+//! The devices notice the restore by their feed cursor: the restored server
+//! has another change at the cursor's seq, or none. They then offer it every
+//! incident and photo again (the reset path), and incidents whose changes
+//! build on another device's lost changes wait until that device has synced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::*;
+
+/// Stops the server, copies its whole data dir, and starts it again.
+fn backup(server: &mut Server) -> TempDir {
+    server.kill();
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(server.data_dir(), copy.path());
+    server.start();
+    copy
+}
+
+/// Stops the server, puts the backup in place of its data dir's contents,
+/// and starts it again on the same port.
+fn restore(server: &mut Server, backup: &Path) {
+    server.kill();
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    copy_tree(backup, server.data_dir());
+    server.start();
+}
+
+/// What a worker sees of each incident: status moves, notes, photos.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    history: usize,
+    notes: BTreeSet<String>,
+    photos: BTreeSet<String>,
+}
+
+fn seen(dev: &Device) -> BTreeMap<String, Seen> {
+    dev.list()
+        .iter()
+        .map(|row| {
+            let id = row["id"].as_str().unwrap().to_owned();
+            let inc = dev.show(&id);
+            let texts = |key: &str, field: &str| -> BTreeSet<String> {
+                inc[key]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v[field].as_str().unwrap().to_owned())
+                    .collect()
+            };
+            let s = Seen {
+                history: inc["status_history"].as_array().unwrap().len(),
+                notes: texts("notes", "text"),
+                photos: texts("photos", "original"),
+            };
+            (id, s)
+        })
+        .collect()
+}
+
+/// Nothing the device showed before is gone now.
+#[track_caller]
+fn assert_nothing_lost(dev: &Device, before: &BTreeMap<String, Seen>) -> BTreeMap<String, Seen> {
+    let now = seen(dev);
+    assert!(
+        now.len() >= before.len(),
+        "{} went from {} incidents to {}",
+        dev.worker,
+        before.len(),
+        now.len()
+    );
+    for (id, was) in before {
+        let is = now
+            .get(id)
+            .unwrap_or_else(|| panic!("{} lost incident {id}", dev.worker));
+        assert!(is.history >= was.history, "{}: {id} lost a status move", dev.worker);
+        assert!(is.notes.is_superset(&was.notes), "{}: {id} lost a note", dev.worker);
+        assert!(is.photos.is_superset(&was.photos), "{}: {id} lost a photo", dev.worker);
+    }
+    now
+}
+
+fn converged(server: &Server, devices: &[&Device]) -> bool {
+    let on_server = server_heads(server);
+    devices.iter().all(|d| {
+        let st = d.status();
+        d.heads() == on_server && st["unsynced_incidents"] == 0 && st["unsynced_blobs"] == 0
+    })
+}
+
+fn ids_of(heads: &[(String, Vec<u8>)]) -> Vec<&str> {
+    heads.iter().map(|(id, _)| id.as_str()).collect()
+}
+
+fn restored_server_gets_everything_back(a_first: bool) {
+    let mut server = Server::new();
+    server.add_worker("w-a", &[HX02]);
+    server.add_worker("w-b", &[HX02]);
+    server.start();
+    let a = Device::new("w-a", &[HX02]);
+    let b = Device::new("w-b", &[HX02]);
+    a.enroll(&server);
+    b.enroll(&server);
+
+    // What the backup holds.
+    let x = a.report(&["--category", "manhole-cover", "--photo", &fixture("manhole-exif.jpg")]);
+    let q = b.report(&["--category", "clutter", "--photo", &fixture("wide-2400x1000.jpg")]);
+    a.sync(&[]);
+    b.sync(&[]);
+    a.sync(&[]);
+    let old = backup(&mut server);
+
+    // What the restore loses: new incidents and photos, and edits that
+    // build on one another across the two devices.
+    let dir = tempfile::tempdir().unwrap();
+    let y_photo = dir.path().join("y.jpg");
+    std::fs::write(&y_photo, noise_jpeg(800, 600, 7, 80)).unwrap();
+    let y = a.report(&["--category", "road-surface", "--photo", y_photo.to_str().unwrap()]);
+    a.ok(&["update", &q, "--status", "dispatched"]);
+    a.sync(&[]);
+    b.sync(&[]);
+    b.ok(&[
+        "update",
+        &y,
+        "--note",
+        "road closed for repair",
+        "--photo",
+        &fixture("curb.png"),
+    ]);
+    b.ok(&["update", &x, "--note", "cover still loose"]);
+    b.sync(&[]);
+    a.sync(&[]);
+    let z = a.report(&["--category", "lawn", "--desc", "after the backup"]);
+    a.sync(&[]);
+    let mut seen_a = seen(&a);
+    let mut seen_b = seen(&b);
+    assert_eq!(seen_a.len(), 4);
+    assert_eq!(seen_b.len(), 3, "B has not pulled z yet");
+
+    restore(&mut server, old.path());
+    let on_server = server_heads(&server);
+    assert!(
+        !ids_of(&on_server).contains(&y.as_str()) && !ids_of(&on_server).contains(&z.as_str()),
+        "the restored server still has the newer incidents"
+    );
+
+    // Both devices sync, alternating, until all agree.
+    let order = if a_first { [&a, &b] } else { [&b, &a] };
+    let mut syncs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    let mut done = false;
+    for dev in order.iter().cycle().take(6) {
+        let summary = dev.sync(&[]);
+        syncs.entry(dev.worker.as_str()).or_default().push(summary);
+        seen_a = assert_nothing_lost(&a, &seen_a);
+        seen_b = assert_nothing_lost(&b, &seen_b);
+        if converged(&server, &[&a, &b]) {
+            done = true;
+            break;
+        }
+    }
+    for (who, s) in &syncs {
+        eprintln!("{who}: {} syncs after the restore: {s:?}", s.len());
+    }
+    assert!(
+        done,
+        "the devices and the restored server did not converge in 3 syncs each"
+    );
+    for (who, s) in &syncs {
+        assert!(
+            s[0]["resets"].as_u64().unwrap() >= 1,
+            "{who} did not notice the restore: {}",
+            s[0]
+        );
+    }
+
+    // Everyone holds everything, the lost edits included.
+    assert_same_heads(&server, &[&a, &b]);
+    assert_eq!(server_heads(&server).len(), 4);
+    for id in [&x, &q, &y, &z] {
+        assert_eq!(a.show(id), b.show(id), "A and B show {id} differently");
+    }
+    assert_eq!(a.show(&q)["status"], "dispatched");
+    let yi = a.show(&y);
+    assert_eq!(yi["notes"][0]["text"], "road closed for repair");
+    assert_eq!(yi["photos"].as_array().unwrap().len(), 2);
+    assert_eq!(a.show(&x)["notes"][0]["text"], "cover still loose");
+    assert_eq!(b.show(&z)["description"], "after the backup");
+    assert_eq!(assert_server_photos_whole(&server), 12, "4 photos × 3 files");
+    for dev in [&a, &b] {
+        assert_device_photos_on_server(&server, dev);
+    }
+    assert_server_feed_consistent(&server);
+    assert_sqlite_sound(&server.db(), "server");
+}
+
+#[test]
+fn a_restored_server_gets_everything_back_when_the_author_syncs_first() {
+    restored_server_gets_everything_back(true);
+}
+
+#[test]
+fn a_restored_server_gets_everything_back_when_the_editor_syncs_first() {
+    restored_server_gets_everything_back(false);
+}
+
+/// A device that only pulls, whose cursor the restored feed happens to
+/// reuse: after the restore, E logs a new incident (feed seq M+1), then B
+/// pushes again the one change it had pushed after the backup, which lands
+/// at seq M+2 exactly as before. The center's cursor is (M+2, that change),
+/// so the server finds it valid and pages on from M+2, past E's incident.
+#[test]
+#[ignore = "fails: the cursor check compares one (seq, hash) pair, and a restored feed reuses seqs, so a device can skip changes below its cursor"]
+fn a_pull_only_device_gets_what_the_restored_feed_put_below_its_cursor() {
+    let mut server = Server::new();
+    for w in ["w-a", "w-b", "w-e"] {
+        server.add_worker(w, &[HX02]);
+    }
+    server.add_worker("w-center", &[HX01, HX02]);
+    server.start();
+    let a = Device::new("w-a", &[HX02]);
+    let b = Device::new("w-b", &[HX02]);
+    let e = Device::new("w-e", &[HX02]);
+    let center = Device::new("w-center", &[HX01, HX02]);
+    for d in [&a, &b, &e, &center] {
+        d.enroll(&server);
+    }
+
+    let x = a.report(&["--category", "lawn"]);
+    for d in [&a, &b, &e, &center] {
+        d.sync(&[]);
+    }
+    let old = backup(&mut server);
+
+    // After the backup: A's note (seq M+1), B's note (seq M+2); the center
+    // pulls both, so its cursor is (M+2, B's note).
+    a.ok(&["update", &x, "--note", "from A"]);
+    a.sync(&[]);
+    b.ok(&["update", &x, "--note", "from B"]);
+    b.sync(&[]);
+    center.sync(&[]);
+    assert_eq!(center.show(&x)["notes"].as_array().unwrap().len(), 2);
+
+    restore(&mut server, old.path());
+    let w = e.report(&["--category", "clutter", "--desc", "logged after the restore"]);
+    e.sync(&[]);
+    b.sync(&[]);
+    a.sync(&[]);
+    // How it happens: the center's cursor names the change the restored
+    // feed again holds at that seq, and E's incident sits below it.
+    let state: Value = serde_json::from_str(
+        &center
+            .db()
+            .query_row("SELECT value FROM meta WHERE key = 'sync'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    let seq = state["cursor"]["seq"].as_i64().expect("the center has a cursor");
+    let cursor_hash: Vec<u8> = serde_json::from_value(state["cursor"]["hash"].clone()).unwrap();
+    let db = server.db();
+    let at_seq: Vec<u8> = db
+        .query_row("SELECT hash FROM changes WHERE seq = ?1", [seq], |r| r.get(0))
+        .unwrap();
+    let w_seq: i64 = db
+        .query_row("SELECT min(seq) FROM changes WHERE incident_id = ?1", [&w], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    eprintln!(
+        "center's cursor: seq {seq}, the change there {}; E's incident at seq {w_seq}",
+        if at_seq == cursor_hash { "matches" } else { "differs" }
+    );
+    assert!(w_seq < seq, "the scenario needs E's incident below the center's cursor");
+    drop(db);
+    let pulled = center.sync(&[]);
+    eprintln!("center after the restore: {pulled}");
+    assert!(
+        center.list().iter().any(|i| i["id"] == w.as_str()),
+        "the center never receives E's incident {w}"
+    );
+
+    for d in [&b, &a, &e, &center] {
+        d.sync(&[]);
+    }
+    assert_same_heads(&server, &[&a, &b, &e, &center]);
+}
