@@ -1,0 +1,310 @@
+//! Processes and clients: the workspace's binaries, a real `sync-server`
+//! on loopback, and devices that speak the protocol to it over HTTP the way
+//! `field sync` does (same request limits, same store calls), but keep
+//! count of bytes and time.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use chrono::{DateTime, FixedOffset};
+use sync_core::Store;
+use sync_core::protocol::{self, EnrollRequest, EnrollResponse, MAX_PULL, PROTOCOL_VERSION, SyncResponse};
+use sync_core::sync::{Applied, Outgoing};
+use sync_server::storage::Role;
+use tempfile::TempDir;
+
+/// `field sync`'s limits: incidents and change bytes per push request.
+pub const PUSH_DOCS: usize = 200;
+pub const PUSH_BYTES: usize = 4 * 1024 * 1024;
+/// No sync loop runs longer than this many round trips.
+const MAX_ROUND_TRIPS: usize = 10_000;
+
+/// The `field` and `sync-server` binaries, built with the profile this
+/// bench was built with (release under `cargo run --release`).
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub field: PathBuf,
+    pub server: PathBuf,
+}
+
+impl Binaries {
+    pub fn build() -> Result<Binaries> {
+        let exe = std::env::current_exe().context("cannot find this program")?;
+        let mut dir = exe.parent().context("program has no folder")?.to_owned();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+            None => bail!("cannot tell the build profile from {}", dir.display()),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        eprintln!("bench: building field and sync-server ({profile} profile)");
+        let status = Command::new(&cargo)
+            .args([
+                "build",
+                "-q",
+                "--profile",
+                &profile,
+                "-p",
+                "field-cli",
+                "-p",
+                "sync-server",
+            ])
+            .current_dir(crate::workspace_root())
+            .status()
+            .with_context(|| format!("cannot run {cargo}"))?;
+        ensure!(status.success(), "building field and sync-server failed");
+        let bins = Binaries {
+            field: dir.join("field"),
+            server: dir.join("sync-server"),
+        };
+        for b in [&bins.field, &bins.server] {
+            ensure!(b.is_file(), "no binary at {}", b.display());
+        }
+        Ok(bins)
+    }
+}
+
+/// Per-device enrolment data made by the operator before the server starts.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub id: String,
+    pub role: Role,
+    pub grids: Vec<String>,
+    pub community: Option<String>,
+}
+
+impl Worker {
+    pub fn grid_worker(id: &str, grids: &[String]) -> Worker {
+        Worker {
+            id: id.to_owned(),
+            role: Role::Worker,
+            grids: grids.to_vec(),
+            community: None,
+        }
+    }
+
+    pub fn center(id: &str, community: &str) -> Worker {
+        Worker {
+            id: id.to_owned(),
+            role: Role::Center,
+            grids: vec![],
+            community: Some(community.to_owned()),
+        }
+    }
+}
+
+/// A `sync-server serve` process on 127.0.0.1, with its own data dir.
+pub struct ServerProcess {
+    pub dir: TempDir,
+    pub url: String,
+    child: Child,
+}
+
+impl ServerProcess {
+    /// Adds the workers (the operator's `worker add`), then starts serving.
+    pub fn start(bins: &Binaries, workers: &[Worker]) -> Result<ServerProcess> {
+        let dir = tempfile::Builder::new().prefix("bench-server-").tempdir()?;
+        {
+            let storage = sync_server::open_storage(dir.path())?;
+            let grids = sync_core::GridMap::builtin();
+            for w in workers {
+                sync_server::admin::add_worker(
+                    &storage,
+                    &grids,
+                    &w.id,
+                    &w.id,
+                    w.role,
+                    &w.grids,
+                    w.community.as_deref(),
+                )?;
+            }
+        }
+        let mut child = Command::new(&bins.server)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("SYNC_SERVER_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start sync-server")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout piped")?).read_line(&mut line)?;
+        let Some(url) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            bail!("sync-server did not start (it printed {line:?})");
+        };
+        Ok(ServerProcess {
+            url: url.to_owned(),
+            dir,
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A one-time enrolment code (the operator's `device enroll`); works
+    /// while the server runs, as the operator commands do.
+    pub fn code(&self, worker: &str) -> Result<String> {
+        let storage = sync_server::open_storage(self.data_dir())?;
+        Ok(sync_server::admin::enrol_code(&storage, worker, 24)?.0)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request and its response, as the device saw them.
+#[derive(Debug, Clone)]
+pub struct Trip {
+    pub start: Instant,
+    pub end: Instant,
+    /// Request and response body bytes.
+    pub sent: usize,
+    pub received: usize,
+    /// Automerge change bytes pushed in the request.
+    pub change_bytes: usize,
+    pub pushed: usize,
+    /// From sending the request to having the whole response.
+    pub http: Duration,
+    pub applied: Applied,
+}
+
+/// A device store with a token, syncing with a server over HTTP.
+pub struct Device {
+    pub store: Store,
+    http: reqwest::blocking::Client,
+    url: String,
+    token: String,
+}
+
+impl Device {
+    /// Enrols the device in `dir` (already set up for `worker`) with a code.
+    pub fn enroll(dir: &Path, server: &ServerProcess, worker: &str) -> Result<Device> {
+        let code = server.code(worker)?;
+        let mut store = Store::open(dir)?;
+        let profile = store.profile()?;
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()?;
+        let req = EnrollRequest {
+            version: PROTOCOL_VERSION,
+            code,
+            worker: worker.to_owned(),
+            device: profile.device.to_string(),
+        };
+        let resp = post(
+            &http,
+            &format!("{}/v1/enroll", server.url),
+            None,
+            protocol::encode(&req),
+        )?;
+        let resp: EnrollResponse = protocol::decode(&resp)?;
+        store.set_server(&server.url, &resp.epoch)?;
+        Ok(Device {
+            store,
+            http,
+            url: server.url.clone(),
+            token: resp.token,
+        })
+    }
+
+    /// The bearer token the server gave at enrolment.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The request the device would send next, without sending it.
+    pub fn next_request(&mut self) -> Result<Outgoing> {
+        Ok(self
+            .store
+            .next_sync_request(now().timestamp_millis(), MAX_PULL, PUSH_DOCS, PUSH_BYTES)?)
+    }
+
+    /// Sends a built request and applies the response.
+    pub fn send(&mut self, out: &Outgoing) -> Result<Trip> {
+        let body = protocol::encode(&out.request);
+        let sent = body.len();
+        let start = Instant::now();
+        let bytes = post(&self.http, &format!("{}/v1/sync", self.url), Some(&self.token), body)?;
+        let http = start.elapsed();
+        let resp: SyncResponse = protocol::decode(&bytes)?;
+        let applied = self.store.apply_sync_response(out, &resp, now())?;
+        Ok(Trip {
+            start,
+            end: Instant::now(),
+            sent,
+            received: bytes.len(),
+            change_bytes: out.change_bytes,
+            pushed: out.pushed_docs(),
+            http,
+            applied,
+        })
+    }
+
+    /// One round trip: build, send, apply.
+    pub fn round_trip(&mut self) -> Result<Trip> {
+        let out = self.next_request()?;
+        self.send(&out)
+    }
+
+    /// Round trips until the device has nothing to push and the server
+    /// nothing more to page, as `field sync` does.
+    pub fn sync(&mut self) -> Result<Vec<Trip>> {
+        let mut trips = Vec::new();
+        let mut stalled = 0;
+        while trips.len() < MAX_ROUND_TRIPS {
+            let trip = self.round_trip()?;
+            let a = &trip.applied;
+            let more = a.more;
+            let progressed = a.acknowledged > 0 || a.pulled_changes > 0 || a.reset;
+            trips.push(trip);
+            if !more {
+                return Ok(trips);
+            }
+            stalled = if progressed { 0 } else { stalled + 1 };
+            if stalled >= 3 {
+                bail!("sync made no progress in 3 round trips");
+            }
+        }
+        bail!("sync did not finish in {MAX_ROUND_TRIPS} round trips")
+    }
+}
+
+fn post(http: &reqwest::blocking::Client, url: &str, token: Option<&str>, body: Vec<u8>) -> Result<Vec<u8>> {
+    let mut req = http.post(url).header("content-type", "application/cbor").body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let bytes = resp.bytes()?.to_vec();
+    ensure!(
+        status.is_success(),
+        "POST {url}: HTTP {status}: {}",
+        String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>()
+    );
+    Ok(bytes)
+}
+
+/// The device clock, as `field` reads it.
+pub fn now() -> DateTime<FixedOffset> {
+    chrono::Local::now().fixed_offset()
+}

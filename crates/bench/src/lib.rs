@@ -1,0 +1,382 @@
+//! The project's benchmark: every figure of issue 5 in one run, each the
+//! median of several runs with their min and max, beside its target and,
+//! for sync, beside stock Automerge per-document sync on the same data.
+//!
+//! Everything runs on loopback in temporary folders and stops by itself;
+//! `sync-server` and `field` run as real processes, built first with the
+//! profile this crate was built with. [`run`] is what `grid-bench` calls
+//! and what the test calls in quick mode.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+pub mod baseline;
+pub mod data;
+pub mod harness;
+pub mod load;
+pub mod local;
+pub mod machine;
+pub mod stats;
+pub mod sync;
+pub mod table;
+
+use machine::Machine;
+use table::Row;
+
+pub const LOG_BATCHED: &str = "incidents logged in-process, batched";
+pub const LOG_DURABLE: &str = "incidents logged, one durable transaction each";
+pub const REPORT_P50: &str = "`field report` without photo, whole process, p50";
+pub const REPORT_P99: &str = "`field report` without photo, whole process, p99";
+pub const PHOTO: &str = "photo ingest (hash, EXIF, display, thumbnail)";
+pub const NOOP_RT: &str = "no-op sync: round trips";
+pub const NOOP_BYTES: &str = "no-op sync: bytes both ways";
+pub const NOOP_SERVER: &str = "no-op sync: server time";
+pub const NOOP_HTTP: &str = "no-op sync: HTTP round trip seen by the device";
+pub const NOOP_DEVICE: &str = "no-op sync: whole sync on the device";
+pub const EDIT_WIRE: &str = "one-field edit synced: bytes both ways";
+pub const EDIT_CHANGE: &str = "one-field edit synced: change bytes pushed";
+pub const EDIT_OWN: &str = "one-field edit: size of the edit's own change";
+pub const EDIT_RT: &str = "one-field edit synced: round trips";
+pub const STATUS_WIRE: &str = "status change synced: bytes both ways";
+pub const STATUS_CHANGE: &str = "status change synced: change bytes pushed";
+pub const STATUS_OWN: &str = "status change: size of its own change";
+pub const NEW_RATIO: &str = "new incident synced: change bytes ÷ saved size";
+pub const NEW_WIRE: &str = "new incident synced: bytes both ways";
+pub const NEW_RT: &str = "new incident synced: round trips";
+pub const INGEST: &str = "server ingest, concurrent devices";
+pub const INGEST_P50: &str = "server ingest: request latency p50";
+pub const INGEST_P99: &str = "server ingest: request latency p99";
+pub const PULL: &str = "fresh device pulling a community";
+pub const RSS: &str = "server memory after ingest (VmRSS)";
+pub const RSS_PEAK: &str = "server peak memory during ingest (VmHWM)";
+
+/// Every figure, in table order; each is one row of the table.
+pub const FIGURES: &[&str] = &[
+    LOG_BATCHED,
+    LOG_DURABLE,
+    REPORT_P50,
+    REPORT_P99,
+    PHOTO,
+    NOOP_RT,
+    NOOP_BYTES,
+    NOOP_SERVER,
+    NOOP_HTTP,
+    NOOP_DEVICE,
+    EDIT_WIRE,
+    EDIT_CHANGE,
+    EDIT_OWN,
+    EDIT_RT,
+    STATUS_WIRE,
+    STATUS_CHANGE,
+    STATUS_OWN,
+    NEW_RATIO,
+    NEW_WIRE,
+    NEW_RT,
+    INGEST,
+    INGEST_P50,
+    INGEST_P99,
+    PULL,
+    RSS,
+    RSS_PEAK,
+];
+
+/// Text after this line in an existing output file is kept when the bench
+/// rewrites it, so the analysis of the figures survives a new run.
+pub const KEEP_MARKER: &str = "<!-- grid-bench: everything below this line is kept when the file is regenerated -->";
+
+/// Groups of figures that can be run alone (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Group {
+    /// Logging incidents in-process, batched and one transaction each.
+    Logging,
+    /// `field report` as a whole process.
+    Report,
+    /// The photo pipeline.
+    Photo,
+    /// No-op sync, edit, new incident, fresh pull, and the stock baseline.
+    Sync,
+    /// Many devices pushing at once.
+    Ingest,
+    /// Server memory after a large ingest.
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Small sizes, for CI: keeps the harness working, judges nothing.
+    pub quick: bool,
+    /// Only these groups of figures; empty for all.
+    pub only: Vec<Group>,
+    /// Runs per figure; the table shows their median, min and max.
+    pub runs: usize,
+    /// Where to write the Markdown, besides standard output.
+    pub out: Option<PathBuf>,
+}
+
+/// How much work each figure does.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub log_batched: usize,
+    pub log_durable: usize,
+    pub report_processes: usize,
+    pub photo: (u32, u32),
+    pub community: usize,
+    pub ingest_devices: usize,
+    pub ingest_per_device: usize,
+    pub rss_devices: usize,
+    pub rss_per_device: usize,
+}
+
+impl Sizes {
+    /// The sizes the issue's targets are stated for.
+    pub fn full() -> Sizes {
+        Sizes {
+            log_batched: 2_000,
+            log_durable: 500,
+            report_processes: 200,
+            photo: (4000, 3000),
+            community: 10_000,
+            ingest_devices: 50,
+            ingest_per_device: 200,
+            rss_devices: 10,
+            rss_per_device: 10_000,
+        }
+    }
+
+    pub fn quick() -> Sizes {
+        Sizes {
+            log_batched: 100,
+            log_durable: 10,
+            report_processes: 5,
+            photo: (640, 480),
+            community: 100,
+            ingest_devices: 5,
+            ingest_per_device: 20,
+            rss_devices: 10,
+            rss_per_device: 20,
+        }
+    }
+}
+
+/// What one run of the bench produced.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub markdown: String,
+    pub rows: Vec<Row>,
+}
+
+pub fn workspace_root() -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.ancestors().nth(2).unwrap_or(crate_dir).to_owned()
+}
+
+/// Progress goes to standard error; the table to standard output.
+pub fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+/// Runs every figure, prints nothing, writes `config.out` if set.
+pub fn run(config: &Config) -> Result<Report> {
+    anyhow::ensure!(config.runs >= 1, "--runs must be at least 1");
+    let sizes = if config.quick { Sizes::quick() } else { Sizes::full() };
+    let runs = config.runs;
+    let machine = Machine::describe(&std::env::temp_dir());
+    let started = chrono::Local::now();
+    // Per group: its name, the load average after it, and the share of the
+    // CPU other processes used while it ran.
+    let mut busy: Vec<(Group, f64, f64)> = Vec::new();
+    let bins = harness::Binaries::build()?;
+
+    let mut rows = Vec::new();
+    let wanted = |g: Group| config.only.is_empty() || config.only.contains(&g);
+    let mut phase = |group: Group, f: &dyn Fn() -> Result<Vec<Row>>| -> Result<()> {
+        if wanted(group) {
+            let before = machine::CpuSample::now();
+            rows.extend(f()?);
+            let others = before.others_share(&machine::CpuSample::now(), machine.cores);
+            busy.push((group, machine::load_average(), others));
+        }
+        Ok(())
+    };
+    phase(Group::Logging, &|| local::logging(&sizes, runs))?;
+    phase(Group::Report, &|| local::field_report(&bins, &sizes, runs))?;
+    phase(Group::Photo, &|| local::photo(&sizes, runs).map(|r| vec![r]))?;
+    phase(Group::Sync, &|| sync::figures(&bins, &sizes, runs))?;
+    phase(Group::Ingest, &|| load::ingest(&bins, &sizes, runs))?;
+    phase(Group::Memory, &|| load::memory(&bins, &sizes, runs))?;
+    rows.sort_by_key(|r| FIGURES.iter().position(|f| *f == r.figure).unwrap_or(usize::MAX));
+    if config.only.is_empty() {
+        let made: Vec<&str> = rows.iter().map(|r| r.figure).collect();
+        anyhow::ensure!(made == FIGURES, "the bench made rows {made:?}, not one per figure");
+    }
+    let took = chrono::Local::now() - started;
+
+    let markdown = document(config, &machine, &rows, &busy, started, took)?;
+    if let Some(out) = &config.out {
+        let kept = std::fs::read_to_string(out)
+            .ok()
+            .and_then(|old| old.split_once(KEEP_MARKER).map(|(_, tail)| tail.to_owned()));
+        let mut text = markdown.clone();
+        text.push('\n');
+        text.push_str(KEEP_MARKER);
+        text.push_str(kept.as_deref().unwrap_or("\n"));
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    Ok(Report { markdown, rows })
+}
+
+fn document(
+    config: &Config,
+    m: &Machine,
+    rows: &[Row],
+    busy: &[(Group, f64, f64)],
+    started: chrono::DateTime<chrono::Local>,
+    took: chrono::TimeDelta,
+) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let mode = if config.quick {
+        "quick (small sizes, nothing judged)"
+    } else {
+        "full"
+    };
+    let most_taken = busy.iter().map(|b| b.2).fold(0.0, f64::max);
+    writeln!(s, "# Benchmarks")?;
+    writeln!(s)?;
+    let mut args: Vec<String> = Vec::new();
+    if config.quick {
+        args.push("--quick".into());
+    }
+    for g in &config.only {
+        args.push(format!(
+            "--only {}",
+            clap::ValueEnum::to_possible_value(g)
+                .expect("no skipped variants")
+                .get_name()
+        ));
+    }
+    writeln!(
+        s,
+        "Written by `cargo run {}-p bench{}{}` on {} ({} runs per figure, {} mode, {:.1} min). \
+         Each figure is the median of the runs, with their min and max. Figures are not comparable across \
+         machines; rerun to compare.",
+        if cfg!(debug_assertions) { "" } else { "--release " },
+        if args.is_empty() { "" } else { " -- " },
+        args.join(" "),
+        started.format("%Y-%m-%d %H:%M %:z"),
+        config.runs,
+        mode,
+        took.as_seconds_f64() / 60.0
+    )?;
+    writeln!(s)?;
+    writeln!(s, "## Machine")?;
+    writeln!(s)?;
+    writeln!(s, "- CPU: {} ({} cores available)", m.cpu, m.cores)?;
+    writeln!(s, "- Memory: {}", m.memory)?;
+    writeln!(s, "- OS: {}", m.os)?;
+    writeln!(s, "- Compiler: {}", m.rustc)?;
+    writeln!(s, "- Data dirs: {} ({})", std::env::temp_dir().display(), m.data_fs)?;
+    writeln!(s, "- Source: commit {}", m.commit)?;
+    let groups: Vec<String> = busy
+        .iter()
+        .map(|(g, load, others)| {
+            let name = clap::ValueEnum::to_possible_value(g).expect("no skipped variants");
+            format!("{} {:.0}% (load {load:.1})", name.get_name(), others * 100.0)
+        })
+        .collect();
+    writeln!(
+        s,
+        "- CPU taken by other processes while each group ran (load average after it): {}",
+        groups.join(", ")
+    )?;
+    if most_taken > 0.1 {
+        writeln!(
+            s,
+            "- **The machine was busy**: other processes took up to {:.0}% of the CPUs during a group of \
+             figures, so those timings are slower and noisier than on an idle machine.",
+            most_taken * 100.0
+        )?;
+    }
+    writeln!(s)?;
+    writeln!(s, "## Figures")?;
+    writeln!(s)?;
+    s.push_str(&table::markdown(rows, config.quick));
+    let missed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.met() == Some(false))
+        .map(|r| r.figure)
+        .collect();
+    writeln!(s)?;
+    if !config.quick {
+        if missed.is_empty() {
+            writeln!(s, "Every target was met.")?;
+        } else {
+            writeln!(s, "Targets missed: {}.", missed.join("; "))?;
+        }
+        writeln!(s)?;
+    }
+    s.push_str(METHOD);
+    Ok(s)
+}
+
+/// What each figure measures, exactly. Kept beside the code that does it.
+const METHOD: &str = "\
+## What each figure measures
+
+- **Logged in-process, batched.** `sync_core::Store` has no batch API, so this is the same work as
+  `Store::save` per incident (build the document with `IncidentDoc::create`, read it back through the
+  schema check, `save()` its bytes, take its heads, insert the row with its projected columns and the
+  outbox entry) with every incident in **one** SQLite transaction on the device database (WAL,
+  `synchronous=FULL`), on a second connection opened as `Store::open` opens it. The SQL mirrors
+  `sync_core::store::write_incident`. Rate = incidents ÷ time from the first document to the commit.
+- **One durable transaction each.** `IncidentDoc::create` + `Store::save` per incident: one fsynced
+  transaction each, as `field report` does.
+- **`field report`, whole process.** The release `field` binary spawned and waited for (start, open and
+  lock the store, check, one durable commit, print the id, exit), no photo, timed from outside; p50 and
+  p99 of each run's processes, then the median of the runs. Three warm-up reports come first.
+- **Photo ingest.** A generated JPEG (photo-like gradients, texture, blocks and sensor noise, quality
+  90, with EXIF orientation 6, capture time and GPS): `blake3` of the original plus
+  `sync_core::photo::process` (EXIF, scaled decode, display copy ≤ 1600 px and thumbnail ≤ 320 px,
+  orientation applied, JPEG encodes), in-process. One warm-up first. Writing the blobs is not included.
+- **No-op sync.** A device that logged the community's incidents and pushed them all to a real
+  `sync-server` on loopback syncs again with nothing to do, with `field sync`'s request limits.
+  *Round trips* and *bytes* are HTTP requests and request + response **bodies** (HTTP/1.1 headers,
+  about 150–250 B each way, are not counted). *Server time* is the server's handler without HTTP, run
+  in this process on the server's own database: look up the token, decode the CBOR request,
+  `sync_server::sync::sync` (which records the device's manifest in a durable write), encode the
+  response. *HTTP round trip* is the same request timed by the device's HTTP client; *whole sync on the
+  device* adds building the request (the manifest digest over every incident) and applying the response
+  in one durable transaction.
+- **Stock Automerge sync (baseline).** The same documents, loaded from the device's and the server's
+  databases, one `automerge::sync::State` per incident per side, persisted between sessions with
+  `State::encode` as Automerge recommends; a first session (not measured) brings the states level. Each
+  session: the device generates a message for every incident, the server receives and answers each,
+  until the device has nothing to send; a round trip is one such batch. Bytes are the encoded sync
+  messages only (no incident ids, no framing); server time is decoding its states and the messages,
+  `receive_sync_message`, `generate_sync_message`, encoding replies and states, with every document
+  already in memory. Both simplifications favour the baseline.
+- **One-field edit.** The incident's `description` set to a new short text: one Automerge `put`,
+  committed, then `Store::save` and a sync. *Change bytes pushed* are the Automerge change bytes in the
+  push; *the edit's own change* is the size of the change the edit made (`get_changes` after the heads
+  before it), whatever else the push carries; *bytes both ways* are the request + response bodies. The
+  baseline applies the same change to its copy and runs a session for that incident.
+- **Status change.** The smallest edit `field` itself makes: `IncidentDoc::set_status(dispatched)`
+  (the status and a status-history entry), as `field update ID --status dispatched`; measured the same
+  way, on another incident. Reported beside the one-field edit, not judged.
+- **New incident.** One incident logged as `field report` logs it, then a sync: the change bytes pushed
+  ÷ the size of the saved document (`IncidentDoc::save`), and request + response bodies. The baseline
+  starts a session for that incident with a server that does not have it.
+- **Server ingest.** Devices spread over every grid cell, each with an unsynced log, enrolled at a
+  fresh server process, then all sync at once, one thread and one blocking `reqwest` client each, with
+  `field sync`'s limits (200 incidents per request). Devices sharing a cell also pull each other's
+  incidents, as they would. Rate = incidents acknowledged ÷ time from the first request to the last
+  request that pushed; latency is each request as its client saw it, every request of the run.
+- **Fresh device pull.** A new device of the community center enrols and syncs: every incident of the
+  community in pages of 2,000 changes, merged into its store. Rate = new incidents ÷ whole sync time.
+- **Server memory.** A fresh server process ingests the incidents from devices in separate cells (so
+  nothing is pulled back); then `VmRSS` and `VmHWM` are read from `/proc/<pid>/status`. MB = 10⁶ bytes.
+";

@@ -1,0 +1,153 @@
+//! Server load: many devices coming online at once, each pushing its log
+//! over its own HTTP client to a real `sync-server`, and the server's
+//! memory once it holds a large log.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+
+use anyhow::{Context, Result, ensure};
+use sync_core::GridMap;
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use crate::data;
+use crate::harness::{Binaries, Device, ServerProcess, Trip, Worker};
+use crate::machine::rss_of;
+use crate::stats::{Runs, percentile};
+use crate::table::{Row, Target};
+use crate::{Sizes, progress};
+
+/// Device data dirs made once and copied for every run, so each run starts
+/// from the same unsynced logs without logging them again.
+struct Templates {
+    dir: TempDir,
+    workers: Vec<Worker>,
+}
+
+impl Templates {
+    /// `devices` workers spread over every cell of the built-in map, each
+    /// with `per_device` unsynced incidents in their cell.
+    fn make(prefix: &str, devices: usize, per_device: usize) -> Result<Templates> {
+        let cells: Vec<String> = GridMap::builtin().cells().map(|p| p.cell.id.clone()).collect();
+        let dir = tempfile::Builder::new().prefix("bench-templates-").tempdir()?;
+        let mut workers = Vec::new();
+        for d in 0..devices {
+            let id = format!("{prefix}-{d:03}");
+            let grids = vec![cells[d % cells.len()].clone()];
+            let uuid = Uuid::from_u128(0xA000_0000 + (d as u128) + ((prefix.len() as u128) << 32));
+            data::filled_device(&dir.path().join(&id), &id, &grids, uuid, per_device, 1000 + d as u64)?;
+            workers.push(Worker::grid_worker(&id, &grids));
+        }
+        Ok(Templates { dir, workers })
+    }
+
+    /// Copies every device, enrols it with `server`, and returns them.
+    fn enrolled(&self, server: &ServerProcess, into: &Path) -> Result<Vec<Device>> {
+        self.workers
+            .iter()
+            .map(|w| {
+                let to: PathBuf = into.join(&w.id);
+                data::copy_dir(&self.dir.path().join(&w.id), &to)?;
+                Device::enroll(&to, server, &w.id)
+            })
+            .collect()
+    }
+}
+
+/// Every device syncs at once, from its own thread; returns each one's trips.
+fn sync_all(devices: Vec<Device>) -> Result<Vec<Vec<Trip>>> {
+    let barrier = Arc::new(Barrier::new(devices.len()));
+    let handles: Vec<_> = devices
+        .into_iter()
+        .map(|mut d| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                d.sync()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().map_err(|_| anyhow::anyhow!("a device thread panicked"))?)
+        .collect()
+}
+
+pub fn ingest(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
+    let (devices, per) = (sizes.ingest_devices, sizes.ingest_per_device);
+    progress(&format!("ingest: {devices} devices log {per} incidents each"));
+    let templates = Templates::make("w", devices, per)?;
+    let (mut rate, mut p50, mut p99, mut requests) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for run in 0..runs {
+        progress(&format!(
+            "ingest: {devices} devices × {per} incidents, run {}/{runs}",
+            run + 1
+        ));
+        let server = ServerProcess::start(bins, &templates.workers)?;
+        let work = tempfile::Builder::new().prefix("bench-devices-").tempdir()?;
+        let devs = templates.enrolled(&server, work.path())?;
+        let trips: Vec<Trip> = sync_all(devs)?.into_iter().flatten().collect();
+        let acked: usize = trips.iter().map(|t| t.applied.acknowledged).sum();
+        ensure!(
+            acked == devices * per,
+            "the server acknowledged {acked} of {} incidents",
+            devices * per
+        );
+        let first = trips.iter().map(|t| t.start).min().context("no requests")?;
+        let last = trips
+            .iter()
+            .filter(|t| t.applied.acknowledged > 0)
+            .map(|t| t.end)
+            .max()
+            .context("no pushes")?;
+        rate.push(acked as f64 / (last - first).as_secs_f64());
+        let ms: Vec<f64> = trips.iter().map(|t| t.http.as_secs_f64() * 1e3).collect();
+        p50.push(percentile(&ms, 50.0));
+        p99.push(percentile(&ms, 99.0));
+        requests = trips.len();
+    }
+    let workload = format!("{devices} devices × {per} incidents, {requests} requests");
+    Ok(vec![
+        Row::new(
+            crate::INGEST,
+            workload.clone(),
+            "incidents/s",
+            Runs::new(rate),
+            Target::AtLeast(2000.0),
+        )
+        .target_text("≥ 2,000 (stretch 5,000)"),
+        Row::new(crate::INGEST_P50, workload.clone(), "ms", Runs::new(p50), Target::None),
+        Row::new(crate::INGEST_P99, workload, "ms", Runs::new(p99), Target::None),
+    ])
+}
+
+pub fn memory(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
+    let (devices, per) = (sizes.rss_devices, sizes.rss_per_device);
+    let total = devices * per;
+    progress(&format!("memory: {devices} devices log {per} incidents each"));
+    let templates = Templates::make("r", devices, per)?;
+    let (mut rss, mut peak) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        progress(&format!("memory: ingesting {total} incidents, run {}/{runs}", run + 1));
+        let server = ServerProcess::start(bins, &templates.workers)?;
+        let work = tempfile::Builder::new().prefix("bench-devices-").tempdir()?;
+        let devs = templates.enrolled(&server, work.path())?;
+        let trips: Vec<Trip> = sync_all(devs)?.into_iter().flatten().collect();
+        let acked: usize = trips.iter().map(|t| t.applied.acknowledged).sum();
+        ensure!(acked == total, "the server acknowledged {acked} of {total} incidents");
+        let (now, hwm) = rss_of(server.pid()).context("cannot read the server's /proc status")?;
+        rss.push(now as f64 / 1e6);
+        peak.push(hwm as f64 / 1e6);
+    }
+    let workload = format!("{} incidents from {devices} devices", crate::sync::thousands(total));
+    Ok(vec![
+        Row::new(
+            crate::RSS,
+            workload.clone(),
+            "MB",
+            Runs::new(rss),
+            Target::AtMost(200.0),
+        ),
+        Row::new(crate::RSS_PEAK, workload, "MB", Runs::new(peak), Target::None),
+    ])
+}
