@@ -45,9 +45,10 @@ impl From<Hash32> for automerge::ChangeHash {
     }
 }
 
-/// Where a device is in the server's change feed. `hash` is the change the
-/// server stored at `seq`; a server restored from an older copy has another
-/// change (or none) there, which is how a device notices the restore.
+/// Where a device is in the server's change feed. `hash` is the server's
+/// hash chain at `seq`, covering every change up to it; a server restored
+/// from an older copy has another chain (or no change) there, even where it
+/// reuses seqs, which is how a device notices the restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     pub seq: u64,

@@ -415,11 +415,22 @@ impl Store {
         let bytes = doc.save();
         let heads = doc.heads();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // An incident without an outbox row holds only changes the server
+        // has (acknowledged or pulled), so its stored heads are the
+        // acknowledged ones; a new incident has none.
+        let known: Vec<u8> = tx
+            .query_row(
+                "SELECT heads FROM incidents WHERE id = ?1",
+                [incident.id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default();
         write_incident(&tx, &incident, &bytes, &heads, now)?;
         tx.execute(
-            "INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, X'', ?2)
+            "INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(incident_id) DO UPDATE SET held_code = NULL, held_reason = NULL",
-            params![incident.id.to_string(), rfc3339(&now)],
+            params![incident.id.to_string(), known, rfc3339(&now)],
         )?;
         {
             let mut put = tx.prepare(

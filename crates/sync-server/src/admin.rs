@@ -68,6 +68,29 @@ pub fn enrol_code(storage: &dyn Storage, worker: &str, ttl_hours: u32) -> Result
     Ok((code, expires))
 }
 
+/// Makes a read-only token for a center or operator account: it reads
+/// reports, exports and the dashboard, and can never push or upload.
+/// Returns the token's id (for `device revoke`) and the token itself.
+pub fn create_token(storage: &dyn Storage, worker: &str) -> Result<(String, String)> {
+    let Some(w) = storage.worker(worker)? else {
+        bail!("no worker `{worker}`; add it first with `sync-server worker add`");
+    };
+    if w.role == Role::Worker {
+        bail!("`{worker}` is a grid worker; read-only tokens are for center and operator accounts");
+    }
+    let id = format!("token-{}", uuid::Uuid::new_v4());
+    let token = crate::random_token();
+    // The actor is never used: the token cannot push.
+    storage.add_token(
+        &id,
+        worker,
+        uuid::Uuid::new_v4().as_bytes(),
+        &secret_hash(&token),
+        &clock().1,
+    )?;
+    Ok((id, token))
+}
+
 pub fn devices(storage: &dyn Storage) -> Result<Vec<Device>> {
     Ok(storage.devices()?)
 }

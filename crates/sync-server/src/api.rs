@@ -49,7 +49,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -118,16 +118,55 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
     })
 }
 
-fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Device, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let token = headers
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("this request needs a device token (Authorization: Bearer …)"))?;
+        .map(str::trim)
+}
+
+/// A field device that may push, upload and pull.
+fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Device, ApiError> {
+    let token =
+        bearer(headers).ok_or_else(|| unauthorized("this request needs a device token (Authorization: Bearer …)"))?;
+    let device = authenticate_token(app, token)?;
+    if device.read_only {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only_token",
+            "this is a read-only token; only an enrolled field device can sync or upload",
+        ));
+    }
+    Ok(device)
+}
+
+/// A center or operator account (device or read-only token): reports,
+/// exports and the dashboard. Grid workers get 403.
+pub fn require_reader(app: &AppState, token: Option<&str>) -> Result<Device, ApiError> {
+    let token =
+        token.ok_or_else(|| unauthorized("this request needs a center or operator token (Authorization: Bearer …)"))?;
+    let device = authenticate_token(app, token)?;
+    if device.worker.role == crate::storage::Role::Worker {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_role",
+            "this needs a center or operator account; a grid worker's token cannot read reports or exports",
+        ));
+    }
+    Ok(device)
+}
+
+/// Any valid, unrevoked token.
+pub fn authenticate_token(app: &AppState, token: &str) -> Result<Device, ApiError> {
     let device = app
         .storage
-        .device_by_token(&secret_hash(token.trim()))?
+        .device_by_token(&secret_hash(token))?
         .ok_or_else(|| unauthorized("the device token is not valid; enrol the device again"))?;
     if device.revoked_at.is_some() {
         return Err(unauthorized(
@@ -143,6 +182,8 @@ async fn enroll(State(app): State<App>, body: Bytes) -> Result<Response, ApiErro
         // The device id is a UUID whose 16 bytes are its Automerge actor id.
         let device = uuid::Uuid::try_parse(&req.device)
             .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "the device id is not a UUID"))?;
+        // One spelling per device, whatever the client sent.
+        let device_id = device.hyphenated().to_string();
         let token = crate::random_token();
         let (now_ms, now) = clock();
         let worker = app
@@ -150,7 +191,7 @@ async fn enroll(State(app): State<App>, body: Bytes) -> Result<Response, ApiErro
             .enroll(
                 &secret_hash(&crate::normalise_code(&req.code)),
                 &req.worker,
-                &req.device,
+                &device_id,
                 device.as_bytes(),
                 &secret_hash(&token),
                 now_ms,
@@ -163,7 +204,7 @@ async fn enroll(State(app): State<App>, body: Bytes) -> Result<Response, ApiErro
                     "the enrolment code is unknown, used, expired, or for another worker",
                 )
             })?;
-        tracing::info!(device = %req.device, worker = %worker.id, "device enrolled");
+        tracing::info!(device = %device_id, worker = %worker.id, "device enrolled");
         Ok(cbor(&EnrollResponse {
             token,
             worker: worker.id,
@@ -300,7 +341,10 @@ async fn put_blob(
 
 async fn get_blob(State(app): State<App>, headers: HeaderMap, Path(hash): Path<String>) -> Result<Response, ApiError> {
     blocking(move || {
-        let device = authenticate(&app, &headers)?;
+        // Read-only tokens may fetch the photos of their scope too.
+        let token =
+            bearer(&headers).ok_or_else(|| unauthorized("this request needs a token (Authorization: Bearer …)"))?;
+        let device = authenticate_token(&app, token)?;
         let hash = parse_hash(&hash)?;
         check_blob_scope(&app, &device, &hash)?;
         match app.photos.read(&hash) {

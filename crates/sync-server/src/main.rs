@@ -43,6 +43,18 @@ enum Command {
     /// Enrol, list and revoke devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Read-only tokens for the center's dashboard, reports and exports.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new read-only token for a center or operator account.
+    Create {
+        #[arg(long)]
+        worker: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,10 +168,21 @@ fn run(cli: Cli) -> Result<()> {
                         d.worker.role.as_str(),
                         d.enrolled_at,
                         d.last_sync_at.as_deref().unwrap_or("never"),
-                        if d.revoked_at.is_some() { "revoked" } else { "active" }
+                        match (d.revoked_at.is_some(), d.read_only) {
+                            (true, _) => "revoked",
+                            (false, true) => "read-only token",
+                            (false, false) => "active",
+                        }
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { worker }) => {
+            let storage = sync_server::open_storage(&config.data_dir)?;
+            let (id, token) = admin::create_token(&storage, &worker)?;
+            eprintln!("read-only token {id} for {worker} (revoke with `sync-server device revoke {id}`):");
+            println!("{token}");
             Ok(())
         }
         Command::Device(DeviceCommand::Revoke { device }) => {

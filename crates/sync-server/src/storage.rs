@@ -76,6 +76,8 @@ pub struct Device {
     pub last_sync_at: Option<String>,
     pub manifest: Option<serde_json::Value>,
     pub clock_offset_ms: Option<i64>,
+    /// A read-only token for reports and exports, not a field device.
+    pub read_only: bool,
 }
 
 /// One incident as written after a push: the merged document, its
@@ -153,6 +155,8 @@ pub trait Storage: Send + Sync + 'static {
         now: &str,
     ) -> Result<Option<Worker>, StorageError>;
     fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError>;
+    /// Registers a read-only token for a worker (a center's dashboard, a script).
+    fn add_token(&self, id: &str, worker: &str, actor: &[u8], token_hash: &str, now: &str) -> Result<(), StorageError>;
     fn devices(&self) -> Result<Vec<Device>, StorageError>;
     fn revoke_device(&self, id: &str, now: &str) -> Result<(), StorageError>;
     fn record_sync(
@@ -176,7 +180,7 @@ pub trait Storage: Send + Sync + 'static {
         now: &str,
     ) -> Result<(), StorageError>;
 
-    /// The hash stored at `seq`, if any.
+    /// The feed's hash chain at `seq` (covering every change up to it), if any.
     fn change_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError>;
     /// Changes after `after` in scope and not sent by `exclude_device`,
     /// at most `limit`, and the highest seq in the whole feed.
@@ -196,7 +200,8 @@ pub trait Storage: Send + Sync + 'static {
     fn thumbs_of(&self, incidents: &[String]) -> Result<Vec<String>, StorageError>;
 }
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
     CREATE TABLE workers (
         id TEXT PRIMARY KEY, name TEXT NOT NULL,
@@ -240,7 +245,18 @@ const MIGRATIONS: &[&str] = &["
         id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, incident_id TEXT,
         reason TEXT NOT NULL, bytes BLOB NOT NULL, received_at TEXT NOT NULL
     ) STRICT;
-"];
+",
+    "
+    -- The feed's hash chain: chain(seq) = blake3(chain(previous seq) || hash).
+    -- A cursor names it, so a restored feed that reuses seqs is noticed.
+    ALTER TABLE changes ADD COLUMN chain BLOB;
+",
+    "
+    -- A read-only token (`sync-server token create`) is a devices row of
+    -- kind 'token': it can read reports and exports, never push or upload.
+    ALTER TABLE devices ADD COLUMN kind TEXT NOT NULL DEFAULT 'device' CHECK (kind IN ('device', 'token'));
+",
+];
 
 /// [`Storage`] on one SQLite file, WAL, `synchronous=FULL`. rusqlite's
 /// connection is not `Sync`, so it has one owner behind a std mutex.
@@ -265,6 +281,9 @@ impl SqliteStorage {
         for sql in &MIGRATIONS[version as usize..] {
             tx.execute_batch(sql)?;
         }
+        if version < 2 {
+            backfill_chain(&tx)?;
+        }
         tx.pragma_update(None, "user_version", known)?;
         tx.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
@@ -279,6 +298,37 @@ impl SqliteStorage {
         // transaction rolled back on drop), so a poisoned lock is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The next link of the feed's hash chain.
+fn chain_next(prev: &[u8], hash: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(prev);
+    h.update(hash);
+    *h.finalize().as_bytes()
+}
+
+fn last_chain(conn: &Connection) -> Result<Vec<u8>, StorageError> {
+    Ok(conn
+        .query_row("SELECT chain FROM changes ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Links every change of a feed written before the chain existed.
+fn backfill_chain(conn: &Connection) -> Result<(), StorageError> {
+    let rows: Vec<(i64, Vec<u8>)> = conn
+        .prepare("SELECT seq, hash FROM changes ORDER BY seq")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut set = conn.prepare("UPDATE changes SET chain = ?2 WHERE seq = ?1")?;
+    let mut prev = Vec::new();
+    for (seq, hash) in rows {
+        let link = chain_next(&prev, &hash);
+        set.execute(params![seq, &link[..]])?;
+        prev = link.to_vec();
+    }
+    Ok(())
 }
 
 fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageError> {
@@ -306,7 +356,7 @@ fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageErr
 }
 
 const DEVICE_COLUMNS: &str =
-    "id, worker_id, actor, enrolled_at, revoked_at, last_sync_at, manifest, clock_offset_ms FROM devices";
+    "id, worker_id, actor, enrolled_at, revoked_at, last_sync_at, manifest, clock_offset_ms, kind FROM devices";
 
 fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, StorageError> {
     let worker_id: String = r.get(1)?;
@@ -321,6 +371,7 @@ fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, S
         last_sync_at: r.get(5)?,
         manifest: manifest.and_then(|m| serde_json::from_str(&m).ok()),
         clock_offset_ms: r.get(7)?,
+        read_only: r.get::<_, String>(8)? == "token",
     })
 }
 
@@ -419,6 +470,18 @@ impl Storage for SqliteStorage {
         }
     }
 
+    fn add_token(&self, id: &str, worker: &str, actor: &[u8], token_hash: &str, now: &str) -> Result<(), StorageError> {
+        let conn = self.conn();
+        if load_worker(&conn, worker)?.is_none() {
+            return Err(StorageError::NoWorker(worker.to_owned()));
+        }
+        conn.execute(
+            "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, 'token')",
+            params![id, worker, actor, token_hash, now],
+        )?;
+        Ok(())
+    }
+
     fn devices(&self) -> Result<Vec<Device>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!("SELECT {DEVICE_COLUMNS} ORDER BY worker_id, enrolled_at"))?;
@@ -483,9 +546,10 @@ impl Storage for SqliteStorage {
                     updated_at = excluded.updated_at",
             )?;
             let mut put_change = tx.prepare_cached(
-                "INSERT OR IGNORE INTO changes (incident_id, hash, bytes, device_id, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO changes (incident_id, hash, bytes, device_id, received_at, chain)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut chain = last_chain(&tx)?;
             let mut put_ref =
                 tx.prepare_cached("INSERT OR IGNORE INTO blob_refs (hash, incident_id, kind) VALUES (?1, ?2, ?3)")?;
             for w in writes {
@@ -504,7 +568,10 @@ impl Storage for SqliteStorage {
                     now
                 ])?;
                 for (hash, bytes) in &w.new_changes {
-                    put_change.execute(params![w.id, &hash[..], bytes, device, now])?;
+                    let link = chain_next(&chain, hash);
+                    if put_change.execute(params![w.id, &hash[..], bytes, device, now, &link[..]])? == 1 {
+                        chain = link.to_vec();
+                    }
                 }
                 for (hash, kind) in &w.blob_refs {
                     put_ref.execute(params![hash, w.id, kind])?;
@@ -533,7 +600,7 @@ impl Storage for SqliteStorage {
     fn change_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError> {
         let conn = self.conn();
         let hash: Option<Vec<u8>> = conn
-            .query_row("SELECT hash FROM changes WHERE seq = ?1", [seq as i64], |r| r.get(0))
+            .query_row("SELECT chain FROM changes WHERE seq = ?1", [seq as i64], |r| r.get(0))
             .optional()?;
         Ok(hash.and_then(|h| h.try_into().ok()))
     }

@@ -64,6 +64,13 @@ pub fn sync(
             req.push.len()
         )));
     }
+    let mut seen = std::collections::HashSet::with_capacity(req.push.len());
+    if let Some(doc) = req.push.iter().find(|d| !seen.insert(d.id.as_str())) {
+        return Err(SyncError::BadRequest(format!(
+            "incident {} appears twice in one push; send each incident's changes once",
+            doc.id
+        )));
+    }
     let epoch = storage.epoch()?;
     let cursor_ok = match req.cursor {
         None => true,
@@ -121,7 +128,7 @@ pub fn sync(
         "pending_docs": req.manifest.pending_docs,
         "pending_photos": req.manifest.pending_photos,
     });
-    storage.record_sync(&device.id, &manifest, req.device_time_ms - now_ms, now)?;
+    storage.record_sync(&device.id, &manifest, req.device_time_ms.saturating_sub(now_ms), now)?;
 
     Ok(SyncResponse {
         epoch,
@@ -157,6 +164,9 @@ fn merge_push(
         .map_err(|e| SyncError::BadRequest(e.to_string()))?;
 
     let mut changes = Vec::with_capacity(doc.changes.len());
+    // Changes the server already holds, somewhere: they may come back from
+    // any device, but only into the incident they belong to.
+    let mut known = Vec::new();
     for raw in &doc.changes {
         if raw.len() > MAX_CHANGE {
             return Err(SyncError::BadRequest(format!(
@@ -179,7 +189,11 @@ fn merge_push(
                 return Err(invalid("a change could not be decoded".into()));
             }
         };
-        if change.actor_id().to_bytes() != device.actor.as_slice() && !storage.has_change(&change.hash().0)? {
+        let is_known = storage.has_change(&change.hash().0)?;
+        if is_known {
+            known.push(change.hash());
+        }
+        if change.actor_id().to_bytes() != device.actor.as_slice() && !is_known {
             return Err(SyncError::Forbidden {
                 incident: incident.clone(),
                 reason: format!(
@@ -208,6 +222,9 @@ fn merge_push(
             Some((bytes, _)) => AutoCommit::load(bytes).map_err(|e| e.to_string())?,
             None => AutoCommit::new(),
         };
+        if let Some(h) = known.iter().find(|h| am.get_change_by_hash(h).is_none()) {
+            return Err(format!("it carries change {h}, which belongs to another incident"));
+        }
         let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
         am.apply_changes(changes.clone()).map_err(|e| e.to_string())?;
         Ok((am, hashes))

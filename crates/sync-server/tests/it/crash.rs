@@ -330,7 +330,6 @@ fn field_sync_killed_at_random_moments_resumes_to_the_same_state() {
 /// hashes the file and moves it into place. The data dir is put in exactly
 /// that state, and the next sync must still get the photo whole.
 #[test]
-#[ignore = "fails: a full-length uploads/<hash>.part is never verified or renamed; field sync skips the photo forever"]
 fn a_server_killed_between_the_last_chunk_and_its_check_still_gets_the_photo() {
     let mut server = Server::new();
     server.add_worker("w-a", &[HX02]);

@@ -64,6 +64,12 @@ pub struct Server {
     port: u16,
 }
 
+impl Default for Server {
+    fn default() -> Server {
+        Server::new()
+    }
+}
+
 impl Server {
     /// A new, empty data dir with workers added; not yet running.
     pub fn new() -> Server {
@@ -102,6 +108,27 @@ impl Server {
             args.extend(["--grid", c]);
         }
         self.admin(&args);
+    }
+
+    /// A community center account.
+    pub fn add_center(&self, id: &str, community: &str) {
+        self.admin(&[
+            "worker",
+            "add",
+            "--id",
+            id,
+            "--name",
+            id,
+            "--role",
+            "center",
+            "--community",
+            community,
+        ]);
+    }
+
+    /// A read-only token for a center or operator account.
+    pub fn token(&self, worker: &str) -> String {
+        self.admin(&["token", "create", "--worker", worker])
     }
 
     pub fn code(&self, worker: &str) -> String {

@@ -444,7 +444,6 @@ proptest! {
 /// incident the server has whole should cost one change, not the incident's
 /// whole history again.
 #[test]
-#[ignore = "fails: sync-core src/store.rs save() queues an acknowledged incident with acked_heads X'', so its whole history is pushed again"]
 fn an_edit_after_an_acknowledged_sync_pushes_only_the_new_change() {
     let mut world = World::new(1);
     world.report(0);

@@ -223,7 +223,6 @@ fn a_restored_server_gets_everything_back_when_the_editor_syncs_first() {
 /// at seq M+2 exactly as before. The center's cursor is (M+2, that change),
 /// so the server finds it valid and pages on from M+2, past E's incident.
 #[test]
-#[ignore = "fails: the cursor check compares one (seq, hash) pair, and a restored feed reuses seqs, so a device can skip changes below its cursor"]
 fn a_pull_only_device_gets_what_the_restored_feed_put_below_its_cursor() {
     let mut server = Server::new();
     for w in ["w-a", "w-b", "w-e"] {
