@@ -109,6 +109,48 @@ pub struct FeedRow {
     pub bytes: Vec<u8>,
 }
 
+/// One incident as the server holds it, for reports and exports.
+#[derive(Debug, Clone)]
+pub struct StoredIncident {
+    pub id: String,
+    /// The merged Automerge document.
+    pub doc: Vec<u8>,
+    pub grid: String,
+    pub category: String,
+    pub status: String,
+    pub reporter: String,
+    /// The device that created it.
+    pub device: String,
+    /// Device clock, RFC 3339 with the device's offset.
+    pub captured_at: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// Server clock (UTC, RFC 3339) when its first change arrived.
+    pub first_received_at: String,
+    /// Server clock when a change to it last arrived.
+    pub updated_at: String,
+}
+
+/// Which incidents to read. Time filters are left to the caller, since
+/// captured times carry each device's own offset.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// Only these grid cells (`None`: every cell).
+    pub grids: Option<Vec<String>>,
+    pub status: Option<String>,
+    pub category: Option<String>,
+}
+
+/// A photo an incident references, and whether the server holds it verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhotoRef {
+    pub incident_id: String,
+    pub hash: String,
+    /// `original`, `display` or `thumb`.
+    pub kind: String,
+    pub verified: bool,
+}
+
 /// The grid cells a request may touch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -198,6 +240,11 @@ pub trait Storage: Send + Sync + 'static {
     fn mark_blob_verified(&self, hash: &str, size: u64, now: &str) -> Result<(), StorageError>;
     /// Thumbnails of these incidents that the server holds.
     fn thumbs_of(&self, incidents: &[String]) -> Result<Vec<String>, StorageError>;
+
+    /// Incidents matching `filter`, ordered by id (creation order, ids are UUIDv7).
+    fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError>;
+    /// Every photo these incidents reference.
+    fn photo_refs(&self, incidents: &[String]) -> Result<Vec<PhotoRef>, StorageError>;
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -677,5 +724,61 @@ impl Storage for SqliteStorage {
         )?;
         let list = serde_json::to_string(incidents).expect("strings serialise");
         Ok(stmt.query_map([list], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    }
+
+    fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, doc, grid, category, status, reporter, device, captured_at, lat, lon,
+                    first_received_at, updated_at
+             FROM incidents
+             WHERE (?1 IS NULL OR grid IN (SELECT value FROM json_each(?1)))
+               AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR category = ?3)
+             ORDER BY id",
+        )?;
+        let grids = filter
+            .grids
+            .as_ref()
+            .map(|g| serde_json::to_string(g).expect("strings serialise"));
+        let rows = stmt.query_map(params![grids, filter.status, filter.category], |r| {
+            Ok(StoredIncident {
+                id: r.get(0)?,
+                doc: r.get(1)?,
+                grid: r.get(2)?,
+                category: r.get(3)?,
+                status: r.get(4)?,
+                reporter: r.get(5)?,
+                device: r.get(6)?,
+                captured_at: r.get(7)?,
+                lat: r.get(8)?,
+                lon: r.get(9)?,
+                first_received_at: r.get(10)?,
+                updated_at: r.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn photo_refs(&self, incidents: &[String]) -> Result<Vec<PhotoRef>, StorageError> {
+        if incidents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT r.incident_id, r.hash, r.kind, b.hash IS NOT NULL FROM blob_refs r
+             LEFT JOIN blobs b ON b.hash = r.hash
+             WHERE r.incident_id IN (SELECT value FROM json_each(?1))
+             ORDER BY r.incident_id, r.kind, r.hash",
+        )?;
+        let list = serde_json::to_string(incidents).expect("strings serialise");
+        let rows = stmt.query_map([list], |r| {
+            Ok(PhotoRef {
+                incident_id: r.get(0)?,
+                hash: r.get(1)?,
+                kind: r.get(2)?,
+                verified: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
