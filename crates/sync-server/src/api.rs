@@ -36,6 +36,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/sync", post(sync))
         .route("/v1/blobs/{hash}", get(get_blob).put(put_blob))
         .route("/v1/blobs/{hash}/status", get(blob_status))
+        // The daily reconciliation and the center's dashboard (issue 4).
+        .merge(crate::report::routes())
+        .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -56,6 +59,14 @@ impl ApiError {
             message: message.into(),
             incident: None,
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -107,7 +118,7 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Runs blocking storage work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "request handler panicked");
         Err(ApiError::new(

@@ -12,7 +12,9 @@ use anyhow::{Context, Result};
 
 pub mod admin;
 pub mod api;
+pub mod dashboard;
 pub mod photos;
+pub mod report;
 pub mod storage;
 pub mod sync;
 

@@ -245,6 +245,10 @@ pub trait Storage: Send + Sync + 'static {
     fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError>;
     /// Every photo these incidents reference.
     fn photo_refs(&self, incidents: &[String]) -> Result<Vec<PhotoRef>, StorageError>;
+
+    /// Every worker and account, by id (the reconciliation lists workers
+    /// with nothing that day too).
+    fn workers(&self) -> Result<Vec<Worker>, StorageError>;
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -780,5 +784,18 @@ impl Storage for SqliteStorage {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn workers(&self) -> Result<Vec<Worker>, StorageError> {
+        let conn = self.conn();
+        let ids: Vec<String> = conn
+            .prepare("SELECT id FROM workers ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(load_worker(&conn, &id)?);
+        }
+        Ok(out)
     }
 }
