@@ -188,6 +188,12 @@ const MIGRATIONS: &[&str] = &[
         incident_id TEXT NOT NULL
     ) STRICT;
     ",
+    "
+    -- The device that created each incident, for the manifest's own digest;
+    -- filled from the documents by `backfill_device`.
+    ALTER TABLE incidents ADD COLUMN device TEXT NOT NULL DEFAULT '';
+    CREATE INDEX incidents_device ON incidents(device);
+    ",
 ];
 
 impl Store {
@@ -601,8 +607,8 @@ pub(crate) fn write_incident(
 ) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
-                                lat, lon, description, photos, notes, updated_at, heads)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                                lat, lon, description, photos, notes, updated_at, heads, device)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, category = excluded.category,
             status = excluded.status, grid = excluded.grid, captured_at = excluded.captured_at,
             captured_date = excluded.captured_date, captured_ms = excluded.captured_ms,
@@ -625,8 +631,28 @@ pub(crate) fn write_incident(
             incident.notes.len() as i64,
             rfc3339(&now),
             heads_to_bytes(heads),
+            incident.device,
         ],
     )?;
+    Ok(())
+}
+
+/// Fills the `device` column of a store made before it existed.
+fn backfill_device(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let rows: Vec<(String, Vec<u8>)> = {
+        let mut stmt = tx.prepare("SELECT id, doc FROM incidents")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (id, doc) in rows {
+        // Every stored document passed validation when it was written.
+        let device = IncidentDoc::load(&doc, ActorId::random())
+            .ok()
+            .and_then(|d| d.read().ok())
+            .map(|i| i.device)
+            .unwrap_or_default();
+        tx.execute("UPDATE incidents SET device = ?2 WHERE id = ?1", params![id, device])?;
+    }
     Ok(())
 }
 
@@ -653,6 +679,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     for sql in &MIGRATIONS[version as usize..] {
         tx.execute_batch(sql)?;
+    }
+    if version == 1 {
+        backfill_device(&tx)?;
     }
     if version < known {
         tx.pragma_update(None, "user_version", known)?;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobHash;
 use crate::incident::{IncidentDoc, IncidentId, rfc3339};
-use crate::protocol::{Cursor, Hash32, Manifest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse};
+use crate::protocol::{Cursor, Hash32, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse};
 use crate::store::{Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
 
 /// How far photo uploads go on this sync, cheapest first.
@@ -139,7 +139,15 @@ impl Store {
             let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
             Ok(n as u64)
         };
+        let own: Vec<String> = {
+            let device = self.profile()?.device.to_string();
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT id FROM incidents WHERE device = ?1 ORDER BY id")?;
+            stmt.query_map([device], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
         Ok(Manifest {
+            own: OwnDigest::of(own.iter().map(String::as_str)),
             incidents,
             digest: Hash32(*hasher.finalize().as_bytes()),
             pending_docs: count("SELECT count(*) FROM outbox")?,

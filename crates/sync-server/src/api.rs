@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sync_core::protocol::{self, BlobStatus, EnrollRequest, EnrollResponse, ErrorBody, MAX_BODY, SyncRequest};
+use sync_core::protocol::{
+    self, BlobStatus, EnrollRequest, EnrollResponse, ErrorBody, MAX_BODY, ManifestReport, SyncRequest,
+};
 use sync_core::{BlobHash, GridMap};
 
 use crate::photos::{Append, PhotoStore};
@@ -34,6 +36,7 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/enroll", post(enroll))
         .route("/v1/sync", post(sync))
+        .route("/v1/manifest", post(manifest))
         .route("/v1/blobs/{hash}", get(get_blob).put(put_blob))
         .route("/v1/blobs/{hash}/status", get(blob_status))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -227,6 +230,17 @@ async fn sync(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result
             tracing::warn!(device = %device.id, error = %e, "sync refused");
         })?;
         Ok(cbor(&resp))
+    })
+    .await
+}
+
+async fn manifest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    blocking(move || {
+        let device = authenticate(&app, &headers)?;
+        let report: ManifestReport = decode(&body)?;
+        let (now_ms, now) = clock();
+        let reply = crate::sync::report_manifest(app.storage.as_ref(), &device, &report, now_ms, &now)?;
+        Ok(cbor(&reply))
     })
     .await
 }

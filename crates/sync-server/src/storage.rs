@@ -245,6 +245,8 @@ pub trait Storage: Send + Sync + 'static {
     fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError>;
     /// Every photo these incidents reference.
     fn photo_refs(&self, incidents: &[String]) -> Result<Vec<PhotoRef>, StorageError>;
+    /// Ids of the incidents created on `device`, ascending.
+    fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError>;
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -302,6 +304,10 @@ const MIGRATIONS: &[&str] = &[
     -- A read-only token (`sync-server token create`) is a devices row of
     -- kind 'token': it can read reports and exports, never push or upload.
     ALTER TABLE devices ADD COLUMN kind TEXT NOT NULL DEFAULT 'device' CHECK (kind IN ('device', 'token'));
+",
+    "
+    -- Each device's manifest is checked against the incidents it created.
+    CREATE INDEX incidents_device ON incidents(device);
 ",
 ];
 
@@ -780,5 +786,11 @@ impl Storage for SqliteStorage {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id FROM incidents WHERE device = ?1 ORDER BY id")?;
+        Ok(stmt.query_map([device], |r| r.get(0))?.collect::<Result<_, _>>()?)
     }
 }
