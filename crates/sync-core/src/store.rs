@@ -226,6 +226,11 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Keep the WAL when the process exits instead of checkpointing it:
+        // a `field report` then costs one fsync of the WAL for its commit
+        // rather than five (WAL header, checkpoint, database, unlink).
+        // Commits stay durable; SQLite's automatic checkpoint bounds the WAL.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         migrate(&mut conn)?;
         let blobs = BlobStore::open(dir)?;
         let store = Store {
@@ -605,7 +610,7 @@ pub(crate) fn write_incident(
     heads: &[ChangeHash],
     now: DateTime<FixedOffset>,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
                                 lat, lon, description, photos, notes, updated_at, heads, device)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
@@ -615,25 +620,25 @@ pub(crate) fn write_incident(
             lat = excluded.lat, lon = excluded.lon, description = excluded.description,
             photos = excluded.photos, notes = excluded.notes, updated_at = excluded.updated_at,
             heads = excluded.heads",
-        params![
-            incident.id.to_string(),
-            bytes,
-            incident.category,
-            incident.status.as_str(),
-            incident.grid,
-            rfc3339(&incident.captured_at),
-            incident.captured_at.date_naive().to_string(),
-            incident.captured_at.timestamp_millis(),
-            incident.location.lat,
-            incident.location.lon,
-            incident.description,
-            incident.photos.len() as i64,
-            incident.notes.len() as i64,
-            rfc3339(&now),
-            heads_to_bytes(heads),
-            incident.device,
-        ],
-    )?;
+    )?
+    .execute(params![
+        incident.id.to_string(),
+        bytes,
+        incident.category,
+        incident.status.as_str(),
+        incident.grid,
+        rfc3339(&incident.captured_at),
+        incident.captured_at.date_naive().to_string(),
+        incident.captured_at.timestamp_millis(),
+        incident.location.lat,
+        incident.location.lon,
+        incident.description,
+        incident.photos.len() as i64,
+        incident.notes.len() as i64,
+        rfc3339(&now),
+        heads_to_bytes(heads),
+        incident.device,
+    ])?;
     Ok(())
 }
 

@@ -241,19 +241,20 @@ impl Store {
                 };
                 let id = id.to_string();
                 if ack.need_full {
-                    tx.execute("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1", [&id])?;
+                    tx.prepare_cached("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1")?
+                        .execute([&id])?;
                     continue;
                 }
                 let pushed = heads_to_bytes(heads);
-                let current: Vec<u8> =
-                    tx.query_row("SELECT heads FROM incidents WHERE id = ?1", [&id], |r| r.get(0))?;
+                let current: Vec<u8> = tx
+                    .prepare_cached("SELECT heads FROM incidents WHERE id = ?1")?
+                    .query_row([&id], |r| r.get(0))?;
                 if current == pushed {
-                    tx.execute("DELETE FROM outbox WHERE incident_id = ?1", [&id])?;
+                    tx.prepare_cached("DELETE FROM outbox WHERE incident_id = ?1")?
+                        .execute([&id])?;
                 } else {
-                    tx.execute(
-                        "UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1",
-                        params![id, pushed],
-                    )?;
+                    tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
+                        .execute(params![id, pushed])?;
                 }
                 applied.acknowledged += 1;
             }
@@ -311,18 +312,16 @@ impl Store {
                 .optional()?;
             if let Some(mut acked) = acked {
                 acked.extend(hashes.iter().flat_map(|h| h.0));
-                tx.execute(
-                    "UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1",
-                    params![id, acked],
-                )?;
+                tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
+                    .execute(params![id, acked])?;
             }
             applied.pulled_changes += hashes.len();
             for photo in &incident.photos {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR IGNORE INTO wanted (hash, kind, incident_id)
                      SELECT ?1, 'thumb', ?2 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)",
-                    params![photo.thumb.to_hex(), id],
-                )?;
+                )?
+                .execute(params![photo.thumb.to_hex(), id])?;
             }
         }
 

@@ -332,12 +332,17 @@ fn merge_push(
         }
     };
     // Changes whose dependencies the server lacks wait inside Automerge
-    // unapplied; only applied ones join the feed.
-    let applied: Vec<ChangeHash> = hashes
-        .iter()
-        .copied()
-        .filter(|h| am.get_change_by_hash(h).is_some())
-        .collect();
+    // unapplied; only applied ones join the feed. Usually nothing waits,
+    // which one call tells without looking up each change.
+    let applied: Vec<ChangeHash> = if am.get_missing_deps(&[]).is_empty() {
+        hashes.clone()
+    } else {
+        hashes
+            .iter()
+            .copied()
+            .filter(|h| am.get_change_by_hash(h).is_some())
+            .collect()
+    };
     let need_full = applied.len() < hashes.len();
     let heads: Vec<ChangeHash> = doc.heads.iter().map(|h| ChangeHash::from(*h)).collect();
     let stored = heads.iter().all(|h| am.get_change_by_hash(h).is_some());
@@ -378,14 +383,14 @@ fn merge_push(
         });
     }
     let server_heads = idoc.heads();
+    // The feed stores each new change as the device sent it: the bytes
+    // decoded to this hash, so there is no need to re-encode them.
     let mut new_changes = Vec::new();
     for h in &applied {
-        if !storage.has_change(&h.0)? {
-            let mut c = idoc
-                .automerge()
-                .get_change_by_hash(h)
-                .expect("applied change is present");
-            new_changes.push((h.0, c.bytes().into_owned()));
+        if !storage.has_change(&h.0)?
+            && let Some(i) = hashes.iter().position(|x| x == h)
+        {
+            new_changes.push((h.0, doc.changes[i].to_vec()));
         }
     }
     let mut blob_refs = Vec::new();
