@@ -17,7 +17,7 @@ use sync_core::protocol::{
 use sync_core::{BlobHash, GridMap};
 
 use crate::photos::{Append, PhotoStore};
-use crate::storage::{Device, Storage, StorageError};
+use crate::storage::{Device, Enrolment, Storage, StorageError};
 use crate::sync::{SyncError, scope_of};
 use crate::{clock, secret_hash};
 
@@ -192,11 +192,13 @@ async fn enroll(State(app): State<App>, body: Bytes) -> Result<Response, ApiErro
         let worker = app
             .storage
             .enroll(
-                &secret_hash(&crate::normalise_code(&req.code)),
-                &req.worker,
-                &device_id,
-                device.as_bytes(),
-                &secret_hash(&token),
+                &Enrolment {
+                    code_hash: &secret_hash(&crate::normalise_code(&req.code)),
+                    worker: &req.worker,
+                    device: &device_id,
+                    actor: device.as_bytes(),
+                    token_hash: &secret_hash(&token),
+                },
                 now_ms,
                 &now,
             )?
