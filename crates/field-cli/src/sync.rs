@@ -187,10 +187,11 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
     // Thumbnails of others' incidents, so a worker can check a case offline.
     let wanted = Store::open(data_dir)?.wanted_thumbs()?;
     fetch_thumbs(data_dir, &mut client, &wanted, &mut summary);
-    // Each request carried the manifest from before it; when anything
-    // moved, tell the server how things stand now, so the center's
-    // reconciliation sees this device in step.
-    if summary.acknowledged > 0 || summary.photos_uploaded > 0 || summary.resets > 0 || !summary.refused.is_empty() {
+    // The last request's manifest assumed its push would be acknowledged
+    // and knew nothing of the photo uploads after it; when that is not how
+    // things stand now, tell the server, so the center's reconciliation
+    // sees this device as it is.
+    if summary.photos_uploaded > 0 || summary.resets > 0 || !summary.refused.is_empty() || summary.waiting > 0 {
         let (_, reply) = send_manifest(data_dir, &mut client).context(pending_note(data_dir))?;
         summary.round_trips += 1;
         summary.in_step = Some(reply.in_step);

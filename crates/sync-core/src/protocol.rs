@@ -62,7 +62,8 @@ pub struct Manifest {
     pub incidents: u64,
     /// blake3 over the sorted `(id, sorted heads)` of every incident.
     pub digest: Hash32,
-    /// Incidents with changes the server has not acknowledged.
+    /// Incidents with changes the server has not acknowledged, beyond
+    /// those pushed in the request that carries this manifest.
     pub pending_docs: u64,
     /// Photo blobs (originals, display copies, thumbnails) not yet uploaded.
     pub pending_photos: u64,

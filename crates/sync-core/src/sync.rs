@@ -200,6 +200,10 @@ impl Store {
             });
             pushed.push((id, heads));
         }
+        // The manifest tells how things stand once this push is
+        // acknowledged, so the last round of a sync leaves it current.
+        let mut manifest = self.manifest()?;
+        manifest.pending_docs = manifest.pending_docs.saturating_sub(push.len() as u64);
         Ok(Outgoing {
             request: SyncRequest {
                 version: PROTOCOL_VERSION,
@@ -208,7 +212,7 @@ impl Store {
                 cursor: state.cursor,
                 pull_limit,
                 push,
-                manifest: self.manifest()?,
+                manifest,
             },
             pushed,
             change_bytes,
