@@ -921,7 +921,7 @@ mod tests {
         b.automerge().put(ROOT, "description", "from b").unwrap();
         a.merge(&mut b).unwrap();
         let winner = match a.automerge().get(ROOT, "description").unwrap() {
-            Some((Value::Scalar(s), _)) => s.to_str().unwrap().to_owned(),
+            Some((Value::Scalar(s), _)) => s.as_str().unwrap().to_owned(),
             other => panic!("{other:?}"),
         };
         assert_eq!(winner, "from b", "the higher actor wins in Automerge");
