@@ -3,7 +3,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use sync_core::protocol::{self, BlobStatus, MAX_PULL, SyncResponse};
+use sync_core::protocol::{self, BlobStatus, MAX_PULL, ManifestReply, ManifestReport, SyncResponse};
 use sync_core::sync::PhotoLevel;
 use sync_core::{BlobHash, Store};
 
@@ -18,6 +18,10 @@ pub struct Args {
     /// Attempts per request while the server is unreachable.
     #[arg(long, default_value_t = 5)]
     retries: u32,
+    /// Only tell the server what this device holds and what still waits
+    /// (a few hundred bytes), without pushing, uploading or pulling.
+    #[arg(long, conflicts_with = "photos")]
+    manifest_only: bool,
     /// Print a JSON summary.
     #[arg(long)]
     json: bool,
@@ -63,9 +67,25 @@ pub struct Summary {
     pub bytes_received: u64,
     pub resets: u32,
     pub waiting: usize,
+    /// The server's answer to the closing manifest, when one was sent.
+    pub in_step: Option<bool>,
+}
+
+/// What `--manifest-only` reports.
+#[derive(Debug, Serialize)]
+struct ManifestSummary {
+    incidents: u64,
+    own: u64,
+    server_own: u64,
+    pending_docs: u64,
+    pending_photos: u64,
+    in_step: bool,
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
+    if args.manifest_only {
+        return run_manifest_only(data_dir, args.retries, args.json);
+    }
     let summary = sync(data_dir, args.photos.into(), args.retries)?;
     if args.json {
         return print_json(&summary);
@@ -167,10 +187,63 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
     // Thumbnails of others' incidents, so a worker can check a case offline.
     let wanted = Store::open(data_dir)?.wanted_thumbs()?;
     fetch_thumbs(data_dir, &mut client, &wanted, &mut summary);
+    // The last request's manifest assumed its push would be acknowledged
+    // and knew nothing of the photo uploads after it; when that is not how
+    // things stand now, tell the server, so the center's reconciliation
+    // sees this device as it is.
+    if summary.photos_uploaded > 0 || summary.resets > 0 || !summary.refused.is_empty() || summary.waiting > 0 {
+        let (_, reply) = send_manifest(data_dir, &mut client).context(pending_note(data_dir))?;
+        summary.round_trips += 1;
+        summary.in_step = Some(reply.in_step);
+    }
     bar.finish_and_clear();
     summary.bytes_sent = client.sent;
     summary.bytes_received = client.received;
     Ok(summary)
+}
+
+fn send_manifest(data_dir: &Path, client: &mut Client) -> Result<(protocol::Manifest, ManifestReply)> {
+    let manifest = Store::open(data_dir)?.manifest()?;
+    let report = ManifestReport {
+        version: protocol::PROTOCOL_VERSION,
+        device_time_ms: now().timestamp_millis(),
+        manifest,
+    };
+    let bytes = client.call(reqwest::Method::POST, "/v1/manifest", protocol::encode(&report))?;
+    Ok((manifest, Client::cbor::<ManifestReply>(&bytes)?))
+}
+
+fn run_manifest_only(data_dir: &Path, retries: u32, json: bool) -> Result<()> {
+    let token = load_token(data_dir)?;
+    let server = Store::open(data_dir)?
+        .sync_state()?
+        .server
+        .context("this device is not enrolled; run `field enroll` first")?;
+    let mut client = Client::new(&server, Some(token), retries)?;
+    let (m, reply) = send_manifest(data_dir, &mut client)?;
+    let summary = ManifestSummary {
+        incidents: m.incidents,
+        own: m.own.count,
+        server_own: reply.server_own,
+        pending_docs: m.pending_docs,
+        pending_photos: m.pending_photos,
+        in_step: reply.in_step,
+    };
+    if json {
+        return print_json(&summary);
+    }
+    if reply.in_step {
+        eprintln!(
+            "in step: the server holds all {} incidents logged on this device",
+            m.own.count
+        );
+    } else {
+        eprintln!(
+            "not in step: the server holds {} of the {} incidents logged on this device; {} incidents and {} photo files wait to sync",
+            reply.server_own, m.own.count, m.pending_docs, m.pending_photos
+        );
+    }
+    emit(b"")
 }
 
 fn progress() -> ProgressBar {

@@ -519,19 +519,21 @@ impl IncidentDoc {
     /// Reads and validates the whole document.
     pub fn read(&self) -> Result<Incident, SchemaError> {
         let d = &self.doc;
-        let schema = uint(d, &ROOT, "schema", "schema")?;
+        // Each map is read in one pass, not one lookup per field.
+        let root = Fields::of(d, &ROOT);
+        let schema = uint(&root, "schema", "schema")?;
         if schema != SCHEMA_VERSION {
             return Err(schema_err(
                 "schema",
                 format!("is {schema}, but only version {SCHEMA_VERSION} is known"),
             ));
         }
-        let id = text(d, &ROOT, "id", "id")?
+        let id = text(&root, "id", "id")?
             .parse::<IncidentId>()
             .map_err(|e| schema_err("id", e.to_string()))?;
-        let loc = object(d, &ROOT, "location", "location", ObjType::Map)?;
-        let lat = opt_float(d, &loc, "lat", "location.lat")?;
-        let lon = opt_float(d, &loc, "lon", "location.lon")?;
+        let loc = Fields::of(d, &field_object(&root, "location", "location", ObjType::Map)?);
+        let lat = opt_float(&loc, "lat", "location.lat")?;
+        let lon = opt_float(&loc, "lon", "location.lon")?;
         if lat.is_some() != lon.is_some() {
             return Err(schema_err("location", "must have both lat and lon or neither"));
         }
@@ -540,8 +542,8 @@ impl IncidentDoc {
         let location = Location {
             lat,
             lon,
-            accuracy_m: opt_float(d, &loc, "accuracy_m", "location.accuracy_m")?,
-            address: opt_text(d, &loc, "address", "location.address")?,
+            accuracy_m: opt_float(&loc, "accuracy_m", "location.accuracy_m")?,
+            address: opt_text(&loc, "address", "location.address")?,
         };
 
         let mut statuses = Vec::new();
@@ -559,48 +561,48 @@ impl IncidentDoc {
         }
         let status = statuses.remove(0);
 
-        let history_obj = object(d, &ROOT, "status_history", "status_history", ObjType::List)?;
+        let history_obj = field_object(&root, "status_history", "status_history", ObjType::List)?;
         let mut status_history = Vec::new();
         for i in 0..d.length(&history_obj) {
             let path = format!("status_history[{i}]");
-            let entry = object(d, &history_obj, i, &path, ObjType::Map)?;
-            let from = opt_text(d, &entry, "from", &format!("{path}.from"))?
+            let entry = Fields::of(d, &object(d, &history_obj, i, &path, ObjType::Map)?);
+            let from = opt_text(&entry, "from", &format!("{path}.from"))?
                 .map(|s| {
                     s.parse::<Status>()
                         .map_err(|e| schema_err(format!("{path}.from"), e.to_string()))
                 })
                 .transpose()?;
-            let to = text(d, &entry, "to", &format!("{path}.to"))?
+            let to = text(&entry, "to", &format!("{path}.to"))?
                 .parse::<Status>()
                 .map_err(|e| schema_err(format!("{path}.to"), e.to_string()))?;
             status_history.push(StatusChange {
                 from,
                 to,
-                at: time(d, &entry, "at", &format!("{path}.at"))?,
-                by: text(d, &entry, "by", &format!("{path}.by"))?,
+                at: time(&entry, "at", &format!("{path}.at"))?,
+                by: text(&entry, "by", &format!("{path}.by"))?,
             });
         }
 
-        let notes_obj = object(d, &ROOT, "notes", "notes", ObjType::List)?;
+        let notes_obj = field_object(&root, "notes", "notes", ObjType::List)?;
         let mut notes = Vec::new();
         for i in 0..d.length(&notes_obj) {
             let path = format!("notes[{i}]");
-            let note = object(d, &notes_obj, i, &path, ObjType::Map)?;
+            let note = Fields::of(d, &object(d, &notes_obj, i, &path, ObjType::Map)?);
             notes.push(Note {
-                author: text(d, &note, "author", &format!("{path}.author"))?,
-                at: time(d, &note, "at", &format!("{path}.at"))?,
-                text: text(d, &note, "text", &format!("{path}.text"))?,
+                author: text(&note, "author", &format!("{path}.author"))?,
+                at: time(&note, "at", &format!("{path}.at"))?,
+                text: text(&note, "text", &format!("{path}.text"))?,
             });
         }
 
-        let photos_obj = object(d, &ROOT, "photos", "photos", ObjType::Map)?;
+        let photos_obj = Fields::of(d, &field_object(&root, "photos", "photos", ObjType::Map)?);
         let mut photos = Vec::new();
-        for key in d.keys(&photos_obj) {
+        for key in photos_obj.keys() {
             let path = format!("photos.{key}");
-            let p = object(d, &photos_obj, key.as_str(), &path, ObjType::Map)?;
+            let p = Fields::of(d, &field_object(&photos_obj, key, &path, ObjType::Map)?);
             let field = |name: &str| format!("{path}.{name}");
             let hash = |name: &str| -> Result<BlobHash, SchemaError> {
-                text(d, &p, name, &field(name))?
+                text(&p, name, &field(name))?
                     .parse()
                     .map_err(|e: crate::blob::ParseBlobHashError| schema_err(field(name), e.to_string()))
             };
@@ -611,24 +613,24 @@ impl IncidentDoc {
                     "does not match the key it is stored under",
                 ));
             }
-            let gps_lat = opt_float(d, &p, "gps_lat", &field("gps_lat"))?;
-            let gps_lon = opt_float(d, &p, "gps_lon", &field("gps_lon"))?;
+            let gps_lat = opt_float(&p, "gps_lat", &field("gps_lat"))?;
+            let gps_lon = opt_float(&p, "gps_lon", &field("gps_lon"))?;
             photos.push(PhotoRef {
                 original,
                 display: hash("display")?,
                 thumb: hash("thumb")?,
-                size: uint(d, &p, "size", &field("size"))?,
-                mime: text(d, &p, "mime", &field("mime"))?,
-                width: small_uint(d, &p, "width", &field("width"))?,
-                height: small_uint(d, &p, "height", &field("height"))?,
-                taken_at: opt_text(d, &p, "taken_at", &field("taken_at"))?,
+                size: uint(&p, "size", &field("size"))?,
+                mime: text(&p, "mime", &field("mime"))?,
+                width: small_uint(&p, "width", &field("width"))?,
+                height: small_uint(&p, "height", &field("height"))?,
+                taken_at: opt_text(&p, "taken_at", &field("taken_at"))?,
                 gps: match (gps_lat, gps_lon) {
                     (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
                     (None, None) => None,
                     _ => return Err(schema_err(field("gps_lat"), "must come with gps_lon")),
                 },
-                added_at: time(d, &p, "added_at", &field("added_at"))?,
-                added_by: text(d, &p, "added_by", &field("added_by"))?,
+                added_at: time(&p, "added_at", &field("added_at"))?,
+                added_by: text(&p, "added_by", &field("added_by"))?,
             });
         }
         photos.sort_by(|a, b| a.added_at.cmp(&b.added_at).then(a.original.cmp(&b.original)));
@@ -636,13 +638,13 @@ impl IncidentDoc {
         Ok(Incident {
             id,
             schema,
-            category: text(d, &ROOT, "category", "category")?,
-            description: text(d, &ROOT, "description", "description")?,
+            category: text(&root, "category", "category")?,
+            description: text(&root, "description", "description")?,
             location,
-            grid: text(d, &ROOT, "grid", "grid")?,
-            reporter: text(d, &ROOT, "reporter", "reporter")?,
-            device: text(d, &ROOT, "device", "device")?,
-            captured_at: time(d, &ROOT, "captured_at", "captured_at")?,
+            grid: text(&root, "grid", "grid")?,
+            reporter: text(&root, "reporter", "reporter")?,
+            device: text(&root, "device", "device")?,
+            captured_at: time(&root, "captured_at", "captured_at")?,
             status,
             status_conflicts: statuses,
             status_history,
@@ -697,16 +699,43 @@ fn put_photo(d: &mut AutoCommit, photos: &ObjId, photo: &PhotoRef) {
     d.put(&p, "added_by", photo.added_by.as_str()).expect(WRITE);
 }
 
-fn scalar(
-    d: &AutoCommit,
-    obj: &ObjId,
-    key: impl Into<automerge::Prop>,
-    path: &str,
-) -> Result<Option<ScalarValue>, SchemaError> {
-    match d.get(obj, key).map_err(|e| schema_err(path, e.to_string()))? {
+/// The visible keys and values of one map, read in a single pass.
+struct Fields {
+    items: Vec<(String, Value<'static>, ObjId)>,
+}
+
+impl Fields {
+    fn of(d: &AutoCommit, obj: &ObjId) -> Fields {
+        Fields {
+            items: d
+                .map_range(obj, ..)
+                .map(|item| (item.key.to_string(), Value::from(item.value.clone()), item.id()))
+                .collect(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&(String, Value<'static>, ObjId)> {
+        self.items.iter().find(|(k, _, _)| k == key)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().map(|(k, _, _)| k.as_str())
+    }
+}
+
+fn scalar<'f>(f: &'f Fields, key: &str, path: &str) -> Result<Option<&'f ScalarValue>, SchemaError> {
+    match f.get(key) {
         None => Ok(None),
-        Some((Value::Scalar(s), _)) => Ok(Some(s.into_owned())),
-        Some((Value::Object(_), _)) => Err(schema_err(path, "is an object where a value was expected")),
+        Some((_, Value::Scalar(s), _)) => Ok(Some(s.as_ref())),
+        Some((_, Value::Object(_), _)) => Err(schema_err(path, "is an object where a value was expected")),
+    }
+}
+
+fn field_object(f: &Fields, key: &str, path: &str, kind: ObjType) -> Result<ObjId, SchemaError> {
+    match f.get(key) {
+        Some((_, Value::Object(t), id)) if *t == kind => Ok(id.clone()),
+        Some(_) => Err(schema_err(path, format!("is not a {kind:?}").to_lowercase())),
+        None => Err(schema_err(path, "is missing")),
     }
 }
 
@@ -720,30 +749,30 @@ fn as_text(v: &Value<'_>) -> Option<String> {
     }
 }
 
-fn opt_text(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<Option<String>, SchemaError> {
-    match scalar(d, obj, key, path)? {
+fn opt_text(f: &Fields, key: &str, path: &str) -> Result<Option<String>, SchemaError> {
+    match scalar(f, key, path)? {
         None => Ok(None),
         Some(ScalarValue::Str(s)) => Ok(Some(s.to_string())),
         Some(_) => Err(schema_err(path, "is not a string")),
     }
 }
 
-fn text(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<String, SchemaError> {
-    opt_text(d, obj, key, path)?.ok_or_else(|| schema_err(path, "is missing"))
+fn text(f: &Fields, key: &str, path: &str) -> Result<String, SchemaError> {
+    opt_text(f, key, path)?.ok_or_else(|| schema_err(path, "is missing"))
 }
 
-fn time(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<DateTime<FixedOffset>, SchemaError> {
-    let s = text(d, obj, key, path)?;
+fn time(f: &Fields, key: &str, path: &str) -> Result<DateTime<FixedOffset>, SchemaError> {
+    let s = text(f, key, path)?;
     DateTime::parse_from_rfc3339(&s)
         .map_err(|_| schema_err(path, format!("is `{s}`, not an RFC 3339 time with offset")))
 }
 
-fn opt_float(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<Option<f64>, SchemaError> {
-    match scalar(d, obj, key, path)? {
+fn opt_float(f: &Fields, key: &str, path: &str) -> Result<Option<f64>, SchemaError> {
+    match scalar(f, key, path)? {
         None => Ok(None),
-        Some(ScalarValue::F64(f)) if f.is_finite() => Ok(Some(f)),
-        Some(ScalarValue::Int(i)) => Ok(Some(i as f64)),
-        Some(ScalarValue::Uint(u)) => Ok(Some(u as f64)),
+        Some(ScalarValue::F64(x)) if x.is_finite() => Ok(Some(*x)),
+        Some(ScalarValue::Int(i)) => Ok(Some(*i as f64)),
+        Some(ScalarValue::Uint(u)) => Ok(Some(*u as f64)),
         Some(_) => Err(schema_err(path, "is not a finite number")),
     }
 }
@@ -755,17 +784,17 @@ fn check_range(v: Option<f64>, lo: f64, hi: f64, path: &str) -> Result<(), Schem
     }
 }
 
-fn uint(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<u64, SchemaError> {
-    match scalar(d, obj, key, path)? {
+fn uint(f: &Fields, key: &str, path: &str) -> Result<u64, SchemaError> {
+    match scalar(f, key, path)? {
         None => Err(schema_err(path, "is missing")),
-        Some(ScalarValue::Uint(u)) => Ok(u),
-        Some(ScalarValue::Int(i)) if i >= 0 => Ok(i as u64),
+        Some(ScalarValue::Uint(u)) => Ok(*u),
+        Some(ScalarValue::Int(i)) if *i >= 0 => Ok(*i as u64),
         Some(_) => Err(schema_err(path, "is not a non-negative integer")),
     }
 }
 
-fn small_uint(d: &AutoCommit, obj: &ObjId, key: &str, path: &str) -> Result<u32, SchemaError> {
-    u32::try_from(uint(d, obj, key, path)?).map_err(|_| schema_err(path, "is too large"))
+fn small_uint(f: &Fields, key: &str, path: &str) -> Result<u32, SchemaError> {
+    u32::try_from(uint(f, key, path)?).map_err(|_| schema_err(path, "is too large"))
 }
 
 fn object(
@@ -872,6 +901,31 @@ mod tests {
         let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
         doc.automerge().put(ROOT, "status", "lost").unwrap();
         assert_eq!(doc.read().unwrap_err().field, "status");
+        // Nested fields are named by their path.
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
+        let history = existing(doc.automerge(), "status_history").unwrap();
+        let entry = object(doc.automerge(), &history, 0, "status_history[0]", ObjType::Map).unwrap();
+        doc.automerge().delete(&entry, "to").unwrap();
+        assert_eq!(doc.read().unwrap_err().field, "status_history[0].to");
+        let mut doc = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
+        let location = object(doc.automerge(), &ROOT, "location", "location", ObjType::Map).unwrap();
+        doc.automerge().put(&location, "lat", "north").unwrap();
+        assert_eq!(doc.read().unwrap_err().field, "location.lat");
+    }
+
+    #[test]
+    fn a_field_set_on_two_copies_reads_as_automerge_resolves_it() {
+        let mut a = IncidentDoc::create(&new_incident(), ActorId::from([1u8; 16])).unwrap();
+        let mut b = IncidentDoc::load(&a.save(), ActorId::from([2u8; 16])).unwrap();
+        a.automerge().put(ROOT, "description", "from a").unwrap();
+        b.automerge().put(ROOT, "description", "from b").unwrap();
+        a.merge(&mut b).unwrap();
+        let winner = match a.automerge().get(ROOT, "description").unwrap() {
+            Some((Value::Scalar(s), _)) => s.as_str().unwrap().to_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(winner, "from b", "the higher actor wins in Automerge");
+        assert_eq!(a.read().unwrap().description, winner);
     }
 
     #[test]

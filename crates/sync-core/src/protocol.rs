@@ -20,7 +20,7 @@ pub const MAX_PULL: u32 = 2000;
 pub const MAX_UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 
 /// 32 bytes: an Automerge change hash or a digest, as a CBOR byte string.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Hash32(#[serde(with = "serde_bytes")] pub [u8; 32]);
 
@@ -62,10 +62,60 @@ pub struct Manifest {
     pub incidents: u64,
     /// blake3 over the sorted `(id, sorted heads)` of every incident.
     pub digest: Hash32,
-    /// Incidents with changes the server has not acknowledged.
+    /// Incidents with changes the server has not acknowledged, beyond
+    /// those pushed in the request that carries this manifest.
     pub pending_docs: u64,
     /// Photo blobs (originals, display copies, thumbnails) not yet uploaded.
     pub pending_photos: u64,
+    /// The incidents created on this device, which the server can check
+    /// against what it holds from this device.
+    #[serde(default)]
+    pub own: OwnDigest,
+}
+
+/// A count and a digest of a set of incident ids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnDigest {
+    pub count: u64,
+    /// blake3 over the ids in ascending order, each followed by a newline.
+    pub digest: Hash32,
+}
+
+impl OwnDigest {
+    /// Digests ids given in ascending order.
+    pub fn of<'a>(sorted_ids: impl IntoIterator<Item = &'a str>) -> OwnDigest {
+        let mut hasher = blake3::Hasher::new();
+        let mut count = 0;
+        for id in sorted_ids {
+            hasher.update(id.as_bytes());
+            hasher.update(b"\n");
+            count += 1;
+        }
+        OwnDigest {
+            count,
+            digest: Hash32(*hasher.finalize().as_bytes()),
+        }
+    }
+}
+
+/// Only the manifest, without pushing or pulling: a device on a poor link
+/// tells the center what it still holds unsynced (`field sync --manifest-only`),
+/// and every sync that moved anything ends with one so the server's copy is current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestReport {
+    pub version: u32,
+    pub device_time_ms: i64,
+    pub manifest: Manifest,
+}
+
+/// The server's view of a device's manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestReply {
+    /// The server holds every incident the device created, and the device
+    /// has no records or photos waiting.
+    pub in_step: bool,
+    /// Incidents created on this device that the server holds.
+    pub server_own: u64,
 }
 
 /// The changes of one incident that the server has not acknowledged.
@@ -203,6 +253,7 @@ mod tests {
                 digest: Hash32([1; 32]),
                 pending_docs: 0,
                 pending_photos: 0,
+                own: OwnDigest::of(["a", "b"]),
             },
         };
         let bytes = encode(&req);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobHash;
 use crate::incident::{IncidentDoc, IncidentId, rfc3339};
-use crate::protocol::{Cursor, Hash32, Manifest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse};
+use crate::protocol::{Cursor, Hash32, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse};
 use crate::store::{Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
 
 /// How far photo uploads go on this sync, cheapest first.
@@ -139,7 +139,15 @@ impl Store {
             let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
             Ok(n as u64)
         };
+        let own: Vec<String> = {
+            let device = self.profile()?.device.to_string();
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT id FROM incidents WHERE device = ?1 ORDER BY id")?;
+            stmt.query_map([device], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
         Ok(Manifest {
+            own: OwnDigest::of(own.iter().map(String::as_str)),
             incidents,
             digest: Hash32(*hasher.finalize().as_bytes()),
             pending_docs: count("SELECT count(*) FROM outbox")?,
@@ -192,6 +200,10 @@ impl Store {
             });
             pushed.push((id, heads));
         }
+        // The manifest tells how things stand once this push is
+        // acknowledged, so the last round of a sync leaves it current.
+        let mut manifest = self.manifest()?;
+        manifest.pending_docs = manifest.pending_docs.saturating_sub(push.len() as u64);
         Ok(Outgoing {
             request: SyncRequest {
                 version: PROTOCOL_VERSION,
@@ -200,7 +212,7 @@ impl Store {
                 cursor: state.cursor,
                 pull_limit,
                 push,
-                manifest: self.manifest()?,
+                manifest,
             },
             pushed,
             change_bytes,
@@ -233,19 +245,20 @@ impl Store {
                 };
                 let id = id.to_string();
                 if ack.need_full {
-                    tx.execute("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1", [&id])?;
+                    tx.prepare_cached("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1")?
+                        .execute([&id])?;
                     continue;
                 }
                 let pushed = heads_to_bytes(heads);
-                let current: Vec<u8> =
-                    tx.query_row("SELECT heads FROM incidents WHERE id = ?1", [&id], |r| r.get(0))?;
+                let current: Vec<u8> = tx
+                    .prepare_cached("SELECT heads FROM incidents WHERE id = ?1")?
+                    .query_row([&id], |r| r.get(0))?;
                 if current == pushed {
-                    tx.execute("DELETE FROM outbox WHERE incident_id = ?1", [&id])?;
+                    tx.prepare_cached("DELETE FROM outbox WHERE incident_id = ?1")?
+                        .execute([&id])?;
                 } else {
-                    tx.execute(
-                        "UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1",
-                        params![id, pushed],
-                    )?;
+                    tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
+                        .execute(params![id, pushed])?;
                 }
                 applied.acknowledged += 1;
             }
@@ -303,18 +316,16 @@ impl Store {
                 .optional()?;
             if let Some(mut acked) = acked {
                 acked.extend(hashes.iter().flat_map(|h| h.0));
-                tx.execute(
-                    "UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1",
-                    params![id, acked],
-                )?;
+                tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
+                    .execute(params![id, acked])?;
             }
             applied.pulled_changes += hashes.len();
             for photo in &incident.photos {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR IGNORE INTO wanted (hash, kind, incident_id)
                      SELECT ?1, 'thumb', ?2 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)",
-                    params![photo.thumb.to_hex(), id],
-                )?;
+                )?
+                .execute(params![photo.thumb.to_hex(), id])?;
             }
         }
 

@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use sync_core::GridMap;
 
 use crate::storage::{Device, Role, Storage, Worker};
+use crate::sync::{ManifestStatus, manifest_status};
 use crate::{clock, normalise_code, random_code, secret_hash};
 
 /// Adds a worker. Workers need grid cells; centers need a community.
@@ -91,8 +92,23 @@ pub fn create_token(storage: &dyn Storage, worker: &str) -> Result<(String, Stri
     Ok((id, token))
 }
 
-pub fn devices(storage: &dyn Storage) -> Result<Vec<Device>> {
-    Ok(storage.devices()?)
+/// A device and how its last manifest compares with what the server holds.
+#[derive(Debug, serde::Serialize)]
+pub struct DeviceRow {
+    #[serde(flatten)]
+    pub device: Device,
+    pub sync: Option<ManifestStatus>,
+}
+
+pub fn devices(storage: &dyn Storage) -> Result<Vec<DeviceRow>> {
+    storage
+        .devices()?
+        .into_iter()
+        .map(|device| {
+            let sync = manifest_status(storage, &device)?;
+            Ok(DeviceRow { device, sync })
+        })
+        .collect()
 }
 
 pub fn revoke(storage: &dyn Storage, device: &str) -> Result<()> {

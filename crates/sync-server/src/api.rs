@@ -11,11 +11,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sync_core::protocol::{self, BlobStatus, EnrollRequest, EnrollResponse, ErrorBody, MAX_BODY, SyncRequest};
+use sync_core::protocol::{
+    self, BlobStatus, EnrollRequest, EnrollResponse, ErrorBody, MAX_BODY, ManifestReport, SyncRequest,
+};
 use sync_core::{BlobHash, GridMap};
 
 use crate::photos::{Append, PhotoStore};
-use crate::storage::{Device, Storage, StorageError};
+use crate::storage::{Device, Enrolment, Storage, StorageError};
 use crate::sync::{SyncError, scope_of};
 use crate::{clock, secret_hash};
 
@@ -34,6 +36,7 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/enroll", post(enroll))
         .route("/v1/sync", post(sync))
+        .route("/v1/manifest", post(manifest))
         .route("/v1/blobs/{hash}", get(get_blob).put(put_blob))
         .route("/v1/blobs/{hash}/status", get(blob_status))
         // The daily reconciliation and the center's dashboard (issue 4).
@@ -200,11 +203,13 @@ async fn enroll(State(app): State<App>, body: Bytes) -> Result<Response, ApiErro
         let worker = app
             .storage
             .enroll(
-                &secret_hash(&crate::normalise_code(&req.code)),
-                &req.worker,
-                &device_id,
-                device.as_bytes(),
-                &secret_hash(&token),
+                &Enrolment {
+                    code_hash: &secret_hash(&crate::normalise_code(&req.code)),
+                    worker: &req.worker,
+                    device: &device_id,
+                    actor: device.as_bytes(),
+                    token_hash: &secret_hash(&token),
+                },
                 now_ms,
                 &now,
             )?
@@ -238,6 +243,17 @@ async fn sync(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result
             tracing::warn!(device = %device.id, error = %e, "sync refused");
         })?;
         Ok(cbor(&resp))
+    })
+    .await
+}
+
+async fn manifest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    blocking(move || {
+        let device = authenticate(&app, &headers)?;
+        let report: ManifestReport = decode(&body)?;
+        let (now_ms, now) = clock();
+        let reply = crate::sync::report_manifest(app.storage.as_ref(), &device, &report, now_ms, &now)?;
+        Ok(cbor(&reply))
     })
     .await
 }

@@ -183,12 +183,13 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
             } else {
                 println!(
-                    "{:<38} {:<12} {:<8} {:<26} {:<26} STATE",
-                    "DEVICE", "WORKER", "ROLE", "ENROLLED", "LAST SYNC"
+                    "{:<38} {:<12} {:<8} {:<26} {:<26} {:<16} SYNC",
+                    "DEVICE", "WORKER", "ROLE", "ENROLLED", "LAST SYNC", "STATE"
                 );
-                for d in devices {
+                for row in devices {
+                    let d = &row.device;
                     println!(
-                        "{:<38} {:<12} {:<8} {:<26} {:<26} {}",
+                        "{:<38} {:<12} {:<8} {:<26} {:<26} {:<16} {}",
                         d.id,
                         d.worker.id,
                         d.worker.role.as_str(),
@@ -198,6 +199,14 @@ fn run(cli: Cli) -> Result<()> {
                             (true, _) => "revoked",
                             (false, true) => "read-only token",
                             (false, false) => "active",
+                        },
+                        match &row.sync {
+                            None => "-".to_owned(),
+                            Some(s) if s.in_step => "in step".to_owned(),
+                            Some(s) => format!(
+                                "{} of {} incidents here; {} records, {} photos waiting",
+                                s.server_own, s.device_own, s.pending_docs, s.pending_photos
+                            ),
                         }
                     );
                 }

@@ -473,36 +473,6 @@ fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
 }
 
-/// Stand-in until `crate::sync::manifest_status` lands on main (then deleted).
-#[derive(Debug, Clone)]
-struct ManifestStatus {
-    last_sync_at: String,
-    in_step: bool,
-    pending_docs: u64,
-    pending_photos: u64,
-    #[allow(dead_code)]
-    device_own: u64,
-    #[allow(dead_code)]
-    server_own: u64,
-}
-
-/// What the device's last manifest says against what the server holds.
-/// Stand-in until `crate::sync::manifest_status` lands on main (then deleted).
-fn manifest_status(_storage: &dyn Storage, device: &Device) -> Result<Option<ManifestStatus>, StorageError> {
-    let (Some(m), Some(at)) = (&device.manifest, &device.last_sync_at) else {
-        return Ok(None);
-    };
-    let n = |k: &str| m.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    Ok(Some(ManifestStatus {
-        last_sync_at: at.clone(),
-        in_step: n("pending_docs") == 0 && n("pending_photos") == 0,
-        pending_docs: n("pending_docs"),
-        pending_photos: n("pending_photos"),
-        device_own: 0,
-        server_own: 0,
-    }))
-}
-
 struct Loaded {
     row: StoredIncident,
     incident: sync_core::Incident,
@@ -655,7 +625,7 @@ pub fn daily_report(
             .iter()
             .filter(|d| d.worker.id == w.id && !d.read_only && d.revoked_at.is_none())
         {
-            let status = manifest_status(storage, d)?;
+            let status = crate::sync::manifest_status(storage, d)?;
             dev_rows.push(DeviceRow {
                 id: d.id.clone(),
                 last_sync_at: status.as_ref().map(|s| s.last_sync_at.clone()),

@@ -109,6 +109,18 @@ pub struct FeedRow {
     pub bytes: Vec<u8>,
 }
 
+/// A device exchanging a one-time code for a token.
+#[derive(Debug, Clone, Copy)]
+pub struct Enrolment<'a> {
+    /// Hash of the normalised code.
+    pub code_hash: &'a str,
+    pub worker: &'a str,
+    pub device: &'a str,
+    /// The device's Automerge actor id, bound to it from now on.
+    pub actor: &'a [u8],
+    pub token_hash: &'a str,
+}
+
 /// One incident as the server holds it, for reports and exports.
 #[derive(Debug, Clone)]
 pub struct StoredIncident {
@@ -186,16 +198,7 @@ pub trait Storage: Send + Sync + 'static {
     fn add_enrol_code(&self, code_hash: &str, worker: &str, expires_ms: i64, now: &str) -> Result<(), StorageError>;
     /// Uses up a code and registers the device in one step. `None` when the
     /// code is unknown, used or expired, or names another worker.
-    fn enroll(
-        &self,
-        code_hash: &str,
-        worker: &str,
-        device: &str,
-        actor: &[u8],
-        token_hash: &str,
-        now_ms: i64,
-        now: &str,
-    ) -> Result<Option<Worker>, StorageError>;
+    fn enroll(&self, enrolment: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<Option<Worker>, StorageError>;
     fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError>;
     /// Registers a read-only token for a worker (a center's dashboard, a script).
     fn add_token(&self, id: &str, worker: &str, actor: &[u8], token_hash: &str, now: &str) -> Result<(), StorageError>;
@@ -245,6 +248,8 @@ pub trait Storage: Send + Sync + 'static {
     fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError>;
     /// Every photo these incidents reference.
     fn photo_refs(&self, incidents: &[String]) -> Result<Vec<PhotoRef>, StorageError>;
+    /// Ids of the incidents created on `device`, ascending.
+    fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError>;
 
     /// Every worker and account, by id (the reconciliation lists workers
     /// with nothing that day too).
@@ -306,6 +311,10 @@ const MIGRATIONS: &[&str] = &[
     -- A read-only token (`sync-server token create`) is a devices row of
     -- kind 'token': it can read reports and exports, never push or upload.
     ALTER TABLE devices ADD COLUMN kind TEXT NOT NULL DEFAULT 'device' CHECK (kind IN ('device', 'token'));
+",
+    "
+    -- Each device's manifest is checked against the incidents it created.
+    CREATE INDEX incidents_device ON incidents(device);
 ",
 ];
 
@@ -472,16 +481,14 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    fn enroll(
-        &self,
-        code_hash: &str,
-        worker: &str,
-        device: &str,
-        actor: &[u8],
-        token_hash: &str,
-        now_ms: i64,
-        now: &str,
-    ) -> Result<Option<Worker>, StorageError> {
+    fn enroll(&self, enrolment: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<Option<Worker>, StorageError> {
+        let Enrolment {
+            code_hash,
+            worker,
+            device,
+            actor,
+            token_hash,
+        } = *enrolment;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let used = tx.execute(
@@ -784,6 +791,12 @@ impl Storage for SqliteStorage {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id FROM incidents WHERE device = ?1 ORDER BY id")?;
+        Ok(stmt.query_map([device], |r| r.get(0))?.collect::<Result<_, _>>()?)
     }
 
     fn workers(&self) -> Result<Vec<Worker>, StorageError> {

@@ -5,8 +5,10 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::{AutoCommit, Change, ChangeHash};
+use serde::Serialize;
 use sync_core::protocol::{
-    Ack, Cursor, FeedChange, Hash32, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, PROTOCOL_VERSION, SyncRequest, SyncResponse,
+    Ack, Cursor, FeedChange, Hash32, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, Manifest, ManifestReply, ManifestReport,
+    OwnDigest, PROTOCOL_VERSION, SyncRequest, SyncResponse,
 };
 use sync_core::{IncidentDoc, IncidentId};
 
@@ -122,13 +124,12 @@ pub fn sync(
         })
         .collect();
 
-    let manifest = serde_json::json!({
-        "incidents": req.manifest.incidents,
-        "digest": hex(&req.manifest.digest.0),
-        "pending_docs": req.manifest.pending_docs,
-        "pending_photos": req.manifest.pending_photos,
-    });
-    storage.record_sync(&device.id, &manifest, req.device_time_ms.saturating_sub(now_ms), now)?;
+    storage.record_sync(
+        &device.id,
+        &manifest_json(&req.manifest),
+        req.device_time_ms.saturating_sub(now_ms),
+        now,
+    )?;
 
     Ok(SyncResponse {
         epoch,
@@ -139,6 +140,85 @@ pub fn sync(
         cursor,
         more,
         thumbs,
+    })
+}
+
+/// A manifest as the server keeps it (the `devices.manifest` column).
+fn manifest_json(m: &Manifest) -> serde_json::Value {
+    serde_json::json!({
+        "incidents": m.incidents,
+        "digest": hex(&m.digest.0),
+        "pending_docs": m.pending_docs,
+        "pending_photos": m.pending_photos,
+        "own": { "count": m.own.count, "digest": hex(&m.own.digest.0) },
+    })
+}
+
+/// A device's latest manifest against what the server holds from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestStatus {
+    /// When the manifest arrived (server clock).
+    pub last_sync_at: String,
+    /// The server holds every incident the device created, and the device
+    /// had no records or photos waiting.
+    pub in_step: bool,
+    /// Incidents with changes the device had not yet pushed.
+    pub pending_docs: u64,
+    /// Photo files the device had not yet uploaded.
+    pub pending_photos: u64,
+    /// Incidents the device had created.
+    pub device_own: u64,
+    /// Of those, the ones the server holds.
+    pub server_own: u64,
+}
+
+/// `None` when the device has never sent a manifest.
+pub fn manifest_status(storage: &dyn Storage, device: &Device) -> Result<Option<ManifestStatus>, StorageError> {
+    let (Some(manifest), Some(at)) = (&device.manifest, &device.last_sync_at) else {
+        return Ok(None);
+    };
+    let ids = storage.own_incident_ids(&device.id)?;
+    let server = OwnDigest::of(ids.iter().map(String::as_str));
+    Ok(Some(compare(manifest, server, at)))
+}
+
+fn compare(manifest: &serde_json::Value, server: OwnDigest, at: &str) -> ManifestStatus {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let pending_docs = n(&manifest["pending_docs"]);
+    let pending_photos = n(&manifest["pending_photos"]);
+    let device_own = n(&manifest["own"]["count"]);
+    let same = device_own == server.count && manifest["own"]["digest"].as_str() == Some(hex(&server.digest.0).as_str());
+    ManifestStatus {
+        last_sync_at: at.to_owned(),
+        in_step: same && pending_docs == 0 && pending_photos == 0,
+        pending_docs,
+        pending_photos,
+        device_own,
+        server_own: server.count,
+    }
+}
+
+/// Records a manifest sent on its own, and answers whether the server agrees.
+pub fn report_manifest(
+    storage: &dyn Storage,
+    device: &Device,
+    report: &ManifestReport,
+    now_ms: i64,
+    now: &str,
+) -> Result<ManifestReply, SyncError> {
+    if report.version != PROTOCOL_VERSION {
+        return Err(SyncError::BadRequest(format!(
+            "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+            report.version
+        )));
+    }
+    let json = manifest_json(&report.manifest);
+    storage.record_sync(&device.id, &json, report.device_time_ms.saturating_sub(now_ms), now)?;
+    let ids = storage.own_incident_ids(&device.id)?;
+    let status = compare(&json, OwnDigest::of(ids.iter().map(String::as_str)), now);
+    Ok(ManifestReply {
+        in_step: status.in_step,
+        server_own: status.server_own,
     })
 }
 
@@ -252,12 +332,17 @@ fn merge_push(
         }
     };
     // Changes whose dependencies the server lacks wait inside Automerge
-    // unapplied; only applied ones join the feed.
-    let applied: Vec<ChangeHash> = hashes
-        .iter()
-        .copied()
-        .filter(|h| am.get_change_by_hash(h).is_some())
-        .collect();
+    // unapplied; only applied ones join the feed. Usually nothing waits,
+    // which one call tells without looking up each change.
+    let applied: Vec<ChangeHash> = if am.get_missing_deps(&[]).is_empty() {
+        hashes.clone()
+    } else {
+        hashes
+            .iter()
+            .copied()
+            .filter(|h| am.get_change_by_hash(h).is_some())
+            .collect()
+    };
     let need_full = applied.len() < hashes.len();
     let heads: Vec<ChangeHash> = doc.heads.iter().map(|h| ChangeHash::from(*h)).collect();
     let stored = heads.iter().all(|h| am.get_change_by_hash(h).is_some());
@@ -298,14 +383,14 @@ fn merge_push(
         });
     }
     let server_heads = idoc.heads();
+    // The feed stores each new change as the device sent it: the bytes
+    // decoded to this hash, so there is no need to re-encode them.
     let mut new_changes = Vec::new();
     for h in &applied {
-        if !storage.has_change(&h.0)? {
-            let mut c = idoc
-                .automerge()
-                .get_change_by_hash(h)
-                .expect("applied change is present");
-            new_changes.push((h.0, c.bytes().into_owned()));
+        if !storage.has_change(&h.0)?
+            && let Some(i) = hashes.iter().position(|x| x == h)
+        {
+            new_changes.push((h.0, doc.changes[i].to_vec()));
         }
     }
     let mut blob_refs = Vec::new();

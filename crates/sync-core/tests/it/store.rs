@@ -607,3 +607,35 @@ fn the_database_is_durable_and_guarded() {
         Ok(_) => panic!("a database from a newer build was opened"),
     }
 }
+
+#[test]
+fn a_store_from_before_the_device_column_learns_its_own_incidents_at_open() {
+    let (dir, mut store, profile) = device();
+    let mine = new_incident(
+        IncidentId::new(1_763_601_330_000, [0x21; 10]),
+        "clutter",
+        t("2026-11-20T09:00:00+08:00"),
+    );
+    report(&mut store, &profile, mine, &[]);
+    let mut other = new_incident(
+        IncidentId::new(1_763_601_390_000, [0x22; 10]),
+        "lawn",
+        t("2026-11-20T10:00:00+08:00"),
+    );
+    other.device = "0199a000-0000-7000-8000-00000000beef".to_owned();
+    report(&mut store, &profile, other, &[]);
+    let before = store.manifest().unwrap().own;
+    assert_eq!(before.count, 1);
+    drop(store);
+
+    // Put the database back to schema 1, as an older build left it.
+    let conn = rusqlite::Connection::open(dir.path().join(sync_core::store::DB_FILE)).unwrap();
+    conn.execute_batch(
+        "DROP INDEX incidents_device; ALTER TABLE incidents DROP COLUMN device; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = open(dir.path());
+    assert_eq!(store.manifest().unwrap().own, before);
+}

@@ -227,6 +227,7 @@ fn request(push: Vec<PushDoc>) -> SyncRequest {
             digest: Hash32([0; 32]),
             pending_docs: 0,
             pending_photos: 0,
+            own: Default::default(),
         },
     }
 }

@@ -19,6 +19,7 @@ mod convergence;
 mod crash;
 mod cut;
 mod harness_checks;
+mod manifest;
 mod property;
 mod restore;
 

@@ -17,7 +17,7 @@ use sync_core::incident::rfc3339;
 use sync_core::protocol::{self, MAX_PULL, SyncRequest, SyncResponse};
 use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON};
 use sync_core::{GridMap, Incident, IncidentDoc, IncidentId, ListFilter, Location, NewIncident, Store};
-use sync_server::storage::{Role, Scope, SqliteStorage, Storage, Worker};
+use sync_server::storage::{Enrolment, Role, Scope, SqliteStorage, Storage, Worker};
 use sync_server::sync::{scope_of, sync};
 use tempfile::TempDir;
 
@@ -177,11 +177,13 @@ impl World {
             world
                 .server
                 .enroll(
-                    &code,
-                    &worker,
-                    &uuid.to_string(),
-                    uuid.as_bytes(),
-                    &token,
+                    &Enrolment {
+                        code_hash: &code,
+                        worker: &worker,
+                        device: &uuid.to_string(),
+                        actor: uuid.as_bytes(),
+                        token_hash: &token,
+                    },
                     now_ms,
                     &rfc3339(&now),
                 )

@@ -1,0 +1,154 @@
+//! The manifest each device sends: the server can tell whether it holds
+//! everything a device logged, and what the device still has waiting,
+//! including when the device only reports (`field sync --manifest-only`)
+//! and after the server was restored from an older copy.
+
+use serde_json::Value;
+
+use crate::*;
+
+const CELL: &str = "HLT-CX-HX-01";
+
+/// The `sync` object of the device's row in `sync-server device list --json`.
+fn sync_row(server: &Server, dev: &Device) -> Value {
+    let device_id = dev.status()["profile"]["device"]
+        .as_str()
+        .expect("status names the device")
+        .to_owned();
+    let rows: Vec<Value> = serde_json::from_str(&server.admin(&["device", "list", "--json"])).unwrap();
+    rows.into_iter()
+        .find(|r| r["id"] == device_id.as_str())
+        .unwrap_or_else(|| panic!("device {device_id} is listed"))["sync"]
+        .clone()
+}
+
+fn server_incidents(server: &Server) -> i64 {
+    server
+        .db()
+        .query_row("SELECT count(*) FROM incidents", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn the_server_knows_whether_a_device_is_in_step() {
+    let mut server = Server::new();
+    server.add_worker("w1", &[CELL]);
+    server.start();
+    let dev = Device::new("w1", &[CELL]);
+    dev.enroll(&server);
+    assert_eq!(
+        sync_row(&server, &dev),
+        Value::Null,
+        "no manifest before the first sync"
+    );
+
+    let photo = fixture("manhole-exif.jpg");
+    dev.report(&["--category", "manhole-cover", "--photo", &photo]);
+    dev.report(&["--category", "clutter"]);
+    let summary = dev.sync(&[]);
+    assert_eq!(summary["in_step"], true, "{summary}");
+    let row = sync_row(&server, &dev);
+    assert_eq!(row["in_step"], true, "{row}");
+    assert_eq!(
+        (row["device_own"].as_u64(), row["server_own"].as_u64()),
+        (Some(2), Some(2))
+    );
+
+    // Two more, and only the manifest goes up: nothing is pushed.
+    dev.report(&["--category", "lawn"]);
+    dev.report(&["--category", "tree-missing"]);
+    let only = dev.sync(&["--manifest-only"]);
+    assert_eq!(only["in_step"], false, "{only}");
+    assert_eq!(
+        (only["own"].as_u64(), only["server_own"].as_u64()),
+        (Some(4), Some(2)),
+        "{only}"
+    );
+    assert_eq!(only["pending_docs"], 2, "{only}");
+    assert_eq!(server_incidents(&server), 2, "a manifest-only sync pushes nothing");
+    let row = sync_row(&server, &dev);
+    assert_eq!(row["in_step"], false, "{row}");
+    assert_eq!(
+        (row["pending_docs"].as_u64(), row["pending_photos"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(
+        (row["device_own"].as_u64(), row["server_own"].as_u64()),
+        (Some(4), Some(2))
+    );
+
+    // Records only: the photos still wait, so not in step.
+    dev.report(&["--category", "curb-stone", "--photo", &fixture("curb.png")]);
+    let summary = dev.sync(&["--photos", "none"]);
+    assert_eq!(
+        summary["round_trips"], 1,
+        "no photo moved, so no closing manifest: {summary}"
+    );
+    let row = sync_row(&server, &dev);
+    assert_eq!(
+        (row["pending_docs"].as_u64(), row["pending_photos"].as_u64()),
+        (Some(0), Some(3)),
+        "{row}"
+    );
+    assert_eq!(
+        (row["device_own"].as_u64(), row["server_own"].as_u64()),
+        (Some(5), Some(5))
+    );
+
+    dev.sync(&[]);
+    assert_eq!(sync_row(&server, &dev)["in_step"], true);
+
+    // A sync with nothing to move sends no extra manifest round trip.
+    let noop = dev.sync(&[]);
+    assert_eq!(
+        (noop["round_trips"].as_u64(), noop["in_step"].clone()),
+        (Some(1), Value::Null),
+        "{noop}"
+    );
+}
+
+#[test]
+fn a_restored_server_sees_the_device_out_of_step_until_it_syncs() {
+    let mut server = Server::new();
+    server.add_worker("w1", &[CELL]);
+    server.start();
+    let dev = Device::new("w1", &[CELL]);
+    dev.enroll(&server);
+    dev.report(&["--category", "clutter"]);
+    let summary = dev.sync(&[]);
+    // No photo: the one round trip's manifest already counts its push as done.
+    assert_eq!(summary["round_trips"], 1, "{summary}");
+    assert_eq!(sync_row(&server, &dev)["in_step"], true);
+
+    server.kill();
+    let backup = tempfile::tempdir().unwrap();
+    copy_tree(server.data_dir(), backup.path());
+    server.start();
+    dev.report(&["--category", "lawn"]);
+    dev.sync(&[]);
+
+    // Back to the copy that lacks the second incident.
+    server.kill();
+    std::fs::remove_dir_all(server.data_dir()).unwrap();
+    std::fs::create_dir_all(server.data_dir()).unwrap();
+    copy_tree(backup.path(), server.data_dir());
+    server.start();
+
+    // The device has nothing pending, yet the server lacks one of its incidents.
+    let only = dev.sync(&["--manifest-only"]);
+    assert_eq!(
+        (only["pending_docs"].as_u64(), only["in_step"].clone()),
+        (Some(0), Value::Bool(false)),
+        "{only}"
+    );
+    assert_eq!(
+        (only["own"].as_u64(), only["server_own"].as_u64()),
+        (Some(2), Some(1)),
+        "{only}"
+    );
+
+    dev.sync(&[]);
+    let row = sync_row(&server, &dev);
+    assert_eq!(row["in_step"], true, "{row}");
+    assert_eq!(server_incidents(&server), 2);
+}
