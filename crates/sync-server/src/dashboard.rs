@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
-use sync_core::{BlobHash, IncidentDoc, Status, Taxonomy};
+use sync_core::{BlobHash, Status, Taxonomy};
 
 use crate::api::{self, ApiError, App, AppState};
 use crate::report::{self, DailyReport, Flag, IncidentLine, PhotoLine};
@@ -348,7 +348,10 @@ async fn sign_in(State(app): State<App>, Form(form): Form<SignIn>) -> Response {
         }
         Ok(_) => sign_in_page(StatusCode::UNAUTHORIZED, Some("That is not a valid token.")),
         Err(e) if e.status().is_client_error() => sign_in_page(e.status(), Some(e.message())),
-        Err(e) => sign_in_page(e.status(), Some("The server cannot check tokens right now; try again later.")),
+        Err(e) => sign_in_page(
+            e.status(),
+            Some("The server cannot check tokens right now; try again later."),
+        ),
     }
 }
 
@@ -472,7 +475,7 @@ async fn incident_page(State(app): State<App>, headers: HeaderMap, Path(id): Pat
                 "This incident is outside your community.",
             ));
         }
-        let incident = match IncidentDoc::load(&doc, automerge::ActorId::random()).and_then(|d| Ok(d.read()?)) {
+        let incident = match report::read_incident(&doc) {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(incident = %id, error = %e, "stored incident does not read");

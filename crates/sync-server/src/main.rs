@@ -265,7 +265,9 @@ fn reconcile(config: &Config, args: ReconcileArgs) -> Result<()> {
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            out.write_all(&bytes).and_then(|()| out.flush()).context("cannot write the report")
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .context("cannot write the report")
         }
     }
 }

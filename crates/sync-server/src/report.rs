@@ -384,7 +384,7 @@ pub fn communities_with_workers(storage: &dyn Storage, grids: &GridMap) -> Resul
     for path in grids.cells() {
         let has = workers
             .iter()
-            .any(|w| w.role == Role::Worker && w.grids.iter().any(|g| *g == path.cell.id));
+            .any(|w| w.role == Role::Worker && w.grids.contains(&path.cell.id));
         if has && !out.contains(&path.community.id) {
             out.push(path.community.id.clone());
         }
@@ -417,10 +417,12 @@ pub fn resolve_community(storage: &dyn Storage, grids: &GridMap, given: Option<&
 
 /// The community's zone.
 pub fn community_zone(grids: &GridMap, community: &str) -> Result<Tz, ReportError> {
-    let c = grids.community(community).ok_or_else(|| ReportError::UnknownCommunity {
-        given: community.to_owned(),
-        known: known_communities(grids),
-    })?;
+    let c = grids
+        .community(community)
+        .ok_or_else(|| ReportError::UnknownCommunity {
+            given: community.to_owned(),
+            known: known_communities(grids),
+        })?;
     let zone = if c.timezone.is_empty() {
         DEFAULT_TIMEZONE
     } else {
@@ -473,6 +475,12 @@ fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
 }
 
+/// Decodes and validates a stored incident document.
+pub fn read_incident(doc: &[u8]) -> Result<sync_core::Incident, String> {
+    let doc = IncidentDoc::load(doc, automerge::ActorId::random()).map_err(|e| e.to_string())?;
+    doc.read().map_err(|e| e.to_string())
+}
+
 struct Loaded {
     row: StoredIncident,
     incident: sync_core::Incident,
@@ -508,12 +516,10 @@ pub fn daily_report(
     for row in rows {
         let captured = parse_time(&row.id, &row.captured_at)?;
         let received = parse_time(&row.id, &row.first_received_at)?;
-        let incident = IncidentDoc::load(&row.doc, automerge::ActorId::random())
-            .and_then(|d| Ok(d.read()?))
-            .map_err(|e| ReportError::BadIncident {
-                id: row.id.clone(),
-                reason: e.to_string(),
-            })?;
+        let incident = read_incident(&row.doc).map_err(|reason| ReportError::BadIncident {
+            id: row.id.clone(),
+            reason,
+        })?;
         all.push(Loaded {
             row,
             incident,

@@ -21,6 +21,7 @@ mod cut;
 mod harness_checks;
 mod manifest;
 mod property;
+mod reconcile;
 mod restore;
 
 pub const HX01: &str = "HLT-CX-HX-01";
