@@ -18,6 +18,7 @@ mod adversarial;
 mod convergence;
 mod crash;
 mod cut;
+mod dashboard;
 mod harness_checks;
 mod manifest;
 mod property;

@@ -98,7 +98,7 @@ pub fn scripted_day() -> ScriptedDay {
     }
 
     // 赵: everything, photos too.
-    zhao.report(&[
+    let manhole = zhao.report(&[
         "--category",
         "manhole-cover",
         "--desc",
@@ -106,6 +106,7 @@ pub fn scripted_day() -> ScriptedDay {
         "--photo",
         &fixture("manhole-exif.jpg"),
     ]);
+    zhao.ok(&["update", &manhole, "--note", "已通知市政"]);
     zhao.report(&["--category", "clutter", "--desc", "楼道堆物"]);
     zhao.sync(&[]);
 

@@ -1,0 +1,463 @@
+//! The center's dashboard at `/center`: sign-in, cookie, scope and headers
+//! over plain HTTP, then the scripted day in a real headless Chromium
+//! driven over the DevTools protocol: it signs in through the form as a
+//! clerk would, sees the workers and flags, loads the thumbnails, opens an
+//! incident, and a screenshot is taken and decoded.
+//!
+//! Chromium is Debian's `chromium` (installed by `.ci/run`); without it the
+//! browser test fails, it does not skip.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use crate::reconcile::{HX, scripted_day};
+use crate::*;
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `POST /center/sign-in` as the form sends it.
+fn sign_in(server: &Server, token: &str) -> reqwest::blocking::Response {
+    client()
+        .post(format!("{}/center/sign-in", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .unwrap()
+}
+
+/// The cookie a successful sign-in sets, as `name=value`.
+#[track_caller]
+fn session_cookie(server: &Server, token: &str) -> String {
+    let resp = sign_in(server, token);
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/center");
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/center", "Max-Age="] {
+        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
+    }
+    set.split(';').next().unwrap().to_owned()
+}
+
+fn get(server: &Server, path: &str, cookie: Option<&str>) -> reqwest::blocking::Response {
+    let mut req = client().get(format!("{}{path}", server.url));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().unwrap()
+}
+
+#[test]
+fn sign_in_cookie_headers_and_scope() {
+    let mut server = Server::new();
+    server.add_worker("w-a", &[HX01]);
+    server.add_worker("w-x", &["HLT-XS-XS-01"]);
+    server.add_center("hx-center", HX);
+    server.add_center("xs-center", "HLT-XS-XS");
+    let hx = server.token("hx-center");
+    let xs = server.token("xs-center");
+    server.start();
+    let a = Device::new("w-a", &[HX01]);
+    a.enroll(&server);
+    let id = a.report(&["--category", "lawn", "--photo", &fixture("curb.png")]);
+    a.sync(&[]);
+    let x = Device::new("w-x", &["HLT-XS-XS-01"]);
+    x.enroll(&server);
+    let xid = x.report(&["--category", "clutter"]);
+    x.sync(&[]);
+    let thumb: String = server
+        .db()
+        .query_row(
+            "SELECT hash FROM blob_refs WHERE incident_id = ?1 AND kind = 'thumb'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+
+    // Signed out: the sign-in form, with the strict headers.
+    let resp = get(&server, "/center", None);
+    assert_eq!(resp.status(), 200);
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    for part in [
+        "default-src 'none'",
+        "img-src 'self' data:",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "CSP lacks {part}: {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("script-src"), "{csp}");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    let body = resp.text().unwrap();
+    assert!(
+        body.contains(r#"action="/center/sign-in""#) && !body.contains("<script"),
+        "{body}"
+    );
+    assert_eq!(get(&server, "/center/style.css", None).status(), 200);
+
+    // Wrong tokens get the form again with a sentence, and no cookie.
+    for (token, status) in [("0123abcd", 401), ("not hex at all", 401)] {
+        let resp = sign_in(&server, token);
+        assert_eq!(resp.status(), status);
+        assert!(resp.headers().get("set-cookie").is_none());
+        assert!(resp.text().unwrap().contains("role=\"alert\""));
+    }
+    let device_token = std::fs::read_to_string(a.dir.path().join("device.token")).unwrap();
+    let resp = sign_in(&server, device_token.trim());
+    assert_eq!(resp.status(), 403, "a grid worker's token is not a center's");
+    assert!(resp.headers().get("set-cookie").is_none());
+    // A forged cookie is no sign-in.
+    let body = get(&server, "/center", Some("center_token=00ff")).text().unwrap();
+    assert!(body.contains(r#"action="/center/sign-in""#));
+
+    let hx_cookie = session_cookie(&server, &hx);
+    let xs_cookie = session_cookie(&server, &xs);
+    let page = get(&server, "/center", Some(&hx_cookie));
+    assert_eq!(page.status(), 200);
+    let html = page.text().unwrap();
+    assert!(html.contains(r#"data-worker="w-a""#) && !html.contains(r#"data-worker="w-x""#));
+    assert!(html.contains(&format!("/center/photos/{thumb}")));
+
+    // Photos and incidents: cookie and scope checked.
+    let photo = format!("/center/photos/{thumb}");
+    assert_eq!(get(&server, &photo, None).status(), 401);
+    assert_eq!(get(&server, &photo, Some(&xs_cookie)).status(), 403);
+    let resp = get(&server, &photo, Some(&hx_cookie));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/jpeg");
+    image::load_from_memory(&resp.bytes().unwrap()).expect("the thumbnail decodes");
+    assert_eq!(get(&server, "/center/photos/xyz", Some(&hx_cookie)).status(), 400);
+    assert_eq!(
+        get(&server, &format!("/center/incidents/{id}"), Some(&hx_cookie)).status(),
+        200
+    );
+    assert_eq!(
+        get(&server, &format!("/center/incidents/{id}"), Some(&xs_cookie)).status(),
+        403
+    );
+    assert_eq!(
+        get(&server, &format!("/center/incidents/{xid}"), Some(&hx_cookie)).status(),
+        403
+    );
+    assert_eq!(get(&server, &format!("/center/incidents/{id}"), None).status(), 401);
+    assert_eq!(
+        get(&server, "/center/incidents/not-an-id", Some(&hx_cookie)).status(),
+        400
+    );
+    let missing = "01930000-0000-7000-8000-000000000000";
+    assert_eq!(
+        get(&server, &format!("/center/incidents/{missing}"), Some(&hx_cookie)).status(),
+        404
+    );
+
+    // Bad input is a page with a sentence, never a 5xx.
+    let resp = get(&server, "/center?date=2026-02-30", Some(&hx_cookie));
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().unwrap().contains("is not a date"));
+    assert_eq!(
+        get(&server, "/center?community=HLT-XS-XS", Some(&hx_cookie)).status(),
+        403
+    );
+    assert_eq!(
+        get(&server, "/center?community=NOWHERE", Some(&hx_cookie)).status(),
+        400
+    );
+
+    // Sign-out clears the cookie; a revoked token stops working at once.
+    let resp = client()
+        .post(format!("{}/center/sign-out", server.url))
+        .header("cookie", &hx_cookie)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert!(resp.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    let list: Value = serde_json::from_str(&server.admin(&["device", "list", "--json"])).unwrap();
+    let xs_id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["worker"]["id"] == "xs-center")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.admin(&["device", "revoke", &xs_id]);
+    let body = get(&server, "/center", Some(&xs_cookie)).text().unwrap();
+    assert!(
+        body.contains(r#"action="/center/sign-in""#),
+        "a revoked token is signed out"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Headless Chromium over the DevTools protocol.
+
+/// A headless Chromium with its own profile, and a DevTools connection to its page.
+struct Browser {
+    child: Child,
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn launch() -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--window-size=1400,1600",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run chromium ({e}); install Debian's `chromium` package (.ci/run does)")
+            });
+        // Chromium writes the port it picked into the profile.
+        let port_file = profile.path().join("DevToolsActivePort");
+        let mut port = String::new();
+        eventually(30, || {
+            std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.lines().next().map(str::to_owned))
+                .filter(|p| !p.is_empty())
+                .map(|p| port = p)
+                .is_some()
+        });
+        let list: Value = serde_json::from_str(
+            &reqwest::blocking::get(format!("http://127.0.0.1:{port}/json/list"))
+                .unwrap()
+                .text()
+                .unwrap(),
+        )
+        .unwrap();
+        let page = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .expect("chromium has a page");
+        let (ws, _) = tungstenite::connect(page["webSocketDebuggerUrl"].as_str().unwrap()).expect("DevTools connects");
+        Browser {
+            child,
+            ws,
+            next_id: 0,
+            _profile: profile,
+        }
+    }
+
+    /// Sends one DevTools command and returns its result.
+    #[track_caller]
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws.send(Message::text(msg)).unwrap();
+        loop {
+            let Message::Text(text) = self.ws.read().unwrap() else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(text.as_str()).unwrap();
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method} failed: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates JavaScript in the page and returns its value.
+    #[track_caller]
+    fn eval(&mut self, js: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
+        );
+        assert!(r.get("exceptionDetails").is_none(), "{js}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until the page at `path` has loaded with its images.
+    #[track_caller]
+    fn wait_for(&mut self, path: &str) {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.eval(
+                "[location.pathname, document.readyState, \
+                 Array.from(document.images).every(i => i.complete)]",
+            );
+            if v[0] == path && v[1] == "complete" && v[2] == true {
+                return;
+            }
+            assert!(Instant::now() < end, "the page did not load {path}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn goto(&mut self, url: &str, path: &str) {
+        self.call("Page.navigate", json!({"url": url}));
+        self.wait_for(path);
+    }
+
+    /// A PNG of the whole page.
+    fn screenshot(&mut self) -> Vec<u8> {
+        let r = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        );
+        base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().unwrap())
+            .unwrap()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text_of(b: &mut Browser, selector: &str) -> String {
+    b.eval(&format!(
+        "(document.querySelector({}) || {{innerText: ''}}).innerText",
+        json!(selector)
+    ))
+    .as_str()
+    .unwrap()
+    .to_owned()
+}
+
+#[test]
+fn the_dashboard_in_headless_chromium_shows_the_scripted_day() {
+    let day = scripted_day();
+    let server = &day.server;
+    let mut b = Browser::launch();
+    b.call("Page.enable", json!({}));
+
+    // Sign in through the form, as a clerk would.
+    b.goto(&format!("{}/center", server.url), "/center");
+    assert_eq!(b.eval("document.forms.length"), 1);
+    b.eval(&format!(
+        "document.getElementById('token').value = {}; document.forms[0].submit(); true",
+        json!(day.center_token)
+    ));
+    let end = Instant::now() + Duration::from_secs(30);
+    while b.eval("!!document.getElementById('workers')") != true {
+        assert!(Instant::now() < end, "sign-in did not reach the reconciliation");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.wait_for("/center");
+    assert_eq!(b.eval("document.cookie"), "", "the session cookie is HttpOnly");
+    assert_eq!(
+        b.eval("document.getElementById('date').value"),
+        day.date.as_str(),
+        "the date defaults to today in Asia/Shanghai"
+    );
+
+    // The workers and their flags.
+    let rows = b.eval("Array.from(document.querySelectorAll('tr[data-worker]')).map(r => r.dataset.worker)");
+    assert_eq!(rows, json!(["w-qian", "w-sun", "w-zhao"]));
+    let flags_of = |b: &mut Browser, w: &str| {
+        b.eval(&format!(
+            "Array.from(document.querySelectorAll('tr[data-worker={}] [data-flag]')).map(f => f.dataset.flag)",
+            json!(w)
+        ))
+    };
+    assert_eq!(flags_of(&mut b, "w-zhao"), json!([]));
+    assert_eq!(flags_of(&mut b, "w-qian"), json!(["not_in_step", "incomplete"]));
+    assert_eq!(flags_of(&mut b, "w-sun"), json!(["not_in_step"]));
+    let sun = text_of(&mut b, "tr[data-worker=w-sun]");
+    assert!(sun.contains("2 / 0"), "two records pending: {sun}");
+    let qian = text_of(&mut b, "tr[data-worker=w-qian]");
+    assert!(qian.contains("1 missing"), "{qian}");
+
+    // 赵's thumbnail came through the cookie-checked photo route.
+    let thumbs = b.eval("Array.from(document.querySelectorAll('img.thumb')).map(i => i.naturalWidth)");
+    assert_eq!(thumbs.as_array().unwrap().len(), 1, "{thumbs}");
+    assert!(thumbs[0].as_u64().unwrap() > 0, "the thumbnail loaded: {thumbs}");
+    assert_eq!(b.eval("document.querySelectorAll('.missing').length"), 2);
+    // The stylesheet applied under the CSP.
+    assert_eq!(
+        b.eval("getComputedStyle(document.querySelector('table')).borderCollapse"),
+        "collapse"
+    );
+
+    let png = b.screenshot();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&out, &png).unwrap();
+    eprintln!("screenshot: {}", out.display());
+    let img = image::load_from_memory(&png)
+        .expect("the screenshot is a PNG")
+        .to_rgb8();
+    assert!(
+        img.width() >= 1000 && img.height() >= 600,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
+    let mut colours = std::collections::HashSet::new();
+    for p in img.pixels().step_by(7) {
+        colours.insert(p.0);
+    }
+    assert!(
+        colours.len() > 50,
+        "the screenshot is blank ({} colours)",
+        colours.len()
+    );
+
+    // An incident page: the display photo, notes and status history.
+    let id = b.eval("document.querySelector('tr[data-incident] a').getAttribute('href')");
+    let path = id.as_str().unwrap().to_owned();
+    let manhole = day
+        .zhao
+        .list()
+        .into_iter()
+        .find(|i| i["category"] == "manhole-cover")
+        .unwrap();
+    let manhole_id = manhole["id"].as_str().unwrap().to_owned();
+    assert!(path.starts_with("/center/incidents/"));
+    b.goto(
+        &format!("{}/center/incidents/{manhole_id}", server.url),
+        &format!("/center/incidents/{manhole_id}"),
+    );
+    let display = b.eval("Array.from(document.querySelectorAll('img.display')).map(i => i.naturalWidth)");
+    assert_eq!(display, json!([1200]), "the display copy of the 1200×900 photo");
+    let body = text_of(&mut b, "body");
+    for needle in [
+        "井盖缺了一角",
+        "井盖破损",
+        "已通知市政",
+        "Status history",
+        "reported",
+        "w-zhao",
+    ] {
+        assert!(body.contains(needle), "incident page lacks {needle}");
+    }
+
+    // Sign out: the next visit shows the form.
+    b.eval("document.querySelector('form[action=\"/center/sign-out\"]').submit(); true");
+    let end = Instant::now() + Duration::from_secs(30);
+    while b.eval("!!document.getElementById('token')") != true {
+        assert!(Instant::now() < end, "sign-out did not return to the form");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.goto(&format!("{}/center", server.url), "/center");
+    assert_eq!(b.eval("!!document.getElementById('workers')"), false);
+}
