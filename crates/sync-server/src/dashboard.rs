@@ -42,7 +42,7 @@ pub fn routes() -> Router<App> {
 }
 
 const STYLE: &str = r#"
-body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", sans-serif; margin: 1.5rem; color: #1d2330; background: #f6f7f9; }
+body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", "WenQuanYi Zen Hei", sans-serif; margin: 1.5rem; color: #1d2330; background: #f6f7f9; }
 h1 { font-size: 1.4rem; margin: 0 0 .3rem; } h2 { font-size: 1.1rem; margin-top: 1.6rem; }
 header { display: flex; justify-content: space-between; align-items: center; gap: 1rem; flex-wrap: wrap; }
 table { border-collapse: collapse; background: #fff; margin: .5rem 0; }
@@ -58,6 +58,7 @@ img.display { max-width: 100%; max-height: 480px; margin: .3rem 0; }
 form.inline { display: inline; }
 .error { background: #fde2e1; border: 1px solid #e0a09b; padding: .6rem; }
 .muted { color: #667; font-size: .85rem; }
+code { font-size: .75rem; }
 "#;
 
 /// Security headers on every dashboard response.
@@ -118,14 +119,16 @@ pub struct Render<'a> {
     pub link_incidents: bool,
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(8)]
+/// A photo hash, shortened for alt text.
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
 }
 
 fn incident_ref(id: &str, links: bool) -> Markup {
     html! {
-        @if links { a href={ "/center/incidents/" (id) } title=(id) { code { (short(id)) } } }
-        @else { code title=(id) { (short(id)) } }
+        // The whole id: UUIDv7s begin with the time, so their starts look alike.
+        @if links { a href={ "/center/incidents/" (id) } { code { (id) } } }
+        @else { code { (id) } }
     }
 }
 
@@ -536,7 +539,7 @@ async fn incident_page(State(app): State<App>, headers: HeaderMap, Path(id): Pat
         };
         Ok(html_response(
             StatusCode::OK,
-            page(&format!("Incident {}", short(&id)), false, body),
+            page(&format!("Incident {id}"), false, body),
         ))
     })
     .await;
