@@ -452,9 +452,10 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
 fn day_start(tz: Tz, date: NaiveDate) -> DateTime<Tz> {
     let local = date.and_time(NaiveTime::MIN);
     // Midnight may not exist (a DST jump); the day then starts at the first instant after it.
-    tz.from_local_datetime(&local)
-        .earliest()
-        .unwrap_or_else(|| tz.from_utc_datetime(&(local - Duration::hours(1))) + Duration::hours(1))
+    // Gaps are whole quarter hours and at most a few hours long.
+    (0..=16)
+        .find_map(|q| tz.from_local_datetime(&(local + Duration::minutes(15 * q))).earliest())
+        .unwrap_or_else(|| tz.from_utc_datetime(&local))
 }
 
 fn rfc3339<T: TimeZone>(t: &DateTime<T>) -> String
@@ -1125,4 +1126,105 @@ async fn http_daily(
         Ok(axum::Json(report).into_response())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    //! Clock offsets and sync ages need a device clock or a day that the
+    //! integration tests cannot set; here a real SQLite store gets the
+    //! syncs recorded at chosen times, and the report is made at a chosen `now`.
+
+    use super::*;
+    use crate::storage::{Enrolment, SqliteStorage};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn clock_offsets_over_five_minutes_and_stale_or_missing_syncs_are_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(&dir.path().join("s.sqlite3"), "epoch").unwrap();
+        let grids = GridMap::builtin();
+        let cells = ["HLT-CX-HX-01", "HLT-CX-HX-02", "HLT-CX-HX-03", "HLT-CX-HX-04"];
+        let workers = ["w-fast", "w-slightly", "w-stale", "w-silent", "w-nodevice"];
+        for (w, cell) in workers.iter().zip(cells.iter().cycle()) {
+            let worker = Worker {
+                id: (*w).into(),
+                name: (*w).into(),
+                role: Role::Worker,
+                community: None,
+                grids: vec![(*cell).into()],
+            };
+            storage.add_worker(&worker, "2026-11-01T00:00:00Z").unwrap();
+        }
+        let now = at("2026-11-20T12:00:00Z");
+        let manifest = serde_json::json!({"incidents": 0, "pending_docs": 0, "pending_photos": 0});
+        for (i, (w, synced, offset)) in [
+            ("w-fast", Some("2026-11-20T11:00:00Z"), 7 * 60_000 + 30_000),
+            ("w-slightly", Some("2026-11-20T11:00:00Z"), -4 * 60_000),
+            ("w-stale", Some("2026-11-19T06:00:00Z"), 0),
+            ("w-silent", None, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let device = format!("00000000-0000-4000-8000-00000000000{i}");
+            let code = format!("code-{i}");
+            storage
+                .add_enrol_code(&code, w, i64::MAX, "2026-11-01T00:00:00Z")
+                .unwrap();
+            let enrolment = Enrolment {
+                code_hash: &code,
+                worker: w,
+                device: &device,
+                actor: &[i as u8; 16],
+                token_hash: &format!("token-{i}"),
+            };
+            storage.enroll(&enrolment, 0, "2026-11-01T00:00:00Z").unwrap().unwrap();
+            if let Some(t) = synced {
+                storage.record_sync(&device, &manifest, offset, t).unwrap();
+            }
+        }
+        let date = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let r = daily_report(&storage, &grids, "HLT-CX-HX", date, now).unwrap();
+        let row = |id: &str| r.workers.iter().find(|w| w.id == id).unwrap();
+        assert_eq!(r.workers.len(), 5, "every worker, with or without a device");
+
+        let fast = row("w-fast");
+        assert_eq!(fast.clock_offset_ms, Some(450_000));
+        assert!(fast.flags.contains(&Flag::ClockOffset));
+        assert!(!fast.no_sync_24h);
+        assert_eq!(offset_text(450_000), "+7 min 30 s");
+
+        let slightly = row("w-slightly");
+        assert_eq!(slightly.clock_offset_ms, None, "four minutes is within the limit");
+        assert!(!slightly.flags.contains(&Flag::ClockOffset));
+
+        let stale = row("w-stale");
+        assert!(stale.no_sync_24h, "30 hours before the report");
+        assert!(stale.flags.contains(&Flag::NoSync24h));
+        assert_eq!(stale.last_sync_at.as_deref(), Some("2026-11-19T06:00:00Z"));
+
+        for id in ["w-silent", "w-nodevice"] {
+            let w = row(id);
+            assert_eq!(w.in_step, None);
+            assert_eq!(w.last_sync_at, None);
+            assert_eq!(w.flags, [Flag::NeverSynced], "{id}");
+        }
+        assert_eq!(r.day_start, "2026-11-20T00:00:00+08:00");
+        assert_eq!(r.day_end, "2026-11-21T00:00:00+08:00");
+    }
+
+    #[test]
+    fn the_day_follows_the_community_zone() {
+        let shanghai: Tz = "Asia/Shanghai".parse().unwrap();
+        let d = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        assert_eq!(day_start(shanghai, d).with_timezone(&Utc), at("2026-11-19T16:00:00Z"));
+        // A zone whose midnight is skipped by a DST jump (Havana, March).
+        let havana: Tz = "America/Havana".parse().unwrap();
+        let jump = NaiveDate::from_ymd_opt(2026, 3, 8).unwrap();
+        assert_eq!(day_start(havana, jump).with_timezone(&Utc), at("2026-03-08T05:00:00Z"));
+        assert!(parse_date("2026-02-30").unwrap_err().contains("2026-02-30"));
+    }
 }
