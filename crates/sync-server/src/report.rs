@@ -750,7 +750,7 @@ pub fn daily_report(
             Status::Reported | Status::Dispatched | Status::InProgress
         );
         let age = cutoff - l.captured.with_timezone(&Utc);
-        if open_status && age > Duration::days(OPEN_DAYS) && l.received.with_timezone(&Utc) <= now {
+        if open_status && age > Duration::days(OPEN_DAYS) {
             open.push(OpenIncident {
                 id: l.row.id.clone(),
                 reporter: l.row.reporter.clone(),
@@ -1036,7 +1036,10 @@ pub fn to_csv(r: &DailyReport) -> Result<Vec<u8>, csv::Error> {
             x.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" "),
         ])?;
     }
-    w.write_record([""])?;
+    // A truly empty line between the two tables (the csv writer would quote an empty record).
+    let mut bytes = w.into_inner().map_err(|e| e.into_error())?;
+    bytes.push(b'\n');
+    let mut w = csv::Writer::from_writer(bytes);
     w.write_record(["anomaly", "incident", "reporter", "figures"])?;
     for a in &r.anomalies {
         w.write_record([
