@@ -263,9 +263,8 @@ impl Browser {
         }
     }
 
-    /// Sends one DevTools command and returns its result.
-    #[track_caller]
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    /// Sends one DevTools command; its result, or the error it got.
+    fn request(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
@@ -276,38 +275,60 @@ impl Browser {
             };
             let v: Value = serde_json::from_str(text.as_str()).unwrap();
             if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method} failed: {v}");
-                return v["result"].clone();
+                return match v.get("error") {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(v["result"].clone()),
+                };
             }
         }
     }
 
-    /// Evaluates JavaScript in the page and returns its value.
+    #[track_caller]
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.request(method, params)
+            .unwrap_or_else(|e| panic!("{method} failed: {e}"))
+    }
+
+    /// Evaluates JavaScript in the page; `None` while the page is between
+    /// documents (a navigation destroys the context) or when it throws.
+    fn try_eval(&mut self, js: &str) -> Option<Value> {
+        let r = self
+            .request(
+                "Runtime.evaluate",
+                json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
+            )
+            .ok()?;
+        r.get("exceptionDetails")
+            .is_none()
+            .then(|| r["result"]["value"].clone())
+    }
+
     #[track_caller]
     fn eval(&mut self, js: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
-        );
-        assert!(r.get("exceptionDetails").is_none(), "{js}: {r}");
-        r["result"]["value"].clone()
+        self.try_eval(js).unwrap_or_else(|| panic!("evaluating {js} failed"))
+    }
+
+    /// Waits until `js` evaluates to true.
+    #[track_caller]
+    fn wait_until(&mut self, js: &str, what: &str) {
+        let end = Instant::now() + Duration::from_secs(30);
+        while self.try_eval(js) != Some(Value::Bool(true)) {
+            assert!(Instant::now() < end, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until the page at `path` has loaded with its images.
     #[track_caller]
     fn wait_for(&mut self, path: &str) {
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = self.eval(
-                "[location.pathname, document.readyState, \
-                 Array.from(document.images).every(i => i.complete)]",
-            );
-            if v[0] == path && v[1] == "complete" && v[2] == true {
-                return;
-            }
-            assert!(Instant::now() < end, "the page did not load {path}: {v}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_until(
+            &format!(
+                "location.pathname === {} && document.readyState === 'complete' \
+                 && Array.from(document.images).every(i => i.complete)",
+                json!(path)
+            ),
+            &format!("the page did not load {path}"),
+        );
     }
 
     fn goto(&mut self, url: &str, path: &str) {
@@ -358,11 +379,10 @@ fn the_dashboard_in_headless_chromium_shows_the_scripted_day() {
         "document.getElementById('token').value = {}; document.forms[0].submit(); true",
         json!(day.center_token)
     ));
-    let end = Instant::now() + Duration::from_secs(30);
-    while b.eval("!!document.getElementById('workers')") != true {
-        assert!(Instant::now() < end, "sign-in did not reach the reconciliation");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    b.wait_until(
+        "!!document.getElementById('workers')",
+        "sign-in did not reach the reconciliation",
+    );
     b.wait_for("/center");
     assert_eq!(b.eval("document.cookie"), "", "the session cookie is HttpOnly");
     assert_eq!(
@@ -453,11 +473,10 @@ fn the_dashboard_in_headless_chromium_shows_the_scripted_day() {
 
     // Sign out: the next visit shows the form.
     b.eval("document.querySelector('form[action=\"/center/sign-out\"]').submit(); true");
-    let end = Instant::now() + Duration::from_secs(30);
-    while b.eval("!!document.getElementById('token')") != true {
-        assert!(Instant::now() < end, "sign-out did not return to the form");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    b.wait_until(
+        "!!document.getElementById('token')",
+        "sign-out did not return to the form",
+    );
     b.goto(&format!("{}/center", server.url), "/center");
     assert_eq!(b.eval("!!document.getElementById('workers')"), false);
 }
