@@ -27,7 +27,7 @@ use crate::sync::scope_of;
 pub const COOKIE: &str = "center_token";
 /// How long a sign-in lasts, in seconds (12 hours: one working day).
 const SESSION_SECS: u32 = 12 * 3600;
-const CSP: &str = "default-src 'none'; img-src 'self' data:; style-src 'self'; form-action 'self'; \
+const CSP: &str = "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
 pub fn routes() -> Router<App> {

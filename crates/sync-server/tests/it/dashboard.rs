@@ -90,7 +90,7 @@ fn sign_in_cookie_headers_and_scope() {
     let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_owned();
     for part in [
         "default-src 'none'",
-        "img-src 'self' data:",
+        "img-src 'self';",
         "style-src 'self'",
         "frame-ancestors 'none'",
     ] {
@@ -459,6 +459,12 @@ fn the_dashboard_in_headless_chromium_shows_the_scripted_day() {
     );
     let display = b.eval("Array.from(document.querySelectorAll('img.display')).map(i => i.naturalWidth)");
     assert_eq!(display, json!([1200]), "the display copy of the 1200×900 photo");
+    let png = b.screenshot();
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("incident.png"),
+        &png,
+    )
+    .unwrap();
     let body = text_of(&mut b, "body");
     for needle in [
         "井盖缺了一角",
