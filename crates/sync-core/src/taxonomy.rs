@@ -132,8 +132,13 @@ pub struct Community {
     pub name_zh: String,
     pub name_en: String,
     /// IANA zone whose calendar day the community center reconciles by.
+    #[serde(default = "default_timezone")]
     pub timezone: String,
     pub cells: Vec<Cell>,
+}
+
+fn default_timezone() -> String {
+    "Asia/Shanghai".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +163,22 @@ impl GridMap {
     pub fn from_json(json: &str) -> Result<Self, TaxonomyError> {
         let map: GridMap =
             serde_json::from_str(json).map_err(|source| TaxonomyError::Parse { what: "grids", source })?;
+        for community in map
+            .districts
+            .iter()
+            .flat_map(|d| &d.streets)
+            .flat_map(|s| &s.communities)
+        {
+            if community.timezone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(TaxonomyError::Invalid {
+                    what: "grids",
+                    reason: format!(
+                        "community `{}`: `{}` is not an IANA time zone such as Asia/Shanghai",
+                        community.id, community.timezone
+                    ),
+                });
+            }
+        }
         let mut ids = Vec::new();
         for path in map.cells() {
             polygon_of(path.cell).map_err(|reason| TaxonomyError::Invalid {
