@@ -332,5 +332,15 @@ mod tests {
         let open_ring = r#"{"version":1,"districts":[{"id":"D","name_zh":"d","name_en":"d","streets":[{"id":"S","name_zh":"s","name_en":"s","communities":[{"id":"C","name_zh":"c","name_en":"c","timezone":"Asia/Shanghai","cells":[{"id":"C-01","name_zh":"x","name_en":"x","polygon":{"type":"Polygon","coordinates":[[[1,1],[2,1],[2,2]]]}}]}]}]}]}"#;
         let err = GridMap::from_json(open_ring).unwrap_err().to_string();
         assert!(err.contains("C-01") && err.contains("closed"), "{err}");
+
+        let closed = open_ring.replace("[2,2]]", "[2,2],[1,1]]");
+        let mars = closed.replace("Asia/Shanghai", "Mars/Olympus");
+        let err = GridMap::from_json(&mars).unwrap_err().to_string();
+        assert!(err.contains("community `C`") && err.contains("Mars/Olympus"), "{err}");
+        let unnamed = closed.replace(r#""timezone":"Asia/Shanghai","#, "");
+        assert_eq!(
+            GridMap::from_json(&unnamed).unwrap().community("C").unwrap().timezone,
+            "Asia/Shanghai"
+        );
     }
 }
