@@ -36,6 +36,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8780")]
         listen: String,
+        #[command(flatten)]
+        open311: sync_server::open311::ServeArgs,
     },
     /// Manage workers and center accounts.
     #[command(subcommand)]
@@ -46,6 +48,8 @@ enum Command {
     /// Read-only tokens for the center's dashboard, reports and exports.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Export incidents of every community as CSV, GeoJSON or JSON (docs/exports.md).
+    Export(sync_server::export::CliArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,7 +111,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // A filter that cannot match is a mistake in the command line.
+            let usage = e.downcast_ref::<sync_server::export::FilterError>().is_some();
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }
@@ -116,9 +122,11 @@ fn run(cli: Cli) -> Result<()> {
     let config = Config {
         data_dir: cli.data_dir,
         grid_map: cli.grid_map,
+        open311: Default::default(),
     };
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve { listen, open311 } => {
+            let config = Config { open311, ..config };
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(&listen)
@@ -194,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Export(args) => sync_server::export::run_cli(&config, &args),
         Command::Device(DeviceCommand::Revoke { device }) => {
             let storage = sync_server::open_storage(&config.data_dir)?;
             admin::revoke(&storage, &device)?;
