@@ -7,6 +7,7 @@
 //! them and tests can fix them.
 
 pub mod blob;
+pub mod export;
 pub mod incident;
 pub mod photo;
 pub mod protocol;

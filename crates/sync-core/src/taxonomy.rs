@@ -132,8 +132,13 @@ pub struct Community {
     pub name_zh: String,
     pub name_en: String,
     /// IANA zone whose calendar day the community center reconciles by.
+    #[serde(default = "default_timezone")]
     pub timezone: String,
     pub cells: Vec<Cell>,
+}
+
+fn default_timezone() -> String {
+    "Asia/Shanghai".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +163,22 @@ impl GridMap {
     pub fn from_json(json: &str) -> Result<Self, TaxonomyError> {
         let map: GridMap =
             serde_json::from_str(json).map_err(|source| TaxonomyError::Parse { what: "grids", source })?;
+        for community in map
+            .districts
+            .iter()
+            .flat_map(|d| &d.streets)
+            .flat_map(|s| &s.communities)
+        {
+            if community.timezone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(TaxonomyError::Invalid {
+                    what: "grids",
+                    reason: format!(
+                        "community `{}`: `{}` is not an IANA time zone such as Asia/Shanghai",
+                        community.id, community.timezone
+                    ),
+                });
+            }
+        }
         let mut ids = Vec::new();
         for path in map.cells() {
             polygon_of(path.cell).map_err(|reason| TaxonomyError::Invalid {
@@ -311,5 +332,15 @@ mod tests {
         let open_ring = r#"{"version":1,"districts":[{"id":"D","name_zh":"d","name_en":"d","streets":[{"id":"S","name_zh":"s","name_en":"s","communities":[{"id":"C","name_zh":"c","name_en":"c","timezone":"Asia/Shanghai","cells":[{"id":"C-01","name_zh":"x","name_en":"x","polygon":{"type":"Polygon","coordinates":[[[1,1],[2,1],[2,2]]]}}]}]}]}]}"#;
         let err = GridMap::from_json(open_ring).unwrap_err().to_string();
         assert!(err.contains("C-01") && err.contains("closed"), "{err}");
+
+        let closed = open_ring.replace("[2,2]]", "[2,2],[1,1]]");
+        let mars = closed.replace("Asia/Shanghai", "Mars/Olympus");
+        let err = GridMap::from_json(&mars).unwrap_err().to_string();
+        assert!(err.contains("community `C`") && err.contains("Mars/Olympus"), "{err}");
+        let unnamed = closed.replace(r#""timezone":"Asia/Shanghai","#, "");
+        assert_eq!(
+            GridMap::from_json(&unnamed).unwrap().community("C").unwrap().timezone,
+            "Asia/Shanghai"
+        );
     }
 }

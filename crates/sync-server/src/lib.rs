@@ -13,6 +13,8 @@ use anyhow::{Context, Result};
 pub mod admin;
 pub mod api;
 pub mod dashboard;
+pub mod export;
+pub mod open311;
 pub mod photos;
 pub mod report;
 pub mod storage;
@@ -26,6 +28,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// A grid hierarchy file other than the built-in one.
     pub grid_map: Option<PathBuf>,
+    /// Open311: public or token-only, and the base URL of `media_url`.
+    pub open311: open311::ServeArgs,
 }
 
 pub const DB_FILE: &str = "server.sqlite3";
@@ -63,8 +67,11 @@ pub async fn run(
         push_lock: Mutex::new(()),
     });
     let addr = listener.local_addr()?;
+    let router = api::router(state.clone())
+        .merge(export::routes(state.clone()))
+        .merge(open311::routes(state, &config.open311, addr)?);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-    axum::serve(listener, api::router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
         .context("the server stopped with an error")

@@ -36,6 +36,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8780")]
         listen: String,
+        #[command(flatten)]
+        open311: sync_server::open311::ServeArgs,
     },
     /// Manage workers and center accounts.
     #[command(subcommand)]
@@ -46,32 +48,10 @@ enum Command {
     /// Read-only tokens for the center's dashboard, reports and exports.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Export incidents of every community as CSV, GeoJSON or JSON (docs/exports.md).
+    Export(sync_server::export::CliArgs),
     /// The daily reconciliation of a community (docs/reconciliation.md).
-    Reconcile(ReconcileArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct ReconcileArgs {
-    /// The day, in the community's time zone.
-    #[arg(long, value_name = "YYYY-MM-DD", value_parser = sync_server::report::parse_date)]
-    date: chrono::NaiveDate,
-    /// The community; may be left out when only one community has workers.
-    #[arg(long)]
-    community: Option<String>,
-    #[arg(long, value_enum, default_value = "table")]
-    format: ReportFormat,
-    /// Write to this file instead of standard output.
-    #[arg(long, value_name = "FILE")]
-    out: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ReportFormat {
-    Table,
-    Json,
-    Csv,
-    /// A standalone page with the thumbnails inlined.
-    Html,
+    Reconcile(sync_server::report::CliArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,7 +113,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // A filter that cannot match is a mistake in the command line.
+            let usage = e.downcast_ref::<sync_server::export::FilterError>().is_some();
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }
@@ -142,9 +124,11 @@ fn run(cli: Cli) -> Result<()> {
     let config = Config {
         data_dir: cli.data_dir,
         grid_map: cli.grid_map,
+        open311: Default::default(),
     };
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve { listen, open311 } => {
+            let config = Config { open311, ..config };
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(&listen)
@@ -220,54 +204,13 @@ fn run(cli: Cli) -> Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Reconcile(args) => reconcile(&config, args),
+        Command::Export(args) => sync_server::export::run_cli(&config, &args),
+        Command::Reconcile(args) => sync_server::report::run_cli(&config, &args),
         Command::Device(DeviceCommand::Revoke { device }) => {
             let storage = sync_server::open_storage(&config.data_dir)?;
             admin::revoke(&storage, &device)?;
             println!("revoked {device}");
             Ok(())
-        }
-    }
-}
-
-fn reconcile(config: &Config, args: ReconcileArgs) -> Result<()> {
-    use sync_server::report;
-    let storage = sync_server::open_storage(&config.data_dir)?;
-    let grids = sync_server::load_grids(config)?;
-    let community = report::resolve_community(&storage, &grids, args.community.as_deref())?;
-    let r = report::daily_report(&storage, &grids, &community, args.date, chrono::Utc::now())?;
-    let bytes = match args.format {
-        ReportFormat::Table => report::to_table(&r).into_bytes(),
-        ReportFormat::Json => {
-            let mut v = serde_json::to_vec_pretty(&r)?;
-            v.push(b'\n');
-            v
-        }
-        ReportFormat::Csv => report::to_csv(&r).context("cannot write the CSV")?,
-        ReportFormat::Html => {
-            // Thumbnails inlined as data URIs, so the file stands alone.
-            let photos = config.data_dir.join("photos");
-            let thumb = |p: &sync_server::report::PhotoLine| {
-                use base64::Engine;
-                let hash: sync_core::BlobHash = p.thumb.parse().ok()?;
-                let hex = hash.to_hex();
-                let bytes = std::fs::read(photos.join(&hex[..2]).join(&hex)).ok()?;
-                Some(format!(
-                    "data:image/jpeg;base64,{}",
-                    base64::engine::general_purpose::STANDARD.encode(bytes)
-                ))
-            };
-            sync_server::dashboard::standalone_html(&r, &thumb).into_bytes()
-        }
-    };
-    match args.out {
-        Some(path) => std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display())),
-        None => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            out.write_all(&bytes)
-                .and_then(|()| out.flush())
-                .context("cannot write the report")
         }
     }
 }

@@ -1131,6 +1131,76 @@ async fn http_daily(
     .await
 }
 
+// ---------------------------------------------------------------------------
+// CLI: `sync-server reconcile` on the data dir.
+
+/// `sync-server reconcile`: one community's day.
+#[derive(Debug, clap::Args)]
+pub struct CliArgs {
+    /// The day, in the community's time zone.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    pub date: NaiveDate,
+    /// The community; may be left out when only one community has workers.
+    #[arg(long)]
+    pub community: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: CliFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CliFormat {
+    Table,
+    Json,
+    Csv,
+    /// A standalone page with the thumbnails inlined.
+    Html,
+}
+
+pub fn run_cli(config: &crate::Config, args: &CliArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let storage = crate::open_storage(&config.data_dir)?;
+    let grids = crate::load_grids(config)?;
+    let community = resolve_community(&storage, &grids, args.community.as_deref())?;
+    let r = daily_report(&storage, &grids, &community, args.date, Utc::now())?;
+    let bytes = match args.format {
+        CliFormat::Table => to_table(&r).into_bytes(),
+        CliFormat::Json => {
+            let mut v = serde_json::to_vec_pretty(&r)?;
+            v.push(b'\n');
+            v
+        }
+        CliFormat::Csv => to_csv(&r).context("cannot write the CSV")?,
+        CliFormat::Html => {
+            // Thumbnails inlined as data URIs, so the file stands alone.
+            let photos = config.data_dir.join("photos");
+            let thumb = |p: &PhotoLine| {
+                use base64::Engine;
+                let hash: sync_core::BlobHash = p.thumb.parse().ok()?;
+                let hex = hash.to_hex();
+                let bytes = std::fs::read(photos.join(&hex[..2]).join(&hex)).ok()?;
+                Some(format!(
+                    "data:image/jpeg;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                ))
+            };
+            crate::dashboard::standalone_html(&r, &thumb).into_bytes()
+        }
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .context("cannot write the report")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Clock offsets and sync ages need a device clock or a day that the

@@ -19,8 +19,10 @@ mod convergence;
 mod crash;
 mod cut;
 mod dashboard;
+mod exports;
 mod harness_checks;
 mod manifest;
+mod open311;
 mod property;
 mod reconcile;
 mod restore;
@@ -140,12 +142,18 @@ impl Server {
 
     /// Starts the server (on the same port as before, after a restart).
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts the server with more `serve` flags.
+    pub fn start_with(&mut self, flags: &[&str]) {
         assert!(self.child.is_none(), "server already running");
         let listen = format!("127.0.0.1:{}", self.port);
         let mut child = Command::new(server_bin())
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["serve", "--listen", &listen])
+            .args(flags)
             .env("SYNC_SERVER_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,244 @@
+//! Incidents as CSV, GeoJSON and JSON, the same bytes on the device
+//! (`field export`) and on the server (`sync-server export`, `/v1/exports`).
+//!
+//! Pure: decoded incidents and the category list in, bytes out. Which
+//! incidents to export is the caller's business; [`local_day`] gives the
+//! calendar day a date filter compares, in the incident's community's zone.
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use chrono_tz::Tz;
+use serde_json::{Value, json};
+
+use crate::incident::rfc3339;
+use crate::{GridMap, Incident, Taxonomy};
+
+/// The zone whose calendar day a community reconciles by when its grid file
+/// names none that is known.
+pub const DEFAULT_ZONE: Tz = chrono_tz::Asia::Shanghai;
+
+/// The CSV columns, in order.
+pub const CSV_COLUMNS: [&str; 17] = [
+    "id",
+    "captured_at",
+    "category",
+    "category_zh",
+    "category_en",
+    "status",
+    "grid",
+    "lat",
+    "lon",
+    "accuracy_m",
+    "address",
+    "description",
+    "reporter",
+    "device",
+    "photos",
+    "notes",
+    "last_note",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Geojson,
+    Json,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Csv, Format::Geojson, Format::Json];
+
+    /// The name used on command lines and as the file extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Geojson => "geojson",
+            Format::Json => "json",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Geojson => "application/geo+json",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the CSV export: {0}")]
+pub struct ExportError(#[from] csv::Error);
+
+/// Renders `incidents` in `format`. JSON and GeoJSON are pretty-printed and
+/// end with a newline.
+pub fn render(format: Format, incidents: &[Incident], taxonomy: &Taxonomy) -> Result<Vec<u8>, ExportError> {
+    match format {
+        Format::Csv => csv(incidents, taxonomy),
+        Format::Geojson => Ok(pretty(&geojson(incidents, taxonomy))),
+        Format::Json => Ok(pretty(&json(incidents, taxonomy))),
+    }
+}
+
+fn pretty(v: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(v).expect("a JSON value serialises");
+    out.push(b'\n');
+    out
+}
+
+fn names<'a>(taxonomy: &'a Taxonomy, code: &str) -> (&'a str, &'a str) {
+    match taxonomy.get(code) {
+        Some(c) => (c.name_zh.as_str(), c.name_en.as_str()),
+        None => ("", ""),
+    }
+}
+
+/// Makes spreadsheet text out of `text`: a spreadsheet runs a cell that
+/// starts with `=`, `+`, `-`, `@`, tab or CR as a formula (CSV injection),
+/// and a leading apostrophe makes it plain text.
+pub fn guard_cell(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}").into(),
+        _ => text.into(),
+    }
+}
+
+/// One row per incident under a [`CSV_COLUMNS`] header; every free-text
+/// cell goes through [`guard_cell`].
+pub fn csv(incidents: &[Incident], taxonomy: &Taxonomy) -> Result<Vec<u8>, ExportError> {
+    let mut w = ::csv::Writer::from_writer(Vec::new());
+    w.write_record(CSV_COLUMNS)?;
+    for i in incidents {
+        let (zh, en) = names(taxonomy, &i.category);
+        let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+        w.write_record([
+            i.id.to_string(),
+            rfc3339(&i.captured_at),
+            guard_cell(&i.category).into_owned(),
+            guard_cell(zh).into_owned(),
+            guard_cell(en).into_owned(),
+            i.status.to_string(),
+            guard_cell(&i.grid).into_owned(),
+            num(i.location.lat),
+            num(i.location.lon),
+            num(i.location.accuracy_m),
+            guard_cell(i.location.address.as_deref().unwrap_or("")).into_owned(),
+            guard_cell(&i.description).into_owned(),
+            guard_cell(&i.reporter).into_owned(),
+            guard_cell(&i.device).into_owned(),
+            i.photos.len().to_string(),
+            i.notes.len().to_string(),
+            guard_cell(i.notes.last().map(|n| n.text.as_str()).unwrap_or("")).into_owned(),
+        ])?;
+    }
+    w.into_inner().map_err(|e| ExportError(e.into_error().into()))
+}
+
+/// A FeatureCollection of Points (longitude first, WGS 84) with flat
+/// properties, which GIS tools map to columns; an incident without a
+/// position is a feature with a null geometry.
+pub fn geojson(incidents: &[Incident], taxonomy: &Taxonomy) -> Value {
+    let features: Vec<Value> = incidents
+        .iter()
+        .map(|i| {
+            let (zh, en) = names(taxonomy, &i.category);
+            let geometry = match i.location.point() {
+                Some((lat, lon)) => json!({"type": "Point", "coordinates": [lon, lat]}),
+                None => Value::Null,
+            };
+            json!({
+                "type": "Feature",
+                "id": i.id.to_string(),
+                "geometry": geometry,
+                "properties": {
+                    "id": i.id.to_string(),
+                    "category": i.category,
+                    "category_zh": zh,
+                    "category_en": en,
+                    "status": i.status.as_str(),
+                    "grid": i.grid,
+                    "captured_at": rfc3339(&i.captured_at),
+                    "description": i.description,
+                    "address": i.location.address,
+                    "accuracy_m": i.location.accuracy_m,
+                    "reporter": i.reporter,
+                    "photos": i.photos.len(),
+                    "notes": i.notes.len(),
+                }
+            })
+        })
+        .collect();
+    json!({"type": "FeatureCollection", "features": features})
+}
+
+/// Whole incidents (notes, history, photos) with the category's names.
+pub fn json(incidents: &[Incident], taxonomy: &Taxonomy) -> Value {
+    Value::Array(
+        incidents
+            .iter()
+            .map(|i| {
+                let mut v = serde_json::to_value(i).expect("incidents serialise");
+                let (zh, en) = names(taxonomy, &i.category);
+                v["category_zh"] = zh.into();
+                v["category_en"] = en.into();
+                v
+            })
+            .collect(),
+    )
+}
+
+/// The time zone of the community that holds `cell`, or [`DEFAULT_ZONE`].
+pub fn cell_zone(grids: &GridMap, cell: &str) -> Tz {
+    grids
+        .cell(cell)
+        .and_then(|p| p.community.timezone.parse().ok())
+        .unwrap_or(DEFAULT_ZONE)
+}
+
+/// `t` on the wall clock of the community that holds `cell`.
+pub fn local_time(grids: &GridMap, cell: &str, t: &DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+    t.with_timezone(&cell_zone(grids, cell)).fixed_offset()
+}
+
+/// The calendar day an incident was captured on, in its community's zone:
+/// the day a center filters and reconciles by, whatever offset the device had.
+pub fn local_day(grids: &GridMap, incident: &Incident) -> NaiveDate {
+    local_time(grids, &incident.grid, &incident.captured_at).date_naive()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_get_an_apostrophe_and_nothing_else_changes() {
+        #[track_caller]
+        fn check(input: &str, expected: &str) {
+            assert_eq!(guard_cell(input), expected);
+        }
+        check("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")");
+        check("+1", "'+1");
+        check("-1", "'-1");
+        check("@SUM(A1)", "'@SUM(A1)");
+        check("\tx", "'\tx");
+        check("\rx", "'\rx");
+        check("1+1=2", "1+1=2");
+        check("井盖 =1", "井盖 =1");
+        check("", "");
+    }
+
+    #[test]
+    fn a_day_is_the_communitys_day_not_the_devices() {
+        let grids = GridMap::builtin();
+        let t = DateTime::parse_from_rfc3339("2026-11-20T23:30:00+00:00").unwrap();
+        // 23:30 UTC is 07:30 the next morning in Shanghai.
+        assert_eq!(
+            local_time(&grids, "HLT-CX-HX-01", &t).to_rfc3339(),
+            "2026-11-21T07:30:00+08:00"
+        );
+        assert_eq!(cell_zone(&grids, "no-such-cell"), DEFAULT_ZONE);
+    }
+}
