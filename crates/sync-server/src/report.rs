@@ -983,11 +983,7 @@ pub fn to_table(r: &DailyReport) -> String {
 
 /// A text cell a spreadsheet would not run as a formula.
 fn safe_cell(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_owned()
-    }
+    sync_core::export::guard_cell(s).into_owned()
 }
 
 /// The report as CSV: the per-worker table, then a blank line and the
@@ -1224,7 +1220,12 @@ mod tests {
         for (w, cell) in workers.iter().zip(cells.iter().cycle()) {
             let worker = Worker {
                 id: (*w).into(),
-                name: (*w).into(),
+                // A name a spreadsheet would run, to check the CSV.
+                name: if *w == "w-nodevice" {
+                    "=SUM(A1)".into()
+                } else {
+                    (*w).into()
+                },
                 role: Role::Worker,
                 community: None,
                 grids: vec![(*cell).into()],
@@ -1286,6 +1287,8 @@ mod tests {
             assert_eq!(w.flags, [Flag::NeverSynced], "{id}");
         }
         assert_eq!(r.day_start, "2026-11-20T00:00:00+08:00");
+        let csv = String::from_utf8(to_csv(&r).unwrap()).unwrap();
+        assert!(csv.contains(",w-nodevice,'=SUM(A1),"), "{csv}");
         assert_eq!(r.day_end, "2026-11-21T00:00:00+08:00");
     }
 
