@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sync_core::protocol::{self, BlobStatus, MAX_PULL, ManifestReply, ManifestReport, SyncResponse};
 use sync_core::sync::PhotoLevel;
@@ -134,7 +134,11 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
             let mut store = Store::open(data_dir)?;
             store.next_sync_request(now().timestamp_millis(), MAX_PULL, PUSH_DOCS, PUSH_BYTES)?
         };
-        bar.set_message(format!("documents: pushing {}", out.pushed_docs()));
+        bar.set_message(format!(
+            "documents: pushing {}, {} moved",
+            out.pushed_docs(),
+            HumanBytes(client.sent + client.received)
+        ));
         let resp = match client.call(reqwest::Method::POST, "/v1/sync", protocol::encode(&out.request)) {
             Ok(bytes) => Client::cbor::<SyncResponse>(&bytes)?,
             Err(CallError::Refused { status, body }) if matches!(status, 403 | 422) && body.incident.is_some() => {
@@ -173,7 +177,13 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
     // Photos, cheapest first.
     let pending = Store::open(data_dir)?.pending_uploads(level)?;
     for blob in pending {
-        bar.set_message(format!("photos: {} {}", blob.kind, &blob.hash.to_hex()[..8]));
+        bar.set_message(format!(
+            "photos: {} {} ({}), {} moved",
+            blob.kind,
+            &blob.hash.to_hex()[..8],
+            HumanBytes(blob.size),
+            HumanBytes(client.sent + client.received)
+        ));
         match upload(data_dir, &mut client, &blob.hash, blob.size) {
             Ok(sent) => {
                 Store::open(data_dir)?.mark_uploaded(&blob.hash, now())?;

@@ -45,6 +45,15 @@ pub fn scope_of(device: &Device, grids: &sync_core::GridMap) -> Scope {
     }
 }
 
+fn check_version(version: u32) -> Result<(), SyncError> {
+    if version == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(SyncError::BadRequest(format!(
+        "protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"
+    )))
+}
+
 /// Runs one sync round trip. `now_ms` and `now` are the server clock.
 pub fn sync(
     storage: &dyn Storage,
@@ -54,12 +63,7 @@ pub fn sync(
     now_ms: i64,
     now: &str,
 ) -> Result<SyncResponse, SyncError> {
-    if req.version != PROTOCOL_VERSION {
-        return Err(SyncError::BadRequest(format!(
-            "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
-            req.version
-        )));
-    }
+    check_version(req.version)?;
     if req.push.len() > MAX_PUSH_DOCS {
         return Err(SyncError::BadRequest(format!(
             "{} incidents in one push; the limit is {MAX_PUSH_DOCS}",
@@ -206,12 +210,7 @@ pub fn report_manifest(
     now_ms: i64,
     now: &str,
 ) -> Result<ManifestReply, SyncError> {
-    if report.version != PROTOCOL_VERSION {
-        return Err(SyncError::BadRequest(format!(
-            "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
-            report.version
-        )));
-    }
+    check_version(report.version)?;
     let json = manifest_json(&report.manifest);
     storage.record_sync(&device.id, &json, report.device_time_ms.saturating_sub(now_ms), now)?;
     let ids = storage.own_incident_ids(&device.id)?;
