@@ -441,6 +441,12 @@ impl IncidentDoc {
         Ok(doc)
     }
 
+    /// Decodes saved bytes and reads them, for readers that never edit.
+    pub fn read_saved(bytes: &[u8]) -> Result<Incident, DocError> {
+        let doc = IncidentDoc::from_automerge(AutoCommit::load(bytes).map_err(DocError::Decode)?);
+        Ok(doc.read()?)
+    }
+
     /// Wraps a document without validating it; [`IncidentDoc::read`] will.
     pub fn from_automerge(doc: AutoCommit) -> IncidentDoc {
         IncidentDoc { doc }

@@ -650,11 +650,7 @@ fn backfill_device(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     };
     for (id, doc) in rows {
         // Every stored document passed validation when it was written.
-        let device = IncidentDoc::load(&doc, ActorId::random())
-            .ok()
-            .and_then(|d| d.read().ok())
-            .map(|i| i.device)
-            .unwrap_or_default();
+        let device = IncidentDoc::read_saved(&doc).map(|i| i.device).unwrap_or_default();
         tx.execute("UPDATE incidents SET device = ?2 WHERE id = ?1", params![id, device])?;
     }
     Ok(())

@@ -235,6 +235,14 @@ impl GridMap {
             .find(|c| c.id == id)
     }
 
+    /// The ids of a community's cells, in file order (none for an unknown community).
+    pub fn community_cells(&self, community: &str) -> Vec<String> {
+        self.cells()
+            .filter(|p| p.community.id == community)
+            .map(|p| p.cell.id.clone())
+            .collect()
+    }
+
     /// The cells whose polygon contains the point, in file order.
     pub fn cells_containing(&self, lat: f64, lon: f64) -> Vec<CellPath<'_>> {
         let point = Point::new(lon, lat);

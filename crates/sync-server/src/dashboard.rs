@@ -478,7 +478,7 @@ async fn incident_page(State(app): State<App>, headers: HeaderMap, Path(id): Pat
                 "This incident is outside your community.",
             ));
         }
-        let incident = match report::read_incident(&doc) {
+        let incident = match sync_core::IncidentDoc::read_saved(&doc) {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(incident = %id, error = %e, "stored incident does not read");

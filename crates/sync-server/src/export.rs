@@ -21,7 +21,7 @@ use sync_core::taxonomy::TaxonomyError;
 use sync_core::{GridMap, Incident, IncidentDoc, Status, Taxonomy};
 
 use crate::api::{ApiError, App, bearer, blocking, require_reader};
-use crate::storage::{IncidentFilter, Scope, Storage, StorageError, StoredIncident};
+use crate::storage::{IncidentFilter, Scope, Storage, StorageError};
 use crate::sync::scope_of;
 
 /// The category list the server names categories by.
@@ -211,13 +211,7 @@ pub fn cells(
 ) -> Result<Option<Vec<String>>, ExportError> {
     let asked: Option<Vec<String>> = match (grid, community) {
         (Some(g), _) => Some(vec![g.to_owned()]),
-        (None, Some(c)) => Some(
-            grids
-                .cells()
-                .filter(|p| p.community.id == c)
-                .map(|p| p.cell.id.clone())
-                .collect(),
-        ),
+        (None, Some(c)) => Some(grids.community_cells(c)),
         (None, None) => None,
     };
     match (scope, asked) {
@@ -235,15 +229,11 @@ pub fn cells(
 }
 
 /// Decodes a stored incident document.
-pub fn decode(stored: &StoredIncident) -> Result<Incident, ExportError> {
-    let corrupt = |reason: String| ExportError::Corrupt {
-        id: stored.id.clone(),
-        reason,
-    };
-    let doc = automerge::AutoCommit::load(&stored.doc).map_err(|e| corrupt(e.to_string()))?;
-    IncidentDoc::from_automerge(doc)
-        .read()
-        .map_err(|e| corrupt(e.to_string()))
+pub fn decode(id: &str, doc: &[u8]) -> Result<Incident, ExportError> {
+    IncidentDoc::read_saved(doc).map_err(|e| ExportError::Corrupt {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// The incidents in `scope` that match `filter`, oldest first.
@@ -260,7 +250,7 @@ pub fn select(
     };
     let mut out = Vec::new();
     for stored in storage.incidents(&query)? {
-        let incident = decode(&stored)?;
+        let incident = decode(&stored.id, &stored.doc)?;
         let day = export::local_day(grids, &incident);
         if filter.from.is_some_and(|from| day < from) || filter.to.is_some_and(|to| day > to) {
             continue;

@@ -24,7 +24,7 @@ use sync_core::{BlobHash, GridMap, Incident, Status, Taxonomy};
 
 use crate::api::{ApiError, App, bearer, blocking, require_reader};
 use crate::export::{ExportError, decode, taxonomy};
-use crate::storage::{IncidentFilter, Scope, StoredIncident};
+use crate::storage::{IncidentFilter, Scope};
 use crate::sync::scope_of;
 
 /// The widest `start_date`..`end_date` span, and the window when none is given.
@@ -443,7 +443,7 @@ fn run_requests(st: &Open311, headers: &HeaderMap, q: &RequestsQuery) -> Result<
     };
     let mut found = Vec::new();
     for stored in storage.incidents(&filter).map_err(ApiError::from)? {
-        let i = decode(&stored)?;
+        let i = decode(&stored.id, &stored.doc)?;
         if (codes.is_empty() || codes.contains(&i.category.as_str()))
             && (open_closed.is_empty() || open_closed.contains(open311_status(i.status)))
             && i.captured_at >= start
@@ -466,21 +466,7 @@ fn one_incident(st: &Open311, scope: &Scope, id: &str) -> Result<Option<Incident
     if !scope.allows(&grid) {
         return Ok(None);
     }
-    let stored = StoredIncident {
-        id: id.to_owned(),
-        doc,
-        grid,
-        category: String::new(),
-        status: String::new(),
-        reporter: String::new(),
-        device: String::new(),
-        captured_at: String::new(),
-        lat: None,
-        lon: None,
-        first_received_at: String::new(),
-        updated_at: String::new(),
-    };
-    Ok(Some(decode(&stored)?))
+    Ok(Some(decode(id, &doc)?))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -357,15 +357,6 @@ impl Anomaly {
     }
 }
 
-/// The community's cells, in file order.
-fn community_cells(grids: &GridMap, community: &str) -> Vec<String> {
-    grids
-        .cells()
-        .filter(|p| p.community.id == community)
-        .map(|p| p.cell.id.clone())
-        .collect()
-}
-
 fn known_communities(grids: &GridMap) -> String {
     grids
         .districts
@@ -476,12 +467,6 @@ fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
 }
 
-/// Decodes and validates a stored incident document.
-pub fn read_incident(doc: &[u8]) -> Result<sync_core::Incident, String> {
-    let doc = IncidentDoc::load(doc, automerge::ActorId::random()).map_err(|e| e.to_string())?;
-    doc.read().map_err(|e| e.to_string())
-}
-
 struct Loaded {
     row: StoredIncident,
     incident: sync_core::Incident,
@@ -503,7 +488,7 @@ pub fn daily_report(
     let start = day_start(tz, date);
     let end = day_start(tz, date.succ_opt().unwrap_or(date));
     let cutoff = end.with_timezone(&Utc).min(now);
-    let cells = community_cells(grids, community);
+    let cells = grids.community_cells(community);
     let taxonomy = Taxonomy::builtin();
     let in_day = |t: &DateTime<FixedOffset>| *t >= start && *t < end;
 
@@ -517,9 +502,9 @@ pub fn daily_report(
     for row in rows {
         let captured = parse_time(&row.id, &row.captured_at)?;
         let received = parse_time(&row.id, &row.first_received_at)?;
-        let incident = read_incident(&row.doc).map_err(|reason| ReportError::BadIncident {
+        let incident = IncidentDoc::read_saved(&row.doc).map_err(|e| ReportError::BadIncident {
             id: row.id.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         all.push(Loaded {
             row,

@@ -34,13 +34,7 @@ pub fn scope_of(device: &Device, grids: &sync_core::GridMap) -> Scope {
         Role::Worker => Scope::Grids(device.worker.grids.clone()),
         Role::Center => {
             let community = device.worker.community.as_deref().unwrap_or_default();
-            Scope::Grids(
-                grids
-                    .cells()
-                    .filter(|p| p.community.id == community)
-                    .map(|p| p.cell.id.clone())
-                    .collect(),
-            )
+            Scope::Grids(grids.community_cells(community))
         }
     }
 }
