@@ -568,20 +568,25 @@ pub fn daily_report(
     // Workers: every grid worker of the community's cells, and anyone else
     // who logged one of the day's incidents there.
     let devices = storage.devices()?;
-    let mut workers: Vec<Worker> = storage
-        .workers()?
-        .into_iter()
+    let known = storage.workers()?;
+    let mut workers: Vec<Worker> = known
+        .iter()
         .filter(|w| w.role == Role::Worker && w.grids.iter().any(|g| cells.contains(g)))
+        .cloned()
         .collect();
     for l in &day {
         if !workers.iter().any(|w| w.id == l.row.reporter) {
-            let w = storage.worker(&l.row.reporter)?.unwrap_or_else(|| Worker {
-                id: l.row.reporter.clone(),
-                name: l.row.reporter.clone(),
-                role: Role::Worker,
-                community: None,
-                grids: Vec::new(),
-            });
+            let w = known
+                .iter()
+                .find(|w| w.id == l.row.reporter)
+                .cloned()
+                .unwrap_or_else(|| Worker {
+                    id: l.row.reporter.clone(),
+                    name: l.row.reporter.clone(),
+                    role: Role::Worker,
+                    community: None,
+                    grids: Vec::new(),
+                });
             workers.push(w);
         }
     }
