@@ -17,11 +17,11 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     let taxonomy = if data_dir.join(sync_core::store::DB_FILE).exists() {
         match Store::open(data_dir).and_then(|s| s.taxonomy()) {
             Ok(t) => t,
-            Err(sync_core::StoreError::NotInitialised) => Taxonomy::builtin(),
+            Err(sync_core::StoreError::NotInitialised) => Taxonomy::builtin().clone(),
             Err(e) => return Err(e.into()),
         }
     } else {
-        Taxonomy::builtin()
+        Taxonomy::builtin().clone()
     };
     if args.json {
         return print_json(&taxonomy.categories);

@@ -14,7 +14,7 @@ use crate::{GridMap, Incident, Taxonomy};
 
 /// The zone whose calendar day a community reconciles by when its grid file
 /// names none that is known.
-pub const DEFAULT_ZONE: Tz = chrono_tz::Asia::Shanghai;
+pub use crate::calendar::DEFAULT_ZONE;
 
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: [&str; 17] = [

@@ -32,7 +32,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -443,17 +443,60 @@ impl IncidentDoc {
 
     /// Decodes saved bytes and reads them, for readers that never edit.
     pub fn read_saved(bytes: &[u8]) -> Result<Incident, DocError> {
-        let doc = IncidentDoc::from_automerge(AutoCommit::load(bytes).map_err(DocError::Decode)?);
-        Ok(doc.read()?)
+        Ok(IncidentDoc::receiver(Some(bytes))?.read()?)
     }
 
-    /// Wraps a document without validating it; [`IncidentDoc::read`] will.
-    pub fn from_automerge(doc: AutoCommit) -> IncidentDoc {
-        IncidentDoc { doc }
+    /// A copy that only takes in changes made elsewhere (a server merging a
+    /// push, a device applying the feed): empty, or loaded from saved bytes.
+    /// It is not validated; [`IncidentDoc::read`] does that once the changes
+    /// are in. Its actor never writes: edits go through [`IncidentDoc::load`].
+    pub fn receiver(saved: Option<&[u8]>) -> Result<IncidentDoc, DocError> {
+        let doc = match saved {
+            Some(bytes) => AutoCommit::load(bytes).map_err(DocError::Decode)?,
+            None => AutoCommit::new(),
+        };
+        Ok(IncidentDoc {
+            doc: doc.with_actor(ActorId::from([0u8; 16].as_slice())),
+        })
     }
 
+    /// Applies changes that travelled from another copy. A change whose
+    /// dependencies this copy lacks waits inside it, unapplied, until they arrive.
+    pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<(), DocError> {
+        self.doc.apply_changes(changes).map_err(DocError::Merge)
+    }
+
+    /// Whether the change is applied in this copy.
+    pub fn has_change(&mut self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_by_hash(hash).is_some()
+    }
+
+    /// Whether some applied change still waits for a dependency.
+    pub fn waits_for_dependencies(&mut self) -> bool {
+        !self.doc.get_missing_deps(&[]).is_empty()
+    }
+
+    /// This copy's changes since `heads` that `actor` made, for a push.
+    pub fn changes_by_since(&mut self, actor: &ActorId, heads: &[ChangeHash]) -> Vec<Vec<u8>> {
+        self.doc
+            .get_changes(heads)
+            .into_iter()
+            .filter(|c| c.actor_id() == actor)
+            .map(|mut c| c.bytes().into_owned())
+            .collect()
+    }
+
+    /// The document's Automerge handle, for tests that forge what a hostile
+    /// client could send.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn automerge(&mut self) -> &mut AutoCommit {
         &mut self.doc
+    }
+
+    /// Wraps a document without validating it, for tests.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn from_automerge(doc: AutoCommit) -> IncidentDoc {
+        IncidentDoc { doc }
     }
 
     pub fn save(&mut self) -> Vec<u8> {

@@ -6,14 +6,20 @@
 //! times and random bytes come in as parameters, so the binaries decide
 //! them and tests can fix them.
 
+pub mod account;
 pub mod blob;
+pub mod calendar;
 pub mod export;
+pub mod files;
 pub mod incident;
 pub mod photo;
 pub mod protocol;
+pub mod sqlite;
 pub mod store;
 pub mod sync;
 pub mod taxonomy;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use blob::{BlobHash, BlobStore};
 pub use incident::{Incident, IncidentDoc, IncidentId, Location, NewIncident, PhotoRef, Status};

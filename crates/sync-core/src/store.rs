@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::blob::{BlobError, BlobHash, BlobStore};
 use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Status, rfc3339};
 use crate::photo::ProcessedPhoto;
+use crate::sqlite::{Migration, MigrationError};
 use crate::taxonomy::{GridMap, Taxonomy, TaxonomyError};
 
 pub const DB_FILE: &str = "field.sqlite3";
@@ -140,9 +141,10 @@ pub struct Store {
     _lock: File,
 }
 
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // 1: the first layout.
-    "
+    Migration::sql(
+        "
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
     CREATE TABLE incidents (
         id            TEXT PRIMARY KEY,
@@ -188,12 +190,16 @@ const MIGRATIONS: &[&str] = &[
         incident_id TEXT NOT NULL
     ) STRICT;
     ",
-    "
+    ),
+    Migration {
+        sql: "
     -- The device that created each incident, for the manifest's own digest;
     -- filled from the documents by `backfill_device`.
     ALTER TABLE incidents ADD COLUMN device TEXT NOT NULL DEFAULT '';
     CREATE INDEX incidents_device ON incidents(device);
     ",
+        backfill: Some(backfill_device),
+    },
 ];
 
 impl Store {
@@ -260,7 +266,8 @@ impl Store {
         &self.blobs
     }
 
-    /// The raw connection, for tests and read-only diagnostics.
+    /// The raw connection, for tests that inspect or damage the database.
+    #[cfg(feature = "test-support")]
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -642,7 +649,7 @@ pub(crate) fn write_incident(
 }
 
 /// Fills the `device` column of a store made before it existed.
-fn backfill_device(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+fn backfill_device(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     let rows: Vec<(String, Vec<u8>)> = {
         let mut stmt = tx.prepare("SELECT id, doc FROM incidents")?;
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -672,20 +679,10 @@ pub(crate) fn heads_from_bytes(bytes: &[u8]) -> Vec<ChangeHash> {
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(StoreError::TooNew { found: version, known });
-    }
-    for sql in &MIGRATIONS[version as usize..] {
-        tx.execute_batch(sql)?;
-    }
-    if version == 1 {
-        backfill_device(&tx)?;
-    }
-    if version < known {
-        tx.pragma_update(None, "user_version", known)?;
-    }
+    crate::sqlite::migrate(&tx, MIGRATIONS).map_err(|e| match e {
+        MigrationError::TooNew { found, known } => StoreError::TooNew { found, known },
+        MigrationError::Sqlite(e) => StoreError::Sqlite(e),
+    })?;
     tx.commit()?;
     Ok(())
 }

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use automerge::{AutoCommit, Change, ChangeHash};
+use automerge::{Change, ChangeHash};
 use chrono::{DateTime, FixedOffset};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -186,11 +186,9 @@ impl Store {
             // Only this device's own changes: the server accepts another
             // actor's change only from its author, and has those it saw.
             let changes: Vec<serde_bytes::ByteBuf> = doc
-                .automerge()
-                .get_changes(&heads_from_bytes(&acked))
+                .changes_by_since(&actor, &heads_from_bytes(&acked))
                 .into_iter()
-                .filter(|c| c.actor_id() == &actor)
-                .map(|mut c| serde_bytes::ByteBuf::from(c.bytes().into_owned()))
+                .map(serde_bytes::ByteBuf::from)
                 .collect();
             change_bytes += changes.iter().map(|c| c.len()).sum::<usize>();
             push.push(PushDoc {
@@ -227,7 +225,6 @@ impl Store {
         resp: &SyncResponse,
         now: DateTime<FixedOffset>,
     ) -> Result<Applied, StoreError> {
-        let actor = self.profile()?.actor();
         let mut state = self.sync_state()?;
         let mut applied = Applied {
             reset: resp.reset,
@@ -275,20 +272,15 @@ impl Store {
             let existing: Option<Vec<u8>> = tx
                 .query_row("SELECT doc FROM incidents WHERE id = ?1", [id], |r| r.get(0))
                 .optional()?;
-            let mut doc = match &existing {
-                Some(bytes) => AutoCommit::load(bytes).map_err(|e| StoreError::Corrupt {
-                    id: id.to_owned(),
-                    source: Box::new(crate::incident::DocError::Decode(e)),
-                })?,
-                None => AutoCommit::new(),
-            }
-            .with_actor(actor.clone());
+            let mut doc = IncidentDoc::receiver(existing.as_deref()).map_err(|e| StoreError::Corrupt {
+                id: id.to_owned(),
+                source: Box::new(e),
+            })?;
             let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
             if let Err(e) = doc.apply_changes(changes) {
                 tracing::warn!(incident = %id, error = %e, "could not apply the server's changes; skipped");
                 continue;
             }
-            let mut doc = IncidentDoc::from_automerge(doc);
             let incident = match doc.read() {
                 Ok(i) if i.id.to_string() == id => i,
                 Ok(i) => {
@@ -469,7 +461,8 @@ fn reset_for_new_server(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError
     Ok(())
 }
 
-/// For tests and tools: the id of every incident with changes to push.
+/// For tests: the id of every incident with changes to push.
+#[cfg(feature = "test-support")]
 pub fn outbox_ids(store: &Store) -> Result<Vec<String>, StoreError> {
     let mut stmt = store
         .conn

@@ -26,6 +26,8 @@ pub enum TaxonomyError {
     UnknownCategory { code: String, valid: String },
     #[error("unknown grid cell `{id}`; valid cells are: {valid}")]
     UnknownCell { id: String, valid: String },
+    #[error("unknown community `{id}`; known communities are: {valid}")]
+    UnknownCommunity { id: String, valid: String },
 }
 
 /// City grid management splits issues into facilities (部件, things that are
@@ -83,8 +85,10 @@ impl Taxonomy {
         Ok(taxonomy)
     }
 
-    pub fn builtin() -> Self {
-        Self::from_json(DEFAULT_CATEGORIES_JSON).expect("the shipped categories file is valid")
+    /// The shipped category list, parsed once per process.
+    pub fn builtin() -> &'static Taxonomy {
+        static BUILTIN: std::sync::OnceLock<Taxonomy> = std::sync::OnceLock::new();
+        BUILTIN.get_or_init(|| Self::from_json(DEFAULT_CATEGORIES_JSON).expect("the shipped categories file is valid"))
     }
 
     pub fn get(&self, code: &str) -> Option<&Category> {
@@ -138,7 +142,7 @@ pub struct Community {
 }
 
 fn default_timezone() -> String {
-    "Asia/Shanghai".to_owned()
+    crate::calendar::DEFAULT_TIMEZONE.to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,12 +167,7 @@ impl GridMap {
     pub fn from_json(json: &str) -> Result<Self, TaxonomyError> {
         let map: GridMap =
             serde_json::from_str(json).map_err(|source| TaxonomyError::Parse { what: "grids", source })?;
-        for community in map
-            .districts
-            .iter()
-            .flat_map(|d| &d.streets)
-            .flat_map(|s| &s.communities)
-        {
+        for community in map.communities() {
             if community.timezone.parse::<chrono_tz::Tz>().is_err() {
                 return Err(TaxonomyError::Invalid {
                     what: "grids",
@@ -227,12 +226,24 @@ impl GridMap {
         })
     }
 
-    pub fn community(&self, id: &str) -> Option<&Community> {
+    /// Every community, in file order.
+    pub fn communities(&self) -> impl Iterator<Item = &Community> {
         self.districts
             .iter()
             .flat_map(|d| &d.streets)
             .flat_map(|s| &s.communities)
-            .find(|c| c.id == id)
+    }
+
+    pub fn community(&self, id: &str) -> Option<&Community> {
+        self.communities().find(|c| c.id == id)
+    }
+
+    /// An unknown community, with the known ones listed.
+    pub fn require_community(&self, id: &str) -> Result<&Community, TaxonomyError> {
+        self.community(id).ok_or_else(|| TaxonomyError::UnknownCommunity {
+            id: id.chars().take(80).collect(),
+            valid: self.communities().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// The ids of a community's cells, in file order (none for an unknown community).

@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use anyhow::Context;
 use axum::Router;
@@ -26,8 +25,7 @@ use crate::sync::scope_of;
 
 /// The category list the server names categories by.
 pub fn taxonomy() -> &'static Taxonomy {
-    static TAXONOMY: OnceLock<Taxonomy> = OnceLock::new();
-    TAXONOMY.get_or_init(Taxonomy::builtin)
+    Taxonomy::builtin()
 }
 
 /// The filters as typed on the command line or in a query string. Empty

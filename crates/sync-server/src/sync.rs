@@ -4,7 +4,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use automerge::{AutoCommit, Change, ChangeHash};
+use automerge::{Change, ChangeHash};
 use serde::Serialize;
 use sync_core::protocol::{
     Ack, Cursor, FeedChange, Hash32, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, Manifest, ManifestReply, ManifestReport,
@@ -290,18 +290,18 @@ fn merge_push(
             ),
         });
     }
-    let merged = catch_unwind(AssertUnwindSafe(|| -> Result<(AutoCommit, Vec<ChangeHash>), String> {
-        let mut am = match &existing {
-            Some((bytes, _)) => AutoCommit::load(bytes).map_err(|e| e.to_string())?,
-            None => AutoCommit::new(),
-        };
-        if let Some(h) = known.iter().find(|h| am.get_change_by_hash(h).is_none()) {
-            return Err(format!("it carries change {h}, which belongs to another incident"));
-        }
-        let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
-        am.apply_changes(changes.clone()).map_err(|e| e.to_string())?;
-        Ok((am, hashes))
-    }));
+    let merged = catch_unwind(AssertUnwindSafe(
+        || -> Result<(IncidentDoc, Vec<ChangeHash>), String> {
+            let mut am =
+                IncidentDoc::receiver(existing.as_ref().map(|(b, _)| b.as_slice())).map_err(|e| e.to_string())?;
+            if let Some(h) = known.iter().find(|h| !am.has_change(h)) {
+                return Err(format!("it carries change {h}, which belongs to another incident"));
+            }
+            let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+            am.apply_changes(changes.clone()).map_err(|e| e.to_string())?;
+            Ok((am, hashes))
+        },
+    ));
     let quarantine_all = |reason: &str| -> Result<(), SyncError> {
         let mut all = Vec::new();
         for c in &doc.changes {
@@ -327,18 +327,14 @@ fn merge_push(
     // Changes whose dependencies the server lacks wait inside Automerge
     // unapplied; only applied ones join the feed. Usually nothing waits,
     // which one call tells without looking up each change.
-    let applied: Vec<ChangeHash> = if am.get_missing_deps(&[]).is_empty() {
+    let applied: Vec<ChangeHash> = if !am.waits_for_dependencies() {
         hashes.clone()
     } else {
-        hashes
-            .iter()
-            .copied()
-            .filter(|h| am.get_change_by_hash(h).is_some())
-            .collect()
+        hashes.iter().copied().filter(|h| am.has_change(h)).collect()
     };
     let need_full = applied.len() < hashes.len();
     let heads: Vec<ChangeHash> = doc.heads.iter().map(|h| ChangeHash::from(*h)).collect();
-    let stored = heads.iter().all(|h| am.get_change_by_hash(h).is_some());
+    let stored = heads.iter().all(|h| am.has_change(h));
 
     if applied.is_empty() && existing.is_none() {
         // Nothing usable yet (a first push missing its own start).
@@ -351,7 +347,7 @@ fn merge_push(
             },
         ));
     }
-    let mut idoc = IncidentDoc::from_automerge(am);
+    let mut idoc = am;
     let read = match idoc.read() {
         Ok(r) => r,
         Err(e) => {

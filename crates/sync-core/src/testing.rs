@@ -1,0 +1,55 @@
+//! Helpers the test suites of every crate share (feature `test-support`).
+
+/// Marsaglia's xorshift64: delays and choices that are the same on every
+/// machine for a given seed. The seed is printed; setting `var` replays one.
+pub struct XorShift64(u64);
+
+impl XorShift64 {
+    pub fn new(seed: u64) -> XorShift64 {
+        XorShift64(seed.max(1))
+    }
+
+    /// The seed from environment variable `var`, else `default`; printed.
+    pub fn from_env(var: &str, default: u64) -> XorShift64 {
+        let seed = std::env::var(var)
+            .ok()
+            .map(|s| s.parse().unwrap_or_else(|_| panic!("{var} must be a number")))
+            .unwrap_or(default);
+        eprintln!("seed {seed} (replay with {var}={seed})");
+        XorShift64::new(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// A whole number of milliseconds in `0..=max`.
+    pub fn ms(&mut self, max: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(self.below(max + 1))
+    }
+}
+
+/// Asserts that a SQLite database is whole: `integrity_check` says ok and
+/// no foreign key dangles.
+#[track_caller]
+pub fn assert_sqlite_whole(db: &rusqlite::Connection) {
+    let rows: Vec<String> = db
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("integrity_check runs");
+    assert_eq!(rows, ["ok"], "integrity_check");
+    let dangling: i64 = db
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
+        .expect("foreign_key_check runs");
+    assert_eq!(dangling, 0, "foreign_key_check");
+}
