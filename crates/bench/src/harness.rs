@@ -114,15 +114,14 @@ impl ServerProcess {
             let storage = sync_server::open_storage(dir.path())?;
             let grids = sync_core::GridMap::builtin();
             for w in workers {
-                sync_server::admin::add_worker(
-                    &storage,
-                    &grids,
-                    &w.id,
-                    &w.id,
-                    w.role,
-                    &w.grids,
-                    w.community.as_deref(),
-                )?;
+                let new = sync_server::accounts::NewWorker {
+                    id: &w.id,
+                    name: &w.id,
+                    role: w.role,
+                    cells: &w.grids,
+                    community: w.community.as_deref(),
+                };
+                sync_server::accounts::add_worker(&storage, &grids, &new)?;
             }
         }
         let mut child = Command::new(&bins.server)
@@ -160,7 +159,7 @@ impl ServerProcess {
     /// while the server runs, as the operator commands do.
     pub fn code(&self, worker: &str) -> Result<String> {
         let storage = sync_server::open_storage(self.data_dir())?;
-        Ok(sync_server::admin::enrol_code(&storage, worker, 24)?.0)
+        Ok(sync_server::accounts::enrol_code(&storage, worker, 24)?.code)
     }
 }
 

@@ -11,7 +11,7 @@ use automerge::AutoCommit;
 use automerge::transaction::{CommitOptions, Transactable as _};
 use sync_core::protocol::{self, SyncRequest};
 use sync_core::{GridMap, IncidentDoc, ListFilter, Status};
-use sync_server::storage::{SqliteStorage, Storage};
+use sync_server::storage::{Accounts, SqliteStorage};
 use uuid::Uuid;
 
 use crate::baseline::{self, Peer};
@@ -47,12 +47,17 @@ fn docs(conn: &rusqlite::Connection) -> Result<Vec<(String, Vec<u8>)>> {
 fn serve_in_process(storage: &SqliteStorage, grids: &GridMap, token: &str, body: &[u8]) -> Result<Duration> {
     let start = Instant::now();
     let device = storage
-        .device_by_token(&sync_server::secret_hash(token))?
+        .device_by_token(&sync_server::secrets::secret_hash(token))?
         .context("the device token is unknown to the server")?;
     let req: SyncRequest = protocol::decode(body)?;
-    let scope = sync_server::sync::scope_of(&device, grids);
-    let (now_ms, now) = sync_server::clock();
-    let resp = sync_server::sync::sync(storage, &device, &scope, &req, now_ms, &now)?;
+    let scope = sync_server::accounts::scope_of(&device, grids);
+    let now = sync_server::ServerTime::now();
+    let caller = sync_server::sync::Caller {
+        device: &device,
+        scope: &scope,
+        now: &now,
+    };
+    let resp = sync_server::sync::sync(storage, &caller, &req)?;
     std::hint::black_box(protocol::encode(&resp));
     Ok(start.elapsed())
 }

@@ -1,144 +1,42 @@
 //! Open311 GeoReport v2, read side, JSON only: categories as services,
 //! incidents as service requests, and the display photo of each as its
 //! `media_url`, so that civic tools built for the standard can read the log.
-//!
-//! Errors are the standard's JSON arrays `[{"code": 400, "description": …}]`.
-//! `services.json` is public; requests and media need a center or operator
-//! token (Bearer or `api_key`) unless the server runs with `--open311-public`.
+//! This module maps and selects; `http/open311.rs` serves it with the
+//! standard's error shape. `services.json` is public; requests and media
+//! need a center or operator token unless the server runs with
+//! `--open311-public`.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, FixedOffset, TimeDelta};
 use serde::{Deserialize, Serialize};
 use sync_core::export::local_time;
 use sync_core::taxonomy::CategoryGroup;
 use sync_core::{BlobHash, GridMap, Incident, Status, Taxonomy};
 
-use crate::api::{ApiError, App, bearer, blocking, require_reader};
-use crate::export::{ExportError, decode, taxonomy};
-use crate::storage::{IncidentFilter, Scope};
-use crate::sync::scope_of;
+use crate::export::{ExportError, decode};
+use crate::storage::{BlobKind, IncidentFilter, Scope, Storage, StorageError};
 
 /// The widest `start_date`..`end_date` span, and the window when none is given.
 pub const MAX_SPAN_DAYS: i64 = 90;
 /// At most this many requests in one answer, oldest first.
 pub const MAX_REQUESTS: usize = 1000;
 
-/// `serve` flags for Open311.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
-    /// Serve Open311 requests and photos without a token (read-only, every community).
-    #[arg(long)]
-    pub open311_public: bool,
-    /// The base URL clients reach this server at, for Open311 `media_url`
-    /// (default: http://<listen address>).
-    #[arg(long, value_name = "URL")]
-    pub public_url: Option<String>,
+/// A request Open311 answers with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
-impl ServeArgs {
-    /// The base of absolute URLs, without a trailing slash.
-    pub fn base_url(&self, addr: SocketAddr) -> anyhow::Result<String> {
-        match &self.public_url {
-            None => Ok(format!("http://{addr}")),
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u.trim_end_matches('/').to_owned()),
-            Some(u) => anyhow::bail!("--public-url `{u}` must start with http:// or https://"),
-        }
-    }
-}
-
-struct Open311 {
-    app: App,
-    public: bool,
-    base_url: String,
-}
-
-type Shared = Arc<Open311>;
-
-pub fn routes(app: App, args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Router> {
-    let state = Arc::new(Open311 {
-        app,
-        public: args.open311_public,
-        base_url: args.base_url(addr)?,
-    });
-    Ok(Router::new()
-        .route("/open311/v2/services.json", get(services))
-        .route("/open311/v2/requests.json", get(requests))
-        .route("/open311/v2/requests/{file}", get(request))
-        .route("/open311/v2/media/{file}", get(media))
-        .route("/open311/v2/{file}", get(other))
-        .with_state(state))
-}
-
-/// An Open311 error: the HTTP status and a sentence, as `[{"code", "description"}]`.
-#[derive(Debug)]
-pub struct Open311Error {
-    status: StatusCode,
-    description: String,
-}
-
-impl Open311Error {
-    fn new(status: StatusCode, description: impl Into<String>) -> Self {
-        Open311Error {
-            status,
-            description: description.into(),
-        }
-    }
-}
-
-impl From<ApiError> for Open311Error {
-    fn from(e: ApiError) -> Self {
-        Open311Error::new(e.status(), e.message())
-    }
-}
-
-impl From<ExportError> for Open311Error {
-    fn from(e: ExportError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl IntoResponse for Open311Error {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!([{"code": self.status.as_u16(), "description": self.description}]);
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-fn bad_request(description: impl Into<String>) -> Open311Error {
-    Open311Error::new(StatusCode::BAD_REQUEST, description)
-}
-
-fn not_found(description: impl Into<String>) -> Open311Error {
-    Open311Error::new(StatusCode::NOT_FOUND, description)
-}
-
-fn only_json() -> Open311Error {
-    bad_request("this server speaks Open311 in JSON only; ask for the .json resource")
-}
-
-/// The incidents a caller may read: everything when the server is public,
-/// else the scope of a center or operator token.
-fn reader_scope(st: &Open311, headers: &HeaderMap, api_key: Option<&str>) -> Result<Scope, Open311Error> {
-    if st.public {
-        return Ok(Scope::All);
-    }
-    let token = bearer(headers).or(api_key.filter(|k| !k.is_empty())).ok_or_else(|| {
-        Open311Error::new(
-            StatusCode::UNAUTHORIZED,
-            "this needs a center or operator token, as api_key=… or Authorization: Bearer …",
-        )
-    })?;
-    let device = require_reader(&st.app, Some(token))?;
-    Ok(scope_of(&device, &st.app.grids))
+fn bad_request(description: impl Into<String>) -> QueryError {
+    QueryError::BadRequest(description.into())
 }
 
 #[derive(Debug, Serialize)]
@@ -179,27 +77,6 @@ pub fn service_list(taxonomy: &Taxonomy) -> Vec<Service> {
             group: group_name(c.group),
         })
         .collect()
-}
-
-fn json_ok(value: &impl Serialize) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        serde_json::to_vec(value).expect("Open311 answers serialise"),
-    )
-        .into_response()
-}
-
-async fn services() -> Response {
-    json_ok(&service_list(taxonomy()))
-}
-
-/// Any other resource at the top: `.xml` gets a clear refusal.
-async fn other(Path(file): Path<String>) -> Open311Error {
-    if file.ends_with(".xml") {
-        only_json()
-    } else {
-        not_found("Open311 here serves services.json, requests.json, requests/{id}.json and media/{hash}.jpg")
-    }
 }
 
 /// One incident as an Open311 service request.
@@ -299,31 +176,35 @@ pub fn service_request(
 }
 
 /// Maps decoded incidents, looking up which display photos the server holds.
-fn to_requests(st: &Open311, incidents: &[Incident]) -> Result<Vec<ServiceRequest>, Open311Error> {
+pub fn to_requests(
+    storage: &dyn Storage,
+    grids: &GridMap,
+    incidents: &[Incident],
+    base_url: &str,
+) -> Result<Vec<ServiceRequest>, QueryError> {
     let ids: Vec<String> = incidents.iter().map(|i| i.id.to_string()).collect();
-    let verified: HashSet<String> = st
-        .app
-        .storage
-        .photo_refs(&ids)
-        .map_err(ApiError::from)?
+    let verified: HashSet<String> = storage
+        .photo_refs(&ids)?
         .into_iter()
-        .filter(|r| r.verified && r.kind == "display")
+        .filter(|r| r.verified && r.kind == BlobKind::Display)
         .map(|r| r.hash)
         .collect();
     Ok(incidents
         .iter()
-        .map(|i| service_request(i, &st.app.grids, taxonomy(), &verified, &st.base_url))
+        .map(|i| service_request(i, grids, Taxonomy::builtin(), &verified, base_url))
         .collect())
 }
 
+/// The query of `requests.json`, as the standard names its parameters.
 #[derive(Debug, Default, Deserialize)]
-struct RequestsQuery {
-    start_date: Option<String>,
-    end_date: Option<String>,
-    status: Option<String>,
-    service_code: Option<String>,
-    service_request_id: Option<String>,
-    api_key: Option<String>,
+pub struct RequestsQuery {
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    pub status: Option<String>,
+    pub service_code: Option<String>,
+    pub service_request_id: Option<String>,
+    /// The token, for clients that cannot send a header; read by the HTTP layer.
+    pub api_key: Option<String>,
 }
 
 /// Splits a comma list, dropping empty items.
@@ -336,7 +217,7 @@ fn list(s: &Option<String>) -> Vec<&str> {
         .collect()
 }
 
-fn datetime(param: &str, value: &Option<String>) -> Result<Option<DateTime<FixedOffset>>, Open311Error> {
+fn datetime(param: &str, value: &Option<String>) -> Result<Option<DateTime<FixedOffset>>, QueryError> {
     let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
@@ -356,7 +237,7 @@ fn window(
     start: Option<DateTime<FixedOffset>>,
     end: Option<DateTime<FixedOffset>>,
     now: DateTime<FixedOffset>,
-) -> Result<(DateTime<FixedOffset>, DateTime<FixedOffset>), Open311Error> {
+) -> Result<(DateTime<FixedOffset>, DateTime<FixedOffset>), QueryError> {
     let span = TimeDelta::days(MAX_SPAN_DAYS);
     let (start, end) = match (start, end) {
         (None, None) => (now - span, now),
@@ -375,43 +256,13 @@ fn window(
     Ok((start, end))
 }
 
-fn scope_grids(scope: &Scope) -> Option<Vec<String>> {
-    match scope {
-        Scope::All => None,
-        Scope::Grids(g) => Some(g.clone()),
-    }
-}
-
-async fn requests(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    query: Result<Query<RequestsQuery>, QueryRejection>,
-) -> Result<Response, Open311Error> {
-    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
-    blocking(move || Ok(run_requests(&st, &headers, &q)))
-        .await
-        .map_err(Open311Error::from)?
-}
-
-fn run_requests(st: &Open311, headers: &HeaderMap, q: &RequestsQuery) -> Result<Response, Open311Error> {
-    let scope = reader_scope(st, headers, q.api_key.as_deref())?;
-    let storage = st.app.storage.as_ref();
-    let ids = list(&q.service_request_id);
-    if !ids.is_empty() {
-        // The standard: a list of ids overrides every other filter.
-        let mut found = Vec::new();
-        for id in ids.iter().take(MAX_REQUESTS) {
-            if let Some(i) = one_incident(st, &scope, id)? {
-                found.push(i);
-            }
-        }
-        return Ok(json_ok(&to_requests(st, &found)?));
-    }
-    let mut open_closed = HashSet::new();
+/// The `open`/`closed` statuses asked for (none: both).
+fn statuses(q: &RequestsQuery) -> Result<HashSet<&str>, QueryError> {
+    let mut out = HashSet::new();
     for s in list(&q.status) {
         match s {
             "open" | "closed" => {
-                open_closed.insert(s);
+                out.insert(s);
             }
             other => {
                 return Err(bad_request(format!(
@@ -421,20 +272,39 @@ fn run_requests(st: &Open311, headers: &HeaderMap, q: &RequestsQuery) -> Result<
             }
         }
     }
+    Ok(out)
+}
+
+/// The incidents a `requests.json` query names, oldest first, at most [`MAX_REQUESTS`].
+pub fn find_requests(
+    storage: &dyn Storage,
+    scope: &Scope,
+    q: &RequestsQuery,
+    now: DateTime<FixedOffset>,
+) -> Result<Vec<Incident>, QueryError> {
+    let ids = list(&q.service_request_id);
+    if !ids.is_empty() {
+        // The standard: a list of ids overrides every other filter.
+        let mut found = Vec::new();
+        for id in ids.iter().take(MAX_REQUESTS) {
+            found.extend(one_incident(storage, scope, id)?);
+        }
+        return Ok(found);
+    }
+    let open_closed = statuses(q)?;
     let codes = list(&q.service_code);
     for code in &codes {
-        taxonomy()
+        Taxonomy::builtin()
             .require(code)
             .map_err(|e| bad_request(e.to_string().replace("category", "service_code")))?;
     }
-    let now = chrono::Utc::now().fixed_offset();
     let (start, end) = window(
         datetime("start_date", &q.start_date)?,
         datetime("end_date", &q.end_date)?,
         now,
     )?;
     let filter = IncidentFilter {
-        grids: scope_grids(&scope),
+        grids: scope.cells().map(<[String]>::to_vec),
         status: None,
         category: match codes.as_slice() {
             [one] => Some((*one).to_owned()),
@@ -442,7 +312,7 @@ fn run_requests(st: &Open311, headers: &HeaderMap, q: &RequestsQuery) -> Result<
         },
     };
     let mut found = Vec::new();
-    for stored in storage.incidents(&filter).map_err(ApiError::from)? {
+    for stored in storage.incidents(&filter)? {
         let i = decode(&stored.id, &stored.doc)?;
         if (codes.is_empty() || codes.contains(&i.category.as_str()))
             && (open_closed.is_empty() || open_closed.contains(open311_status(i.status)))
@@ -455,106 +325,58 @@ fn run_requests(st: &Open311, headers: &HeaderMap, q: &RequestsQuery) -> Result<
             }
         }
     }
-    Ok(json_ok(&to_requests(st, &found)?))
+    Ok(found)
 }
 
 /// An incident by id, if it exists and the caller may read it.
-fn one_incident(st: &Open311, scope: &Scope, id: &str) -> Result<Option<Incident>, Open311Error> {
-    let Some((doc, grid)) = st.app.storage.incident_doc(id).map_err(ApiError::from)? else {
+pub fn one_incident(storage: &dyn Storage, scope: &Scope, id: &str) -> Result<Option<Incident>, QueryError> {
+    let Some(stored) = storage.incident_doc(id)? else {
         return Ok(None);
     };
-    if !scope.allows(&grid) {
+    if !scope.allows(&stored.grid) {
         return Ok(None);
     }
-    Ok(Some(decode(id, &doc)?))
+    Ok(Some(decode(id, &stored.doc)?))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct KeyQuery {
-    api_key: Option<String>,
+/// `requests/{id}.json`: the id part of the file name.
+pub fn request_stem(file: &str) -> Result<&str, QueryError> {
+    match (file.strip_suffix(".json"), file.strip_suffix(".xml")) {
+        (Some(id), _) => Ok(id),
+        (None, Some(_)) => Err(only_json()),
+        (None, None) => Err(QueryError::NotFound(
+            "ask for requests/{service_request_id}.json".into(),
+        )),
+    }
 }
 
-async fn request(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(file): Path<String>,
-    query: Result<Query<KeyQuery>, QueryRejection>,
-) -> Result<Response, Open311Error> {
-    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
-    blocking(move || {
-        Ok((|| {
-            let id = match (file.strip_suffix(".json"), file.strip_suffix(".xml")) {
-                (Some(id), _) => id,
-                (None, Some(_)) => return Err(only_json()),
-                (None, None) => return Err(not_found("ask for requests/{service_request_id}.json")),
-            };
-            let scope = reader_scope(&st, &headers, q.api_key.as_deref())?;
-            // Ids are UUIDs; anything else cannot name an incident.
-            let id = uuid::Uuid::try_parse(id)
-                .map_err(|_| {
-                    not_found(format!(
-                        "no service request `{}`",
-                        id.chars().take(64).collect::<String>()
-                    ))
-                })?
-                .hyphenated()
-                .to_string();
-            match one_incident(&st, &scope, &id)? {
-                Some(i) => Ok(json_ok(&to_requests(&st, &[i])?)),
-                None => Err(not_found(format!("no service request `{id}`"))),
-            }
-        })())
-    })
-    .await
-    .map_err(Open311Error::from)?
+/// An id in its one spelling; ids are UUIDs, anything else names no incident.
+pub fn request_id(stem: &str) -> Result<String, QueryError> {
+    uuid::Uuid::try_parse(stem)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| {
+            QueryError::NotFound(format!(
+                "no service request `{}`",
+                stem.chars().take(64).collect::<String>()
+            ))
+        })
 }
 
-async fn media(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(file): Path<String>,
-    query: Result<Query<KeyQuery>, QueryRejection>,
-) -> Result<Response, Open311Error> {
-    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
-    blocking(move || {
-        Ok((|| {
-            let scope = reader_scope(&st, &headers, q.api_key.as_deref())?;
-            let missing = || not_found("no such photo");
-            let hash: BlobHash = file
-                .strip_suffix(".jpg")
-                .and_then(|h| h.parse().ok())
-                .ok_or_else(missing)?;
-            let hex = hash.to_hex();
-            let storage = st.app.storage.as_ref();
-            // Display copies and thumbnails only: originals keep the camera's EXIF.
-            let kind = storage.blob_ref(&hex, &scope).map_err(ApiError::from)?;
-            if !matches!(kind.as_deref(), Some("display" | "thumb"))
-                || !storage.blob_verified(&hex).map_err(ApiError::from)?
-            {
-                return Err(missing());
-            }
-            match st.app.photos.read(&hash) {
-                Ok(bytes) => Ok((
-                    [
-                        (header::CONTENT_TYPE, "image/jpeg"),
-                        (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
-                    ],
-                    bytes,
-                )
-                    .into_response()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
-                Err(e) => {
-                    tracing::error!(error = %e, "photo storage failed");
-                    Err(Open311Error::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the server cannot read its photos right now",
-                    ))
-                }
-            }
-        })())
-    })
-    .await
-    .map_err(Open311Error::from)?
+pub fn only_json() -> QueryError {
+    bad_request("this server speaks Open311 in JSON only; ask for the .json resource")
+}
+
+/// `media/{hash}.jpg`: a display copy or thumbnail that an incident in
+/// scope names and the server holds verified. Originals keep the camera's
+/// EXIF and are never served here.
+pub fn media_hash(storage: &dyn Storage, scope: &Scope, file: &str) -> Result<Option<BlobHash>, QueryError> {
+    let Some(hash) = file.strip_suffix(".jpg").and_then(|h| h.parse::<BlobHash>().ok()) else {
+        return Ok(None);
+    };
+    let hex = hash.to_hex();
+    let kind = storage.blob_ref(&hex, scope)?;
+    let servable = matches!(kind, Some(BlobKind::Display | BlobKind::Thumb)) && storage.blob_verified(&hex)?;
+    Ok(servable.then_some(hash))
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use sync_core::protocol::{
     PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
 };
 use sync_core::{BlobHash, IncidentDoc, IncidentId, Location, NewIncident};
-use sync_server::storage::Storage;
+use sync_server::secrets::{normalise_code, secret_hash};
+use sync_server::storage::Accounts;
 
 use crate::*;
 
@@ -732,14 +733,9 @@ fn wrong_used_expired_and_other_workers_codes_get_401_bad_code() {
     let expired = "ABCD-EFGH-JKMN";
     {
         let storage = sync_server::open_storage(server.data_dir()).unwrap();
-        let (now_ms, now) = sync_server::clock();
+        let now = sync_server::ServerTime::now();
         storage
-            .add_enrol_code(
-                &sync_server::secret_hash(&sync_server::normalise_code(expired)),
-                "w-li",
-                now_ms - 1,
-                &now,
-            )
+            .add_enrol_code(&secret_hash(&normalise_code(expired)), "w-li", now.ms - 1, &now.text)
             .unwrap();
     }
 

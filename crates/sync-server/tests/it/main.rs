@@ -15,6 +15,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 mod adversarial;
+mod cli;
 mod convergence;
 mod crash;
 mod cut;

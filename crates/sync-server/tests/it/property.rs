@@ -17,8 +17,10 @@ use sync_core::incident::rfc3339;
 use sync_core::protocol::{self, MAX_PULL, SyncRequest, SyncResponse};
 use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON};
 use sync_core::{GridMap, Incident, IncidentDoc, IncidentId, ListFilter, Location, NewIncident, Store};
-use sync_server::storage::{Enrolment, Role, Scope, SqliteStorage, Storage, Worker};
-use sync_server::sync::{scope_of, sync};
+use sync_server::ServerTime;
+use sync_server::accounts::scope_of;
+use sync_server::storage::{Accounts, ChangeLog, Enrolment, Role, Scope, SqliteStorage, Worker};
+use sync_server::sync::{Caller, sync};
 use tempfile::TempDir;
 
 use crate::HX02;
@@ -306,7 +308,16 @@ impl World {
             // Through the wire encoding, both ways.
             let req: SyncRequest = protocol::decode(&protocol::encode(&out.request)).unwrap();
             let rep = &self.replicas[r];
-            let resp = sync(&self.server, &rep.device, &self.scope, &req, now_ms, &rfc3339(&now))
+            let at = ServerTime {
+                ms: now_ms,
+                text: rfc3339(&now),
+            };
+            let caller = Caller {
+                device: &rep.device,
+                scope: &self.scope,
+                now: &at,
+            };
+            let resp = sync(&self.server, &caller, &req)
                 .unwrap_or_else(|e| panic!("the server refused replica {r}'s sync: {e}"));
             let resp: SyncResponse = protocol::decode(&protocol::encode(&resp)).unwrap();
             if round == 0 && matches!(during, During::LostAnswer) {

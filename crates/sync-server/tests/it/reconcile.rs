@@ -499,7 +499,7 @@ fn incidents_open_for_more_than_three_days_are_listed() {
 }
 
 /// Runs `sync-server ARGS` on the data dir; exit code and stderr.
-fn admin_fails(server: &Server, args: &[&str]) -> (i32, String) {
+pub fn admin_fails(server: &Server, args: &[&str]) -> (i32, String) {
     let out = Command::new(server_bin())
         .arg("--data-dir")
         .arg(server.data_dir())
@@ -591,18 +591,19 @@ fn reports_are_refused_without_a_reader_token_outside_scope_or_on_bad_input() {
     );
     assert_eq!(flags(worker(&r, "w-x")), ["never_synced"]);
 
-    // The CLI: a bad date is a usage error (2); the rest are errors (1).
+    // The CLI: a bad date, a community left out or unknown are all
+    // mistakes in the command line (2), as they are for `export`.
     let (code, err) = admin_fails(&server, &["reconcile", "--date", "2026-13-01"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("2026-13-01") && err.contains("YYYY-MM-DD"), "{err}");
     let (code, err) = admin_fails(&server, &["reconcile", "--date", &date]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("--community") && err.contains(HX) && err.contains("HLT-XS-XS"),
         "{err}"
     );
     let (code, err) = admin_fails(&server, &["reconcile", "--date", &date, "--community", "NOWHERE"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown community `NOWHERE`") && err.contains(HX), "{err}");
     let (code, err) = admin_fails(&server, &["reconcile", "--date", &date, "--format", "pdf"]);
     assert_eq!(code, 2, "{err}");

@@ -1,5 +1,4 @@
-//! Photo bytes on the server, behind [`PhotoStore`]; [`LocalPhotos`] keeps
-//! them in the data dir.
+//! [`LocalPhotos`]: photo bytes in the data dir.
 //!
 //! An upload is appended chunk by chunk to `uploads/<hash>.part` (each
 //! chunk fsynced), so a cut connection or a killed server resumes at the
@@ -17,30 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use sync_core::BlobHash;
+use sync_core::files::sync_folder;
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum Append {
-    /// Stored up to this many bytes; send the rest.
-    Partial(u64),
-    /// The whole photo is stored and matches its hash.
-    Complete,
-    /// The chunk does not start where the stored bytes end.
-    WrongOffset(u64),
-    /// All bytes arrived but they hash to something else; they were discarded.
-    Mismatch,
-    /// The chunk would run past the declared size.
-    TooLong,
-}
-
-pub trait PhotoStore: Send + Sync + 'static {
-    /// Bytes stored so far and whether the photo is complete.
-    fn progress(&self, hash: &BlobHash) -> io::Result<(u64, bool)>;
-    fn append(&self, hash: &BlobHash, offset: u64, chunk: &[u8], size: u64) -> io::Result<Append>;
-    fn read(&self, hash: &BlobHash) -> io::Result<Vec<u8>>;
-}
+use super::{Append, PhotoStore, Progress};
 
 const STRIPES: usize = 64;
 
+/// Photos under `photos/<aa>/<hash>`, uploads under `uploads/<hash>.part`.
 pub struct LocalPhotos {
     root: PathBuf,
     stripes: [Mutex<()>; STRIPES],
@@ -91,7 +73,7 @@ impl LocalPhotos {
         let dir = target.parent().expect("photo paths have a parent");
         fs::create_dir_all(dir)?;
         fs::rename(part, &target)?;
-        sync_dir(dir)
+        sync_folder(dir)
     }
 
     fn final_path(&self, hash: &BlobHash) -> PathBuf {
@@ -104,25 +86,25 @@ impl LocalPhotos {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 impl PhotoStore for LocalPhotos {
-    fn progress(&self, hash: &BlobHash) -> io::Result<(u64, bool)> {
+    fn progress(&self, hash: &BlobHash) -> io::Result<Progress> {
+        let at = |received, complete| Ok(Progress { received, complete });
         if let Ok(m) = fs::metadata(self.final_path(hash)) {
-            return Ok((m.len(), true));
+            return at(m.len(), true);
         }
         match fs::metadata(self.part_path(hash)) {
-            Ok(m) => Ok((m.len(), false)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((0, false)),
+            Ok(m) => at(m.len(), false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => at(0, false),
             Err(e) => Err(e),
         }
     }
 
     fn append(&self, hash: &BlobHash, offset: u64, chunk: &[u8], size: u64) -> io::Result<Append> {
         let _guard = self.lock(hash);
-        let (have, complete) = self.progress(hash)?;
+        let Progress {
+            received: have,
+            complete,
+        } = self.progress(hash)?;
         if complete {
             return Ok(Append::Complete);
         }
@@ -182,13 +164,25 @@ mod tests {
             store.append(&h, 0, &data[..10], 10_000).unwrap(),
             Append::WrongOffset(4000)
         );
-        assert_eq!(store.progress(&h).unwrap(), (4000, false));
+        assert_eq!(
+            store.progress(&h).unwrap(),
+            Progress {
+                received: 4000,
+                complete: false
+            }
+        );
         assert_eq!(store.append(&h, 4000, &data[4000..], 10_000).unwrap(), Append::Complete);
         assert_eq!(store.read(&h).unwrap(), data);
 
         let wrong = BlobHash::of(b"something else");
         assert_eq!(store.append(&wrong, 0, &data, 10_000).unwrap(), Append::Mismatch);
-        assert_eq!(store.progress(&wrong).unwrap(), (0, false));
+        assert_eq!(
+            store.progress(&wrong).unwrap(),
+            Progress {
+                received: 0,
+                complete: false
+            }
+        );
     }
 
     #[test]
@@ -198,7 +192,13 @@ mod tests {
         let h = BlobHash::of(&data);
         let store = LocalPhotos::open(dir.path()).unwrap();
         fs::write(store.part_path(&h), &data).unwrap();
-        assert_eq!(store.progress(&h).unwrap(), (data.len() as u64, false));
+        assert_eq!(
+            store.progress(&h).unwrap(),
+            Progress {
+                received: data.len() as u64,
+                complete: false
+            }
+        );
         let n = data.len() as u64;
         assert_eq!(store.append(&h, n, &[], n).unwrap(), Append::Complete);
         assert_eq!(store.read(&h).unwrap(), data);
@@ -209,10 +209,19 @@ mod tests {
         let half = BlobHash::of(b"a third photo");
         fs::write(store.part_path(&half), b"a third").unwrap();
         let reopened = LocalPhotos::open(dir.path()).unwrap();
-        assert_eq!(reopened.progress(&h2).unwrap(), (other.len() as u64, true));
+        assert_eq!(
+            reopened.progress(&h2).unwrap(),
+            Progress {
+                received: other.len() as u64,
+                complete: true
+            }
+        );
         assert_eq!(
             reopened.progress(&half).unwrap(),
-            (7, false),
+            Progress {
+                received: 7,
+                complete: false
+            },
             "a partial upload stays to resume"
         );
     }
@@ -224,6 +233,12 @@ mod tests {
         let h = BlobHash::of(b"0123456789");
         fs::write(store.part_path(&h), b"0123456789xyz").unwrap();
         assert_eq!(store.append(&h, 13, b"", 10).unwrap(), Append::WrongOffset(0));
-        assert_eq!(store.progress(&h).unwrap(), (0, false));
+        assert_eq!(
+            store.progress(&h).unwrap(),
+            Progress {
+                received: 0,
+                complete: false
+            }
+        );
     }
 }

@@ -1,263 +1,24 @@
-//! Where the server keeps its records, behind [`Storage`], and the SQLite
-//! implementation of it that runs on the embedded defaults.
-//!
-//! The trait speaks in plain records (workers, devices, changes, incident
-//! rows); the protocol logic in `sync.rs` sits above it, so another backend
-//! (PostgreSQL) only has to store and query these records. Every method is
-//! blocking: callers run them inside `spawn_blocking`.
+//! [`SqliteStorage`]: every storage trait on one SQLite file, WAL,
+//! `synchronous=FULL`. rusqlite's connection is not `Sync`, so it has one
+//! owner behind a std mutex. Scopes and id lists reach SQL as JSON arrays
+//! read with `json_each`.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
+use sync_core::Status;
+use sync_core::sqlite::{Migration, migrate};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("the server database failed: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("the server database was written by a newer version (schema {found}, this build knows {known})")]
-    TooNew { found: i64, known: i64 },
-    #[error("no worker `{0}`")]
-    NoWorker(String),
-    #[error("no device `{0}`")]
-    NoDevice(String),
-    #[error("worker `{0}` already exists")]
-    WorkerExists(String),
-}
+use super::{
+    Accounts, BlobIndex, BlobKind, ChangeLog, Device, Enrolment, FeedPage, FeedQuery, FeedRow, IncidentFilter,
+    IncidentWrite, NewToken, PhotoRef, Quarantined, ReadModel, Role, Scope, StorageError, StoredDoc, StoredIncident,
+    SyncRecord, Worker,
+};
 
-/// What a token grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// A grid worker: their own grid cells.
-    Worker,
-    /// A community center: every cell of its community.
-    Center,
-    /// The operator: everything.
-    Operator,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Worker => "worker",
-            Role::Center => "center",
-            Role::Operator => "operator",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        [Role::Worker, Role::Center, Role::Operator]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Worker {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub community: Option<String>,
-    pub grids: Vec<String>,
-}
-
-/// A device as the server knows it, found from its token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Device {
-    pub id: String,
-    pub worker: Worker,
-    /// The Automerge actor id bound to this device at enrolment.
-    #[serde(skip)]
-    pub actor: Vec<u8>,
-    pub enrolled_at: String,
-    pub revoked_at: Option<String>,
-    pub last_sync_at: Option<String>,
-    pub manifest: Option<serde_json::Value>,
-    pub clock_offset_ms: Option<i64>,
-    /// A read-only token for reports and exports, not a field device.
-    pub read_only: bool,
-}
-
-/// One incident as written after a push: the merged document, its
-/// projected columns and the changes that were new to the server.
-#[derive(Debug, Clone)]
-pub struct IncidentWrite {
-    pub id: String,
-    pub doc: Vec<u8>,
-    pub heads: Vec<u8>,
-    pub grid: String,
-    pub category: String,
-    pub status: String,
-    pub reporter: String,
-    pub device: String,
-    pub captured_at: String,
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
-    pub new_changes: Vec<([u8; 32], Vec<u8>)>,
-    /// Photo blobs the document references: (hash, kind).
-    pub blob_refs: Vec<(String, &'static str)>,
-}
-
-/// One change from the feed.
-#[derive(Debug, Clone)]
-pub struct FeedRow {
-    pub seq: u64,
-    pub incident_id: String,
-    pub hash: [u8; 32],
-    pub bytes: Vec<u8>,
-}
-
-/// A device exchanging a one-time code for a token.
-#[derive(Debug, Clone, Copy)]
-pub struct Enrolment<'a> {
-    /// Hash of the normalised code.
-    pub code_hash: &'a str,
-    pub worker: &'a str,
-    pub device: &'a str,
-    /// The device's Automerge actor id, bound to it from now on.
-    pub actor: &'a [u8],
-    pub token_hash: &'a str,
-}
-
-/// One incident as the server holds it, for reports and exports.
-#[derive(Debug, Clone)]
-pub struct StoredIncident {
-    pub id: String,
-    /// The merged Automerge document.
-    pub doc: Vec<u8>,
-    pub grid: String,
-    pub category: String,
-    pub status: String,
-    pub reporter: String,
-    /// The device that created it.
-    pub device: String,
-    /// Device clock, RFC 3339 with the device's offset.
-    pub captured_at: String,
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
-    /// Server clock (UTC, RFC 3339) when its first change arrived.
-    pub first_received_at: String,
-    /// Server clock when a change to it last arrived.
-    pub updated_at: String,
-}
-
-/// Which incidents to read. Time filters are left to the caller, since
-/// captured times carry each device's own offset.
-#[derive(Debug, Clone, Default)]
-pub struct IncidentFilter {
-    /// Only these grid cells (`None`: every cell).
-    pub grids: Option<Vec<String>>,
-    pub status: Option<String>,
-    pub category: Option<String>,
-}
-
-/// A photo an incident references, and whether the server holds it verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PhotoRef {
-    pub incident_id: String,
-    pub hash: String,
-    /// `original`, `display` or `thumb`.
-    pub kind: String,
-    pub verified: bool,
-}
-
-/// The grid cells a request may touch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    All,
-    Grids(Vec<String>),
-}
-
-impl Scope {
-    pub fn allows(&self, grid: &str) -> bool {
-        match self {
-            Scope::All => true,
-            Scope::Grids(g) => g.iter().any(|c| c == grid),
-        }
-    }
-
-    /// `NULL` for all, else a JSON array for `json_each`.
-    fn sql(&self) -> Option<String> {
-        match self {
-            Scope::All => None,
-            Scope::Grids(g) => Some(serde_json::to_string(g).expect("strings serialise")),
-        }
-    }
-}
-
-/// The records the server keeps. Implementations must make each method
-/// atomic and durable before it returns.
-pub trait Storage: Send + Sync + 'static {
-    /// A random id made when the store was created; a new store means a new epoch.
-    fn epoch(&self) -> Result<String, StorageError>;
-
-    fn add_worker(&self, worker: &Worker, now: &str) -> Result<(), StorageError>;
-    fn worker(&self, id: &str) -> Result<Option<Worker>, StorageError>;
-    fn add_enrol_code(&self, code_hash: &str, worker: &str, expires_ms: i64, now: &str) -> Result<(), StorageError>;
-    /// Uses up a code and registers the device in one step. `None` when the
-    /// code is unknown, used or expired, or names another worker.
-    fn enroll(&self, enrolment: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<Option<Worker>, StorageError>;
-    fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError>;
-    /// Registers a read-only token for a worker (a center's dashboard, a script).
-    fn add_token(&self, id: &str, worker: &str, actor: &[u8], token_hash: &str, now: &str) -> Result<(), StorageError>;
-    fn devices(&self) -> Result<Vec<Device>, StorageError>;
-    fn revoke_device(&self, id: &str, now: &str) -> Result<(), StorageError>;
-    fn record_sync(
-        &self,
-        device: &str,
-        manifest: &serde_json::Value,
-        clock_offset_ms: i64,
-        now: &str,
-    ) -> Result<(), StorageError>;
-
-    fn incident_doc(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StorageError>;
-    fn has_change(&self, hash: &[u8; 32]) -> Result<bool, StorageError>;
-    /// Writes every incident of a push in one transaction.
-    fn commit_push(&self, writes: &[IncidentWrite], device: &str, now: &str) -> Result<(), StorageError>;
-    fn quarantine(
-        &self,
-        device: &str,
-        incident: Option<&str>,
-        reason: &str,
-        bytes: &[u8],
-        now: &str,
-    ) -> Result<(), StorageError>;
-
-    /// The feed's hash chain at `seq` (covering every change up to it), if any.
-    fn change_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError>;
-    /// Changes after `after` in scope and not sent by `exclude_device`,
-    /// at most `limit`, and the highest seq in the whole feed.
-    fn feed(
-        &self,
-        after: u64,
-        scope: &Scope,
-        exclude_device: &str,
-        limit: u32,
-    ) -> Result<(Vec<FeedRow>, u64), StorageError>;
-
-    /// Kind and incident grid of a blob referenced by an incident in scope.
-    fn blob_ref(&self, hash: &str, scope: &Scope) -> Result<Option<String>, StorageError>;
-    fn blob_verified(&self, hash: &str) -> Result<bool, StorageError>;
-    fn mark_blob_verified(&self, hash: &str, size: u64, now: &str) -> Result<(), StorageError>;
-    /// Thumbnails of these incidents that the server holds.
-    fn thumbs_of(&self, incidents: &[String]) -> Result<Vec<String>, StorageError>;
-
-    /// Incidents matching `filter`, ordered by id (creation order, ids are UUIDv7).
-    fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError>;
-    /// Every photo these incidents reference.
-    fn photo_refs(&self, incidents: &[String]) -> Result<Vec<PhotoRef>, StorageError>;
-    /// Ids of the incidents created on `device`, ascending.
-    fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError>;
-
-    /// Every worker and account, by id (the reconciliation lists workers
-    /// with nothing that day too).
-    fn workers(&self) -> Result<Vec<Worker>, StorageError>;
-}
-
-const MIGRATIONS: &[&str] = &[
-    "
+const MIGRATIONS: &[Migration] = &[
+    Migration::sql(
+        "
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
     CREATE TABLE workers (
         id TEXT PRIMARY KEY, name TEXT NOT NULL,
@@ -302,24 +63,32 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL, bytes BLOB NOT NULL, received_at TEXT NOT NULL
     ) STRICT;
 ",
-    "
+    ),
+    Migration {
+        sql: "
     -- The feed's hash chain: chain(seq) = blake3(chain(previous seq) || hash).
     -- A cursor names it, so a restored feed that reuses seqs is noticed.
     ALTER TABLE changes ADD COLUMN chain BLOB;
 ",
-    "
+        backfill: Some(backfill_chain),
+    },
+    Migration::sql(
+        "
     -- A read-only token (`sync-server token create`) is a devices row of
     -- kind 'token': it can read reports and exports, never push or upload.
     ALTER TABLE devices ADD COLUMN kind TEXT NOT NULL DEFAULT 'device' CHECK (kind IN ('device', 'token'));
 ",
-    "
+    ),
+    Migration::sql(
+        "
     -- Each device's manifest is checked against the incidents it created.
     CREATE INDEX incidents_device ON incidents(device);
 ",
+    ),
 ];
 
-/// [`Storage`] on one SQLite file, WAL, `synchronous=FULL`. rusqlite's
-/// connection is not `Sync`, so it has one owner behind a std mutex.
+/// Every storage trait on one SQLite connection.
+
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
 }
@@ -333,18 +102,7 @@ impl SqliteStorage {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StorageError::TooNew { found: version, known });
-        }
-        for sql in &MIGRATIONS[version as usize..] {
-            tx.execute_batch(sql)?;
-        }
-        if version < 2 {
-            backfill_chain(&tx)?;
-        }
-        tx.pragma_update(None, "user_version", known)?;
+        migrate(&tx, MIGRATIONS)?;
         tx.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
             [new_epoch],
@@ -353,11 +111,20 @@ impl SqliteStorage {
         Ok(SqliteStorage { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (the
         // transaction rolled back on drop), so a poisoned lock is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A scope as a query parameter: `NULL` for all, else a JSON array for `json_each`.
+fn scope_param(scope: &Scope) -> Option<String> {
+    scope.cells().map(json_list)
+}
+
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).expect("strings serialise")
 }
 
 /// The next link of the feed's hash chain.
@@ -376,7 +143,7 @@ fn last_chain(conn: &Connection) -> Result<Vec<u8>, StorageError> {
 }
 
 /// Links every change of a feed written before the chain existed.
-fn backfill_chain(conn: &Connection) -> Result<(), StorageError> {
+fn backfill_chain(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     let rows: Vec<(i64, Vec<u8>)> = conn
         .prepare("SELECT seq, hash FROM changes ORDER BY seq")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -389,6 +156,31 @@ fn backfill_chain(conn: &Connection) -> Result<(), StorageError> {
         prev = link.to_vec();
     }
     Ok(())
+}
+
+fn damaged(what: &'static str, value: impl Into<String>) -> StorageError {
+    StorageError::Damaged {
+        what,
+        value: value.into(),
+    }
+}
+
+/// A text column parsed into a typed value; a value no version of this
+/// server writes is a conversion error naming the column.
+fn parsed<T>(r: &rusqlite::Row<'_>, idx: usize, parse: impl Fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = r.get(idx)?;
+    parse(&text).ok_or_else(|| {
+        let e = damaged("value", text);
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn status_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Status> {
+    parsed(r, idx, |s| s.parse().ok())
+}
+
+fn kind_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<BlobKind> {
+    parsed(r, idx, BlobKind::parse)
 }
 
 fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageError> {
@@ -409,7 +201,7 @@ fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageErr
     Ok(Some(Worker {
         id: id.to_owned(),
         name,
-        role: Role::parse(&role).unwrap_or(Role::Worker),
+        role: Role::parse(&role).ok_or_else(|| damaged("worker role", role))?,
         community,
         grids,
     }))
@@ -435,13 +227,7 @@ fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, S
     })
 }
 
-impl Storage for SqliteStorage {
-    fn epoch(&self) -> Result<String, StorageError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?)
-    }
-
+impl Accounts for SqliteStorage {
     fn add_worker(&self, w: &Worker, now: &str) -> Result<(), StorageError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -467,6 +253,19 @@ impl Storage for SqliteStorage {
 
     fn worker(&self, id: &str) -> Result<Option<Worker>, StorageError> {
         load_worker(&self.conn(), id)
+    }
+
+    fn workers(&self) -> Result<Vec<Worker>, StorageError> {
+        let conn = self.conn();
+        let ids: Vec<String> = conn
+            .prepare("SELECT id FROM workers ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(load_worker(&conn, &id)?);
+        }
+        Ok(out)
     }
 
     fn add_enrol_code(&self, code_hash: &str, worker: &str, expires_ms: i64, now: &str) -> Result<(), StorageError> {
@@ -528,14 +327,14 @@ impl Storage for SqliteStorage {
         }
     }
 
-    fn add_token(&self, id: &str, worker: &str, actor: &[u8], token_hash: &str, now: &str) -> Result<(), StorageError> {
+    fn add_token(&self, t: &NewToken<'_>, now: &str) -> Result<(), StorageError> {
         let conn = self.conn();
-        if load_worker(&conn, worker)?.is_none() {
-            return Err(StorageError::NoWorker(worker.to_owned()));
+        if load_worker(&conn, t.worker)?.is_none() {
+            return Err(StorageError::NoWorker(t.worker.to_owned()));
         }
         conn.execute(
             "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, 'token')",
-            params![id, worker, actor, token_hash, now],
+            params![t.id, t.worker, t.actor, t.token_hash, now],
         )?;
         Ok(())
     }
@@ -562,25 +361,31 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    fn record_sync(
-        &self,
-        device: &str,
-        manifest: &serde_json::Value,
-        clock_offset_ms: i64,
-        now: &str,
-    ) -> Result<(), StorageError> {
+    fn record_sync(&self, r: &SyncRecord<'_>) -> Result<(), StorageError> {
+        let manifest = serde_json::to_string(r.manifest).expect("a manifest serialises");
         self.conn().execute(
             "UPDATE devices SET last_sync_at = ?2, manifest = ?3, clock_offset_ms = ?4 WHERE id = ?1",
-            params![device, now, manifest.to_string(), clock_offset_ms],
+            params![r.device, r.at, manifest, r.clock_offset_ms],
         )?;
         Ok(())
     }
+}
 
-    fn incident_doc(&self, id: &str) -> Result<Option<(Vec<u8>, String)>, StorageError> {
+impl ChangeLog for SqliteStorage {
+    fn epoch(&self) -> Result<String, StorageError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?)
+    }
+
+    fn incident_doc(&self, id: &str) -> Result<Option<StoredDoc>, StorageError> {
         Ok(self
             .conn()
             .query_row("SELECT doc, grid FROM incidents WHERE id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok(StoredDoc {
+                    doc: r.get(0)?,
+                    grid: r.get(1)?,
+                })
             })
             .optional()?)
     }
@@ -594,63 +399,33 @@ impl Storage for SqliteStorage {
     fn commit_push(&self, writes: &[IncidentWrite], device: &str, now: &str) -> Result<(), StorageError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut put_incident = tx.prepare_cached(
-                "INSERT INTO incidents (id, doc, heads, grid, category, status, reporter, device, captured_at,
-                                        lat, lon, first_received_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
-                 ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, heads = excluded.heads, grid = excluded.grid,
-                    category = excluded.category, status = excluded.status, lat = excluded.lat, lon = excluded.lon,
-                    updated_at = excluded.updated_at",
-            )?;
+        let mut chain = last_chain(&tx)?;
+        for w in writes {
+            put_incident(&tx, w, now)?;
             let mut put_change = tx.prepare_cached(
                 "INSERT OR IGNORE INTO changes (incident_id, hash, bytes, device_id, received_at, chain)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            let mut chain = last_chain(&tx)?;
+            for c in &w.new_changes {
+                let link = chain_next(&chain, &c.hash);
+                if put_change.execute(params![w.id, &c.hash[..], c.bytes, device, now, &link[..]])? == 1 {
+                    chain = link.to_vec();
+                }
+            }
             let mut put_ref =
                 tx.prepare_cached("INSERT OR IGNORE INTO blob_refs (hash, incident_id, kind) VALUES (?1, ?2, ?3)")?;
-            for w in writes {
-                put_incident.execute(params![
-                    w.id,
-                    w.doc,
-                    w.heads,
-                    w.grid,
-                    w.category,
-                    w.status,
-                    w.reporter,
-                    w.device,
-                    w.captured_at,
-                    w.lat,
-                    w.lon,
-                    now
-                ])?;
-                for (hash, bytes) in &w.new_changes {
-                    let link = chain_next(&chain, hash);
-                    if put_change.execute(params![w.id, &hash[..], bytes, device, now, &link[..]])? == 1 {
-                        chain = link.to_vec();
-                    }
-                }
-                for (hash, kind) in &w.blob_refs {
-                    put_ref.execute(params![hash, w.id, kind])?;
-                }
+            for r in &w.blob_refs {
+                put_ref.execute(params![r.hash, w.id, r.kind.as_str()])?;
             }
         }
         tx.commit()?;
         Ok(())
     }
 
-    fn quarantine(
-        &self,
-        device: &str,
-        incident: Option<&str>,
-        reason: &str,
-        bytes: &[u8],
-        now: &str,
-    ) -> Result<(), StorageError> {
+    fn quarantine(&self, q: &Quarantined<'_>) -> Result<(), StorageError> {
         self.conn().execute(
             "INSERT INTO quarantine (device_id, incident_id, reason, bytes, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![device, incident, reason, bytes, now],
+            params![q.device, q.incident, q.reason, q.bytes, q.at],
         )?;
         Ok(())
     }
@@ -663,13 +438,7 @@ impl Storage for SqliteStorage {
         Ok(hash.and_then(|h| h.try_into().ok()))
     }
 
-    fn feed(
-        &self,
-        after: u64,
-        scope: &Scope,
-        exclude_device: &str,
-        limit: u32,
-    ) -> Result<(Vec<FeedRow>, u64), StorageError> {
+    fn feed(&self, q: &FeedQuery<'_>) -> Result<FeedPage, StorageError> {
         let mut conn = self.conn();
         // One read transaction, so the high-water mark and the rows agree.
         let tx = conn.transaction()?;
@@ -681,7 +450,8 @@ impl Storage for SqliteStorage {
                    AND (?3 IS NULL OR i.grid IN (SELECT value FROM json_each(?3)))
                  ORDER BY c.seq LIMIT ?4",
             )?;
-            let rows = stmt.query_map(params![after as i64, exclude_device, scope.sql(), limit], |r| {
+            let params = params![q.after as i64, q.exclude_device, scope_param(q.scope), q.limit];
+            let rows = stmt.query_map(params, |r| {
                 let hash: Vec<u8> = r.get(2)?;
                 Ok(FeedRow {
                     seq: r.get::<_, i64>(0)? as u64,
@@ -693,17 +463,49 @@ impl Storage for SqliteStorage {
             rows.collect::<Result<Vec<_>, _>>()?
         };
         tx.commit()?;
-        Ok((rows, max as u64))
+        Ok(FeedPage {
+            rows,
+            max_seq: max as u64,
+        })
     }
+}
 
-    fn blob_ref(&self, hash: &str, scope: &Scope) -> Result<Option<String>, StorageError> {
+/// Writes an incident's document and rewrites every projected column.
+fn put_incident(tx: &rusqlite::Transaction<'_>, w: &IncidentWrite, now: &str) -> Result<(), StorageError> {
+    tx.prepare_cached(
+        "INSERT INTO incidents (id, doc, heads, grid, category, status, reporter, device, captured_at,
+                                lat, lon, first_received_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+         ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, heads = excluded.heads, grid = excluded.grid,
+            category = excluded.category, status = excluded.status, lat = excluded.lat, lon = excluded.lon,
+            updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        w.id,
+        w.doc,
+        w.heads,
+        w.grid,
+        w.category,
+        w.status.as_str(),
+        w.reporter,
+        w.device,
+        w.captured_at,
+        w.lat,
+        w.lon,
+        now
+    ])?;
+    Ok(())
+}
+
+impl BlobIndex for SqliteStorage {
+    fn blob_ref(&self, hash: &str, scope: &Scope) -> Result<Option<BlobKind>, StorageError> {
         Ok(self
             .conn()
             .query_row(
                 "SELECT r.kind FROM blob_refs r JOIN incidents i ON i.id = r.incident_id
                  WHERE r.hash = ?1 AND (?2 IS NULL OR i.grid IN (SELECT value FROM json_each(?2))) LIMIT 1",
-                params![hash, scope.sql()],
-                |r| r.get(0),
+                params![hash, scope_param(scope)],
+                |r| kind_at(r, 0),
             )
             .optional()?)
     }
@@ -733,10 +535,13 @@ impl Storage for SqliteStorage {
             "SELECT DISTINCT r.hash FROM blob_refs r JOIN blobs b ON b.hash = r.hash
              WHERE r.kind = 'thumb' AND r.incident_id IN (SELECT value FROM json_each(?1))",
         )?;
-        let list = serde_json::to_string(incidents).expect("strings serialise");
-        Ok(stmt.query_map([list], |r| r.get(0))?.collect::<Result<_, _>>()?)
+        Ok(stmt
+            .query_map([json_list(incidents)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
     }
+}
 
+impl ReadModel for SqliteStorage {
     fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -747,17 +552,15 @@ impl Storage for SqliteStorage {
                AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR category = ?3)
              ORDER BY id",
         )?;
-        let grids = filter
-            .grids
-            .as_ref()
-            .map(|g| serde_json::to_string(g).expect("strings serialise"));
-        let rows = stmt.query_map(params![grids, filter.status, filter.category], |r| {
+        let grids = filter.grids.as_deref().map(json_list);
+        let status = filter.status.map(Status::as_str);
+        let rows = stmt.query_map(params![grids, status, filter.category], |r| {
             Ok(StoredIncident {
                 id: r.get(0)?,
                 doc: r.get(1)?,
                 grid: r.get(2)?,
                 category: r.get(3)?,
-                status: r.get(4)?,
+                status: status_at(r, 4)?,
                 reporter: r.get(5)?,
                 device: r.get(6)?,
                 captured_at: r.get(7)?,
@@ -781,12 +584,11 @@ impl Storage for SqliteStorage {
              WHERE r.incident_id IN (SELECT value FROM json_each(?1))
              ORDER BY r.incident_id, r.kind, r.hash",
         )?;
-        let list = serde_json::to_string(incidents).expect("strings serialise");
-        let rows = stmt.query_map([list], |r| {
+        let rows = stmt.query_map([json_list(incidents)], |r| {
             Ok(PhotoRef {
                 incident_id: r.get(0)?,
                 hash: r.get(1)?,
-                kind: r.get(2)?,
+                kind: kind_at(r, 2)?,
                 verified: r.get(3)?,
             })
         })?;
@@ -797,18 +599,5 @@ impl Storage for SqliteStorage {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT id FROM incidents WHERE device = ?1 ORDER BY id")?;
         Ok(stmt.query_map([device], |r| r.get(0))?.collect::<Result<_, _>>()?)
-    }
-
-    fn workers(&self) -> Result<Vec<Worker>, StorageError> {
-        let conn = self.conn();
-        let ids: Vec<String> = conn
-            .prepare("SELECT id FROM workers ORDER BY id")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.extend(load_worker(&conn, &id)?);
-        }
-        Ok(out)
     }
 }

@@ -1,0 +1,209 @@
+//! Workers, devices and tokens: who may sync, and what each may see. The
+//! operator's commands call these on the data dir while the server may be
+//! running (SQLite allows a second connection; each step is one
+//! transaction); `POST /v1/enroll` calls [`enroll_device`].
+
+use sync_core::GridMap;
+use sync_core::account::{BadWorkerId, check_worker_id};
+use sync_core::taxonomy::TaxonomyError;
+
+use crate::clock::ServerTime;
+use crate::secrets::{normalise_code, random_code, random_token, secret_hash};
+use crate::storage::{Device, Enrolment, NewToken, Role, Scope, Storage, StorageError, Worker};
+use crate::sync::{ManifestStatus, manifest_status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    BadId(#[from] BadWorkerId),
+    #[error(transparent)]
+    Grids(#[from] TaxonomyError),
+    #[error("a worker needs at least one --grid cell")]
+    NeedsCell,
+    #[error("a center account needs --community")]
+    NeedsCommunity,
+    #[error("--ttl-hours must be between 1 and 720")]
+    BadTtl,
+    #[error("no worker `{0}`; add it first with `sync-server worker add`")]
+    NoWorker(String),
+    #[error("`{0}` is a grid worker; read-only tokens are for center and operator accounts")]
+    NotAReader(String),
+    #[error("the device id is not a UUID")]
+    BadDeviceId,
+    #[error("the enrolment code is unknown, used, expired, or for another worker")]
+    BadCode,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl AccountError {
+    /// A mistake in what the caller asked for, not a failure of the store.
+    pub fn is_caller_mistake(&self) -> bool {
+        match self {
+            AccountError::Storage(e) => e.is_caller_mistake(),
+            _ => true,
+        }
+    }
+}
+
+/// A worker or account as the operator describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewWorker<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub role: Role,
+    /// The cells a grid worker patrols.
+    pub cells: &'a [String],
+    /// The community a center account sees.
+    pub community: Option<&'a str>,
+}
+
+/// Adds a worker. Workers need grid cells; centers need a community.
+pub fn add_worker(storage: &dyn Storage, grids: &GridMap, new: &NewWorker<'_>) -> Result<Worker, AccountError> {
+    check_worker_id(new.id)?;
+    for cell in new.cells {
+        grids.require_cell(cell)?;
+    }
+    if let Some(c) = new.community {
+        grids.require_community(c)?;
+    }
+    match new.role {
+        Role::Worker if new.cells.is_empty() => return Err(AccountError::NeedsCell),
+        Role::Center if new.community.is_none() => return Err(AccountError::NeedsCommunity),
+        _ => {}
+    }
+    let worker = Worker {
+        id: new.id.to_owned(),
+        name: new.name.to_owned(),
+        role: new.role,
+        community: new.community.map(str::to_owned),
+        grids: new.cells.to_vec(),
+    };
+    storage.add_worker(&worker, &ServerTime::now().text)?;
+    Ok(worker)
+}
+
+/// A one-time enrolment code and when it expires (RFC 3339, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrolCode {
+    pub code: String,
+    pub expires_at: String,
+}
+
+/// Makes a one-time enrolment code for a worker's device, valid for `ttl_hours`.
+pub fn enrol_code(storage: &dyn Storage, worker: &str, ttl_hours: u32) -> Result<EnrolCode, AccountError> {
+    if ttl_hours == 0 || ttl_hours > 24 * 30 {
+        return Err(AccountError::BadTtl);
+    }
+    let code = random_code();
+    let now = ServerTime::now();
+    let expires_ms = now.ms + i64::from(ttl_hours) * 3_600_000;
+    storage
+        .add_enrol_code(&secret_hash(&normalise_code(&code)), worker, expires_ms, &now.text)
+        .map_err(|e| match e {
+            StorageError::NoWorker(w) => AccountError::NoWorker(w),
+            e => e.into(),
+        })?;
+    let expires_at = chrono::DateTime::from_timestamp_millis(expires_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    Ok(EnrolCode { code, expires_at })
+}
+
+/// A read-only token and the id it is revoked by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderToken {
+    pub id: String,
+    pub token: String,
+}
+
+/// Makes a read-only token for a center or operator account: it reads
+/// reports, exports and the dashboard, and can never push or upload.
+pub fn create_token(storage: &dyn Storage, worker: &str) -> Result<ReaderToken, AccountError> {
+    let Some(w) = storage.worker(worker)? else {
+        return Err(AccountError::NoWorker(worker.to_owned()));
+    };
+    if w.role == Role::Worker {
+        return Err(AccountError::NotAReader(worker.to_owned()));
+    }
+    let id = format!("token-{}", uuid::Uuid::new_v4());
+    let token = random_token();
+    let token_hash = secret_hash(&token);
+    let actor = uuid::Uuid::new_v4();
+    let new = NewToken {
+        id: &id,
+        worker,
+        actor: actor.as_bytes(),
+        token_hash: &token_hash,
+    };
+    storage.add_token(&new, &ServerTime::now().text)?;
+    Ok(ReaderToken { id, token })
+}
+
+/// A device that has just exchanged its code for a token.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub device_id: String,
+    pub token: String,
+    pub worker: Worker,
+}
+
+/// Exchanges a one-time code for a device token. The device id is a UUID
+/// whose 16 bytes become the device's Automerge actor id.
+pub fn enroll_device(storage: &dyn Storage, code: &str, worker: &str, device: &str) -> Result<Enrolled, AccountError> {
+    let device = uuid::Uuid::try_parse(device).map_err(|_| AccountError::BadDeviceId)?;
+    // One spelling per device, whatever the client sent.
+    let device_id = device.hyphenated().to_string();
+    let token = random_token();
+    let now = ServerTime::now();
+    let enrolment = Enrolment {
+        code_hash: &secret_hash(&normalise_code(code)),
+        worker,
+        device: &device_id,
+        actor: device.as_bytes(),
+        token_hash: &secret_hash(&token),
+    };
+    let worker = storage
+        .enroll(&enrolment, now.ms, &now.text)?
+        .ok_or(AccountError::BadCode)?;
+    Ok(Enrolled {
+        device_id,
+        token,
+        worker,
+    })
+}
+
+/// A device and how its last manifest compares with what the server holds.
+#[derive(Debug, serde::Serialize)]
+pub struct DeviceRow {
+    #[serde(flatten)]
+    pub device: Device,
+    pub sync: Option<ManifestStatus>,
+}
+
+pub fn devices(storage: &dyn Storage) -> Result<Vec<DeviceRow>, AccountError> {
+    storage
+        .devices()?
+        .into_iter()
+        .map(|device| {
+            let sync = manifest_status(storage, &device)?;
+            Ok(DeviceRow { device, sync })
+        })
+        .collect()
+}
+
+pub fn revoke(storage: &dyn Storage, device: &str) -> Result<(), AccountError> {
+    Ok(storage.revoke_device(device, &ServerTime::now().text)?)
+}
+
+/// Where a device or token may read and write.
+pub fn scope_of(device: &Device, grids: &GridMap) -> Scope {
+    match device.worker.role {
+        Role::Operator => Scope::All,
+        Role::Worker => Scope::Grids(device.worker.grids.clone()),
+        Role::Center => {
+            let community = device.worker.community.as_deref().unwrap_or_default();
+            Scope::Grids(grids.community_cells(community))
+        }
+    }
+}

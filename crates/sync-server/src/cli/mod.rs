@@ -1,0 +1,124 @@
+//! The command line: one module per group of subcommands. Each parses its
+//! flags with clap, calls the library, and prints results to stdout and
+//! messages to stderr. A library error that is the caller's mistake is
+//! wrapped in [`Usage`], which the binary exits with 2.
+
+mod accounts;
+mod export;
+mod reconcile;
+mod serve;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+/// The grid workers' sync server.
+#[derive(Debug, Parser)]
+#[command(name = "sync-server", version, about)]
+pub struct Cli {
+    /// Where the server keeps its database and photos.
+    #[arg(
+        long,
+        global = true,
+        env = "SYNC_SERVER_DATA_DIR",
+        default_value = "sync-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// A grid hierarchy file other than the built-in one.
+    #[arg(long, global = true, value_name = "FILE")]
+    grid_map: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve devices over HTTP until SIGINT or SIGTERM.
+    Serve(serve::Args),
+    /// Manage workers and center accounts.
+    #[command(subcommand)]
+    Worker(accounts::WorkerCommand),
+    /// Enrol, list and revoke devices.
+    #[command(subcommand)]
+    Device(accounts::DeviceCommand),
+    /// Read-only tokens for the center's dashboard, reports and exports.
+    #[command(subcommand)]
+    Token(accounts::TokenCommand),
+    /// Export incidents of every community as CSV, GeoJSON or JSON (docs/exports.md).
+    Export(export::Args),
+    /// The daily reconciliation of a community (docs/reconciliation.md).
+    Reconcile(reconcile::Args),
+}
+
+/// Where the data lives, for every subcommand.
+struct Place<'a> {
+    data_dir: &'a Path,
+    grid_map: Option<&'a Path>,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let place = Place {
+        data_dir: &cli.data_dir,
+        grid_map: cli.grid_map.as_deref(),
+    };
+    match cli.command {
+        Command::Serve(args) => serve::run(&place, args),
+        Command::Worker(c) => accounts::worker(&place, c),
+        Command::Device(c) => accounts::device(&place, c),
+        Command::Token(c) => accounts::token(&place, c),
+        Command::Export(args) => export::run(&place, &args),
+        Command::Reconcile(args) => reconcile::run(&place, &args),
+    }
+}
+
+/// A mistake in the command line or its arguments.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Usage(anyhow::Error);
+
+/// 2 for a [`Usage`] mistake, 1 for anything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.is::<Usage>() { 2 } else { 1 }
+}
+
+/// Library errors that can tell a caller's mistake from a failure.
+trait CallerMistake: std::error::Error + Send + Sync + 'static {
+    fn caller_mistake(&self) -> bool;
+}
+
+macro_rules! caller_mistake {
+    ($($t:ty),*) => {
+        $(impl CallerMistake for $t {
+            fn caller_mistake(&self) -> bool {
+                self.is_caller_mistake()
+            }
+        })*
+    };
+}
+
+caller_mistake!(
+    sync_server::SetupError,
+    sync_server::accounts::AccountError,
+    sync_server::export::ExportError,
+    sync_server::report::ReportError
+);
+
+/// Wraps a library error in [`Usage`] when it is the caller's mistake.
+fn classify<E: CallerMistake>(e: E) -> anyhow::Error {
+    if e.caller_mistake() {
+        Usage(e.into()).into()
+    } else {
+        e.into()
+    }
+}
+
+impl Place<'_> {
+    fn storage(&self) -> anyhow::Result<sync_server::storage::SqliteStorage> {
+        sync_server::open_storage(self.data_dir).map_err(classify)
+    }
+
+    fn grids(&self) -> anyhow::Result<sync_core::GridMap> {
+        sync_server::load_grids(self.grid_map).map_err(classify)
+    }
+}

@@ -1,0 +1,64 @@
+//! `sync-server serve`.
+
+use anyhow::Context;
+use sync_server::{Config, Open311Config};
+
+use super::{Place, classify};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8780")]
+    listen: String,
+    /// Serve Open311 requests and photos without a token (read-only, every community).
+    #[arg(long)]
+    open311_public: bool,
+    /// The base URL clients reach this server at, for Open311 `media_url`
+    /// (default: http://<listen address>).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+}
+
+pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
+    let config = Config {
+        data_dir: place.data_dir.to_owned(),
+        grid_map: place.grid_map.map(ToOwned::to_owned),
+        open311: Open311Config {
+            public: args.open311_public,
+            public_url: args.public_url,
+        },
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        // Tests and scripts read the bound address from this line.
+        println!("listening on http://{}", listener.local_addr()?);
+        sync_server::serve(listener, &config, shutdown_signal())
+            .await
+            .map_err(classify)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,211 @@
+//! The dashboard's pages: the day's reconciliation, one incident, a photo.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use maud::{Markup, html};
+use sync_core::calendar::parse_day;
+use sync_core::{BlobHash, Incident, Status, Taxonomy};
+
+use super::{error_page, header_bar, html_response, secure, sign_in_page, signed_in};
+use crate::accounts::scope_of;
+use crate::http::App;
+use crate::http::error::blocking;
+use crate::report::html::{Render, page, report_markup};
+use crate::report::{self, PhotoLine};
+use crate::storage::Role;
+
+pub(super) async fn home(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let result = blocking(move || {
+        let Some(who) = signed_in(&app, &headers)? else {
+            return Ok(sign_in_page(StatusCode::OK, None));
+        };
+        let asked = q.get("community").map(String::as_str).filter(|c| !c.is_empty());
+        let community = match report::reader_community(app.storage.as_ref(), &app.grids, &who.worker, asked) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = crate::http::error::ApiError::from(e);
+                return Ok(error_page(e.status(), e.message()));
+            }
+        };
+        let now = Utc::now();
+        let date = match q.get("date").filter(|d| !d.is_empty()) {
+            Some(d) => match parse_day(d) {
+                Ok(d) => d,
+                Err(e) => return Ok(error_page(StatusCode::BAD_REQUEST, &e.to_string())),
+            },
+            None => report::today(&app.grids, &community, now)?,
+        };
+        let r = report::daily_report(app.storage.as_ref(), &app.grids, &community, date, now)?;
+        let communities = if who.worker.role == Role::Operator {
+            report::communities_with_workers(app.storage.as_ref(), &app.grids)?
+        } else {
+            Vec::new()
+        };
+        let thumb = |p: &PhotoLine| p.thumb_verified.then(|| format!("/center/photos/{}", p.thumb));
+        let title = format!("{} {} — {}", r.community.name_zh, r.community.name_en, r.date);
+        let body = html! {
+            (header_bar(&who))
+            h2 { (title) }
+            form method="get" action="/center" {
+                label for="date" { "Date 日期 " }
+                input type="date" id="date" name="date" value=(r.date);
+                @if !communities.is_empty() {
+                    " "
+                    select name="community" {
+                        @for c in &communities {
+                            option value=(c) selected[*c == r.community.id] { (c) }
+                        }
+                    }
+                }
+                " " button type="submit" { "Show 查看" }
+            }
+            (report_markup(&r, &Render { thumb: &thumb, link_incidents: true }))
+        };
+        Ok(html_response(StatusCode::OK, page(&title, false, body)))
+    })
+    .await;
+    result.unwrap_or_else(|e| error_page(e.status(), e.message()))
+}
+
+pub(super) async fn incident_page(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result = blocking(move || {
+        let Some(who) = signed_in(&app, &headers)? else {
+            return Ok(sign_in_page(
+                StatusCode::UNAUTHORIZED,
+                Some("Sign in to see incidents."),
+            ));
+        };
+        if id.parse::<sync_core::IncidentId>().is_err() {
+            return Ok(error_page(
+                StatusCode::BAD_REQUEST,
+                "That is not an incident id (a UUIDv7).",
+            ));
+        }
+        let Some(stored) = app.storage.incident_doc(&id)? else {
+            return Ok(error_page(StatusCode::NOT_FOUND, "The server holds no such incident."));
+        };
+        if !scope_of(&who, &app.grids).allows(&stored.grid) {
+            return Ok(error_page(
+                StatusCode::FORBIDDEN,
+                "This incident is outside your community.",
+            ));
+        }
+        let incident = match sync_core::IncidentDoc::read_saved(&stored.doc) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(incident = %id, error = %e, "stored incident does not read");
+                return Ok(error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The server cannot read this incident.",
+                ));
+            }
+        };
+        let refs = app.storage.photo_refs(std::slice::from_ref(&id))?;
+        let verified = |h: &BlobHash| refs.iter().any(|r| r.verified && r.hash == h.to_hex());
+        let body = html! {
+            (header_bar(&who))
+            p { a href="/center" { "← reconciliation 返回日报" } }
+            (incident_markup(&incident, &verified))
+        };
+        Ok(html_response(
+            StatusCode::OK,
+            page(&format!("Incident {id}"), false, body),
+        ))
+    })
+    .await;
+    result.unwrap_or_else(|e| error_page(e.status(), e.message()))
+}
+
+pub(super) async fn photo(State(app): State<App>, headers: HeaderMap, Path(hash): Path<String>) -> Response {
+    let result = blocking(move || {
+        let Some(who) = signed_in(&app, &headers)? else {
+            return Ok(secure((StatusCode::UNAUTHORIZED, "sign in first").into_response()));
+        };
+        let Ok(hash) = hash.parse::<BlobHash>() else {
+            return Ok(secure((StatusCode::BAD_REQUEST, "not a photo hash").into_response()));
+        };
+        let scope = scope_of(&who, &app.grids);
+        if app.storage.blob_ref(&hash.to_hex(), &scope)?.is_none() {
+            return Ok(secure(
+                (StatusCode::FORBIDDEN, "no incident of yours refers to this photo").into_response(),
+            ));
+        }
+        match app.photos.read(&hash) {
+            Ok(bytes) => {
+                let mime = if bytes.starts_with(b"\x89PNG") {
+                    "image/png"
+                } else {
+                    "image/jpeg"
+                };
+                Ok(secure(([(header::CONTENT_TYPE, mime)], bytes).into_response()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(secure(
+                (StatusCode::NOT_FOUND, "the server does not have this photo yet").into_response(),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "photo read failed");
+                Ok(secure(
+                    (StatusCode::SERVICE_UNAVAILABLE, "photos cannot be read right now").into_response(),
+                ))
+            }
+        }
+    })
+    .await;
+    result.unwrap_or_else(|e| error_page(e.status(), e.message()))
+}
+
+/// One incident: its fields, photos, notes and status history.
+fn incident_markup(incident: &Incident, verified: &dyn Fn(&BlobHash) -> bool) -> Markup {
+    let cat = Taxonomy::builtin().get(&incident.category);
+    let status_zh = |s: Status| s.name_zh();
+    html! {
+        h2 { "Incident 事件 " code { (incident.id) } }
+        table {
+            tr { th { "category 类别" } td { @if let Some(c) = cat { (c.name_zh) " / " (c.name_en) } @else { (incident.category) } } }
+            tr { th { "status 状态" } td { (incident.status.as_str()) " " (status_zh(incident.status)) } }
+            tr { th { "description 描述" } td { (incident.description) } }
+            tr { th { "grid 网格" } td { (incident.grid) } }
+            tr { th { "location 位置" } td {
+                @if let Some((lat, lon)) = incident.location.point() { (format!("{lat:.6}, {lon:.6}")) " " }
+                @if let Some(a) = &incident.location.address { (a) }
+            } }
+            tr { th { "worker 网格员" } td { (incident.reporter) } }
+            tr { th { "captured 采集 (device)" } td { (sync_core::incident::rfc3339(&incident.captured_at)) } }
+        }
+        h2 { "照片 Photos (" (incident.photos.len()) ")" }
+        @for p in &incident.photos {
+            figure {
+                @if verified(&p.display) {
+                    img class="display" src={ "/center/photos/" (p.display) } alt="display photo";
+                } @else {
+                    span class="missing" { "display copy not on the server yet 照片未上传" }
+                }
+                figcaption class="muted" {
+                    (p.width) "×" (p.height) " · " (p.taken_at.as_deref().unwrap_or("no EXIF time"))
+                    @if let Some(g) = p.gps { " · GPS " (format!("{:.6}, {:.6}", g.lat, g.lon)) }
+                    " · original " @if verified(&p.original) { span class="ok" { "verified" } } @else { span class="bad" { "missing" } }
+                }
+            }
+        }
+        h2 { "备注 Notes (" (incident.notes.len()) ")" }
+        ul { @for n in &incident.notes { li { (sync_core::incident::rfc3339(&n.at)) " " strong { (n.author) } ": " (n.text) } } }
+        h2 { "状态记录 Status history" }
+        table {
+            thead { tr { th { "at" } th { "from" } th { "to" } th { "by" } } }
+            tbody { @for h in &incident.status_history { tr {
+                td { (sync_core::incident::rfc3339(&h.at)) }
+                td { @if let Some(f) = h.from { (f.as_str()) " " (status_zh(f)) } }
+                td { (h.to.as_str()) " " (status_zh(h.to)) }
+                td { (h.by) }
+            } } }
+        }
+    }
+}

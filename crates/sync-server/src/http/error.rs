@@ -1,0 +1,161 @@
+//! [`ApiError`]: the one place errors become status codes and JSON bodies.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sync_core::protocol::{self, ErrorBody};
+
+use crate::accounts::AccountError;
+use crate::export::ExportError;
+use crate::report::ReportError;
+use crate::storage::StorageError;
+use crate::sync::SyncError;
+
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    incident: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            incident: None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn about(self, incident: Option<String>) -> Self {
+        ApiError { incident, ..self }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message,
+            incident: self.incident,
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        tracing::error!(error = %e, "storage failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the server cannot reach its storage right now; try again later",
+        )
+    }
+}
+
+impl From<SyncError> for ApiError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
+            SyncError::Forbidden { incident, reason } => {
+                ApiError::new(StatusCode::FORBIDDEN, "out_of_scope", reason).about(incident)
+            }
+            SyncError::Invalid { incident, reason } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_incident", reason).about(incident)
+            }
+            SyncError::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::BadCode => ApiError::new(StatusCode::UNAUTHORIZED, "bad_code", e.to_string()),
+            AccountError::Storage(s) => s.into(),
+            e => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        }
+    }
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::Storage(s) => s.into(),
+            ReportError::BadIncident { .. } | ReportError::BadTimezone { .. } => {
+                tracing::error!(error = %e, "report failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "report_unavailable",
+                    "the server cannot build this report from its data; the operator should check the logs",
+                )
+            }
+            ReportError::UnknownCommunity { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_community", e.to_string())
+            }
+            ReportError::CommunityNeeded { .. } | ReportError::NoCommunity => {
+                ApiError::new(StatusCode::BAD_REQUEST, "community_needed", e.to_string())
+            }
+            ReportError::OtherCommunity { .. } => ApiError::new(StatusCode::FORBIDDEN, "out_of_scope", e.to_string()),
+        }
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Filter(f) => ApiError::new(StatusCode::BAD_REQUEST, f.code(), f.to_string()),
+            ExportError::OutOfScope(m) => ApiError::new(StatusCode::FORBIDDEN, "out_of_scope", m),
+            ExportError::Storage(s) => s.into(),
+            e @ (ExportError::Corrupt { .. } | ExportError::Render(_)) => {
+                tracing::error!(error = %e, "export failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server could not read its own records for this export",
+                )
+            }
+        }
+    }
+}
+
+pub(crate) fn io_error(e: std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "photo storage failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "the server cannot store photos right now",
+    )
+}
+
+pub(crate) fn cbor(value: &impl serde::Serialize) -> Response {
+    ([(header::CONTENT_TYPE, "application/cbor")], protocol::encode(value)).into_response()
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    protocol::decode(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()))
+}
+
+/// Runs blocking storage work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "request handler panicked");
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed on this request",
+        ))
+    })
+}

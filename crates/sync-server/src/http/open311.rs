@@ -1,0 +1,206 @@
+//! `/open311/v2/…`: the Open311 read side over HTTP, with the standard's
+//! error shape `[{"code": 400, "description": …}]`.
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use sync_core::Taxonomy;
+
+use super::App;
+use super::auth::{bearer, reader};
+use super::error::{ApiError, blocking};
+use crate::accounts::scope_of;
+use crate::open311::{
+    QueryError, RequestsQuery, find_requests, media_hash, one_incident, only_json, request_id, request_stem,
+    service_list, to_requests,
+};
+use crate::storage::Scope;
+
+pub(super) fn routes() -> Router<App> {
+    Router::new()
+        .route("/open311/v2/services.json", get(services))
+        .route("/open311/v2/requests.json", get(requests))
+        .route("/open311/v2/requests/{file}", get(request))
+        .route("/open311/v2/media/{file}", get(media))
+        .route("/open311/v2/{file}", get(other))
+}
+
+/// An Open311 error: the HTTP status and a sentence.
+#[derive(Debug)]
+struct Open311Error {
+    status: StatusCode,
+    description: String,
+}
+
+impl Open311Error {
+    fn new(status: StatusCode, description: impl Into<String>) -> Self {
+        Open311Error {
+            status,
+            description: description.into(),
+        }
+    }
+}
+
+impl From<ApiError> for Open311Error {
+    fn from(e: ApiError) -> Self {
+        Open311Error::new(e.status(), e.message())
+    }
+}
+
+impl From<QueryError> for Open311Error {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadRequest(m) => Open311Error::new(StatusCode::BAD_REQUEST, m),
+            QueryError::NotFound(m) => Open311Error::new(StatusCode::NOT_FOUND, m),
+            QueryError::Export(e) => ApiError::from(e).into(),
+            QueryError::Storage(e) => ApiError::from(e).into(),
+        }
+    }
+}
+
+impl IntoResponse for Open311Error {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!([{"code": self.status.as_u16(), "description": self.description}]);
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn bad_query(e: QueryRejection) -> Open311Error {
+    Open311Error::new(StatusCode::BAD_REQUEST, e.body_text())
+}
+
+/// The incidents a caller may read: everything when the server is public,
+/// else the scope of a center or operator token.
+fn reader_scope(app: &App, headers: &HeaderMap, api_key: Option<&str>) -> Result<Scope, Open311Error> {
+    if app.open311_public {
+        return Ok(Scope::All);
+    }
+    let token = bearer(headers).or(api_key.filter(|k| !k.is_empty())).ok_or_else(|| {
+        Open311Error::new(
+            StatusCode::UNAUTHORIZED,
+            "this needs a center or operator token, as api_key=… or Authorization: Bearer …",
+        )
+    })?;
+    let device = reader(app, Some(token))?;
+    Ok(scope_of(&device, &app.grids))
+}
+
+fn json_ok(value: &impl Serialize) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        serde_json::to_vec(value).expect("Open311 answers serialise"),
+    )
+        .into_response()
+}
+
+/// Runs a handler's body off the async threads, in Open311's error shape.
+async fn off_thread(
+    f: impl FnOnce() -> Result<Response, Open311Error> + Send + 'static,
+) -> Result<Response, Open311Error> {
+    blocking(move || Ok(f())).await?
+}
+
+async fn services() -> Response {
+    json_ok(&service_list(Taxonomy::builtin()))
+}
+
+/// Any other resource at the top: `.xml` gets a clear refusal.
+async fn other(Path(file): Path<String>) -> Open311Error {
+    if file.ends_with(".xml") {
+        only_json().into()
+    } else {
+        Open311Error::new(
+            StatusCode::NOT_FOUND,
+            "Open311 here serves services.json, requests.json, requests/{id}.json and media/{hash}.jpg",
+        )
+    }
+}
+
+async fn requests(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<Query<RequestsQuery>, QueryRejection>,
+) -> Result<Response, Open311Error> {
+    let Query(q) = query.map_err(bad_query)?;
+    off_thread(move || {
+        let scope = reader_scope(&app, &headers, q.api_key.as_deref())?;
+        let now = chrono::Utc::now().fixed_offset();
+        let found = find_requests(app.storage.as_ref(), &scope, &q, now)?;
+        Ok(json_ok(&to_requests(
+            app.storage.as_ref(),
+            &app.grids,
+            &found,
+            &app.base_url,
+        )?))
+    })
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KeyQuery {
+    api_key: Option<String>,
+}
+
+async fn request(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
+) -> Result<Response, Open311Error> {
+    let Query(q) = query.map_err(bad_query)?;
+    off_thread(move || {
+        let stem = request_stem(&file)?;
+        let scope = reader_scope(&app, &headers, q.api_key.as_deref())?;
+        let id = request_id(stem)?;
+        match one_incident(app.storage.as_ref(), &scope, &id)? {
+            Some(i) => Ok(json_ok(&to_requests(
+                app.storage.as_ref(),
+                &app.grids,
+                &[i],
+                &app.base_url,
+            )?)),
+            None => Err(Open311Error::new(
+                StatusCode::NOT_FOUND,
+                format!("no service request `{id}`"),
+            )),
+        }
+    })
+    .await
+}
+
+async fn media(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
+) -> Result<Response, Open311Error> {
+    let Query(q) = query.map_err(bad_query)?;
+    off_thread(move || {
+        let scope = reader_scope(&app, &headers, q.api_key.as_deref())?;
+        let missing = || Open311Error::new(StatusCode::NOT_FOUND, "no such photo");
+        let hash = media_hash(app.storage.as_ref(), &scope, &file)?.ok_or_else(missing)?;
+        match app.photos.read(&hash) {
+            Ok(bytes) => Ok((
+                [
+                    (header::CONTENT_TYPE, "image/jpeg"),
+                    (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
+                ],
+                bytes,
+            )
+                .into_response()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+            Err(e) => {
+                tracing::error!(error = %e, "photo storage failed");
+                Err(Open311Error::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server cannot read its photos right now",
+                ))
+            }
+        }
+    })
+    .await
+}

@@ -1,0 +1,562 @@
+//! [`daily_report`] in named steps: load the community's incidents and the
+//! day's window, the day's incident lines, the anomalies, a row per worker,
+//! the totals and the cases open too long.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use sync_core::calendar::day_start;
+use sync_core::taxonomy::Community;
+use sync_core::{BlobHash, GridMap, Incident, IncidentDoc, Status, Taxonomy};
+
+use super::anomalies::find_anomalies;
+use super::*;
+use crate::storage::{Device, IncidentFilter, Storage, StoredIncident, Worker};
+use crate::sync::manifest_status;
+
+pub(super) fn rfc3339<T: TimeZone>(t: &DateTime<T>) -> String
+where
+    T::Offset: std::fmt::Display,
+{
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn parse_time(id: &str, s: &str) -> Result<DateTime<FixedOffset>, ReportError> {
+    DateTime::parse_from_rfc3339(s).map_err(|e| ReportError::BadIncident {
+        id: id.to_owned(),
+        reason: format!("time `{s}`: {e}"),
+    })
+}
+
+/// A stored incident, decoded, with its two times parsed.
+pub(super) struct Loaded {
+    pub row: StoredIncident,
+    pub incident: Incident,
+    pub captured: DateTime<FixedOffset>,
+    pub received: DateTime<FixedOffset>,
+}
+
+/// Everything the report is made from.
+struct Day<'g> {
+    tz: Tz,
+    info: &'g Community,
+    cells: Vec<String>,
+    start: DateTime<Tz>,
+    end: DateTime<Tz>,
+    /// The end of the day, or now if the day is not over.
+    cutoff: DateTime<Utc>,
+    /// Every incident of the community: the day's, and the others for the
+    /// open-too-long list and for duplicates across midnight.
+    all: Vec<Loaded>,
+    /// (incident, hash) of every verified photo file of the day's incidents.
+    verified: HashSet<(String, String)>,
+}
+
+impl Day<'_> {
+    fn in_day(&self, t: &DateTime<FixedOffset>) -> bool {
+        *t >= self.start && *t < self.end
+    }
+
+    /// The day's incidents: captured or received that day.
+    fn incidents(&self) -> Vec<&Loaded> {
+        self.all
+            .iter()
+            .filter(|l| self.in_day(&l.captured) || self.in_day(&l.received))
+            .collect()
+    }
+
+    fn is_verified(&self, id: &str, hash: &str) -> bool {
+        self.verified.contains(&(id.to_owned(), hash.to_owned()))
+    }
+}
+
+/// Builds the reconciliation of `community` for `date` (in its zone), as
+/// the server's storage holds it at `now`.
+pub fn daily_report(
+    storage: &dyn Storage,
+    grids: &GridMap,
+    community: &str,
+    date: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<DailyReport, ReportError> {
+    let day = load_day(storage, grids, community, date, now)?;
+    let todays = day.incidents();
+    let incidents = incident_lines(&day, &todays);
+    let anomalies = find_anomalies(grids, &todays, &day.all);
+    let workers = worker_rows(storage, &day, &incidents, &anomalies, now)?;
+    Ok(DailyReport {
+        schema: SCHEMA,
+        community: CommunityInfo {
+            id: day.info.id.clone(),
+            name_zh: day.info.name_zh.clone(),
+            name_en: day.info.name_en.clone(),
+            timezone: day.tz.name().to_owned(),
+        },
+        date,
+        day_start: day.start.to_rfc3339(),
+        day_end: day.end.to_rfc3339(),
+        generated_at: rfc3339(&now),
+        thresholds: thresholds(),
+        workers,
+        totals: totals(&incidents),
+        open_over_3_days: open_cases(&day),
+        incidents,
+        anomalies,
+    })
+}
+
+fn thresholds() -> Thresholds {
+    Thresholds {
+        clock_offset_ms: CLOCK_OFFSET_LIMIT_MS,
+        no_sync_hours: NO_SYNC_HOURS,
+        open_days: OPEN_DAYS,
+        photo_distance_m: PHOTO_DISTANCE_M,
+        future_tolerance_s: FUTURE_TOLERANCE_S,
+        duplicate_distance_m: DUPLICATE_DISTANCE_M,
+        duplicate_hours: DUPLICATE_HOURS,
+    }
+}
+
+fn load_day<'g>(
+    storage: &dyn Storage,
+    grids: &'g GridMap,
+    community: &str,
+    date: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Day<'g>, ReportError> {
+    let tz = community_zone(grids, community)?;
+    let info = grids.community(community).expect("community_zone found it");
+    let start = day_start(tz, date);
+    let end = day_start(tz, date.succ_opt().unwrap_or(date));
+    let cells = grids.community_cells(community);
+    let rows = storage.incidents(&IncidentFilter {
+        grids: Some(cells.clone()),
+        ..Default::default()
+    })?;
+    let all = rows.into_iter().map(load).collect::<Result<Vec<_>, _>>()?;
+    let mut day = Day {
+        tz,
+        info,
+        cells,
+        cutoff: end.with_timezone(&Utc).min(now),
+        start,
+        end,
+        all,
+        verified: HashSet::new(),
+    };
+    let ids: Vec<String> = day.incidents().iter().map(|l| l.row.id.clone()).collect();
+    day.verified = storage
+        .photo_refs(&ids)?
+        .into_iter()
+        .filter(|r| r.verified)
+        .map(|r| (r.incident_id, r.hash))
+        .collect();
+    Ok(day)
+}
+
+fn load(row: StoredIncident) -> Result<Loaded, ReportError> {
+    let captured = parse_time(&row.id, &row.captured_at)?;
+    let received = parse_time(&row.id, &row.first_received_at)?;
+    let incident = IncidentDoc::read_saved(&row.doc).map_err(|e| ReportError::BadIncident {
+        id: row.id.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Loaded {
+        row,
+        incident,
+        captured,
+        received,
+    })
+}
+
+/// The day's incidents, with their photos.
+fn incident_lines(day: &Day<'_>, todays: &[&Loaded]) -> Vec<IncidentLine> {
+    let taxonomy = Taxonomy::builtin();
+    todays
+        .iter()
+        .map(|l| {
+            let id = &l.row.id;
+            let ok = |h: &BlobHash| day.is_verified(id, &h.to_hex());
+            let photos: Vec<PhotoLine> = l
+                .incident
+                .photos
+                .iter()
+                .map(|p| PhotoLine {
+                    original: p.original.to_hex(),
+                    display: p.display.to_hex(),
+                    thumb: p.thumb.to_hex(),
+                    verified: ok(&p.original) && ok(&p.display) && ok(&p.thumb),
+                    thumb_verified: ok(&p.thumb),
+                })
+                .collect();
+            let cat = taxonomy.get(&l.row.category);
+            IncidentLine {
+                id: id.clone(),
+                reporter: l.row.reporter.clone(),
+                category: l.row.category.clone(),
+                category_zh: cat.map(|c| c.name_zh.clone()).unwrap_or_default(),
+                category_en: cat.map(|c| c.name_en.clone()).unwrap_or_default(),
+                status: l.row.status.as_str().to_owned(),
+                grid: l.row.grid.clone(),
+                captured_at: l.row.captured_at.clone(),
+                received_at: l.row.first_received_at.clone(),
+                captured_today: day.in_day(&l.captured),
+                received_today: day.in_day(&l.received),
+                lat: l.row.lat,
+                lon: l.row.lon,
+                description: l.incident.description.clone(),
+                complete: photos.iter().all(|p| p.verified),
+                photos,
+            }
+        })
+        .collect()
+}
+
+/// Every grid worker of the community's cells, and anyone else who logged
+/// one of the day's incidents there.
+fn workers_of_day(known: &[Worker], cells: &[String], incidents: &[IncidentLine]) -> Vec<Worker> {
+    let mut workers: Vec<Worker> = known
+        .iter()
+        .filter(|w| w.role == Role::Worker && w.grids.iter().any(|g| cells.contains(g)))
+        .cloned()
+        .collect();
+    for i in incidents {
+        if !workers.iter().any(|w| w.id == i.reporter) {
+            let w = known
+                .iter()
+                .find(|w| w.id == i.reporter)
+                .cloned()
+                .unwrap_or_else(|| Worker {
+                    id: i.reporter.clone(),
+                    name: i.reporter.clone(),
+                    role: Role::Worker,
+                    community: None,
+                    grids: Vec::new(),
+                });
+            workers.push(w);
+        }
+    }
+    workers
+}
+
+fn worker_rows(
+    storage: &dyn Storage,
+    day: &Day<'_>,
+    incidents: &[IncidentLine],
+    anomalies: &[Anomaly],
+    now: DateTime<Utc>,
+) -> Result<Vec<WorkerRow>, ReportError> {
+    let devices = storage.devices()?;
+    let known = storage.workers()?;
+    let mut rows = Vec::new();
+    for w in workers_of_day(&known, &day.cells, incidents) {
+        let mine: Vec<&IncidentLine> = incidents.iter().filter(|i| i.reporter == w.id).collect();
+        let dev_rows = device_rows(storage, &devices, &w.id)?;
+        let n_anomalies = anomalies.iter().filter(|a| a.reporter() == w.id).count() as u64;
+        rows.push(worker_row(w, day, &mine, dev_rows, n_anomalies, now));
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(rows)
+}
+
+/// The worker's enrolled, unrevoked field devices and their last manifests.
+fn device_rows(storage: &dyn Storage, devices: &[Device], worker: &str) -> Result<Vec<DeviceRow>, ReportError> {
+    let mut out = Vec::new();
+    for d in devices
+        .iter()
+        .filter(|d| d.worker.id == worker && !d.read_only && d.revoked_at.is_none())
+    {
+        let status = manifest_status(storage, d)?;
+        out.push(DeviceRow {
+            id: d.id.clone(),
+            last_sync_at: status.as_ref().map(|s| s.last_sync_at.clone()),
+            in_step: status.as_ref().map(|s| s.in_step),
+            pending_docs: status.as_ref().map_or(0, |s| s.pending_docs),
+            pending_photos: status.as_ref().map_or(0, |s| s.pending_photos),
+            clock_offset_ms: d.clock_offset_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// The worker's incidents of the day some of whose photo files the server lacks.
+fn incomplete_of(day: &Day<'_>, mine: &[&IncidentLine]) -> Vec<Incomplete> {
+    mine.iter()
+        .filter(|i| !i.complete)
+        .map(|i| {
+            let photos: Vec<MissingPhoto> = i
+                .photos
+                .iter()
+                .filter(|p| !p.verified)
+                .map(|p| MissingPhoto {
+                    photo: p.original.clone(),
+                    files: [("original", &p.original), ("display", &p.display), ("thumb", &p.thumb)]
+                        .into_iter()
+                        .filter(|(_, h)| !day.is_verified(&i.id, h))
+                        .map(|(k, _)| k.to_owned())
+                        .collect(),
+                })
+                .collect();
+            Incomplete {
+                incident: i.id.clone(),
+                missing_photos: photos.len() as u64,
+                photos,
+            }
+        })
+        .collect()
+}
+
+fn worker_row(
+    w: Worker,
+    day: &Day<'_>,
+    mine: &[&IncidentLine],
+    devices: Vec<DeviceRow>,
+    anomalies: u64,
+    now: DateTime<Utc>,
+) -> WorkerRow {
+    let incomplete = incomplete_of(day, mine);
+    let last_sync_at = devices
+        .iter()
+        .filter_map(|d| d.last_sync_at.as_deref())
+        .filter_map(|s| DateTime::parse_from_rfc3339(s).ok())
+        .max();
+    let in_step = devices
+        .iter()
+        .any(|d| d.in_step.is_some())
+        .then(|| devices.iter().all(|d| d.in_step != Some(false)));
+    let no_sync_24h = last_sync_at.is_none_or(|t| now - t.with_timezone(&Utc) > Duration::hours(NO_SYNC_HOURS));
+    let clock_offset_ms = devices
+        .iter()
+        .filter_map(|d| d.clock_offset_ms)
+        .filter(|o| o.unsigned_abs() > CLOCK_OFFSET_LIMIT_MS as u64)
+        .max_by_key(|o| o.unsigned_abs());
+    let flags = flags(&Signals {
+        in_step,
+        incomplete: !incomplete.is_empty(),
+        never: last_sync_at.is_none(),
+        no_sync_24h,
+        clock: clock_offset_ms.is_some(),
+        anomalies: anomalies > 0,
+    });
+    WorkerRow {
+        captured: mine.iter().filter(|i| i.captured_today).count() as u64,
+        received: mine.iter().filter(|i| i.received_today).count() as u64,
+        photos_referenced: mine.iter().map(|i| i.photos.len() as u64).sum(),
+        photos_verified: mine
+            .iter()
+            .map(|i| i.photos.iter().filter(|p| p.verified).count() as u64)
+            .sum(),
+        incomplete,
+        last_sync_at: last_sync_at.map(|t| rfc3339(&t.with_timezone(&Utc))),
+        in_step,
+        pending_docs: devices.iter().map(|d| d.pending_docs).sum(),
+        pending_photos: devices.iter().map(|d| d.pending_photos).sum(),
+        no_sync_24h,
+        clock_offset_ms,
+        anomalies,
+        devices,
+        flags,
+        id: w.id,
+        name: w.name,
+        grids: w.grids,
+    }
+}
+
+/// What a worker's row shows, before it becomes flags.
+struct Signals {
+    in_step: Option<bool>,
+    incomplete: bool,
+    never: bool,
+    no_sync_24h: bool,
+    clock: bool,
+    anomalies: bool,
+}
+
+fn flags(s: &Signals) -> Vec<Flag> {
+    let sync = if s.never {
+        Some(Flag::NeverSynced)
+    } else {
+        s.no_sync_24h.then_some(Flag::NoSync24h)
+    };
+    [
+        (s.in_step == Some(false)).then_some(Flag::NotInStep),
+        s.incomplete.then_some(Flag::Incomplete),
+        sync,
+        s.clock.then_some(Flag::ClockOffset),
+        s.anomalies.then_some(Flag::Anomalies),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Totals over the day's incidents.
+fn totals(incidents: &[IncidentLine]) -> Totals {
+    let taxonomy = Taxonomy::builtin();
+    let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_status: HashMap<String, u64> = HashMap::new();
+    for i in incidents {
+        *by_category.entry(i.category.clone()).or_default() += 1;
+        *by_status.entry(i.status.clone()).or_default() += 1;
+    }
+    let mut categories: Vec<CategoryTotal> = taxonomy
+        .categories
+        .iter()
+        .filter_map(|c| {
+            by_category.remove(&c.code).map(|count| CategoryTotal {
+                code: c.code.clone(),
+                name_zh: c.name_zh.clone(),
+                name_en: c.name_en.clone(),
+                count,
+            })
+        })
+        .collect();
+    // Codes from another city's taxonomy keep their code as name.
+    categories.extend(by_category.into_iter().map(|(code, count)| CategoryTotal {
+        name_zh: code.clone(),
+        name_en: code.clone(),
+        code,
+        count,
+    }));
+    let by_status = Status::ALL
+        .iter()
+        .filter_map(|s| {
+            by_status.get(s.as_str()).map(|&count| StatusTotal {
+                status: s.as_str().to_owned(),
+                name_zh: s.name_zh().to_owned(),
+                count,
+            })
+        })
+        .collect();
+    Totals {
+        incidents: incidents.len() as u64,
+        by_category: categories,
+        by_status,
+    }
+}
+
+/// Open for more than three days at the cut-off (end of day, or now).
+fn open_cases(day: &Day<'_>) -> Vec<OpenIncident> {
+    day.all
+        .iter()
+        .filter_map(|l| {
+            let open = matches!(
+                l.incident.status,
+                Status::Reported | Status::Dispatched | Status::InProgress
+            );
+            let age = day.cutoff - l.captured.with_timezone(&Utc);
+            (open && age > Duration::days(OPEN_DAYS)).then(|| OpenIncident {
+                id: l.row.id.clone(),
+                reporter: l.row.reporter.clone(),
+                category: l.row.category.clone(),
+                status: l.row.status.as_str().to_owned(),
+                captured_at: l.row.captured_at.clone(),
+                days_open: age.num_days(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Clock offsets and sync ages need a device clock or a day that the
+    //! integration tests cannot set; here a real SQLite store gets the
+    //! syncs recorded at chosen times, and the report is made at a chosen `now`.
+
+    use super::*;
+    use crate::report::text::{offset_text, to_csv};
+    use crate::storage::{Accounts, DeviceManifest, Enrolment, SqliteStorage, SyncRecord};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn clock_offsets_over_five_minutes_and_stale_or_missing_syncs_are_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(&dir.path().join("s.sqlite3"), "epoch").unwrap();
+        let grids = GridMap::builtin();
+        let cells = ["HLT-CX-HX-01", "HLT-CX-HX-02", "HLT-CX-HX-03", "HLT-CX-HX-04"];
+        let workers = ["w-fast", "w-slightly", "w-stale", "w-silent", "w-nodevice"];
+        for (w, cell) in workers.iter().zip(cells.iter().cycle()) {
+            let worker = Worker {
+                id: (*w).into(),
+                // A name a spreadsheet would run, to check the CSV.
+                name: if *w == "w-nodevice" {
+                    "=SUM(A1)".into()
+                } else {
+                    (*w).into()
+                },
+                role: Role::Worker,
+                community: None,
+                grids: vec![(*cell).into()],
+            };
+            storage.add_worker(&worker, "2026-11-01T00:00:00Z").unwrap();
+        }
+        let now = at("2026-11-20T12:00:00Z");
+        let manifest = DeviceManifest::default();
+        for (i, (w, synced, offset)) in [
+            ("w-fast", Some("2026-11-20T11:00:00Z"), 7 * 60_000 + 30_000),
+            ("w-slightly", Some("2026-11-20T11:00:00Z"), -4 * 60_000),
+            ("w-stale", Some("2026-11-19T06:00:00Z"), 0),
+            ("w-silent", None, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let device = format!("00000000-0000-4000-8000-00000000000{i}");
+            let code = format!("code-{i}");
+            storage
+                .add_enrol_code(&code, w, i64::MAX, "2026-11-01T00:00:00Z")
+                .unwrap();
+            let enrolment = Enrolment {
+                code_hash: &code,
+                worker: w,
+                device: &device,
+                actor: &[i as u8; 16],
+                token_hash: &format!("token-{i}"),
+            };
+            storage.enroll(&enrolment, 0, "2026-11-01T00:00:00Z").unwrap().unwrap();
+            if let Some(t) = synced {
+                let record = SyncRecord {
+                    device: &device,
+                    manifest: &manifest,
+                    clock_offset_ms: offset,
+                    at: t,
+                };
+                storage.record_sync(&record).unwrap();
+            }
+        }
+        let date = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let r = daily_report(&storage, &grids, "HLT-CX-HX", date, now).unwrap();
+        let row = |id: &str| r.workers.iter().find(|w| w.id == id).unwrap();
+        assert_eq!(r.workers.len(), 5, "every worker, with or without a device");
+
+        let fast = row("w-fast");
+        assert_eq!(fast.clock_offset_ms, Some(450_000));
+        assert!(fast.flags.contains(&Flag::ClockOffset));
+        assert!(!fast.no_sync_24h);
+        assert_eq!(offset_text(450_000), "+7 min 30 s");
+
+        let slightly = row("w-slightly");
+        assert_eq!(slightly.clock_offset_ms, None, "four minutes is within the limit");
+        assert!(!slightly.flags.contains(&Flag::ClockOffset));
+
+        let stale = row("w-stale");
+        assert!(stale.no_sync_24h, "30 hours before the report");
+        assert!(stale.flags.contains(&Flag::NoSync24h));
+        assert_eq!(stale.last_sync_at.as_deref(), Some("2026-11-19T06:00:00Z"));
+
+        for id in ["w-silent", "w-nodevice"] {
+            let w = row(id);
+            assert_eq!(w.in_step, None);
+            assert_eq!(w.last_sync_at, None);
+            assert_eq!(w.flags, [Flag::NeverSynced], "{id}");
+        }
+        assert_eq!(r.day_start, "2026-11-20T00:00:00+08:00");
+        let csv = String::from_utf8(to_csv(&r).unwrap()).unwrap();
+        assert!(csv.contains(",w-nodevice,'=SUM(A1),"), "{csv}");
+        assert_eq!(r.day_end, "2026-11-21T00:00:00+08:00");
+    }
+}

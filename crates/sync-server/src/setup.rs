@@ -1,0 +1,106 @@
+//! Opening what the server keeps: the data dir's database and photo
+//! folder, and the grid hierarchy; `SetupError` says what stopped it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use sync_core::GridMap;
+use sync_core::taxonomy::TaxonomyError;
+
+use crate::photos::LocalPhotos;
+use crate::storage::{SqliteStorage, StorageError};
+
+/// Everything `serve` needs; the defaults are a folder and nothing else.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// A grid hierarchy file other than the built-in one.
+    pub grid_map: Option<PathBuf>,
+    /// Open311: public or token-only, and the base URL of `media_url`.
+    pub open311: Open311Config,
+}
+
+/// The server database's file name in the data dir.
+pub const DB_FILE: &str = "server.sqlite3";
+
+/// What stops the server from starting or an operator command from opening its data.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot create {}: {source}", path.display())]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the server database in {}: {source}", path.display())]
+    Database { path: PathBuf, source: StorageError },
+    #[error("cannot open the photo folder in {}: {source}", path.display())]
+    Photos { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {}: {source}", path.display())]
+    GridFile { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Grids(#[from] TaxonomyError),
+    #[error("--public-url `{0}` must start with http:// or https://")]
+    PublicUrl(String),
+    #[error("cannot serve: {0}")]
+    Serve(std::io::Error),
+}
+
+impl SetupError {
+    /// A mistake in what the operator typed, not a failure of the machine.
+    pub fn is_caller_mistake(&self) -> bool {
+        matches!(self, SetupError::PublicUrl(_) | SetupError::Grids(_))
+    }
+}
+
+/// Opens (creating if needed) the server database in `data_dir`.
+pub fn open_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| SetupError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let epoch = uuid::Uuid::new_v4().to_string();
+    SqliteStorage::open(&data_dir.join(DB_FILE), &epoch).map_err(|source| SetupError::Database {
+        path: data_dir.to_owned(),
+        source,
+    })
+}
+
+/// Opens the photo folder in `data_dir`, finishing uploads a stop interrupted.
+pub fn open_photos(data_dir: &Path) -> Result<LocalPhotos, SetupError> {
+    LocalPhotos::open(data_dir).map_err(|source| SetupError::Photos {
+        path: data_dir.to_owned(),
+        source,
+    })
+}
+
+/// The grid hierarchy: the file given, or the built-in one.
+pub fn load_grids(grid_map: Option<&Path>) -> Result<GridMap, SetupError> {
+    match grid_map {
+        None => Ok(GridMap::builtin()),
+        Some(path) => {
+            let json = std::fs::read_to_string(path).map_err(|source| SetupError::GridFile {
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok(GridMap::from_json(&json)?)
+        }
+    }
+}
+
+/// How the server offers Open311.
+#[derive(Debug, Clone, Default)]
+pub struct Open311Config {
+    /// Serve requests and photos without a token (read-only, every community).
+    pub public: bool,
+    /// The base URL clients reach this server at, for `media_url`
+    /// (default: http://<listen address>).
+    pub public_url: Option<String>,
+}
+
+impl Open311Config {
+    /// The base of absolute URLs, without a trailing slash.
+    pub fn base_url(&self, addr: SocketAddr) -> Result<String, SetupError> {
+        match &self.public_url {
+            None => Ok(format!("http://{addr}")),
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u.trim_end_matches('/').to_owned()),
+            Some(u) => Err(SetupError::PublicUrl(u.clone())),
+        }
+    }
+}

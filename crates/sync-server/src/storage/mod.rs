@@ -1,0 +1,378 @@
+//! Where the server keeps its records, behind four traits by concern, and
+//! the SQLite implementation of them that runs on the embedded defaults.
+//!
+//! The traits speak in typed records (workers, devices, changes, incident
+//! rows); the protocol logic in `sync.rs` sits above them, so another
+//! backend only has to store and query these records. Every method is
+//! blocking: async callers run them inside `spawn_blocking`.
+
+mod sqlite;
+
+use serde::{Deserialize, Serialize};
+pub use sqlite::SqliteStorage;
+use sync_core::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the server database failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Schema(#[from] sync_core::sqlite::MigrationError),
+    #[error("no worker `{0}`")]
+    NoWorker(String),
+    #[error("no device `{0}`")]
+    NoDevice(String),
+    #[error("worker `{0}` already exists")]
+    WorkerExists(String),
+    /// A stored value that no version of this server writes.
+    #[error("the server database holds a damaged {what}: {value}")]
+    Damaged { what: &'static str, value: String },
+}
+
+impl StorageError {
+    /// A mistake in what the caller asked for, not a failure of the store.
+    pub fn is_caller_mistake(&self) -> bool {
+        matches!(
+            self,
+            StorageError::NoWorker(_) | StorageError::NoDevice(_) | StorageError::WorkerExists(_)
+        )
+    }
+}
+
+/// What a token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A grid worker: their own grid cells.
+    Worker,
+    /// A community center: every cell of its community.
+    Center,
+    /// The operator: everything.
+    Operator,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Worker, Role::Center, Role::Operator];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Center => "center",
+            Role::Operator => "operator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Worker {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub community: Option<String>,
+    pub grids: Vec<String>,
+}
+
+/// A device's last manifest as the server keeps it: what the device said
+/// it holds, so the center can see whether it is in step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceManifest {
+    /// Incidents in the device's log.
+    pub incidents: u64,
+    /// The digest of the whole log, hex.
+    pub digest: String,
+    /// Incidents with changes the device had not yet pushed.
+    pub pending_docs: u64,
+    /// Photo files the device had not yet uploaded.
+    pub pending_photos: u64,
+    /// The incidents the device created.
+    pub own: OwnRecord,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OwnRecord {
+    pub count: u64,
+    /// Hex of [`sync_core::protocol::OwnDigest`]'s digest.
+    pub digest: String,
+}
+
+/// A device as the server knows it, found from its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub id: String,
+    pub worker: Worker,
+    /// The Automerge actor id bound to this device at enrolment.
+    #[serde(skip)]
+    pub actor: Vec<u8>,
+    pub enrolled_at: String,
+    pub revoked_at: Option<String>,
+    pub last_sync_at: Option<String>,
+    pub manifest: Option<DeviceManifest>,
+    pub clock_offset_ms: Option<i64>,
+    /// A read-only token for reports and exports, not a field device.
+    pub read_only: bool,
+}
+
+/// A device exchanging a one-time code for a token.
+#[derive(Debug, Clone, Copy)]
+pub struct Enrolment<'a> {
+    /// Hash of the normalised code.
+    pub code_hash: &'a str,
+    pub worker: &'a str,
+    pub device: &'a str,
+    /// The device's Automerge actor id, bound to it from now on.
+    pub actor: &'a [u8],
+    pub token_hash: &'a str,
+}
+
+/// A read-only token (`sync-server token create`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewToken<'a> {
+    pub id: &'a str,
+    pub worker: &'a str,
+    /// Never used to sign anything: the token cannot push.
+    pub actor: &'a [u8],
+    pub token_hash: &'a str,
+}
+
+/// What the device said when it last synced, and its clock against the server's.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRecord<'a> {
+    pub device: &'a str,
+    pub manifest: &'a DeviceManifest,
+    pub clock_offset_ms: i64,
+    pub at: &'a str,
+}
+
+/// The three files of a photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    Original,
+    Display,
+    Thumb,
+}
+
+impl BlobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobKind::Original => "original",
+            BlobKind::Display => "display",
+            BlobKind::Thumb => "thumb",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BlobKind> {
+        [BlobKind::Original, BlobKind::Display, BlobKind::Thumb]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A photo file an incident document names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    /// blake3, hex.
+    pub hash: String,
+    pub kind: BlobKind,
+}
+
+/// A change new to the server, as the device sent it.
+#[derive(Debug, Clone)]
+pub struct NewChange {
+    pub hash: [u8; 32],
+    pub bytes: Vec<u8>,
+}
+
+/// One incident as written after a push: the merged document, its
+/// projected columns and the changes that were new to the server.
+#[derive(Debug, Clone)]
+pub struct IncidentWrite {
+    pub id: String,
+    pub doc: Vec<u8>,
+    /// Sorted 32-byte head hashes, back to back.
+    pub heads: Vec<u8>,
+    pub grid: String,
+    pub category: String,
+    pub status: Status,
+    pub reporter: String,
+    pub device: String,
+    pub captured_at: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub new_changes: Vec<NewChange>,
+    pub blob_refs: Vec<BlobRef>,
+}
+
+/// An incident's merged document and the cell it is in.
+#[derive(Debug, Clone)]
+pub struct StoredDoc {
+    pub doc: Vec<u8>,
+    pub grid: String,
+}
+
+/// One change from the feed.
+#[derive(Debug, Clone)]
+pub struct FeedRow {
+    pub seq: u64,
+    pub incident_id: String,
+    pub hash: [u8; 32],
+    pub bytes: Vec<u8>,
+}
+
+/// A page of the feed.
+#[derive(Debug, Clone)]
+pub struct FeedPage {
+    pub rows: Vec<FeedRow>,
+    /// The highest seq in the whole feed when the page was read.
+    pub max_seq: u64,
+}
+
+/// Which part of the feed a device asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedQuery<'a> {
+    pub after: u64,
+    pub scope: &'a Scope,
+    /// Changes this device sent are not sent back to it.
+    pub exclude_device: &'a str,
+    pub limit: u32,
+}
+
+/// A change kept aside, never merged, for the operator to look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Quarantined<'a> {
+    pub device: &'a str,
+    pub incident: Option<&'a str>,
+    pub reason: &'a str,
+    pub bytes: &'a [u8],
+    pub at: &'a str,
+}
+
+/// One incident as the server holds it, for reports and exports.
+#[derive(Debug, Clone)]
+pub struct StoredIncident {
+    pub id: String,
+    /// The merged Automerge document.
+    pub doc: Vec<u8>,
+    pub grid: String,
+    pub category: String,
+    pub status: Status,
+    pub reporter: String,
+    /// The device that created it.
+    pub device: String,
+    /// Device clock, RFC 3339 with the device's offset.
+    pub captured_at: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// Server clock (UTC, RFC 3339) when its first change arrived.
+    pub first_received_at: String,
+    /// Server clock when a change to it last arrived.
+    pub updated_at: String,
+}
+
+/// Which incidents to read. Time filters are left to the caller, since
+/// captured times carry each device's own offset.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// Only these grid cells (`None`: every cell).
+    pub grids: Option<Vec<String>>,
+    pub status: Option<Status>,
+    pub category: Option<String>,
+}
+
+/// A photo an incident references, and whether the server holds it verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhotoRef {
+    pub incident_id: String,
+    pub hash: String,
+    pub kind: BlobKind,
+    pub verified: bool,
+}
+
+/// The grid cells a request may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Grids(Vec<String>),
+}
+
+impl Scope {
+    pub fn allows(&self, grid: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Grids(g) => g.iter().any(|c| c == grid),
+        }
+    }
+
+    /// The cells, or `None` for every cell.
+    pub fn cells(&self) -> Option<&[String]> {
+        match self {
+            Scope::All => None,
+            Scope::Grids(g) => Some(g),
+        }
+    }
+}
+
+/// Workers, devices, enrolment codes and tokens.
+pub trait Accounts {
+    fn add_worker(&self, worker: &Worker, now: &str) -> Result<(), StorageError>;
+    fn worker(&self, id: &str) -> Result<Option<Worker>, StorageError>;
+    /// Every worker and account, by id.
+    fn workers(&self) -> Result<Vec<Worker>, StorageError>;
+    fn add_enrol_code(&self, code_hash: &str, worker: &str, expires_ms: i64, now: &str) -> Result<(), StorageError>;
+    /// Uses up a code and registers the device in one step. `None` when the
+    /// code is unknown, used or expired, or names another worker.
+    fn enroll(&self, enrolment: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<Option<Worker>, StorageError>;
+    fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError>;
+    fn add_token(&self, token: &NewToken<'_>, now: &str) -> Result<(), StorageError>;
+    fn devices(&self) -> Result<Vec<Device>, StorageError>;
+    fn revoke_device(&self, id: &str, now: &str) -> Result<(), StorageError>;
+    fn record_sync(&self, record: &SyncRecord<'_>) -> Result<(), StorageError>;
+}
+
+/// The change feed and the merged documents it projects to.
+pub trait ChangeLog {
+    /// A random id made when the store was created; a new store means a new epoch.
+    fn epoch(&self) -> Result<String, StorageError>;
+    fn incident_doc(&self, id: &str) -> Result<Option<StoredDoc>, StorageError>;
+    fn has_change(&self, hash: &[u8; 32]) -> Result<bool, StorageError>;
+    /// Writes every incident of a push in one transaction.
+    fn commit_push(&self, writes: &[IncidentWrite], device: &str, now: &str) -> Result<(), StorageError>;
+    fn quarantine(&self, item: &Quarantined<'_>) -> Result<(), StorageError>;
+    /// The feed's hash chain at `seq` (covering every change up to it), if any.
+    fn change_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError>;
+    /// Changes after `query.after` in scope and not sent by the device, at
+    /// most `query.limit`, and the highest seq in the whole feed.
+    fn feed(&self, query: &FeedQuery<'_>) -> Result<FeedPage, StorageError>;
+}
+
+/// What reports, exports, the dashboard and Open311 read.
+pub trait ReadModel {
+    /// Incidents matching `filter`, ordered by id (creation order, ids are UUIDv7).
+    fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError>;
+    /// Every photo these incidents reference.
+    fn photo_refs(&self, incidents: &[String]) -> Result<Vec<PhotoRef>, StorageError>;
+    /// Ids of the incidents created on `device`, ascending.
+    fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError>;
+}
+
+/// Which photo files incidents name, and which the server holds verified.
+pub trait BlobIndex {
+    /// The kind of a blob referenced by an incident in scope.
+    fn blob_ref(&self, hash: &str, scope: &Scope) -> Result<Option<BlobKind>, StorageError>;
+    fn blob_verified(&self, hash: &str) -> Result<bool, StorageError>;
+    fn mark_blob_verified(&self, hash: &str, size: u64, now: &str) -> Result<(), StorageError>;
+    /// Thumbnails of these incidents that the server holds.
+    fn thumbs_of(&self, incidents: &[String]) -> Result<Vec<String>, StorageError>;
+}
+
+/// Everything the server keeps. Implementations make each method atomic
+/// and durable before it returns.
+pub trait Storage: Accounts + ChangeLog + ReadModel + BlobIndex + Send + Sync + 'static {}
+
+impl<T: Accounts + ChangeLog + ReadModel + BlobIndex + Send + Sync + 'static> Storage for T {}

@@ -1,0 +1,93 @@
+//! Manifests: what a device says it holds, kept with its last sync and
+//! compared with what the server holds from it, so the center can see
+//! whether the device is in step.
+
+use serde::Serialize;
+use sync_core::protocol::{Manifest, ManifestReply, ManifestReport, OwnDigest};
+
+use super::{SyncError, check_version};
+use crate::clock::ServerTime;
+use crate::storage::{Device, DeviceManifest, OwnRecord, Storage, StorageError, SyncRecord};
+
+/// A manifest as the server keeps it.
+pub(super) fn record_of(m: &Manifest) -> DeviceManifest {
+    DeviceManifest {
+        incidents: m.incidents,
+        digest: hex(&m.digest.0),
+        pending_docs: m.pending_docs,
+        pending_photos: m.pending_photos,
+        own: OwnRecord {
+            count: m.own.count,
+            digest: hex(&m.own.digest.0),
+        },
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A device's latest manifest against what the server holds from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestStatus {
+    /// When the manifest arrived (server clock).
+    pub last_sync_at: String,
+    /// The server holds every incident the device created, and the device
+    /// had no records or photos waiting.
+    pub in_step: bool,
+    /// Incidents with changes the device had not yet pushed.
+    pub pending_docs: u64,
+    /// Photo files the device had not yet uploaded.
+    pub pending_photos: u64,
+    /// Incidents the device had created.
+    pub device_own: u64,
+    /// Of those, the ones the server holds.
+    pub server_own: u64,
+}
+
+/// `None` when the device has never sent a manifest.
+pub fn manifest_status(storage: &dyn Storage, device: &Device) -> Result<Option<ManifestStatus>, StorageError> {
+    let (Some(manifest), Some(at)) = (&device.manifest, &device.last_sync_at) else {
+        return Ok(None);
+    };
+    Ok(Some(compare(manifest, server_own(storage, &device.id)?, at)))
+}
+
+fn server_own(storage: &dyn Storage, device: &str) -> Result<OwnDigest, StorageError> {
+    let ids = storage.own_incident_ids(device)?;
+    Ok(OwnDigest::of(ids.iter().map(String::as_str)))
+}
+
+fn compare(manifest: &DeviceManifest, server: OwnDigest, at: &str) -> ManifestStatus {
+    let same = manifest.own.count == server.count && manifest.own.digest == hex(&server.digest.0);
+    ManifestStatus {
+        last_sync_at: at.to_owned(),
+        in_step: same && manifest.pending_docs == 0 && manifest.pending_photos == 0,
+        pending_docs: manifest.pending_docs,
+        pending_photos: manifest.pending_photos,
+        device_own: manifest.own.count,
+        server_own: server.count,
+    }
+}
+
+/// Records a manifest sent on its own, and answers whether the server agrees.
+pub fn report_manifest(
+    storage: &dyn Storage,
+    device: &Device,
+    report: &ManifestReport,
+    now: &ServerTime,
+) -> Result<ManifestReply, SyncError> {
+    check_version(report.version)?;
+    let manifest = record_of(&report.manifest);
+    storage.record_sync(&SyncRecord {
+        device: &device.id,
+        manifest: &manifest,
+        clock_offset_ms: report.device_time_ms.saturating_sub(now.ms),
+        at: &now.text,
+    })?;
+    let status = compare(&manifest, server_own(storage, &device.id)?, &now.text);
+    Ok(ManifestReply {
+        in_step: status.in_step,
+        server_own: status.server_own,
+    })
+}
