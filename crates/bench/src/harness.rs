@@ -159,7 +159,7 @@ impl ServerProcess {
     /// while the server runs, as the operator commands do.
     pub fn code(&self, worker: &str) -> Result<String> {
         let storage = sync_server::open_storage(self.data_dir())?;
-        Ok(sync_server::accounts::enrol_code(&storage, worker, 24)?.code)
+        Ok(sync_server::accounts::enrol_code(&storage, worker, 24, None)?.code)
     }
 }
 

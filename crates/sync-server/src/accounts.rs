@@ -9,7 +9,7 @@ use sync_core::taxonomy::TaxonomyError;
 
 use crate::clock::ServerTime;
 use crate::secrets::{normalise_code, random_code, random_token, secret_hash};
-use crate::storage::{Device, Enrolment, NewToken, Role, Scope, Storage, StorageError, Worker};
+use crate::storage::{Device, EnrolOutcome, Enrolment, NewCode, NewToken, Role, Scope, Storage, StorageError, Worker};
 use crate::sync::{ManifestStatus, manifest_status};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,14 @@ pub enum AccountError {
     BadDeviceId,
     #[error("the enrolment code is unknown, used, expired, or for another worker")]
     BadCode,
+    #[error(
+        "device {0} is enrolled already; to enrol it again, the operator makes a code for it with `sync-server device enroll --worker ID --device {0}`"
+    )]
+    AlreadyEnrolled(String),
+    #[error("device {0} was revoked and stays revoked; set the phone up as a new device (a new data dir)")]
+    Revoked(String),
+    #[error("no device `{0}` of this worker; `sync-server device list` shows the enrolled ones")]
+    NoDevice(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -90,24 +98,51 @@ pub struct EnrolCode {
     pub expires_at: String,
 }
 
-/// Makes a one-time enrolment code for a worker's device, valid for `ttl_hours`.
-pub fn enrol_code(storage: &dyn Storage, worker: &str, ttl_hours: u32) -> Result<EnrolCode, AccountError> {
+/// Makes a one-time enrolment code for a worker's device, valid for
+/// `ttl_hours`. With `device`, the code enrols that already enrolled device
+/// again (a reinstalled app that kept its data dir) and nothing else; a
+/// revoked device cannot be enrolled again.
+pub fn enrol_code(
+    storage: &dyn Storage,
+    worker: &str,
+    ttl_hours: u32,
+    device: Option<&str>,
+) -> Result<EnrolCode, AccountError> {
     if ttl_hours == 0 || ttl_hours > 24 * 30 {
         return Err(AccountError::BadTtl);
     }
+    let device = device.map(|d| reenrolable(storage, worker, d)).transpose()?;
     let code = random_code();
     let now = ServerTime::now();
     let expires_ms = now.ms + i64::from(ttl_hours) * 3_600_000;
-    storage
-        .add_enrol_code(&secret_hash(&normalise_code(&code)), worker, expires_ms, &now.text)
-        .map_err(|e| match e {
-            StorageError::NoWorker(w) => AccountError::NoWorker(w),
-            e => e.into(),
-        })?;
+    let new = NewCode {
+        code_hash: &secret_hash(&normalise_code(&code)),
+        worker,
+        device: device.as_deref(),
+        expires_ms,
+    };
+    storage.add_enrol_code(&new, &now.text).map_err(|e| match e {
+        StorageError::NoWorker(w) => AccountError::NoWorker(w),
+        e => e.into(),
+    })?;
     let expires_at = chrono::DateTime::from_timestamp_millis(expires_ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
     Ok(EnrolCode { code, expires_at })
+}
+
+/// The id of an enrolled, unrevoked device of `worker`, in its one spelling.
+fn reenrolable(storage: &dyn Storage, worker: &str, device: &str) -> Result<String, AccountError> {
+    let id = uuid::Uuid::try_parse(device.trim())
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| AccountError::NoDevice(device.chars().take(80).collect()))?;
+    match storage.device(&id)? {
+        Some(d) if d.worker.id == worker && !d.read_only => match d.revoked_at {
+            Some(_) => Err(AccountError::Revoked(id)),
+            None => Ok(id),
+        },
+        _ => Err(AccountError::NoDevice(id)),
+    }
 }
 
 /// A read-only token and the id it is revoked by.
@@ -163,9 +198,12 @@ pub fn enroll_device(storage: &dyn Storage, code: &str, worker: &str, device: &s
         actor: device.as_bytes(),
         token_hash: &secret_hash(&token),
     };
-    let worker = storage
-        .enroll(&enrolment, now.ms, &now.text)?
-        .ok_or(AccountError::BadCode)?;
+    let worker = match storage.enroll(&enrolment, now.ms, &now.text)? {
+        EnrolOutcome::Enrolled(w) => w,
+        EnrolOutcome::BadCode => return Err(AccountError::BadCode),
+        EnrolOutcome::AlreadyEnrolled => return Err(AccountError::AlreadyEnrolled(device_id)),
+        EnrolOutcome::Revoked => return Err(AccountError::Revoked(device_id)),
+    };
     Ok(Enrolled {
         device_id,
         token,

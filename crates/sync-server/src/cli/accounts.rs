@@ -33,6 +33,10 @@ pub enum DeviceCommand {
         /// Hours until the code expires.
         #[arg(long, default_value_t = 24)]
         ttl_hours: u32,
+        /// Enrol this already enrolled device of the worker again (a
+        /// reinstalled app that kept its data dir); its old token stops working.
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<String>,
     },
     /// List enrolled devices.
     List {
@@ -77,8 +81,12 @@ pub fn worker(place: &Place<'_>, command: WorkerCommand) -> anyhow::Result<()> {
 pub fn device(place: &Place<'_>, command: DeviceCommand) -> anyhow::Result<()> {
     let storage = place.storage()?;
     match command {
-        DeviceCommand::Enroll { worker, ttl_hours } => {
-            let code = accounts::enrol_code(&storage, &worker, ttl_hours).map_err(classify)?;
+        DeviceCommand::Enroll {
+            worker,
+            ttl_hours,
+            device,
+        } => {
+            let code = accounts::enrol_code(&storage, &worker, ttl_hours, device.as_deref()).map_err(classify)?;
             eprintln!("enrolment code for {worker}, valid until {}:", code.expires_at);
             println!("{}", code.code);
         }

@@ -82,6 +82,8 @@ impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         match e {
             AccountError::BadCode => ApiError::new(StatusCode::UNAUTHORIZED, "bad_code", e.to_string()),
+            AccountError::AlreadyEnrolled(_) => ApiError::new(StatusCode::CONFLICT, "already_enrolled", e.to_string()),
+            AccountError::Revoked(_) => ApiError::new(StatusCode::FORBIDDEN, "device_revoked", e.to_string()),
             AccountError::Storage(s) => s.into(),
             e => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
         }

@@ -466,7 +466,7 @@ mod tests {
 
     use super::*;
     use crate::report::text::{offset_text, to_csv};
-    use crate::storage::{Accounts, DeviceManifest, Enrolment, SqliteStorage, SyncRecord};
+    use crate::storage::{Accounts, DeviceManifest, EnrolOutcome, Enrolment, NewCode, SqliteStorage, SyncRecord};
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -508,7 +508,15 @@ mod tests {
             let device = format!("00000000-0000-4000-8000-00000000000{i}");
             let code = format!("code-{i}");
             storage
-                .add_enrol_code(&code, w, i64::MAX, "2026-11-01T00:00:00Z")
+                .add_enrol_code(
+                    &NewCode {
+                        code_hash: &code,
+                        worker: w,
+                        device: None,
+                        expires_ms: i64::MAX,
+                    },
+                    "2026-11-01T00:00:00Z",
+                )
                 .unwrap();
             let enrolment = Enrolment {
                 code_hash: &code,
@@ -517,7 +525,8 @@ mod tests {
                 actor: &[i as u8; 16],
                 token_hash: &format!("token-{i}"),
             };
-            storage.enroll(&enrolment, 0, "2026-11-01T00:00:00Z").unwrap().unwrap();
+            let outcome = storage.enroll(&enrolment, 0, "2026-11-01T00:00:00Z").unwrap();
+            assert!(matches!(outcome, EnrolOutcome::Enrolled(_)), "{outcome:?}");
             if let Some(t) = synced {
                 let record = SyncRecord {
                     device: &device,

@@ -130,6 +130,31 @@ pub struct Enrolment<'a> {
     pub token_hash: &'a str,
 }
 
+/// A one-time enrolment code as the server keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCode<'a> {
+    /// Hash of the normalised code.
+    pub code_hash: &'a str,
+    pub worker: &'a str,
+    /// The enrolled device this code may enrol again (a reinstalled app
+    /// that kept its data dir); `None`: new devices only.
+    pub device: Option<&'a str>,
+    pub expires_ms: i64,
+}
+
+/// What came of a device's enrolment request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrolOutcome {
+    Enrolled(Worker),
+    /// The code is unknown, used or expired, names another worker, or is
+    /// for re-enrolling another device.
+    BadCode,
+    /// The device id is enrolled already and the code is not one for it.
+    AlreadyEnrolled,
+    /// The device was revoked; it stays revoked.
+    Revoked,
+}
+
 /// A read-only token (`sync-server token create`).
 #[derive(Debug, Clone, Copy)]
 pub struct NewToken<'a> {
@@ -324,11 +349,12 @@ pub trait Accounts {
     fn worker(&self, id: &str) -> Result<Option<Worker>, StorageError>;
     /// Every worker and account, by id.
     fn workers(&self) -> Result<Vec<Worker>, StorageError>;
-    fn add_enrol_code(&self, code_hash: &str, worker: &str, expires_ms: i64, now: &str) -> Result<(), StorageError>;
-    /// Uses up a code and registers the device in one step. `None` when the
-    /// code is unknown, used or expired, or names another worker.
-    fn enroll(&self, enrolment: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<Option<Worker>, StorageError>;
+    fn add_enrol_code(&self, code: &NewCode<'_>, now: &str) -> Result<(), StorageError>;
+    /// Uses up a code and registers the device in one step; anything but
+    /// `Enrolled` uses nothing up and changes nothing.
+    fn enroll(&self, enrolment: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<EnrolOutcome, StorageError>;
     fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError>;
+    fn device(&self, id: &str) -> Result<Option<Device>, StorageError>;
     fn add_token(&self, token: &NewToken<'_>, now: &str) -> Result<(), StorageError>;
     fn devices(&self) -> Result<Vec<Device>, StorageError>;
     fn revoke_device(&self, id: &str, now: &str) -> Result<(), StorageError>;

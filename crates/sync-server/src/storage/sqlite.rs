@@ -11,8 +11,8 @@ use sync_core::Status;
 use sync_core::sqlite::{Migration, migrate};
 
 use super::{
-    Accounts, BlobIndex, BlobKind, ChangeLog, Device, Enrolment, FeedPage, FeedQuery, FeedRow, IncidentFilter,
-    IncidentWrite, NewToken, PhotoRef, Quarantined, ReadModel, Role, Scope, StorageError, StoredDoc, StoredIncident,
+    Accounts, BlobIndex, BlobKind, ChangeLog, Device, EnrolOutcome, Enrolment, FeedPage, FeedQuery, FeedRow, IncidentFilter,
+    IncidentWrite, NewCode, NewToken, PhotoRef, Quarantined, ReadModel, Role, Scope, StorageError, StoredDoc, StoredIncident,
     SyncRecord, Worker,
 };
 
@@ -83,6 +83,13 @@ const MIGRATIONS: &[Migration] = &[
         "
     -- Each device's manifest is checked against the incidents it created.
     CREATE INDEX incidents_device ON incidents(device);
+",
+    ),
+    Migration::sql(
+        "
+    -- A code that may enrol an already enrolled device again (its old token
+    -- then stops working); NULL: new devices only.
+    ALTER TABLE enrol_codes ADD COLUMN device_id TEXT;
 ",
     ),
 ];
@@ -268,59 +275,80 @@ impl Accounts for SqliteStorage {
         Ok(out)
     }
 
-    fn add_enrol_code(&self, code_hash: &str, worker: &str, expires_ms: i64, now: &str) -> Result<(), StorageError> {
+    fn add_enrol_code(&self, code: &NewCode<'_>, now: &str) -> Result<(), StorageError> {
         let conn = self.conn();
-        if load_worker(&conn, worker)?.is_none() {
-            return Err(StorageError::NoWorker(worker.to_owned()));
+        if load_worker(&conn, code.worker)?.is_none() {
+            return Err(StorageError::NoWorker(code.worker.to_owned()));
         }
         conn.execute(
-            "INSERT INTO enrol_codes (code_hash, worker_id, expires_ms, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![code_hash, worker, expires_ms, now],
+            "INSERT INTO enrol_codes (code_hash, worker_id, device_id, expires_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![code.code_hash, code.worker, code.device, code.expires_ms, now],
         )?;
         Ok(())
     }
 
-    fn enroll(&self, enrolment: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<Option<Worker>, StorageError> {
-        let Enrolment {
-            code_hash,
-            worker,
-            device,
-            actor,
-            token_hash,
-        } = *enrolment;
+    fn enroll(&self, e: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<EnrolOutcome, StorageError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let used = tx.execute(
-            "UPDATE enrol_codes SET used_at = ?4
-             WHERE code_hash = ?1 AND worker_id = ?2 AND used_at IS NULL AND expires_ms > ?3",
-            params![code_hash, worker, now_ms, now],
-        )?;
-        if used != 1 {
-            return Ok(None);
-        }
-        // Enrolling a device again (a reinstalled app keeps its data dir)
-        // replaces its token; another worker's device id is refused.
-        let owner: Option<String> = tx
-            .query_row("SELECT worker_id FROM devices WHERE id = ?1", [device], |r| r.get(0))
+        let code: Option<Option<String>> = tx
+            .query_row(
+                "SELECT device_id FROM enrol_codes
+                 WHERE code_hash = ?1 AND worker_id = ?2 AND used_at IS NULL AND expires_ms > ?3",
+                params![e.code_hash, e.worker, now_ms],
+                |r| r.get(0),
+            )
             .optional()?;
-        if owner.as_deref().is_some_and(|o| o != worker) {
-            return Ok(None);
+        let Some(code_device) = code else {
+            return Ok(EnrolOutcome::BadCode);
+        };
+        let existing: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT worker_id, revoked_at FROM devices WHERE id = ?1",
+                [e.device],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let refused = match (&existing, code_device.as_deref()) {
+            // Another worker's device id is refused as a bad code, saying nothing of it.
+            (Some((owner, _)), _) if owner != e.worker => Some(EnrolOutcome::BadCode),
+            (Some((_, Some(_))), _) => Some(EnrolOutcome::Revoked),
+            (Some(_), Some(d)) if d == e.device => None,
+            (Some(_), _) => Some(EnrolOutcome::AlreadyEnrolled),
+            (None, Some(_)) => Some(EnrolOutcome::BadCode),
+            (None, None) => None,
+        };
+        if let Some(outcome) = refused {
+            return Ok(outcome);
         }
         tx.execute(
-            "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, enrolled_at = excluded.enrolled_at,
-                revoked_at = NULL",
-            params![device, worker, actor, token_hash, now],
+            "UPDATE enrol_codes SET used_at = ?2 WHERE code_hash = ?1",
+            params![e.code_hash, now],
         )?;
-        let w = load_worker(&tx, worker)?;
+        tx.execute(
+            "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, enrolled_at = excluded.enrolled_at",
+            params![e.device, e.worker, e.actor, e.token_hash, now],
+        )?;
+        let w = load_worker(&tx, e.worker)?.ok_or_else(|| StorageError::NoWorker(e.worker.to_owned()))?;
         tx.commit()?;
-        Ok(w)
+        Ok(EnrolOutcome::Enrolled(w))
     }
 
     fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} WHERE token_hash = ?1"))?;
         let mut rows = stmt.query([token_hash])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(device_from_row(&conn, r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn device(&self, id: &str) -> Result<Option<Device>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} WHERE id = ?1"))?;
+        let mut rows = stmt.query([id])?;
         match rows.next()? {
             Some(r) => Ok(Some(device_from_row(&conn, r)?)),
             None => Ok(None),

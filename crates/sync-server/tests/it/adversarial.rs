@@ -16,7 +16,7 @@ use sync_core::protocol::{
 };
 use sync_core::{BlobHash, IncidentDoc, IncidentId, Location, NewIncident};
 use sync_server::secrets::{normalise_code, secret_hash};
-use sync_server::storage::Accounts;
+use sync_server::storage::{Accounts, NewCode};
 
 use crate::*;
 
@@ -734,9 +734,13 @@ fn wrong_used_expired_and_other_workers_codes_get_401_bad_code() {
     {
         let storage = sync_server::open_storage(server.data_dir()).unwrap();
         let now = sync_server::ServerTime::now();
-        storage
-            .add_enrol_code(&secret_hash(&normalise_code(expired)), "w-li", now.ms - 1, &now.text)
-            .unwrap();
+        let code = NewCode {
+            code_hash: &secret_hash(&normalise_code(expired)),
+            worker: "w-li",
+            device: None,
+            expires_ms: now.ms - 1,
+        };
+        storage.add_enrol_code(&code, &now.text).unwrap();
     }
 
     let before = counts(&server);

@@ -20,6 +20,7 @@ mod convergence;
 mod crash;
 mod cut;
 mod dashboard;
+mod enrolment;
 mod exports;
 mod harness_checks;
 mod manifest;

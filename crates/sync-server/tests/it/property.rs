@@ -19,7 +19,7 @@ use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON};
 use sync_core::{GridMap, Incident, IncidentDoc, IncidentId, ListFilter, Location, NewIncident, Store};
 use sync_server::ServerTime;
 use sync_server::accounts::scope_of;
-use sync_server::storage::{Accounts, ChangeLog, Enrolment, Role, Scope, SqliteStorage, Worker};
+use sync_server::storage::{Accounts, ChangeLog, EnrolOutcome, Enrolment, NewCode, Role, Scope, SqliteStorage, Worker};
 use sync_server::sync::{Caller, sync};
 use tempfile::TempDir;
 
@@ -161,7 +161,15 @@ impl World {
             let (code, token) = (format!("code-{i}"), format!("token-{i}"));
             world
                 .server
-                .add_enrol_code(&code, &worker, i64::MAX, &rfc3339(&now))
+                .add_enrol_code(
+                    &NewCode {
+                        code_hash: &code,
+                        worker: &worker,
+                        device: None,
+                        expires_ms: i64::MAX,
+                    },
+                    &rfc3339(&now),
+                )
                 .unwrap();
             let uuid = uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + i as u128);
             let dir = scratch();
@@ -176,7 +184,7 @@ impl World {
                     DEFAULT_GRIDS_JSON,
                 )
                 .unwrap();
-            world
+            let outcome = world
                 .server
                 .enroll(
                     &Enrolment {
@@ -189,8 +197,11 @@ impl World {
                     now_ms,
                     &rfc3339(&now),
                 )
-                .unwrap()
-                .expect("the code enrols the device");
+                .unwrap();
+            assert!(
+                matches!(outcome, EnrolOutcome::Enrolled(_)),
+                "the code enrols the device: {outcome:?}"
+            );
             store
                 .set_server("mem://server", &world.server.epoch().unwrap())
                 .unwrap();
