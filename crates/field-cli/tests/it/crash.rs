@@ -13,10 +13,14 @@
 //!   recovery of the last crash, reading and decoding the photo;
 //! * reports with a copy of `manhole-exif.jpg` made unique by a JPEG comment
 //!   (so its original really is staged and published each time, instead of
-//!   being found already stored), killed 0–30 ms around the end of the run.
-//!   Decoding the photo takes hundreds of milliseconds in a debug build, so
-//!   "the end" is an offset that adapts to this machine: later after a child
-//!   was killed before staging anything, earlier after one finished.
+//!   being found already stored), killed a few milliseconds after the copy's
+//!   original shows up in `staging/`: while it is written, committed or
+//!   published. That window is tens of milliseconds at the end of a run
+//!   that takes seconds on a loaded machine, so the test watches for it
+//!   instead of guessing a time: the delay after staging shrinks after a
+//!   kill that came too late, and the test asserts that at least
+//!   [`MIN_IN_WINDOW`] kills landed in it (running more reports, up to
+//!   [`MAX_EXTRA`], if the first ones fell short).
 
 #![cfg(unix)]
 
@@ -26,30 +30,20 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sync_core::testing::{XorShift64, assert_sqlite_whole};
+
 use crate::{Device, assert_uuid_v7, blake3_hex, fixture, s};
 
 const ITERATIONS: usize = 60;
 const DEFAULT_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// Marsaglia's xorshift64: enough randomness for kill times, and the same
-/// sequence on every machine for a given seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A whole number of milliseconds in `0..=max`.
-    fn ms(&mut self, max: u64) -> Duration {
-        Duration::from_millis(self.next() % (max + 1))
-    }
-}
+/// Kills that must land while a report's blobs are staged.
+const MIN_IN_WINDOW: usize = 6;
+/// Reports with a unique photo run past [`ITERATIONS`] to reach [`MIN_IN_WINDOW`].
+const MAX_EXTRA: usize = 30;
+/// Longest wait after staging before the kill.
+const MAX_SPREAD_MS: u64 = 30;
+/// Far longer than any report takes, even on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(120);
 
 /// `jpeg` with a comment segment after SOI: the same picture, other bytes.
 fn with_comment(jpeg: &[u8], text: &str) -> Vec<u8> {
@@ -70,9 +64,23 @@ struct Outcome {
     killed: bool,
 }
 
-/// Starts `field report`, kills it after `delay` unless it finished, and
+/// When a run gets its SIGKILL, unless it finished first.
+enum Kill<'a> {
+    /// This long after the start.
+    After(Duration),
+    /// This long after a file named after blob `hash` (staged, or still
+    /// being written as `.tmp`) shows up in `staging/`.
+    AfterStaging { hash: &'a str, delay: Duration },
+}
+
+/// Whether `staging/` holds blob `hash`, whole or being written.
+fn is_staged(dev: &Device, hash: &str) -> bool {
+    dev.staging().iter().any(|name| name.starts_with(hash))
+}
+
+/// Starts `field report`, kills it as `kill` says unless it finished, and
 /// reads what it printed.
-fn run_and_kill(dev: &Device, photo: Option<&Path>, delay: Duration) -> Outcome {
+fn run_and_kill(dev: &Device, photo: Option<&Path>, kill: Kill<'_>) -> Outcome {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("field"));
     cmd.env_remove("FIELD_DATA_DIR")
         .env_remove("FIELD_LOG")
@@ -87,10 +95,22 @@ fn run_and_kill(dev: &Device, photo: Option<&Path>, delay: Duration) -> Outcome 
         .stderr(Stdio::piped())
         .spawn()
         .expect("start field");
-    let deadline = Instant::now() + delay;
-    while Instant::now() < deadline {
-        if child.try_wait().expect("poll field").is_some() {
-            break;
+    let started = Instant::now();
+    let mut deadline = match kill {
+        Kill::After(delay) => Some(started + delay),
+        Kill::AfterStaging { .. } => None,
+    };
+    while child.try_wait().expect("poll field").is_none() {
+        let now = Instant::now();
+        if now >= started + PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("field report ran for over {PATIENCE:?}");
+        }
+        match (deadline, &kill) {
+            (Some(at), _) if now >= at => break,
+            (None, Kill::AfterStaging { hash, delay }) if is_staged(dev, hash) => deadline = Some(now + *delay),
+            _ => {}
         }
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -121,6 +141,48 @@ fn run_and_kill(dev: &Device, photo: Option<&Path>, delay: Duration) -> Outcome 
     Outcome { printed, killed }
 }
 
+/// Reports of unique copies of a photo, each killed soon after its original
+/// is staged, steered to land while it is staged.
+struct Watched {
+    jpeg: Vec<u8>,
+    copies: tempfile::TempDir,
+    /// The most milliseconds to wait after staging: halved after a kill
+    /// that came too late, widened after one in the window, so kills reach
+    /// the commit and publication too, not only the staging.
+    spread: u64,
+    runs: usize,
+    in_window: usize,
+}
+
+impl Watched {
+    fn new(jpeg: Vec<u8>) -> Watched {
+        Watched {
+            jpeg,
+            copies: tempfile::tempdir().unwrap(),
+            spread: MAX_SPREAD_MS,
+            runs: 0,
+            in_window: 0,
+        }
+    }
+
+    fn run(&mut self, dev: &Device, rng: &mut XorShift64) -> Outcome {
+        self.runs += 1;
+        let bytes = with_comment(&self.jpeg, &format!("crash {}", self.runs));
+        let hash = blake3_hex(&bytes);
+        let copy = self.copies.path().join(format!("manhole-{}.jpg", self.runs));
+        std::fs::write(&copy, bytes).unwrap();
+        let delay = rng.ms(self.spread);
+        let out = run_and_kill(dev, Some(&copy), Kill::AfterStaging { hash: &hash, delay });
+        if out.killed && out.printed.is_none() && is_staged(dev, &hash) {
+            self.in_window += 1;
+            self.spread = (self.spread * 3 / 2).clamp(1, MAX_SPREAD_MS);
+        } else {
+            self.spread /= 2;
+        }
+        out
+    }
+}
+
 /// Hash → kind for every row of the `blobs` table.
 fn blob_rows(db: &rusqlite::Connection) -> BTreeMap<String, String> {
     let mut stmt = db.prepare("SELECT hash, kind FROM blobs").unwrap();
@@ -130,82 +192,65 @@ fn blob_rows(db: &rusqlite::Connection) -> BTreeMap<String, String> {
         .unwrap()
 }
 
-#[track_caller]
-fn check_integrity(db: &rusqlite::Connection) {
-    let rows: Vec<String> = db
-        .prepare("PRAGMA integrity_check")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(rows, ["ok"], "integrity_check");
-    let fk: i64 = db
-        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(fk, 0, "foreign_key_check");
-}
-
 #[test]
 fn reports_killed_at_random_moments_leave_a_whole_store() {
-    let seed = std::env::var("FIELD_CRASH_SEED")
-        .ok()
-        .map(|s| s.parse().expect("FIELD_CRASH_SEED is a number"))
-        .unwrap_or(DEFAULT_SEED);
-    eprintln!("crash test: seed {seed} (replay with FIELD_CRASH_SEED={seed})");
-    let mut rng = XorShift(seed.max(1));
+    let mut rng = XorShift64::from_env("FIELD_CRASH_SEED", DEFAULT_SEED);
     let started = Instant::now();
 
     let dev = Device::setup();
     let manhole_path = fixture("manhole-exif.jpg");
     let manhole = Path::new(&manhole_path);
     let manhole_bytes = std::fs::read(manhole).unwrap();
-    let copies = tempfile::tempdir().unwrap();
 
-    // One uninterrupted run tells how long a report with a photo takes here.
+    // One uninterrupted run stores the photo's display copy and thumbnail,
+    // so later copies of it stage only their own original.
     let t = Instant::now();
-    let first = run_and_kill(&dev, Some(manhole), Duration::from_secs(60));
+    let first = run_and_kill(&dev, Some(manhole), Kill::After(PATIENCE));
     let full = t.elapsed();
     let mut printed: BTreeSet<String> = first.printed.into_iter().collect();
-    let mut tail = full.saturating_sub(Duration::from_millis(20));
 
-    let (mut killed, mut finished, mut in_window) = (0, 0, 0);
-    for i in 0..ITERATIONS {
-        let outcome = match i % 5 {
-            0 | 1 => run_and_kill(&dev, None, rng.ms(30)),
-            2 => run_and_kill(&dev, Some(manhole), rng.ms(30)),
-            _ => {
-                let copy = copies.path().join(format!("manhole-{i}.jpg"));
-                std::fs::write(&copy, with_comment(&manhole_bytes, &format!("crash {i}"))).unwrap();
-                let out = run_and_kill(&dev, Some(&copy), tail + rng.ms(30));
-                // Steer the next kill towards staging, commit and publish.
-                if !out.killed || out.printed.is_some() {
-                    tail = tail.saturating_sub(Duration::from_millis(15));
-                } else if dev.staging().is_empty() {
-                    tail += Duration::from_millis(8);
-                } else {
-                    in_window += 1;
-                }
-                out
-            }
-        };
-        if outcome.killed {
-            killed += 1;
-        } else {
-            finished += 1;
+    let mut watch = Watched::new(manhole_bytes.clone());
+    let (mut killed, mut finished) = (0, 0);
+    let mut tally = |outcome: Outcome| {
+        match outcome.killed {
+            true => killed += 1,
+            false => finished += 1,
         }
         printed.extend(outcome.printed);
+    };
+    for i in 0..ITERATIONS {
+        tally(match i % 5 {
+            0 | 1 => run_and_kill(&dev, None, Kill::After(rng.ms(30))),
+            2 => run_and_kill(&dev, Some(manhole), Kill::After(rng.ms(30))),
+            _ => watch.run(&dev, &mut rng),
+        });
+    }
+    // Short of the minimum (kills came too late on this machine): more.
+    let mut extra = 0;
+    while watch.in_window < MIN_IN_WINDOW && extra < MAX_EXTRA {
+        tally(watch.run(&dev, &mut rng));
+        extra += 1;
     }
     eprintln!(
-        "crash test: {ITERATIONS} runs after a {full:?} calibration run: {killed} killed \
-         ({in_window} with blobs staged), {finished} finished, {} ids printed",
-        printed.len()
+        "crash test: {} runs after a {full:?} first run: {killed} killed, {finished} finished, \
+         {} ids printed; {} of {} watched kills landed with blobs staged",
+        ITERATIONS + extra,
+        printed.len(),
+        watch.in_window,
+        watch.runs
+    );
+    assert!(
+        watch.in_window >= MIN_IN_WINDOW,
+        "only {} of {} kills landed while blobs were staged, fewer than {MIN_IN_WINDOW}: \
+         the test did not test what it is for",
+        watch.in_window,
+        watch.runs
     );
 
     // Before any other `field` command can recover anything: the database is
     // sound, and every published blob is one the database committed.
     let db = dev.db();
-    check_integrity(&db);
+    assert_sqlite_whole(&db);
     let rows = blob_rows(&db);
     for name in dev.blob_files().keys() {
         assert!(rows.contains_key(name), "blob {name} was published without a row");
@@ -221,7 +266,7 @@ fn reports_killed_at_random_moments_leave_a_whole_store() {
     assert!(lost.is_empty(), "ids shown to the worker but not stored: {lost:?}");
 
     let db = dev.db();
-    check_integrity(&db);
+    assert_sqlite_whole(&db);
     let rows = blob_rows(&db);
     let files = dev.blob_files();
     let mut originals = BTreeSet::new();

@@ -4,24 +4,28 @@
 //! clerk would, sees the workers and flags, loads the thumbnails, opens an
 //! incident, and a screenshot is taken and decoded.
 //!
-//! Chromium is Debian's `chromium` (installed by `.ci/run`); without it the
-//! browser test fails, it does not skip.
+//! Chromium is Debian's `chromium` (installed by `cargo xtask test`);
+//! without it the browser test fails, it does not skip. Every wait on the
+//! browser has a deadline, so a browser that hangs fails the test.
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 use crate::reconcile::{HX, scripted_day};
 use crate::*;
 
+/// How long one DevTools command, or the browser's start, may take.
+const BROWSER_PATIENCE: Duration = Duration::from_secs(30);
+
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .timeout(BROWSER_PATIENCE)
         .build()
         .unwrap()
 }
@@ -205,7 +209,7 @@ fn sign_in_cookie_headers_and_scope() {
 /// A headless Chromium with its own profile, and a DevTools connection to its page.
 struct Browser {
     child: Child,
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    ws: WebSocket<TcpStream>,
     next_id: u64,
     _profile: tempfile::TempDir,
 }
@@ -213,7 +217,7 @@ struct Browser {
 impl Browser {
     fn launch() -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let child = Command::new("chromium")
+        let mut child = Command::new("chromium")
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -228,33 +232,34 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run chromium ({e}); install Debian's `chromium` package (.ci/run does)")
+                panic!("cannot run chromium ({e}); install Debian's `chromium` package (`cargo xtask test` does)")
             });
         // Chromium writes the port it picked into the profile.
         let port_file = profile.path().join("DevToolsActivePort");
-        let mut port = String::new();
-        eventually(30, || {
-            std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|s| s.lines().next().map(str::to_owned))
-                .filter(|p| !p.is_empty())
-                .map(|p| port = p)
-                .is_some()
+        let port: u16 = eventually(BROWSER_PATIENCE, "Chromium's DevTools port", || {
+            if let Some(status) = child.try_wait().expect("polling chromium") {
+                panic!("chromium exited ({status}) before it opened DevTools");
+            }
+            std::fs::read_to_string(&port_file).ok()?.lines().next()?.parse().ok()
         });
-        let list: Value = serde_json::from_str(
-            &reqwest::blocking::get(format!("http://127.0.0.1:{port}/json/list"))
-                .unwrap()
-                .text()
-                .unwrap(),
-        )
-        .unwrap();
-        let page = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["type"] == "page")
-            .expect("chromium has a page");
-        let (ws, _) = tungstenite::connect(page["webSocketDebuggerUrl"].as_str().unwrap()).expect("DevTools connects");
+        // Its page can show up in the list a moment after the port.
+        let page_url = eventually(BROWSER_PATIENCE, "Chromium's page", || {
+            let list = client()
+                .get(format!("http://127.0.0.1:{port}/json/list"))
+                .send()
+                .and_then(|r| r.text())
+                .ok()?;
+            let list: Value = serde_json::from_str(&list).ok()?;
+            let page = list.as_array()?.iter().find(|t| t["type"] == "page")?;
+            Some(page["webSocketDebuggerUrl"].as_str()?.to_owned())
+        });
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = TcpStream::connect_timeout(&addr, BROWSER_PATIENCE).expect("DevTools accepts a connection");
+        // Reads get their own deadline in `request`; the handshake uses this one.
+        stream.set_read_timeout(Some(BROWSER_PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(BROWSER_PATIENCE)).unwrap();
+        let (ws, _) = tungstenite::client(page_url.as_str(), stream)
+            .unwrap_or_else(|e| panic!("the DevTools handshake with {page_url} failed: {e}"));
         Browser {
             child,
             ws,
@@ -263,14 +268,29 @@ impl Browser {
         }
     }
 
-    /// Sends one DevTools command; its result, or the error it got.
+    /// Sends one DevTools command; its result, or the error it got. Fails
+    /// the test if no answer comes within [`BROWSER_PATIENCE`], however
+    /// many events the page sends meanwhile.
     fn request(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.ws.send(Message::text(msg)).unwrap();
+        self.ws
+            .send(Message::text(msg))
+            .unwrap_or_else(|e| panic!("sending {method} to Chromium: {e}"));
+        let end = Instant::now() + BROWSER_PATIENCE;
         loop {
-            let Message::Text(text) = self.ws.read().unwrap() else {
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "Chromium did not answer {method} within {BROWSER_PATIENCE:?}"
+            );
+            self.ws.get_ref().set_read_timeout(Some(left)).unwrap();
+            let msg = self
+                .ws
+                .read()
+                .unwrap_or_else(|e| panic!("reading Chromium's answer to {method} (at most {left:?} more): {e}"));
+            let Message::Text(text) = msg else {
                 continue;
             };
             let v: Value = serde_json::from_str(text.as_str()).unwrap();
@@ -308,12 +328,13 @@ impl Browser {
         self.try_eval(js).unwrap_or_else(|| panic!("evaluating {js} failed"))
     }
 
-    /// Waits until `js` evaluates to true.
+    /// Waits until `js` evaluates to true; fails with `what` after
+    /// [`BROWSER_PATIENCE`].
     #[track_caller]
     fn wait_until(&mut self, js: &str, what: &str) {
-        let end = Instant::now() + Duration::from_secs(30);
+        let end = Instant::now() + BROWSER_PATIENCE;
         while self.try_eval(js) != Some(Value::Bool(true)) {
-            assert!(Instant::now() < end, "{what}");
+            assert!(Instant::now() < end, "{what} within {BROWSER_PATIENCE:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -1,17 +1,20 @@
-//! sync-server's one integration-test binary. Tests run the real
+//! sync-server's one integration-test binary. Most tests run the real
 //! `sync-server` and `field` binaries as processes on loopback, each with
-//! data dirs of their own, and drive them as an operator and workers would.
+//! data dirs of their own, and drive them as an operator and workers would
+//! (`property` drives the same protocol steps in process).
 //!
-//! `field` is another crate's binary: the harness finds it next to this
-//! test's target folder and builds it with cargo if it is missing.
+//! `field` is another crate's binary, which cargo does not build for this
+//! test: the harness runs `cargo build` for it once, into the folder that
+//! holds `sync-server`, and runs it from there.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub use sync_core::testing::XorShift64;
 use tempfile::TempDir;
 
 mod adversarial;
@@ -36,23 +39,37 @@ pub fn server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sync-server"))
 }
 
-/// The `field` binary of this workspace, built on first use if needed.
+/// The `field` binary of this workspace, beside `sync-server`. The first
+/// call in a test run runs `cargo build` for it (quick when it is up to
+/// date), with the target folder and profile `sync-server` was built with.
 pub fn field_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let dir = server_bin().parent().expect("binary has a folder").to_owned();
-        let bin = dir.join("field");
+        let target_dir = dir.parent().expect("a profile folder is in a target folder");
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(name) => name,
+            None => panic!("{} is not a profile folder", dir.display()),
+        };
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "field-cli", "--bin", "field"])
+            .args(["build", "-q", "-p", "field-cli", "--bin", "field", "--profile", profile])
+            .arg("--target-dir")
+            .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building field failed");
+        let bin = dir.join("field");
         assert!(bin.is_file(), "no field binary at {}", bin.display());
         bin
     })
     .clone()
 }
+
+/// How long a test waits for a process to say or finish something before
+/// it fails: far longer than any of them takes, even on a loaded machine.
+pub const PATIENCE: Duration = Duration::from_secs(120);
 
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -78,7 +95,7 @@ impl Default for Server {
 }
 
 impl Server {
-    /// A new, empty data dir with workers added; not yet running.
+    /// A new, empty data dir, with no workers yet; not running.
     pub fn new() -> Server {
         Server {
             dir: tempfile::tempdir().expect("temp dir"),
@@ -161,14 +178,25 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("sync-server starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout piped"))
-            .read_line(&mut line)
-            .expect("server prints its address");
+        // Read on a thread, so a server that never prints fails the test.
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = tx.send(read);
+        });
+        let line = match rx.recv_timeout(PATIENCE) {
+            Ok(read) => read.expect("reading the server's stdout"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sync-server printed no address within {PATIENCE:?}");
+            }
+        };
         let url = line
             .trim()
             .strip_prefix("listening on ")
-            .expect("listening line")
+            .unwrap_or_else(|| panic!("sync-server printed {line:?}, not its address"))
             .to_owned();
         self.port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
         self.url = url;
@@ -190,9 +218,10 @@ impl Server {
         }
     }
 
-    /// Opens the server database read-only for checks.
+    /// The server database, opened read-only for checks (while the server
+    /// runs too): a check cannot change what it looks at.
     pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.data_dir().join("server.sqlite3")).expect("server db opens")
+        open_read_only(&self.data_dir().join("server.sqlite3"))
     }
 }
 
@@ -281,8 +310,9 @@ impl Device {
         serde_json::from_str(&self.ok(&["status", "--json"])).expect("status --json is JSON")
     }
 
+    /// The device database, opened read-only for checks.
     pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.path().join("field.sqlite3")).expect("device db opens")
+        open_read_only(&self.dir.path().join("field.sqlite3"))
     }
 
     /// The device's heads of every incident, by id.
@@ -296,6 +326,13 @@ impl Device {
     }
 }
 
+#[track_caller]
+fn open_read_only(path: &Path) -> rusqlite::Connection {
+    use rusqlite::OpenFlags;
+    rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .unwrap_or_else(|e| panic!("{} does not open read-only: {e}", path.display()))
+}
+
 /// The server's heads of every incident, by id.
 pub fn server_heads(server: &Server) -> Vec<(String, Vec<u8>)> {
     let db = server.db();
@@ -306,60 +343,27 @@ pub fn server_heads(server: &Server) -> Vec<(String, Vec<u8>)> {
         .unwrap()
 }
 
-/// Waits for `f` to hold, polling; panics after `secs` seconds.
+/// Polls `f` until it gives a value and returns it; fails, naming `what`
+/// it waited for, after `limit`.
 #[track_caller]
-pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return;
+pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(value) = f() {
+            return value;
         }
+        assert!(Instant::now() < end, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("condition not met within {secs} s");
 }
 
 // ---------------------------------------------------------------------------
-// Checks and tools shared by convergence.rs, crash.rs and restore.rs.
-
-/// Marsaglia's xorshift64: kill delays that are the same on every machine
-/// for a given seed. The seed is printed; setting `var` replays one.
-pub struct XorShift64(u64);
-
-impl XorShift64 {
-    pub fn from_env(var: &str, default: u64) -> XorShift64 {
-        let seed = std::env::var(var)
-            .ok()
-            .map(|s| s.parse().unwrap_or_else(|_| panic!("{var} must be a number")))
-            .unwrap_or(default);
-        eprintln!("seed {seed} (replay with {var}={seed})");
-        XorShift64(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A whole number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// A whole number of milliseconds in `0..=max`.
-    pub fn ms(&mut self, max: u64) -> Duration {
-        Duration::from_millis(self.below(max + 1))
-    }
-}
+// Checks and tools the test modules share.
 
 /// A JPEG of `width`×`height` pixels of noise: a different file for each
 /// seed, and one that does not compress much.
 pub fn noise_jpeg(width: u32, height: u32, seed: u64, quality: u8) -> Vec<u8> {
-    let mut rng = XorShift64(seed.max(1));
+    let mut rng = XorShift64::new(seed);
     let img = image::RgbImage::from_fn(width, height, |_, _| {
         let b = rng.next_u64().to_le_bytes();
         image::Rgb([b[0], b[1], b[2]])
@@ -385,21 +389,46 @@ pub fn spawn_field(dev: &Device, args: &[&str]) -> Child {
         .expect("field starts")
 }
 
-/// `PRAGMA integrity_check` says ok and no foreign key dangles.
+/// Waits for `child` (its output piped) to exit and returns what it wrote;
+/// kills it and fails if it runs past `limit`.
+#[track_caller]
+pub fn output_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                pipe.read_to_end(&mut bytes).expect("reading a child's output");
+            }
+            bytes
+        })
+    }
+    // Drained while it runs, so a full pipe cannot stall it.
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let end = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("polling a child") {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// [`sync_core::testing::assert_sqlite_whole`], saying first whose database
+/// it checks: one call site can check several devices'.
 #[track_caller]
 pub fn assert_sqlite_sound(db: &rusqlite::Connection, what: &str) {
-    let rows: Vec<String> = db
-        .prepare("PRAGMA integrity_check")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(rows, ["ok"], "{what}: integrity_check");
-    let fk: i64 = db
-        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(fk, 0, "{what}: foreign_key_check");
+    eprintln!("checking that the database of {what} is whole");
+    sync_core::testing::assert_sqlite_whole(db);
 }
 
 /// The change hashes of an Automerge document's whole history.
