@@ -256,6 +256,8 @@ pub struct FeedPage {
     pub rows: Vec<FeedRow>,
     /// The highest seq in the whole feed when the page was read.
     pub max_seq: u64,
+    /// The page stopped at its count or byte limit; more may follow it.
+    pub cut: bool,
 }
 
 /// Which part of the feed a device asks for.
@@ -266,6 +268,9 @@ pub struct FeedQuery<'a> {
     /// Changes this device sent are not sent back to it.
     pub exclude_device: &'a str,
     pub limit: u32,
+    /// The page's changes add up to at most this many bytes, but for a
+    /// first change that is larger alone.
+    pub max_bytes: usize,
 }
 
 /// A change kept aside, never merged, for the operator to look at.

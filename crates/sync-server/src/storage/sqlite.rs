@@ -11,9 +11,9 @@ use sync_core::Status;
 use sync_core::sqlite::{Migration, migrate};
 
 use super::{
-    Accounts, BlobIndex, BlobKind, ChangeLog, Device, EnrolOutcome, Enrolment, FeedPage, FeedQuery, FeedRow, IncidentFilter,
-    IncidentWrite, NewCode, NewToken, PhotoRef, Quarantined, ReadModel, Role, Scope, StorageError, StoredDoc, StoredIncident,
-    SyncRecord, Worker,
+    Accounts, BlobIndex, BlobKind, ChangeLog, Device, EnrolOutcome, Enrolment, FeedPage, FeedQuery, FeedRow,
+    IncidentFilter, IncidentWrite, NewCode, NewToken, PhotoRef, Quarantined, ReadModel, Role, Scope, StorageError,
+    StoredDoc, StoredIncident, SyncRecord, Worker,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -471,7 +471,7 @@ impl ChangeLog for SqliteStorage {
         // One read transaction, so the high-water mark and the rows agree.
         let tx = conn.transaction()?;
         let max: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;
-        let rows = {
+        let (rows, cut) = {
             let mut stmt = tx.prepare_cached(
                 "SELECT c.seq, c.incident_id, c.hash, c.bytes FROM changes c JOIN incidents i ON i.id = c.incident_id
                  WHERE c.seq > ?1 AND c.device_id != ?2
@@ -479,23 +479,36 @@ impl ChangeLog for SqliteStorage {
                  ORDER BY c.seq LIMIT ?4",
             )?;
             let params = params![q.after as i64, q.exclude_device, scope_param(q.scope), q.limit];
-            let rows = stmt.query_map(params, |r| {
-                let hash: Vec<u8> = r.get(2)?;
-                Ok(FeedRow {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    incident_id: r.get(1)?,
-                    hash: hash.try_into().unwrap_or([0; 32]),
-                    bytes: r.get(3)?,
-                })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
+            read_page(stmt.query(params)?, q)?
         };
         tx.commit()?;
         Ok(FeedPage {
             rows,
             max_seq: max as u64,
+            cut,
         })
     }
+}
+
+/// Reads feed rows up to the page's byte budget; whether the page was cut short.
+fn read_page(mut rows: rusqlite::Rows<'_>, q: &FeedQuery<'_>) -> rusqlite::Result<(Vec<FeedRow>, bool)> {
+    let (mut page, mut bytes) = (Vec::new(), 0usize);
+    while let Some(r) = rows.next()? {
+        let change: Vec<u8> = r.get(3)?;
+        if !page.is_empty() && bytes + change.len() > q.max_bytes {
+            return Ok((page, true));
+        }
+        bytes += change.len();
+        let hash: Vec<u8> = r.get(2)?;
+        page.push(FeedRow {
+            seq: r.get::<_, i64>(0)? as u64,
+            incident_id: r.get(1)?,
+            hash: hash.try_into().unwrap_or([0; 32]),
+            bytes: change,
+        });
+    }
+    let full = page.len() as u64 == u64::from(q.limit);
+    Ok((page, full))
 }
 
 /// Writes an incident's document and rewrites every projected column.
@@ -505,7 +518,8 @@ fn put_incident(tx: &rusqlite::Transaction<'_>, w: &IncidentWrite, now: &str) ->
                                 lat, lon, first_received_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
          ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, heads = excluded.heads, grid = excluded.grid,
-            category = excluded.category, status = excluded.status, lat = excluded.lat, lon = excluded.lon,
+            category = excluded.category, status = excluded.status, reporter = excluded.reporter,
+            device = excluded.device, captured_at = excluded.captured_at, lat = excluded.lat, lon = excluded.lon,
             updated_at = excluded.updated_at",
     )?
     .execute(params![

@@ -10,8 +10,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use automerge::{Change, ChangeHash};
 pub use manifest::{ManifestStatus, manifest_status, report_manifest};
 use sync_core::protocol::{
-    Ack, Cursor, FeedChange, Hash32, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, PROTOCOL_VERSION, PushDoc, SyncRequest,
-    SyncResponse,
+    Ack, Cursor, FeedChange, Hash32, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, PROTOCOL_VERSION, PushDoc,
+    SyncRequest, SyncResponse,
 };
 use sync_core::{Incident, IncidentDoc, IncidentId};
 
@@ -32,6 +32,11 @@ pub enum SyncError {
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
+
+/// The most change bytes one pull page carries: half of what a client
+/// accepts in one body, leaving room for the envelope and thumbnails. A
+/// change is at most `MAX_CHANGE` (1 MiB), so every page carries one.
+pub const MAX_PULL_BYTES: usize = MAX_BODY / 2;
 
 fn check_version(version: u32) -> Result<(), SyncError> {
     if version == PROTOCOL_VERSION {
@@ -143,8 +148,9 @@ fn pull(storage: &dyn Storage, caller: &Caller<'_>, after: u64, pull_limit: u32)
         scope: caller.scope,
         exclude_device: &caller.device.id,
         limit,
+        max_bytes: MAX_PULL_BYTES,
     })?;
-    let more = page.rows.len() as u32 == limit;
+    let more = page.cut;
     let last = if more {
         page.rows.last().map(|r| r.seq).unwrap_or(after)
     } else {

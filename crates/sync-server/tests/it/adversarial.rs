@@ -1071,3 +1071,68 @@ fn an_incident_the_server_refuses_is_held_and_the_rest_still_sync() {
     assert_eq!(dev.status()["refused"][0]["id"], refused.as_str());
     assert_eq!(counts(&server).incidents, 1);
 }
+
+/// Letters that deflate will not shrink much, so a note's change is about
+/// as large on the wire as the note.
+fn noise_text(len: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = XorShift64::new(seed);
+    (0..len)
+        .map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+/// One device's large notes cannot stop its cell: the feed of the cell is
+/// larger than any one body a client accepts, yet every pull page stays
+/// under it, so a colleague's device still pulls everything and still
+/// sends its own records.
+#[test]
+fn large_notes_never_make_a_pull_page_too_large_to_read() {
+    let s = Setup::new();
+    s.server.add_worker("w-wang", &[HX02]);
+    let wang = Device::new("w-wang", &[HX02]);
+    wang.enroll(&s.server);
+
+    let new = new_incident(1, HX02, &s.uuid);
+    let id = new.id.to_string();
+    let mut doc = IncidentDoc::create(&new, s.actor()).unwrap();
+    let created = push_of(doc.automerge(), &id);
+    let got = s.http.sync(Some(&s.token), protocol::encode(&request(vec![created])));
+    assert_eq!(got.status, 200, "{}", got.text());
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap();
+    let notes = 24;
+    for i in 0..notes {
+        let base = doc.heads();
+        doc.add_note("w-li", &noise_text(1_000_000, i + 1), at).unwrap();
+        let push = push_since(doc.automerge(), &id, &base);
+        assert!(push.changes[0].len() < MAX_CHANGE);
+        let got = s.http.sync(Some(&s.token), protocol::encode(&request(vec![push])));
+        assert_eq!(got.status, 200, "note {i}: {}", got.text());
+    }
+    let feed: i64 = s
+        .server
+        .db()
+        .query_row("SELECT sum(length(bytes)) FROM changes", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        feed as usize > MAX_BODY,
+        "the feed ({feed} bytes) is larger than one body"
+    );
+
+    let pulled = wang.sync(&[]);
+    assert_eq!(pulled["new_incidents"], 1, "{pulled}");
+    assert_eq!(pulled["pulled_changes"], notes + 1, "{pulled}");
+    assert!(pulled["round_trips"].as_u64().unwrap() >= 3, "{pulled}");
+    let shown: serde_json::Value = serde_json::from_str(&wang.ok(&["show", &id, "--json"])).unwrap();
+    assert_eq!(shown["notes"].as_array().unwrap().len(), notes as usize);
+
+    let own = wang.report(&["--category", "lawn"]);
+    let pushed = wang.sync(&[]);
+    assert_eq!(pushed["acknowledged"], 1, "{pushed}");
+    assert!(
+        s.server
+            .db()
+            .query_row("SELECT 1 FROM incidents WHERE id = ?1", [&own], |_| Ok(()))
+            .is_ok()
+    );
+}

@@ -94,7 +94,10 @@ fn an_enrolled_device_is_enrolled_again_only_with_a_code_for_it() {
     let (code, err) = admin_fails(&server, &["device", "enroll", "--worker", "w-wang", "--device", &id]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no device"), "{err}");
-    let (code, err) = admin_fails(&server, &["device", "enroll", "--worker", "w-li", "--device", "nonsense"]);
+    let (code, err) = admin_fails(
+        &server,
+        &["device", "enroll", "--worker", "w-li", "--device", "nonsense"],
+    );
     assert_eq!(code, 2, "{err}");
 }
 
@@ -122,7 +125,11 @@ fn a_revoked_device_stays_revoked() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("revoked"), "{err}");
     assert_eq!(token_status(&server, &token), 401);
-    assert_eq!(device_row(&server, &id)["revoked_at"], revoked_at, "still revoked, as of then");
+    assert_eq!(
+        device_row(&server, &id)["revoked_at"],
+        revoked_at,
+        "still revoked, as of then"
+    );
 
     // The worker carries on with a new device.
     let fresh = Device::new("w-li", &[HX02]);
