@@ -17,7 +17,7 @@ use super::error::{ApiError, blocking, cbor, io_error};
 use super::{App, AppState};
 use crate::accounts::scope_of;
 use crate::clock::ServerTime;
-use crate::photos::{Append, Progress};
+use crate::photos::{Append, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, Progress, Upload};
 use crate::storage::Device;
 
 /// The largest photo file a device may upload.
@@ -57,7 +57,7 @@ async fn blob_status(
         let device = field_device(&app, &headers)?;
         let hash = parse_hash(&hash)?;
         check_blob_scope(&app, &device, &hash)?;
-        let Progress { received, complete } = app.photos.progress(&hash).map_err(io_error)?;
+        let Progress { received, complete } = app.photos.progress(&hash, &device.id).map_err(io_error)?;
         if complete {
             app.storage
                 .mark_blob_verified(&hash.to_hex(), received, &ServerTime::now().text)?;
@@ -91,7 +91,14 @@ async fn put_blob(
                 "the photo or the chunk is too large",
             ));
         }
-        let outcome = app.photos.append(&hash, q.offset, &body, q.size).map_err(io_error)?;
+        let upload = Upload {
+            hash: &hash,
+            uploader: &device.id,
+            offset: q.offset,
+            size: q.size,
+            chunk: &body,
+        };
+        let outcome = app.photos.append(&upload).map_err(io_error)?;
         let now = ServerTime::now().text;
         match outcome {
             Append::Partial(received) => Ok(cbor(&BlobStatus {
@@ -109,6 +116,14 @@ async fn put_blob(
                 StatusCode::CONFLICT,
                 "wrong_offset",
                 format!("the server has {have} bytes of this photo; send from there"),
+            )),
+            Append::TooManyStaged => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_uploads",
+                format!(
+                    "this device has {MAX_STAGED_UPLOADS} unfinished photo uploads or {} MiB of them; finish those first",
+                    MAX_STAGED_BYTES >> 20
+                ),
             )),
             Append::TooLong => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

@@ -1,36 +1,59 @@
 //! [`LocalPhotos`]: photo bytes in the data dir.
 //!
-//! An upload is appended chunk by chunk to `uploads/<hash>.part` (each
-//! chunk fsynced), so a cut connection or a killed server resumes at the
-//! byte already stored. When the last byte arrives the whole file is hashed;
-//! only a match is renamed to `photos/<aa>/<hash>` (then the folder is
-//! fsynced). A mismatch deletes the partial file. A server killed between
-//! the last chunk and the rename leaves a whole `.part`: opening the store
-//! publishes it, and an empty chunk at the end offset finishes it too.
-//! Appends to one photo are serialised by a lock per hash stripe, so two
-//! devices uploading the same photo at once cannot interleave their bytes.
+//! An upload belongs to the device that started it: it is appended chunk by
+//! chunk to `uploads/<device>/<hash>.part` (each chunk fsynced), so a cut
+//! connection or a killed server resumes at the byte already stored, and no
+//! other device can reset or poison it. When the last byte arrives the
+//! whole file is hashed; only a match is renamed to `photos/<aa>/<hash>`
+//! (then the folder is fsynced). A mismatch deletes that device's partial
+//! file. A server killed between the last chunk and the rename leaves a
+//! whole `.part`: opening the store publishes it, and an empty chunk at the
+//! end offset finishes it too. A device may hold at most
+//! [`MAX_STAGED_UPLOADS`] unfinished uploads of at most [`MAX_STAGED_BYTES`]
+//! in all; parts untouched for [`STALE_AFTER`] are removed. Appends to one
+//! photo are serialised by a lock per hash stripe.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use sync_core::BlobHash;
 use sync_core::files::sync_folder;
 
-use super::{Append, PhotoStore, Progress};
+use super::{Append, PhotoStore, Progress, Upload};
+
+/// Unfinished uploads one device may hold at once.
+pub const MAX_STAGED_UPLOADS: usize = 32;
+/// Bytes, declared sizes included, one device's unfinished uploads may take.
+pub const MAX_STAGED_BYTES: u64 = 512 * 1024 * 1024;
+/// An unfinished upload untouched this long is removed (the device still
+/// holds the photo and starts again).
+pub const STALE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 const STRIPES: usize = 64;
 
-/// Photos under `photos/<aa>/<hash>`, uploads under `uploads/<hash>.part`.
+/// Photos under `photos/<aa>/<hash>`, uploads under `uploads/<device>/<hash>.part`.
 pub struct LocalPhotos {
     root: PathBuf,
     stripes: [Mutex<()>; STRIPES],
 }
 
+fn part_hash(path: &Path) -> Option<BlobHash> {
+    path.file_name()?.to_str()?.strip_suffix(".part")?.parse().ok()
+}
+
+fn is_stale(meta: &fs::Metadata, now: SystemTime) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age > STALE_AFTER)
+}
+
 impl LocalPhotos {
-    /// Opens the photo folder and publishes any upload that was complete
-    /// when the server stopped.
+    /// Opens the photo folder, publishes any upload that was complete when
+    /// the server stopped, and removes stale ones.
     pub fn open(data_dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(data_dir.join("photos"))?;
         fs::create_dir_all(data_dir.join("uploads"))?;
@@ -42,22 +65,37 @@ impl LocalPhotos {
         Ok(store)
     }
 
-    /// Publishes every `.part` whose bytes already hash to its name; others
-    /// stay for their uploads to resume.
+    /// Every device's folder of parts, and the top of `uploads/` where an
+    /// earlier version kept parts that no device owned.
     fn recover(&self) -> io::Result<()> {
-        for entry in fs::read_dir(self.root.join("uploads"))? {
-            let path = entry?.path();
-            let Some(hash) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".part"))
-                .and_then(|h| h.parse::<BlobHash>().ok())
-            else {
-                continue;
-            };
+        let uploads = self.root.join("uploads");
+        self.recover_folder(&uploads, true)?;
+        for entry in fs::read_dir(&uploads)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                self.recover_folder(&entry.path(), false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes every `.part` whose bytes already hash to its name; others
+    /// stay for their uploads to resume, unless stale or owned by no device.
+    fn recover_folder(&self, dir: &Path, unowned: bool) -> io::Result<()> {
+        let now = SystemTime::now();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let Some(hash) = part_hash(&path) else { continue };
             if BlobHash::of(&fs::read(&path)?) == hash {
-                self.publish(&path, &hash)?;
-                tracing::info!(%hash, "published a photo whose upload was complete when the server stopped");
+                if self.final_path(&hash).exists() {
+                    fs::remove_file(&path)?;
+                } else {
+                    self.publish(&path, &hash)?;
+                    tracing::info!(%hash, "published a photo whose upload was complete when the server stopped");
+                }
+            } else if unowned || is_stale(&entry.metadata()?, now) {
+                fs::remove_file(&path)?;
             }
         }
         Ok(())
@@ -81,64 +119,117 @@ impl LocalPhotos {
         self.root.join("photos").join(&hex[..2]).join(hex)
     }
 
-    fn part_path(&self, hash: &BlobHash) -> PathBuf {
-        self.root.join("uploads").join(format!("{}.part", hash.to_hex()))
+    /// The uploader's folder of parts. Uploaders are device ids; anything
+    /// that is not a plain name cannot become a path.
+    fn uploads_of(&self, uploader: &str) -> io::Result<PathBuf> {
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-';
+        if uploader.is_empty() || uploader.len() > 64 || !uploader.chars().all(plain) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not an uploader id"));
+        }
+        Ok(self.root.join("uploads").join(uploader))
+    }
+
+    fn part_path(&self, hash: &BlobHash, uploader: &str) -> io::Result<PathBuf> {
+        Ok(self.uploads_of(uploader)?.join(format!("{}.part", hash.to_hex())))
+    }
+
+    /// Whether the uploader may start one more upload of `size` bytes;
+    /// removes its stale parts first.
+    fn room_for(&self, uploader: &str, size: u64) -> io::Result<bool> {
+        let dir = self.uploads_of(uploader)?;
+        let (mut count, mut bytes) = (0usize, size);
+        let now = SystemTime::now();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if is_stale(&meta, now) {
+                fs::remove_file(entry.path())?;
+                continue;
+            }
+            count += 1;
+            bytes += meta.len();
+        }
+        Ok(count < MAX_STAGED_UPLOADS && bytes <= MAX_STAGED_BYTES)
+    }
+
+    /// Writes the chunk at the end of the part, creating it (and its folder) if new.
+    fn write_chunk(&self, part: &Path, chunk: &[u8]) -> io::Result<()> {
+        let dir = part.parent().expect("parts have a folder");
+        if !dir.exists() {
+            fs::create_dir_all(dir)?;
+            sync_folder(dir.parent().expect("uploads/ holds the folder"))?;
+        }
+        let mut f = OpenOptions::new().create(true).append(true).open(part)?;
+        f.write_all(chunk)?;
+        f.sync_all()
+    }
+
+    /// The part holds every byte: publish it if it is the photo, else drop it.
+    fn finish(&self, part: &Path, hash: &BlobHash) -> io::Result<Append> {
+        // An empty photo never wrote a part file; give it one to publish.
+        if !part.exists() {
+            self.write_chunk(part, &[])?;
+        }
+        if BlobHash::of(&fs::read(part)?) != *hash {
+            fs::remove_file(part)?;
+            return Ok(Append::Mismatch);
+        }
+        self.publish(part, hash)?;
+        Ok(Append::Complete)
     }
 }
 
 impl PhotoStore for LocalPhotos {
-    fn progress(&self, hash: &BlobHash) -> io::Result<Progress> {
+    fn progress(&self, hash: &BlobHash, uploader: &str) -> io::Result<Progress> {
         let at = |received, complete| Ok(Progress { received, complete });
+        let part = self.part_path(hash, uploader)?;
         if let Ok(m) = fs::metadata(self.final_path(hash)) {
             return at(m.len(), true);
         }
-        match fs::metadata(self.part_path(hash)) {
+        match fs::metadata(part) {
             Ok(m) => at(m.len(), false),
             Err(e) if e.kind() == io::ErrorKind::NotFound => at(0, false),
             Err(e) => Err(e),
         }
     }
 
-    fn append(&self, hash: &BlobHash, offset: u64, chunk: &[u8], size: u64) -> io::Result<Append> {
-        let _guard = self.lock(hash);
+    fn append(&self, up: &Upload<'_>) -> io::Result<Append> {
+        let _guard = self.lock(up.hash);
         let Progress {
             received: have,
             complete,
-        } = self.progress(hash)?;
+        } = self.progress(up.hash, up.uploader)?;
         if complete {
             return Ok(Append::Complete);
         }
-        let part = self.part_path(hash);
-        if have > size {
+        let part = self.part_path(up.hash, up.uploader)?;
+        if have > up.size {
             // Stored under another declared size: cannot be this photo.
             fs::remove_file(&part)?;
             return Ok(Append::WrongOffset(0));
         }
-        if offset != have {
+        if up.offset != have {
             return Ok(Append::WrongOffset(have));
         }
-        if have + chunk.len() as u64 > size {
+        if have + up.chunk.len() as u64 > up.size {
             return Ok(Append::TooLong);
         }
-        if !chunk.is_empty() {
-            let mut f = OpenOptions::new().create(true).append(true).open(&part)?;
-            f.write_all(chunk)?;
-            f.sync_all()?;
+        if have == 0 && !part.exists() && !self.room_for(up.uploader, up.size)? {
+            return Ok(Append::TooManyStaged);
         }
-        let now = have + chunk.len() as u64;
-        if now < size {
+        if !up.chunk.is_empty() {
+            self.write_chunk(&part, up.chunk)?;
+        }
+        let now = have + up.chunk.len() as u64;
+        if now < up.size {
             return Ok(Append::Partial(now));
         }
-        // An empty photo never wrote a part file; give it one to publish.
-        if !part.exists() {
-            File::create(&part)?.sync_all()?;
-        }
-        if BlobHash::of(&fs::read(&part)?) != *hash {
-            fs::remove_file(&part)?;
-            return Ok(Append::Mismatch);
-        }
-        self.publish(&part, hash)?;
-        Ok(Append::Complete)
+        self.finish(&part, up.hash)
     }
 
     fn read(&self, hash: &BlobHash) -> io::Result<Vec<u8>> {
@@ -150,6 +241,23 @@ impl PhotoStore for LocalPhotos {
 mod tests {
     use super::*;
 
+    const A: &str = "0190a000-0000-7000-8000-00000000000a";
+    const B: &str = "0190b000-0000-7000-8000-00000000000b";
+
+    fn up<'a>(hash: &'a BlobHash, uploader: &'a str, offset: u64, chunk: &'a [u8], size: u64) -> Upload<'a> {
+        Upload {
+            hash,
+            uploader,
+            offset,
+            size,
+            chunk,
+        }
+    }
+
+    fn at(received: u64, complete: bool) -> Progress {
+        Progress { received, complete }
+    }
+
     #[test]
     fn resumes_verifies_and_discards_mismatches() {
         let dir = tempfile::tempdir().unwrap();
@@ -157,31 +265,89 @@ mod tests {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let h = BlobHash::of(&data);
         assert_eq!(
-            store.append(&h, 0, &data[..4000], 10_000).unwrap(),
+            store.append(&up(&h, A, 0, &data[..4000], 10_000)).unwrap(),
             Append::Partial(4000)
         );
         assert_eq!(
-            store.append(&h, 0, &data[..10], 10_000).unwrap(),
+            store.append(&up(&h, A, 0, &data[..10], 10_000)).unwrap(),
             Append::WrongOffset(4000)
         );
+        assert_eq!(store.progress(&h, A).unwrap(), at(4000, false));
         assert_eq!(
-            store.progress(&h).unwrap(),
-            Progress {
-                received: 4000,
-                complete: false
-            }
+            store.append(&up(&h, A, 4000, &data[4000..], 10_000)).unwrap(),
+            Append::Complete
         );
-        assert_eq!(store.append(&h, 4000, &data[4000..], 10_000).unwrap(), Append::Complete);
         assert_eq!(store.read(&h).unwrap(), data);
+        assert_eq!(store.progress(&h, B).unwrap(), at(10_000, true));
 
         let wrong = BlobHash::of(b"something else");
-        assert_eq!(store.append(&wrong, 0, &data, 10_000).unwrap(), Append::Mismatch);
         assert_eq!(
-            store.progress(&wrong).unwrap(),
-            Progress {
-                received: 0,
-                complete: false
-            }
+            store.append(&up(&wrong, A, 0, &data, 10_000)).unwrap(),
+            Append::Mismatch
+        );
+        assert_eq!(store.progress(&wrong, A).unwrap(), at(0, false));
+        assert!(store.progress(&h, "../x").is_err(), "an uploader is never a path");
+    }
+
+    #[test]
+    fn one_devices_upload_cannot_be_reset_or_poisoned_by_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalPhotos::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..9_000u32).map(|i| (i % 241) as u8).collect();
+        let h = BlobHash::of(&data);
+        assert_eq!(
+            store.append(&up(&h, A, 0, &data[..3000], 9_000)).unwrap(),
+            Append::Partial(3000)
+        );
+        // B sees only its own part: nothing yet, and its garbage stays its own.
+        assert_eq!(store.progress(&h, B).unwrap(), at(0, false));
+        assert_eq!(
+            store.append(&up(&h, B, 3000, &[0; 6000], 9_000)).unwrap(),
+            Append::WrongOffset(0)
+        );
+        assert_eq!(
+            store.append(&up(&h, B, 0, &[7; 9_000], 9_000)).unwrap(),
+            Append::Mismatch
+        );
+        assert_eq!(store.append(&up(&h, B, 0, &[], 1)).unwrap(), Append::Partial(0));
+        assert_eq!(store.progress(&h, A).unwrap(), at(3000, false));
+        assert_eq!(
+            store.append(&up(&h, A, 3000, &data[3000..], 9_000)).unwrap(),
+            Append::Complete
+        );
+        assert_eq!(store.read(&h).unwrap(), data);
+    }
+
+    #[test]
+    fn a_device_holds_a_bounded_number_of_unfinished_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalPhotos::open(dir.path()).unwrap();
+        let hashes: Vec<BlobHash> = (0..=MAX_STAGED_UPLOADS as u32)
+            .map(|i| BlobHash::of(&i.to_le_bytes()))
+            .collect();
+        for h in &hashes[..MAX_STAGED_UPLOADS] {
+            assert_eq!(store.append(&up(h, A, 0, b"ab", 100)).unwrap(), Append::Partial(2));
+        }
+        let last = &hashes[MAX_STAGED_UPLOADS];
+        assert_eq!(
+            store.append(&up(last, A, 0, b"ab", 100)).unwrap(),
+            Append::TooManyStaged
+        );
+        assert_eq!(
+            store.append(&up(last, B, 0, b"ab", 100)).unwrap(),
+            Append::Partial(2),
+            "B is not held up"
+        );
+        // Those already started go on.
+        assert_eq!(
+            store.append(&up(&hashes[0], A, 2, b"cd", 100)).unwrap(),
+            Append::Partial(4)
+        );
+        // One photo larger than the byte budget cannot start at all.
+        let big = BlobHash::of(b"big");
+        assert_eq!(
+            store.append(&up(&big, B, 0, b"ab", MAX_STAGED_BYTES + 1)).unwrap(),
+            Append::TooManyStaged
         );
     }
 
@@ -191,39 +357,31 @@ mod tests {
         let data = b"a photo whose last chunk landed just before the server stopped".to_vec();
         let h = BlobHash::of(&data);
         let store = LocalPhotos::open(dir.path()).unwrap();
-        fs::write(store.part_path(&h), &data).unwrap();
-        assert_eq!(
-            store.progress(&h).unwrap(),
-            Progress {
-                received: data.len() as u64,
-                complete: false
-            }
-        );
+        let part = store.part_path(&h, A).unwrap();
+        fs::create_dir_all(part.parent().unwrap()).unwrap();
+        fs::write(&part, &data).unwrap();
         let n = data.len() as u64;
-        assert_eq!(store.append(&h, n, &[], n).unwrap(), Append::Complete);
+        assert_eq!(store.progress(&h, A).unwrap(), at(n, false));
+        assert_eq!(store.append(&up(&h, A, n, &[], n)).unwrap(), Append::Complete);
         assert_eq!(store.read(&h).unwrap(), data);
 
         let other = b"another photo, complete in uploads/ at start-up".to_vec();
         let h2 = BlobHash::of(&other);
-        fs::write(store.part_path(&h2), &other).unwrap();
+        fs::write(store.part_path(&h2, A).unwrap(), &other).unwrap();
         let half = BlobHash::of(b"a third photo");
-        fs::write(store.part_path(&half), b"a third").unwrap();
+        fs::write(store.part_path(&half, A).unwrap(), b"a third").unwrap();
+        // Left by an earlier version at the top of uploads/, owned by no device.
+        let legacy = BlobHash::of(b"a fourth photo");
+        let legacy_part = dir.path().join("uploads").join(format!("{}.part", legacy.to_hex()));
+        fs::write(&legacy_part, b"a fourth").unwrap();
         let reopened = LocalPhotos::open(dir.path()).unwrap();
+        assert_eq!(reopened.progress(&h2, B).unwrap(), at(other.len() as u64, true));
         assert_eq!(
-            reopened.progress(&h2).unwrap(),
-            Progress {
-                received: other.len() as u64,
-                complete: true
-            }
-        );
-        assert_eq!(
-            reopened.progress(&half).unwrap(),
-            Progress {
-                received: 7,
-                complete: false
-            },
+            reopened.progress(&half, A).unwrap(),
+            at(7, false),
             "a partial upload stays to resume"
         );
+        assert!(!legacy_part.exists(), "a partial upload of no device is dropped");
     }
 
     #[test]
@@ -231,14 +389,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalPhotos::open(dir.path()).unwrap();
         let h = BlobHash::of(b"0123456789");
-        fs::write(store.part_path(&h), b"0123456789xyz").unwrap();
-        assert_eq!(store.append(&h, 13, b"", 10).unwrap(), Append::WrongOffset(0));
-        assert_eq!(
-            store.progress(&h).unwrap(),
-            Progress {
-                received: 0,
-                complete: false
-            }
-        );
+        let part = store.part_path(&h, A).unwrap();
+        fs::create_dir_all(part.parent().unwrap()).unwrap();
+        fs::write(&part, b"0123456789xyz").unwrap();
+        assert_eq!(store.append(&up(&h, A, 13, b"", 10)).unwrap(), Append::WrongOffset(0));
+        assert_eq!(store.progress(&h, A).unwrap(), at(0, false));
     }
 }

@@ -6,7 +6,7 @@ mod local;
 
 use std::io;
 
-pub use local::LocalPhotos;
+pub use local::{LocalPhotos, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, STALE_AFTER};
 use sync_core::BlobHash;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +21,21 @@ pub enum Append {
     Mismatch,
     /// The chunk would run past the declared size.
     TooLong,
+    /// The device holds too many unfinished uploads to start another.
+    TooManyStaged,
+}
+
+/// One chunk of a device's upload.
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    pub hash: &'a BlobHash,
+    /// The device sending it: each device's unfinished upload is its own.
+    pub uploader: &'a str,
+    /// Where the chunk starts.
+    pub offset: u64,
+    /// The whole photo's declared size.
+    pub size: u64,
+    pub chunk: &'a [u8],
 }
 
 /// How much of a photo the server holds.
@@ -33,7 +48,8 @@ pub struct Progress {
 }
 
 pub trait PhotoStore: Send + Sync + 'static {
-    fn progress(&self, hash: &BlobHash) -> io::Result<Progress>;
-    fn append(&self, hash: &BlobHash, offset: u64, chunk: &[u8], size: u64) -> io::Result<Append>;
+    /// The whole photo if the server holds it, else this uploader's part of it.
+    fn progress(&self, hash: &BlobHash, uploader: &str) -> io::Result<Progress>;
+    fn append(&self, upload: &Upload<'_>) -> io::Result<Append>;
     fn read(&self, hash: &BlobHash) -> io::Result<Vec<u8>>;
 }

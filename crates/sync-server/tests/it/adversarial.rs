@@ -810,7 +810,7 @@ fn blob_status(s: &Setup, hash: &str) -> BlobStatus {
 }
 
 fn part_file(s: &Setup, hash: &str) -> std::path::PathBuf {
-    s.server.data_dir().join("uploads").join(format!("{hash}.part"))
+    upload_part(&s.server, &s.dev, hash)
 }
 
 #[test]
@@ -1135,4 +1135,98 @@ fn large_notes_never_make_a_pull_page_too_large_to_read() {
             .query_row("SELECT 1 FROM incidents WHERE id = ?1", [&own], |_| Ok(()))
             .is_ok()
     );
+}
+
+/// A colleague's device that can see an incident cannot reset or poison
+/// the reporter's unfinished upload of its photo: each device's partial
+/// upload is its own, and the reporter's resumes and verifies.
+#[test]
+fn another_devices_upload_of_the_same_photo_cannot_reset_or_poison_it() {
+    let (s, bytes, hash) = photo_on_hold();
+    s.server.add_worker("w-wang", &[HX02]);
+    let wang = Device::new("w-wang", &[HX02]);
+    wang.enroll(&s.server);
+    assert_eq!(wang.sync(&[])["new_incidents"], 1, "wang sees the incident");
+    let theirs = token_of(&wang);
+    let size = bytes.len() as u64;
+    let half = bytes.len() / 2;
+
+    let got = s.http.put_blob(&s.token, &hash, 0, size, &bytes[..half]);
+    assert_eq!(got.status, 200, "{}", got.text());
+    let garbage = vec![0x5a; bytes.len()];
+    check(
+        "wang appends at li's offset",
+        &s.http.put_blob(&theirs, &hash, half as u64, size, &garbage[half..]),
+        409,
+        "wrong_offset",
+    );
+    check(
+        "wang sends other bytes whole",
+        &s.http.put_blob(&theirs, &hash, 0, size, &garbage),
+        422,
+        "hash_mismatch",
+    );
+    let status = blob_status(&s, &hash);
+    assert_eq!((status.received, status.complete), (half as u64, false));
+    assert_eq!(std::fs::read(part_file(&s, &hash)).unwrap(), &bytes[..half]);
+
+    let got = s.http.put_blob(&s.token, &hash, half as u64, size, &bytes[half..]);
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(protocol::decode::<BlobStatus>(&got.body).unwrap().complete);
+    let summary = s.dev.sync(&[]);
+    assert_eq!(s.dev.status()["unsynced_blobs"], 0, "{summary}");
+}
+
+/// A device cannot fill the server's disk with uploads it never finishes:
+/// it holds a bounded number of unfinished ones, and the others' uploads go on.
+#[test]
+fn unfinished_uploads_per_device_are_capped() {
+    let s = Setup::new();
+    let count = sync_server::photos::MAX_STAGED_UPLOADS + 1;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap();
+    let fake = |i: usize, kind: u8| BlobHash::of(&[kind, i as u8, (i >> 8) as u8]);
+    let mut new = new_incident(7, HX02, &s.uuid);
+    new.photos = (0..count)
+        .map(|i| sync_core::PhotoRef {
+            original: fake(i, 0),
+            display: fake(i, 1),
+            thumb: fake(i, 2),
+            size: 1_000_000,
+            mime: "image/jpeg".into(),
+            width: 10,
+            height: 10,
+            taken_at: None,
+            gps: None,
+            added_at: at,
+            added_by: "w-li".into(),
+        })
+        .collect();
+    let mut doc = IncidentDoc::create(&new, s.actor()).unwrap();
+    let push = push_of(doc.automerge(), &new.id.to_string());
+    let got = s.http.sync(Some(&s.token), protocol::encode(&request(vec![push])));
+    assert_eq!(got.status, 200, "{}", got.text());
+
+    for i in 0..count - 1 {
+        let got = s
+            .http
+            .put_blob(&s.token, &fake(i, 0).to_hex(), 0, 1_000_000, b"first bytes");
+        assert_eq!(got.status, 200, "upload {i}: {}", got.text());
+    }
+    let last = fake(count - 1, 0).to_hex();
+    check(
+        "one unfinished upload too many",
+        &s.http.put_blob(&s.token, &last, 0, 1_000_000, b"first bytes"),
+        429,
+        "too_many_uploads",
+    );
+    // Those started go on, and another device's photos still upload.
+    let first = fake(0, 0).to_hex();
+    let got = s.http.put_blob(&s.token, &first, 11, 1_000_000, b"more");
+    assert_eq!(got.status, 200, "{}", got.text());
+    s.server.add_worker("w-wang", &[HX02]);
+    let wang = Device::new("w-wang", &[HX02]);
+    wang.enroll(&s.server);
+    wang.report(&["--category", "curb-stone", "--photo", &fixture("curb.png")]);
+    let summary = wang.sync(&[]);
+    assert_eq!(summary["photos_uploaded"], 3, "{summary}");
 }

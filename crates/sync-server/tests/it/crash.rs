@@ -183,7 +183,7 @@ fn server_killed_during_a_large_photo_upload_resumes_it() {
         let id = a.report(&["--category", "road-surface", "--photo", big.to_str().unwrap()]);
 
         let target = CHUNK * (1 + rng.below(chunks / 2));
-        let part = server.data_dir().join("uploads").join(format!("{hash}.part"));
+        let part = upload_part(&server, &a, &hash);
         let mut sync = spawn_field(&a, &["sync", "--json", "--retries", "20"]);
         let end = Instant::now() + Duration::from_secs(60);
         while !std::fs::metadata(&part).is_ok_and(|m| m.len() >= target) && sync.try_wait().unwrap().is_none() {
@@ -345,7 +345,7 @@ fn a_server_killed_between_the_last_chunk_and_its_check_still_gets_the_photo() {
     a.sync(&["--photos", "none"]);
 
     server.kill();
-    let part = server.data_dir().join("uploads").join(format!("{hash}.part"));
+    let part = upload_part(&server, &a, &hash);
     std::fs::create_dir_all(part.parent().unwrap()).unwrap();
     std::fs::write(&part, &bytes).unwrap();
     server.start();

@@ -195,7 +195,7 @@ fn a_photo_upload_cut_mid_way_resumes_from_the_bytes_the_server_kept() {
     assert_eq!(server_heads(&server), dev.heads());
 
     // Cuts ever further into the original: each run adds whole chunks.
-    let part = server.data_dir().join("uploads").join(format!("{hash}.part"));
+    let part = upload_part(&server, &dev, &hash);
     let mut have = 0_u64;
     for target in [300_000_u64, 900_000, 1_500_000] {
         proxy.cut_after(OVERHEAD + target - have);

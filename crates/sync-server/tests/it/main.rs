@@ -523,9 +523,7 @@ pub fn assert_server_photos_whole(server: &Server) -> usize {
             "photo {hash} is not recorded as verified"
         );
     }
-    let parts: Vec<_> = std::fs::read_dir(server.data_dir().join("uploads"))
-        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-        .unwrap_or_default();
+    let parts = upload_parts(server);
     assert!(parts.is_empty(), "uploads left half done: {parts:?}");
     refs.len()
 }
@@ -584,4 +582,30 @@ pub fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy a file");
         }
     }
+}
+
+/// Where the server keeps `dev`'s unfinished upload of a photo.
+pub fn upload_part(server: &Server, dev: &Device, hash: &str) -> PathBuf {
+    let id = dev.status()["profile"]["device"]
+        .as_str()
+        .expect("status shows the device id")
+        .to_owned();
+    server.data_dir().join("uploads").join(id).join(format!("{hash}.part"))
+}
+
+/// Every unfinished upload file on the server, of any device.
+pub fn upload_parts(server: &Server) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![server.data_dir().join("uploads")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
