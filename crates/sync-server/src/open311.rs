@@ -367,16 +367,20 @@ pub fn only_json() -> QueryError {
 }
 
 /// `media/{hash}.jpg`: a display copy or thumbnail that an incident in
-/// scope names and the server holds verified. Originals keep the camera's
-/// EXIF and are never served here.
+/// scope names through a proven reference. Originals keep the camera's
+/// EXIF and are never served here, nor is a file any incident names as an
+/// original, whatever another incident calls it.
 pub fn media_hash(storage: &dyn Storage, scope: &Scope, file: &str) -> Result<Option<BlobHash>, QueryError> {
     let Some(hash) = file.strip_suffix(".jpg").and_then(|h| h.parse::<BlobHash>().ok()) else {
         return Ok(None);
     };
     let hex = hash.to_hex();
-    let kind = storage.blob_ref(&hex, scope)?;
-    let servable = matches!(kind, Some(BlobKind::Display | BlobKind::Thumb)) && storage.blob_verified(&hex)?;
-    Ok(servable.then_some(hash))
+    let shown = storage
+        .proven_kinds(&hex, scope)?
+        .iter()
+        .any(|k| matches!(k, BlobKind::Display | BlobKind::Thumb));
+    let original = storage.kinds_anywhere(&hex)?.contains(&BlobKind::Original);
+    Ok((shown && !original).then_some(hash))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::error::{ApiError, blocking, cbor, io_error};
 use super::{App, AppState};
 use crate::accounts::scope_of;
 use crate::clock::ServerTime;
-use crate::photos::{Append, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, Progress, Upload};
+use crate::photos::{Append, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, Upload};
 use crate::storage::Device;
 
 /// The largest photo file a device may upload.
@@ -35,17 +35,50 @@ fn parse_hash(s: &str) -> Result<BlobHash, ApiError> {
     })
 }
 
-/// The device may touch a photo only if an incident in its scope names it.
-fn check_blob_scope(app: &AppState, device: &Device, hash: &BlobHash) -> Result<(), ApiError> {
-    let scope = scope_of(device, &app.grids);
-    match app.storage.blob_ref(&hash.to_hex(), &scope)? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "out_of_scope",
-            "no incident in this device's cells refers to this photo; sync the incident first",
-        )),
+/// A device may upload a photo only if an incident in its scope names it.
+fn check_named(app: &AppState, device: &Device, hash: &BlobHash) -> Result<(), ApiError> {
+    if app.storage.blob_named(&hash.to_hex(), &scope_of(device, &app.grids))? {
+        return Ok(());
     }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "out_of_scope",
+        "no incident in this device's cells refers to this photo; sync the incident first",
+    ))
+}
+
+/// A reader gets a photo only through a proven reference in its scope.
+fn check_readable(app: &AppState, device: &Device, hash: &BlobHash) -> Result<(), ApiError> {
+    if !app
+        .storage
+        .proven_kinds(&hash.to_hex(), &scope_of(device, &app.grids))?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "out_of_scope",
+        "no incident in this device's cells refers to this photo through an upload the server verified",
+    ))
+}
+
+/// What the server holds of a photo for this device: the whole photo once
+/// the device itself has uploaded it, else the device's own unfinished upload.
+fn status_for(app: &AppState, device: &Device, hash: &BlobHash) -> Result<BlobStatus, ApiError> {
+    if let Some(size) = app.photos.stored(hash).map_err(io_error)?
+        && app.storage.has_proof(&device.id, &hash.to_hex())?
+    {
+        return Ok(BlobStatus {
+            received: size,
+            complete: true,
+        });
+    }
+    let received = app.photos.progress(hash, &device.id).map_err(io_error)?;
+    Ok(BlobStatus {
+        received,
+        complete: false,
+    })
 }
 
 async fn blob_status(
@@ -56,13 +89,8 @@ async fn blob_status(
     blocking(move || {
         let device = field_device(&app, &headers)?;
         let hash = parse_hash(&hash)?;
-        check_blob_scope(&app, &device, &hash)?;
-        let Progress { received, complete } = app.photos.progress(&hash, &device.id).map_err(io_error)?;
-        if complete {
-            app.storage
-                .mark_blob_verified(&hash.to_hex(), received, &ServerTime::now().text)?;
-        }
-        Ok(cbor(&BlobStatus { received, complete }))
+        check_named(&app, &device, &hash)?;
+        Ok(cbor(&status_for(&app, &device, &hash)?))
     })
     .await
 }
@@ -83,13 +111,17 @@ async fn put_blob(
     blocking(move || {
         let device = field_device(&app, &headers)?;
         let hash = parse_hash(&hash)?;
-        check_blob_scope(&app, &device, &hash)?;
+        check_named(&app, &device, &hash)?;
         if q.size > MAX_PHOTO_BYTES as u64 || body.len() > protocol::MAX_UPLOAD_CHUNK {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 "the photo or the chunk is too large",
             ));
+        }
+        let already = status_for(&app, &device, &hash)?;
+        if already.complete {
+            return Ok(cbor(&already));
         }
         let upload = Upload {
             hash: &hash,
@@ -106,7 +138,7 @@ async fn put_blob(
                 complete: false,
             })),
             Append::Complete => {
-                app.storage.mark_blob_verified(&hash.to_hex(), q.size, &now)?;
+                app.storage.record_upload(&hash.to_hex(), q.size, &device.id, &now)?;
                 Ok(cbor(&BlobStatus {
                     received: q.size,
                     complete: true,
@@ -155,7 +187,7 @@ async fn get_blob(State(app): State<App>, headers: HeaderMap, Path(hash): Path<S
         })?;
         let device = any_token(&app, token)?;
         let hash = parse_hash(&hash)?;
-        check_blob_scope(&app, &device, &hash)?;
+        check_readable(&app, &device, &hash)?;
         match app.photos.read(&hash) {
             Ok(bytes) => Ok(([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use sync_core::BlobHash;
 use sync_core::files::sync_folder;
 
-use super::{Append, PhotoStore, Progress, Upload};
+use super::{Append, PhotoStore, Upload};
 
 /// Unfinished uploads one device may hold at once.
 pub const MAX_STAGED_UPLOADS: usize = 32;
@@ -179,34 +179,36 @@ impl LocalPhotos {
             fs::remove_file(part)?;
             return Ok(Append::Mismatch);
         }
-        self.publish(part, hash)?;
+        if self.final_path(hash).exists() {
+            // Another device stored it first; this upload proved the same bytes.
+            fs::remove_file(part)?;
+        } else {
+            self.publish(part, hash)?;
+        }
         Ok(Append::Complete)
     }
 }
 
 impl PhotoStore for LocalPhotos {
-    fn progress(&self, hash: &BlobHash, uploader: &str) -> io::Result<Progress> {
-        let at = |received, complete| Ok(Progress { received, complete });
-        let part = self.part_path(hash, uploader)?;
-        if let Ok(m) = fs::metadata(self.final_path(hash)) {
-            return at(m.len(), true);
+    fn stored(&self, hash: &BlobHash) -> io::Result<Option<u64>> {
+        match fs::metadata(self.final_path(hash)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        match fs::metadata(part) {
-            Ok(m) => at(m.len(), false),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => at(0, false),
+    }
+
+    fn progress(&self, hash: &BlobHash, uploader: &str) -> io::Result<u64> {
+        match fs::metadata(self.part_path(hash, uploader)?) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(e),
         }
     }
 
     fn append(&self, up: &Upload<'_>) -> io::Result<Append> {
         let _guard = self.lock(up.hash);
-        let Progress {
-            received: have,
-            complete,
-        } = self.progress(up.hash, up.uploader)?;
-        if complete {
-            return Ok(Append::Complete);
-        }
+        let have = self.progress(up.hash, up.uploader)?;
         let part = self.part_path(up.hash, up.uploader)?;
         if have > up.size {
             // Stored under another declared size: cannot be this photo.
@@ -254,10 +256,6 @@ mod tests {
         }
     }
 
-    fn at(received: u64, complete: bool) -> Progress {
-        Progress { received, complete }
-    }
-
     #[test]
     fn resumes_verifies_and_discards_mismatches() {
         let dir = tempfile::tempdir().unwrap();
@@ -272,20 +270,25 @@ mod tests {
             store.append(&up(&h, A, 0, &data[..10], 10_000)).unwrap(),
             Append::WrongOffset(4000)
         );
-        assert_eq!(store.progress(&h, A).unwrap(), at(4000, false));
+        assert_eq!(store.progress(&h, A).unwrap(), 4000);
         assert_eq!(
             store.append(&up(&h, A, 4000, &data[4000..], 10_000)).unwrap(),
             Append::Complete
         );
         assert_eq!(store.read(&h).unwrap(), data);
-        assert_eq!(store.progress(&h, B).unwrap(), at(10_000, true));
+        assert_eq!(store.stored(&h).unwrap(), Some(10_000));
+        assert_eq!(
+            store.progress(&h, B).unwrap(),
+            0,
+            "B still has to prove it holds the photo"
+        );
 
         let wrong = BlobHash::of(b"something else");
         assert_eq!(
             store.append(&up(&wrong, A, 0, &data, 10_000)).unwrap(),
             Append::Mismatch
         );
-        assert_eq!(store.progress(&wrong, A).unwrap(), at(0, false));
+        assert_eq!(store.progress(&wrong, A).unwrap(), 0);
         assert!(store.progress(&h, "../x").is_err(), "an uploader is never a path");
     }
 
@@ -300,7 +303,7 @@ mod tests {
             Append::Partial(3000)
         );
         // B sees only its own part: nothing yet, and its garbage stays its own.
-        assert_eq!(store.progress(&h, B).unwrap(), at(0, false));
+        assert_eq!(store.progress(&h, B).unwrap(), 0);
         assert_eq!(
             store.append(&up(&h, B, 3000, &[0; 6000], 9_000)).unwrap(),
             Append::WrongOffset(0)
@@ -310,7 +313,7 @@ mod tests {
             Append::Mismatch
         );
         assert_eq!(store.append(&up(&h, B, 0, &[], 1)).unwrap(), Append::Partial(0));
-        assert_eq!(store.progress(&h, A).unwrap(), at(3000, false));
+        assert_eq!(store.progress(&h, A).unwrap(), 3000);
         assert_eq!(
             store.append(&up(&h, A, 3000, &data[3000..], 9_000)).unwrap(),
             Append::Complete
@@ -361,7 +364,7 @@ mod tests {
         fs::create_dir_all(part.parent().unwrap()).unwrap();
         fs::write(&part, &data).unwrap();
         let n = data.len() as u64;
-        assert_eq!(store.progress(&h, A).unwrap(), at(n, false));
+        assert_eq!(store.progress(&h, A).unwrap(), n);
         assert_eq!(store.append(&up(&h, A, n, &[], n)).unwrap(), Append::Complete);
         assert_eq!(store.read(&h).unwrap(), data);
 
@@ -375,10 +378,10 @@ mod tests {
         let legacy_part = dir.path().join("uploads").join(format!("{}.part", legacy.to_hex()));
         fs::write(&legacy_part, b"a fourth").unwrap();
         let reopened = LocalPhotos::open(dir.path()).unwrap();
-        assert_eq!(reopened.progress(&h2, B).unwrap(), at(other.len() as u64, true));
+        assert_eq!(reopened.stored(&h2).unwrap(), Some(other.len() as u64));
         assert_eq!(
             reopened.progress(&half, A).unwrap(),
-            at(7, false),
+            7,
             "a partial upload stays to resume"
         );
         assert!(!legacy_part.exists(), "a partial upload of no device is dropped");
@@ -393,6 +396,6 @@ mod tests {
         fs::create_dir_all(part.parent().unwrap()).unwrap();
         fs::write(&part, b"0123456789xyz").unwrap();
         assert_eq!(store.append(&up(&h, A, 13, b"", 10)).unwrap(), Append::WrongOffset(0));
-        assert_eq!(store.progress(&h, A).unwrap(), at(0, false));
+        assert_eq!(store.progress(&h, A).unwrap(), 0);
     }
 }

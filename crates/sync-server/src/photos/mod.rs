@@ -13,7 +13,7 @@ use sync_core::BlobHash;
 pub enum Append {
     /// Stored up to this many bytes; send the rest.
     Partial(u64),
-    /// The whole photo is stored and matches its hash.
+    /// This uploader sent the whole photo and it matches its hash.
     Complete,
     /// The chunk does not start where the stored bytes end.
     WrongOffset(u64),
@@ -38,18 +38,13 @@ pub struct Upload<'a> {
     pub chunk: &'a [u8],
 }
 
-/// How much of a photo the server holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
-    /// Bytes stored so far.
-    pub received: u64,
-    /// The whole photo is stored and verified.
-    pub complete: bool,
-}
-
 pub trait PhotoStore: Send + Sync + 'static {
-    /// The whole photo if the server holds it, else this uploader's part of it.
-    fn progress(&self, hash: &BlobHash, uploader: &str) -> io::Result<Progress>;
+    /// The size of the whole photo, if the server holds it.
+    fn stored(&self, hash: &BlobHash) -> io::Result<Option<u64>>;
+    /// Bytes of this uploader's unfinished upload of the photo.
+    fn progress(&self, hash: &BlobHash, uploader: &str) -> io::Result<u64>;
+    /// Appends to the uploader's own upload. Once every byte is there and
+    /// hashes right, the photo is stored (once, whoever uploads it).
     fn append(&self, upload: &Upload<'_>) -> io::Result<Append>;
     fn read(&self, hash: &BlobHash) -> io::Result<Vec<u8>>;
 }

@@ -315,7 +315,8 @@ pub struct IncidentFilter {
     pub category: Option<String>,
 }
 
-/// A photo an incident references, and whether the server holds it verified.
+/// A photo an incident references, and whether the server holds it
+/// verified through a proven reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhotoRef {
     pub incident_id: String,
@@ -392,13 +393,24 @@ pub trait ReadModel {
     fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError>;
 }
 
-/// Which photo files incidents name, and which the server holds verified.
+/// Which photo files incidents name, which the server holds verified, and
+/// which device proved it holds which file. A reference is *proven* when
+/// the device whose push brought it in has itself uploaded bytes that hash
+/// to it (references from before proofs existed count as proven); only
+/// proven references give readers access.
 pub trait BlobIndex {
-    /// The kind of a blob referenced by an incident in scope.
-    fn blob_ref(&self, hash: &str, scope: &Scope) -> Result<Option<BlobKind>, StorageError>;
-    fn blob_verified(&self, hash: &str) -> Result<bool, StorageError>;
-    fn mark_blob_verified(&self, hash: &str, size: u64, now: &str) -> Result<(), StorageError>;
-    /// Thumbnails of these incidents that the server holds.
+    /// Whether an incident in scope names the hash at all: uploads may start.
+    fn blob_named(&self, hash: &str, scope: &Scope) -> Result<bool, StorageError>;
+    /// The kinds under which incidents in scope name the hash through a
+    /// proven reference to a verified file; empty means no access.
+    fn proven_kinds(&self, hash: &str, scope: &Scope) -> Result<Vec<BlobKind>, StorageError>;
+    /// Every kind any incident names the hash as, proven or not.
+    fn kinds_anywhere(&self, hash: &str) -> Result<Vec<BlobKind>, StorageError>;
+    /// Whether `device` has uploaded this file whole.
+    fn has_proof(&self, device: &str, hash: &str) -> Result<bool, StorageError>;
+    /// The file is stored whole and verified, uploaded by `device`.
+    fn record_upload(&self, hash: &str, size: u64, device: &str, now: &str) -> Result<(), StorageError>;
+    /// Thumbnails of these incidents that the server holds through proven references.
     fn thumbs_of(&self, incidents: &[String]) -> Result<Vec<String>, StorageError>;
 }
 

@@ -92,7 +92,23 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE enrol_codes ADD COLUMN device_id TEXT;
 ",
     ),
+    Migration::sql(
+        "
+    -- Proof of possession: a photo reference gives access only once the
+    -- device whose push brought it in has uploaded the bytes itself.
+    -- References from before (device_id NULL) count as proven.
+    ALTER TABLE blob_refs ADD COLUMN device_id TEXT;
+    CREATE TABLE blob_proofs (
+        device_id TEXT NOT NULL, hash TEXT NOT NULL, proven_at TEXT NOT NULL,
+        PRIMARY KEY (device_id, hash)
+    ) STRICT;
+",
+    ),
 ];
+
+/// A reference `r` whose file is verified (`b`) and whose pushing device proved it.
+const PROVEN: &str = "(r.device_id IS NULL OR EXISTS
+    (SELECT 1 FROM blob_proofs p WHERE p.device_id = r.device_id AND p.hash = r.hash))";
 
 /// Every storage trait on one SQLite connection.
 
@@ -440,10 +456,11 @@ impl ChangeLog for SqliteStorage {
                     chain = link.to_vec();
                 }
             }
-            let mut put_ref =
-                tx.prepare_cached("INSERT OR IGNORE INTO blob_refs (hash, incident_id, kind) VALUES (?1, ?2, ?3)")?;
+            let mut put_ref = tx.prepare_cached(
+                "INSERT OR IGNORE INTO blob_refs (hash, incident_id, kind, device_id) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for r in &w.blob_refs {
-                put_ref.execute(params![r.hash, w.id, r.kind.as_str()])?;
+                put_ref.execute(params![r.hash, w.id, r.kind.as_str(), device])?;
             }
         }
         tx.commit()?;
@@ -540,31 +557,62 @@ fn put_incident(tx: &rusqlite::Transaction<'_>, w: &IncidentWrite, now: &str) ->
 }
 
 impl BlobIndex for SqliteStorage {
-    fn blob_ref(&self, hash: &str, scope: &Scope) -> Result<Option<BlobKind>, StorageError> {
+    fn blob_named(&self, hash: &str, scope: &Scope) -> Result<bool, StorageError> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT r.kind FROM blob_refs r JOIN incidents i ON i.id = r.incident_id
+                "SELECT 1 FROM blob_refs r JOIN incidents i ON i.id = r.incident_id
                  WHERE r.hash = ?1 AND (?2 IS NULL OR i.grid IN (SELECT value FROM json_each(?2))) LIMIT 1",
                 params![hash, scope_param(scope)],
-                |r| kind_at(r, 0),
+                |_| Ok(()),
             )
-            .optional()?)
-    }
-
-    fn blob_verified(&self, hash: &str) -> Result<bool, StorageError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT 1 FROM blobs WHERE hash = ?1", [hash], |_| Ok(()))
             .optional()?
             .is_some())
     }
 
-    fn mark_blob_verified(&self, hash: &str, size: u64, now: &str) -> Result<(), StorageError> {
-        self.conn().execute(
+    fn proven_kinds(&self, hash: &str, scope: &Scope) -> Result<Vec<BlobKind>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT DISTINCT r.kind FROM blob_refs r JOIN incidents i ON i.id = r.incident_id
+             JOIN blobs b ON b.hash = r.hash
+             WHERE r.hash = ?1 AND (?2 IS NULL OR i.grid IN (SELECT value FROM json_each(?2))) AND {PROVEN}
+             ORDER BY r.kind"
+        ))?;
+        let rows = stmt.query_map(params![hash, scope_param(scope)], |r| kind_at(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn kinds_anywhere(&self, hash: &str) -> Result<Vec<BlobKind>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT DISTINCT kind FROM blob_refs WHERE hash = ?1 ORDER BY kind")?;
+        let rows = stmt.query_map([hash], |r| kind_at(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn has_proof(&self, device: &str, hash: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM blob_proofs WHERE device_id = ?1 AND hash = ?2",
+                [device, hash],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn record_upload(&self, hash: &str, size: u64, device: &str, now: &str) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
             "INSERT OR IGNORE INTO blobs (hash, size, verified_at) VALUES (?1, ?2, ?3)",
             params![hash, size as i64, now],
         )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO blob_proofs (device_id, hash, proven_at) VALUES (?1, ?2, ?3)",
+            params![device, hash, now],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -573,10 +621,10 @@ impl BlobIndex for SqliteStorage {
             return Ok(Vec::new());
         }
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT DISTINCT r.hash FROM blob_refs r JOIN blobs b ON b.hash = r.hash
-             WHERE r.kind = 'thumb' AND r.incident_id IN (SELECT value FROM json_each(?1))",
-        )?;
+             WHERE r.kind = 'thumb' AND r.incident_id IN (SELECT value FROM json_each(?1)) AND {PROVEN}"
+        ))?;
         Ok(stmt
             .query_map([json_list(incidents)], |r| r.get(0))?
             .collect::<Result<_, _>>()?)
@@ -620,12 +668,12 @@ impl ReadModel for SqliteStorage {
             return Ok(Vec::new());
         }
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT r.incident_id, r.hash, r.kind, b.hash IS NOT NULL FROM blob_refs r
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT r.incident_id, r.hash, r.kind, b.hash IS NOT NULL AND {PROVEN} FROM blob_refs r
              LEFT JOIN blobs b ON b.hash = r.hash
              WHERE r.incident_id IN (SELECT value FROM json_each(?1))
-             ORDER BY r.incident_id, r.kind, r.hash",
-        )?;
+             ORDER BY r.incident_id, r.kind, r.hash"
+        ))?;
         let rows = stmt.query_map([json_list(incidents)], |r| {
             Ok(PhotoRef {
                 incident_id: r.get(0)?,

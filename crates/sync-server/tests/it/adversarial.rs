@@ -84,6 +84,15 @@ impl Http {
         self.send(reqwest::Method::PUT, &path, Some(token), chunk.to_vec())
     }
 
+    fn get_blob(&self, token: &str, hash: &str) -> Answer {
+        self.send(
+            reqwest::Method::GET,
+            &format!("/v1/blobs/{hash}"),
+            Some(token),
+            Vec::new(),
+        )
+    }
+
     fn blob_status(&self, token: &str, hash: &str) -> Answer {
         self.send(
             reqwest::Method::GET,
@@ -1229,4 +1238,113 @@ fn unfinished_uploads_per_device_are_capped() {
     wang.report(&["--category", "curb-stone", "--photo", &fixture("curb.png")]);
     let summary = wang.sync(&[]);
     assert_eq!(summary["photos_uploaded"], 3, "{summary}");
+}
+
+/// A device that names another community's photo hashes in an incident of
+/// its own cell gets nothing by it: a reference gives access only once the
+/// device that brought it in has uploaded the bytes itself, and Open311
+/// never serves a file any incident calls an original. The victim's
+/// photos still show where they belong.
+#[test]
+fn naming_a_photo_hash_gives_no_access_to_its_bytes() {
+    let mut server = Server::new();
+    server.add_worker("w-li", &[HX02]);
+    server.add_worker("w-x", &["HLT-XS-XS-01"]);
+    server.add_center("hx-center", "HLT-CX-HX");
+    server.add_center("xs-center", "HLT-XS-XS");
+    let hx_center = server.token("hx-center");
+    let xs_center = server.token("xs-center");
+    server.start_with(&["--open311-public"]);
+    let li = Device::new("w-li", &[HX02]);
+    li.enroll(&server);
+    let victim = li.report(&["--category", "manhole-cover", "--photo", &fixture("manhole-exif.jpg")]);
+    assert_eq!(li.sync(&[])["photos_uploaded"], 3);
+    let shown: serde_json::Value = serde_json::from_str(&li.ok(&["show", &victim, "--json"])).unwrap();
+    let photo = &shown["photos"][0];
+    let hash = |k: &str| photo[k].as_str().unwrap().to_owned();
+    let (original, display) = (hash("original"), hash("display"));
+
+    // The attacker's device, in another community, lists them in its own incident,
+    // the original passed off as a display copy.
+    let x = Device::new("w-x", &["HLT-XS-XS-01"]);
+    x.enroll(&server);
+    let x_uuid = uuid_of(&x);
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap();
+    let mut new = new_incident(9, "HLT-XS-XS-01", &x_uuid);
+    new.reporter = "w-x".into();
+    new.photos = vec![sync_core::PhotoRef {
+        original: original.parse().unwrap(),
+        display: original.parse().unwrap(),
+        thumb: display.parse().unwrap(),
+        size: 1,
+        mime: "image/jpeg".into(),
+        width: 1,
+        height: 1,
+        taken_at: None,
+        gps: None,
+        added_at: at,
+        added_by: "w-x".into(),
+    }];
+    let mut doc = IncidentDoc::create(&new, ActorId::from(x_uuid.as_bytes())).unwrap();
+    let http = Http::new(&server.url);
+    let push = push_of(doc.automerge(), &new.id.to_string());
+    let got = http.sync(Some(&token_of(&x)), protocol::encode(&request(vec![push])));
+    assert_eq!(got.status, 200, "{}", got.text());
+
+    let xt = token_of(&x);
+    for h in [&original, &display] {
+        check("the attacker fetches", &http.get_blob(&xt, h), 403, "out_of_scope");
+        check(
+            "the attacker's center fetches",
+            &http.get_blob(&xs_center, h),
+            403,
+            "out_of_scope",
+        );
+        let status: BlobStatus = protocol::decode(&http.blob_status(&xt, h).body).unwrap();
+        assert!(!status.complete, "the attacker is told to upload it itself");
+    }
+    let public = |h: &str| {
+        reqwest::blocking::get(format!("{}/open311/v2/media/{h}.jpg", server.url))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        public(&original),
+        404,
+        "an original is never public, whatever it is called"
+    );
+    // Uploading other bytes under the hash proves nothing.
+    check(
+        "the attacker uploads other bytes",
+        &http.put_blob(&xt, &original, 0, 5, b"fake!"),
+        422,
+        "hash_mismatch",
+    );
+    let pulled = x.sync(&[]);
+    assert_eq!(pulled["thumbs_fetched"], 0, "{pulled}");
+
+    // Where they belong, the photos still show.
+    assert_eq!(public(&display), 200);
+    let got = http.get_blob(&hx_center, &original);
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.body, std::fs::read(fixture("manhole-exif.jpg")).unwrap());
+    let today = chrono::Utc::now()
+        .with_timezone(&sync_core::calendar::DEFAULT_ZONE)
+        .date_naive();
+    let report = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/reports/daily?date={today}", server.url))
+        .bearer_auth(&hx_center)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    let line = report["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == victim.as_str())
+        .expect("the victim's incident is in its community's report");
+    assert_eq!(line["complete"], true, "{line}");
 }

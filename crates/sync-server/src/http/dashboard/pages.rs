@@ -133,7 +133,7 @@ pub(super) async fn photo(State(app): State<App>, headers: HeaderMap, Path(hash)
             return Ok(secure((StatusCode::BAD_REQUEST, "not a photo hash").into_response()));
         };
         let scope = scope_of(&who, &app.grids);
-        if app.storage.blob_ref(&hash.to_hex(), &scope)?.is_none() {
+        if app.storage.proven_kinds(&hash.to_hex(), &scope)?.is_empty() {
             return Ok(secure(
                 (StatusCode::FORBIDDEN, "no incident of yours refers to this photo").into_response(),
             ));
