@@ -106,12 +106,11 @@ const MIGRATIONS: &[Migration] = &[
     ),
 ];
 
-/// A reference `r` whose file is verified (`b`) and whose pushing device proved it.
+/// SQL: reference `r` was proven by the device whose push brought it in.
 const PROVEN: &str = "(r.device_id IS NULL OR EXISTS
     (SELECT 1 FROM blob_proofs p WHERE p.device_id = r.device_id AND p.hash = r.hash))";
 
 /// Every storage trait on one SQLite connection.
-
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
 }
