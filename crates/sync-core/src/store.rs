@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::blob::{BlobError, BlobHash, BlobStore};
 use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Status, rfc3339};
+#[cfg(feature = "photo")]
 use crate::photo::ProcessedPhoto;
 use crate::sqlite::{Migration, MigrationError};
 use crate::taxonomy::{GridMap, Taxonomy, TaxonomyError};
@@ -362,6 +363,7 @@ impl Store {
 
     /// Stages the original, display copy and thumbnail of a processed photo.
     /// Nothing is visible until the incident that names them is committed.
+    #[cfg(feature = "photo")]
     pub fn prepare_photo(
         &self,
         original: &[u8],

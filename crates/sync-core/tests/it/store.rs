@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use sync_core::incident::NewIncident;
+#[cfg(feature = "photo")]
 use sync_core::photo;
 use sync_core::store::{IncidentRow, PreparedPhoto};
 use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON, TaxonomyError};
@@ -69,6 +70,7 @@ fn new_incident(id: IncidentId, category: &str, captured_at: DateTime<FixedOffse
     }
 }
 
+#[cfg(feature = "photo")]
 #[track_caller]
 fn prepare(store: &Store, fixture: &str, now: DateTime<FixedOffset>) -> PreparedPhoto {
     let bytes = photo_fixture(fixture);
@@ -119,6 +121,7 @@ fn ids(rows: &[IncidentRow]) -> Vec<IncidentId> {
     rows.iter().map(|r| r.id).collect()
 }
 
+#[cfg(feature = "photo")]
 #[test]
 fn a_reported_incident_and_its_photo_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +202,7 @@ fn a_reported_incident_and_its_photo_survive_reopening() {
     assert_eq!(files_under(&dir.path().join("staging")), Vec::<PathBuf>::new());
 }
 
+#[cfg(feature = "photo")]
 #[test]
 fn a_photo_on_two_incidents_is_stored_once() {
     let (dir, mut store, profile) = device();
@@ -241,6 +245,7 @@ fn a_photo_on_two_incidents_is_stored_once() {
     );
 }
 
+#[cfg(feature = "photo")]
 #[test]
 fn a_photo_staged_for_an_abandoned_report_is_gone_after_reopening() {
     let (dir, store, profile) = device();
