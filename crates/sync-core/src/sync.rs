@@ -16,8 +16,10 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobHash;
-use crate::incident::{IncidentDoc, IncidentId, rfc3339};
-use crate::protocol::{Cursor, Hash32, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse};
+use crate::incident::{Incident, IncidentDoc, IncidentId, rfc3339};
+use crate::protocol::{
+    Ack, Cursor, FeedChange, Hash32, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
+};
 use crate::store::{Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
 
 /// How far photo uploads go on this sync, cheapest first.
@@ -237,102 +239,18 @@ impl Store {
             applied.reset = true;
         } else {
             for ack in &resp.acks {
-                let Some((id, heads)) = out.pushed.iter().find(|(id, _)| id.to_string() == ack.id) else {
-                    continue;
-                };
-                let id = id.to_string();
-                if ack.need_full {
-                    tx.prepare_cached("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1")?
-                        .execute([&id])?;
-                    continue;
+                if apply_ack(&tx, out, ack)? {
+                    applied.acknowledged += 1;
                 }
-                let pushed = heads_to_bytes(heads);
-                let current: Vec<u8> = tx
-                    .prepare_cached("SELECT heads FROM incidents WHERE id = ?1")?
-                    .query_row([&id], |r| r.get(0))?;
-                if current == pushed {
-                    tx.prepare_cached("DELETE FROM outbox WHERE incident_id = ?1")?
-                        .execute([&id])?;
-                } else {
-                    tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
-                        .execute(params![id, pushed])?;
-                }
-                applied.acknowledged += 1;
             }
         }
-
-        let mut by_incident: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
-        for fc in &resp.changes {
-            match Change::from_bytes(fc.change.to_vec()) {
-                Ok(c) => by_incident.entry(fc.id.as_str()).or_default().push(c),
-                Err(e) => tracing::warn!(incident = %fc.id, error = %e, "server sent an undecodable change; skipped"),
+        for (id, changes) in feed_by_incident(&resp.changes) {
+            if let Some(pulled) = merge_pulled(&tx, id, changes, now)? {
+                applied.pulled_changes += pulled.changes;
+                applied.new_incidents += usize::from(pulled.new);
             }
         }
-        for (id, changes) in by_incident {
-            let existing: Option<Vec<u8>> = tx
-                .query_row("SELECT doc FROM incidents WHERE id = ?1", [id], |r| r.get(0))
-                .optional()?;
-            let mut doc = IncidentDoc::receiver(existing.as_deref()).map_err(|e| StoreError::Corrupt {
-                id: id.to_owned(),
-                source: Box::new(e),
-            })?;
-            let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
-            if let Err(e) = doc.apply_changes(changes) {
-                tracing::warn!(incident = %id, error = %e, "could not apply the server's changes; skipped");
-                continue;
-            }
-            let incident = match doc.read() {
-                Ok(i) if i.id.to_string() == id => i,
-                Ok(i) => {
-                    tracing::warn!(incident = %id, inside = %i.id, "feed change names another incident; skipped");
-                    continue;
-                }
-                Err(e) => {
-                    // Changes whose dependencies have not arrived yet leave
-                    // a partial document; the rest of the feed completes it.
-                    tracing::debug!(incident = %id, error = %e, "incident not complete yet");
-                    continue;
-                }
-            };
-            let bytes = doc.save();
-            let heads = doc.heads();
-            write_incident(&tx, &incident, &bytes, &heads, now)?;
-            if existing.is_none() {
-                applied.new_incidents += 1;
-            }
-            // The server has these changes, so they need not be pushed back.
-            let acked: Option<Vec<u8>> = tx
-                .query_row("SELECT acked_heads FROM outbox WHERE incident_id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if let Some(mut acked) = acked {
-                acked.extend(hashes.iter().flat_map(|h| h.0));
-                tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
-                    .execute(params![id, acked])?;
-            }
-            applied.pulled_changes += hashes.len();
-            for photo in &incident.photos {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO wanted (hash, kind, incident_id)
-                     SELECT ?1, 'thumb', ?2 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)",
-                )?
-                .execute(params![photo.thumb.to_hex(), id])?;
-            }
-        }
-
-        state.epoch = Some(resp.epoch.clone());
-        state.cursor = if applied.reset {
-            None
-        } else {
-            resp.cursor.or(state.cursor)
-        };
-        let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE held_code IS NULL", [], |r| r.get(0))?;
-        applied.more = resp.more || applied.reset || pending > 0;
-        if !applied.more {
-            state.last_sync = Some(rfc3339(&now));
-        }
-        Self::put_sync_state(&tx, &state)?;
+        applied.more = advance(&tx, &mut state, resp, applied.reset, now)?;
         tx.commit()?;
         Ok(applied)
     }
@@ -439,6 +357,146 @@ impl Store {
             .execute("DELETE FROM wanted WHERE hash = ?1", [expected.to_hex()])?;
         Ok(true)
     }
+}
+
+// The steps of `Store::apply_sync_response`, each inside its transaction.
+
+/// Records the server's acknowledgement of one pushed incident. Returns
+/// whether it counts as acknowledged: not for an incident this request did
+/// not push, nor for one the server asks to have in full.
+fn apply_ack(tx: &rusqlite::Transaction<'_>, out: &Outgoing, ack: &Ack) -> Result<bool, StoreError> {
+    let Some((id, heads)) = out.pushed.iter().find(|(id, _)| id.to_string() == ack.id) else {
+        return Ok(false);
+    };
+    let id = id.to_string();
+    if ack.need_full {
+        tx.prepare_cached("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1")?
+            .execute([&id])?;
+        return Ok(false);
+    }
+    let pushed = heads_to_bytes(heads);
+    let current: Vec<u8> = tx
+        .prepare_cached("SELECT heads FROM incidents WHERE id = ?1")?
+        .query_row([&id], |r| r.get(0))?;
+    if current == pushed {
+        tx.prepare_cached("DELETE FROM outbox WHERE incident_id = ?1")?
+            .execute([&id])?;
+    } else {
+        tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
+            .execute(params![id, pushed])?;
+    }
+    Ok(true)
+}
+
+/// The feed's changes decoded and grouped by incident; an undecodable
+/// change is skipped.
+fn feed_by_incident(feed: &[FeedChange]) -> BTreeMap<&str, Vec<Change>> {
+    let mut by_incident: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
+    for fc in feed {
+        match Change::from_bytes(fc.change.to_vec()) {
+            Ok(c) => by_incident.entry(fc.id.as_str()).or_default().push(c),
+            Err(e) => tracing::warn!(incident = %fc.id, error = %e, "server sent an undecodable change; skipped"),
+        }
+    }
+    by_incident
+}
+
+/// What merging one incident's feed changes did.
+struct Pulled {
+    changes: usize,
+    new: bool,
+}
+
+/// Merges the server's changes to one incident into the local copy (or a
+/// new one) and stores it, when the result is a whole, valid incident of
+/// that id; otherwise leaves the store as it was.
+fn merge_pulled(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    changes: Vec<Change>,
+    now: DateTime<FixedOffset>,
+) -> Result<Option<Pulled>, StoreError> {
+    let existing: Option<Vec<u8>> = tx
+        .query_row("SELECT doc FROM incidents WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    let mut doc = IncidentDoc::receiver(existing.as_deref()).map_err(|e| StoreError::Corrupt {
+        id: id.to_owned(),
+        source: Box::new(e),
+    })?;
+    let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+    if let Err(e) = doc.apply_changes(changes) {
+        tracing::warn!(incident = %id, error = %e, "could not apply the server's changes; skipped");
+        return Ok(None);
+    }
+    let incident = match doc.read() {
+        Ok(i) if i.id.to_string() == id => i,
+        Ok(i) => {
+            tracing::warn!(incident = %id, inside = %i.id, "feed change names another incident; skipped");
+            return Ok(None);
+        }
+        Err(e) => {
+            // Changes whose dependencies have not arrived yet leave
+            // a partial document; the rest of the feed completes it.
+            tracing::debug!(incident = %id, error = %e, "incident not complete yet");
+            return Ok(None);
+        }
+    };
+    write_incident(tx, &incident, &doc.save(), &doc.heads(), now)?;
+    mark_known_to_server(tx, id, &hashes)?;
+    want_thumbs(tx, &incident)?;
+    Ok(Some(Pulled {
+        changes: hashes.len(),
+        new: existing.is_none(),
+    }))
+}
+
+/// The server has these changes, so they need not be pushed back.
+fn mark_known_to_server(tx: &rusqlite::Transaction<'_>, id: &str, hashes: &[ChangeHash]) -> Result<(), StoreError> {
+    let acked: Option<Vec<u8>> = tx
+        .query_row("SELECT acked_heads FROM outbox WHERE incident_id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(mut acked) = acked {
+        acked.extend(hashes.iter().flat_map(|h| h.0));
+        tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
+            .execute(params![id, acked])?;
+    }
+    Ok(())
+}
+
+/// Queues the thumbnails of an incident's photos this device lacks.
+fn want_thumbs(tx: &rusqlite::Transaction<'_>, incident: &Incident) -> Result<(), StoreError> {
+    let id = incident.id.to_string();
+    for photo in &incident.photos {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO wanted (hash, kind, incident_id)
+             SELECT ?1, 'thumb', ?2 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)",
+        )?
+        .execute(params![photo.thumb.to_hex(), id])?;
+    }
+    Ok(())
+}
+
+/// Moves the cursor (or drops it after a reset), stamps a finished sync and
+/// stores the state. Returns whether the device should ask again: the
+/// server has more, a reset means starting over, or pushes still wait.
+fn advance(
+    tx: &rusqlite::Transaction<'_>,
+    state: &mut SyncState,
+    resp: &SyncResponse,
+    reset: bool,
+    now: DateTime<FixedOffset>,
+) -> Result<bool, StoreError> {
+    state.epoch = Some(resp.epoch.clone());
+    state.cursor = if reset { None } else { resp.cursor.or(state.cursor) };
+    let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE held_code IS NULL", [], |r| r.get(0))?;
+    let more = resp.more || reset || pending > 0;
+    if !more {
+        state.last_sync = Some(rfc3339(&now));
+    }
+    Store::put_sync_state(tx, state)?;
+    Ok(more)
 }
 
 /// The pixel size a PNG or JPEG header states, (0, 0) for anything else.
