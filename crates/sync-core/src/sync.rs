@@ -540,7 +540,7 @@ fn jpeg_size(bytes: &[u8]) -> Option<(u32, u32)> {
             // Markers without a length: TEM and the restart markers.
             0x01 | 0xD0..=0xD7 => continue,
             // Start of image again, end of image, or the scan, before any frame.
-            0xD8 | 0xD9 | 0xDA => return None,
+            0xD8..=0xDA => return None,
             // Start of frame, of every coding: all of C0..=CF except DHT
             // (C4), JPG (C8) and DAC (CC).
             0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
