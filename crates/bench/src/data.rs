@@ -4,11 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use automerge::ActorId;
 use chrono::{DateTime, FixedOffset, TimeDelta};
-use rusqlite::{Connection, TransactionBehavior, params};
-use sync_core::incident::rfc3339;
 use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON};
 use sync_core::{IncidentDoc, IncidentId, Location, NewIncident, Profile, Store, Taxonomy};
 use uuid::Uuid;
@@ -136,68 +134,26 @@ pub fn init_device(dir: &Path, worker: &str, grids: &[String], device: Uuid) -> 
     Ok(store.init(worker, None, grids, device, DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON)?)
 }
 
-/// The device's SQLite file, opened as [`Store::open`] opens it, for
-/// writing many incidents in one transaction (the store has no batch API).
-pub fn open_device_db(dir: &Path) -> Result<Connection> {
-    let conn = Connection::open(dir.join(sync_core::store::DB_FILE))?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
-}
-
-/// Logs `n` incidents in transactions of at most `per_tx`: per incident the
-/// same work as [`Store::save`] (build the document, read it back through
-/// the schema check, save its bytes, write the row with its projected
-/// columns and the outbox entry), but committed together. The SQL mirrors
-/// `sync_core::store::write_incident`; a schema change there fails here.
-pub fn log_batched(conn: &mut Connection, reporter: &mut Reporter, n: usize, per_tx: usize) -> Result<Duration> {
+/// Logs `n` incidents with [`Store::save_many`], at most `per_tx` to a
+/// transaction: per incident the work of [`Store::save`] (build the
+/// document, read it back through the schema check, save its bytes, write
+/// the row with its projected columns and the outbox entry), but committed
+/// together. A batch's documents are held in memory until its commit.
+pub fn log_batched(store: &mut Store, reporter: &mut Reporter, n: usize, per_tx: usize) -> Result<Duration> {
     let actor = reporter.actor();
     let start = Instant::now();
     let mut left = n;
     while left > 0 {
         let batch = left.min(per_tx.max(1));
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
-                                        lat, lon, description, photos, notes, updated_at, heads)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?;
-            let mut queue =
-                tx.prepare_cached("INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, X'', ?2)")?;
-            for _ in 0..batch {
-                let new = reporter.incident();
-                let mut doc = IncidentDoc::create(&new, actor.clone())?;
-                let incident = doc.read()?;
-                let bytes = doc.save();
-                let mut heads = doc.heads();
-                heads.sort();
-                let heads: Vec<u8> = heads.iter().flat_map(|h| h.0).collect();
-                let id = incident.id.to_string();
-                let now = rfc3339(&new.captured_at);
-                put.execute(params![
-                    id,
-                    bytes,
-                    incident.category,
-                    incident.status.as_str(),
-                    incident.grid,
-                    rfc3339(&incident.captured_at),
-                    incident.captured_at.date_naive().to_string(),
-                    incident.captured_at.timestamp_millis(),
-                    incident.location.lat,
-                    incident.location.lon,
-                    incident.description,
-                    incident.photos.len() as i64,
-                    incident.notes.len() as i64,
-                    now,
-                    heads,
-                ])?;
-                queue.execute(params![id, now])?;
-            }
+        let mut docs = Vec::with_capacity(batch);
+        let mut seen = base_time();
+        for _ in 0..batch {
+            let new = reporter.incident();
+            seen = new.captured_at;
+            docs.push(IncidentDoc::create(&new, actor.clone())?);
         }
-        tx.commit()?;
+        // Saved as the last of them was seen.
+        store.save_many(&mut docs, seen)?;
         left -= batch;
     }
     Ok(start.elapsed())
@@ -207,8 +163,10 @@ pub fn log_batched(conn: &mut Connection, reporter: &mut Reporter, n: usize, per
 pub fn filled_device(dir: &Path, worker: &str, grids: &[String], device: Uuid, n: usize, seed: u64) -> Result<Profile> {
     let profile = init_device(dir, worker, grids, device)?;
     let mut reporter = Reporter::new(&profile, seed);
-    let mut conn = open_device_db(dir)?;
-    log_batched(&mut conn, &mut reporter, n, 5_000)?;
+    let mut store = Store::open(dir)?;
+    log_batched(&mut store, &mut reporter, n, 1_000)?;
+    let own = store.manifest()?.own.count;
+    ensure!(own == n as u64, "the device counts {own} of its {n} incidents as its own");
     Ok(profile)
 }
 

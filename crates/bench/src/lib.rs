@@ -327,12 +327,11 @@ fn document(
 const METHOD: &str = "\
 ## What each figure measures
 
-- **Logged in-process, batched.** `sync_core::Store` has no batch API, so this is the same work as
-  `Store::save` per incident (build the document with `IncidentDoc::create`, read it back through the
-  schema check, `save()` its bytes, take its heads, insert the row with its projected columns and the
-  outbox entry) with every incident in **one** SQLite transaction on the device database (WAL,
-  `synchronous=FULL`), on a second connection opened as `Store::open` opens it. The SQL mirrors
-  `sync_core::store::write_incident`. Rate = incidents ÷ time from the first document to the commit.
+- **Logged in-process, batched.** `Store::save_many`: per incident the same work as `Store::save` (build
+  the document with `IncidentDoc::create`, read it back through the schema check, `save()` its bytes,
+  take its heads, write the row with its projected columns and the outbox entry), with every incident in
+  **one** SQLite transaction on the device database (WAL, `synchronous=FULL`). Rate = incidents ÷ time
+  from the first document to the commit.
 - **One durable transaction each.** `IncidentDoc::create` + `Store::save` per incident: one fsynced
   transaction each, as `field report` does.
 - **`field report`, whole process.** The release `field` binary spawned and waited for (start, open and
