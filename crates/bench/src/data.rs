@@ -4,11 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use automerge::ActorId;
 use chrono::{DateTime, FixedOffset, TimeDelta};
-use rusqlite::{Connection, TransactionBehavior, params};
-use sync_core::incident::rfc3339;
 use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON};
 use sync_core::{IncidentDoc, IncidentId, Location, NewIncident, Profile, Store, Taxonomy};
 use uuid::Uuid;
@@ -136,68 +134,26 @@ pub fn init_device(dir: &Path, worker: &str, grids: &[String], device: Uuid) -> 
     Ok(store.init(worker, None, grids, device, DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON)?)
 }
 
-/// The device's SQLite file, opened as [`Store::open`] opens it, for
-/// writing many incidents in one transaction (the store has no batch API).
-pub fn open_device_db(dir: &Path) -> Result<Connection> {
-    let conn = Connection::open(dir.join(sync_core::store::DB_FILE))?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
-}
-
-/// Logs `n` incidents in transactions of at most `per_tx`: per incident the
-/// same work as [`Store::save`] (build the document, read it back through
-/// the schema check, save its bytes, write the row with its projected
-/// columns and the outbox entry), but committed together. The SQL mirrors
-/// `sync_core::store::write_incident`; a schema change there fails here.
-pub fn log_batched(conn: &mut Connection, reporter: &mut Reporter, n: usize, per_tx: usize) -> Result<Duration> {
+/// Logs `n` incidents with [`Store::save_many`], at most `per_tx` to a
+/// transaction: per incident the work of [`Store::save`] (build the
+/// document, read it back through the schema check, save its bytes, write
+/// the row with its projected columns and the outbox entry), but committed
+/// together. A batch's documents are held in memory until its commit.
+pub fn log_batched(store: &mut Store, reporter: &mut Reporter, n: usize, per_tx: usize) -> Result<Duration> {
     let actor = reporter.actor();
     let start = Instant::now();
     let mut left = n;
     while left > 0 {
         let batch = left.min(per_tx.max(1));
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
-                                        lat, lon, description, photos, notes, updated_at, heads)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?;
-            let mut queue =
-                tx.prepare_cached("INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, X'', ?2)")?;
-            for _ in 0..batch {
-                let new = reporter.incident();
-                let mut doc = IncidentDoc::create(&new, actor.clone())?;
-                let incident = doc.read()?;
-                let bytes = doc.save();
-                let mut heads = doc.heads();
-                heads.sort();
-                let heads: Vec<u8> = heads.iter().flat_map(|h| h.0).collect();
-                let id = incident.id.to_string();
-                let now = rfc3339(&new.captured_at);
-                put.execute(params![
-                    id,
-                    bytes,
-                    incident.category,
-                    incident.status.as_str(),
-                    incident.grid,
-                    rfc3339(&incident.captured_at),
-                    incident.captured_at.date_naive().to_string(),
-                    incident.captured_at.timestamp_millis(),
-                    incident.location.lat,
-                    incident.location.lon,
-                    incident.description,
-                    incident.photos.len() as i64,
-                    incident.notes.len() as i64,
-                    now,
-                    heads,
-                ])?;
-                queue.execute(params![id, now])?;
-            }
+        let mut docs = Vec::with_capacity(batch);
+        let mut seen = base_time();
+        for _ in 0..batch {
+            let new = reporter.incident();
+            seen = new.captured_at;
+            docs.push(IncidentDoc::create(&new, actor.clone())?);
         }
-        tx.commit()?;
+        // Saved as the last of them was seen.
+        store.save_many(&mut docs, seen)?;
         left -= batch;
     }
     Ok(start.elapsed())
@@ -207,8 +163,10 @@ pub fn log_batched(conn: &mut Connection, reporter: &mut Reporter, n: usize, per
 pub fn filled_device(dir: &Path, worker: &str, grids: &[String], device: Uuid, n: usize, seed: u64) -> Result<Profile> {
     let profile = init_device(dir, worker, grids, device)?;
     let mut reporter = Reporter::new(&profile, seed);
-    let mut conn = open_device_db(dir)?;
-    log_batched(&mut conn, &mut reporter, n, 5_000)?;
+    let mut store = Store::open(dir)?;
+    log_batched(&mut store, &mut reporter, n, 1_000)?;
+    let own = store.manifest()?.own.count;
+    ensure!(own == n as u64, "the device counts {own} of its {n} incidents as its own");
     Ok(profile)
 }
 
@@ -298,13 +256,45 @@ pub fn photo_jpeg(width: u32, height: u32, quality: u8) -> Result<Vec<u8>> {
 /// A little-endian TIFF block: IFD0 (orientation, pointers), the Exif IFD
 /// (capture time and offset) and the GPS IFD.
 fn exif_block() -> Vec<u8> {
-    struct Entry {
-        tag: u16,
-        kind: u16,
-        count: u32,
-        data: Vec<u8>,
-    }
-    let ascii = |tag, s: &str| {
+    let exif = vec![
+        Entry::ascii(0x9003, "2026:11:20 09:15:00"),
+        Entry::ascii(0x9011, "+08:00"),
+    ];
+    let gps = vec![
+        Entry::ascii(0x0001, "N"),
+        Entry::rationals(0x0002, &[(41, 1), (7, 1), (1380, 100)]),
+        Entry::ascii(0x0003, "E"),
+        Entry::rationals(0x0004, &[(122, 1), (4, 1), (1632, 100)]),
+    ];
+    // Orientation 6, and where the Exif and GPS directories start.
+    let ifd0 = |exif_at, gps_at| {
+        vec![
+            Entry::short(0x0112, 6),
+            Entry::long(0x8769, exif_at),
+            Entry::long(0x8825, gps_at),
+        ]
+    };
+    let exif_at = 8 + ifd_len(&ifd0(0, 0));
+    let gps_at = exif_at + ifd_len(&exif);
+    let mut out = b"II*\0".to_vec();
+    out.extend(8u32.to_le_bytes());
+    write_ifd(&mut out, &ifd0(exif_at, gps_at));
+    write_ifd(&mut out, &exif);
+    write_ifd(&mut out, &gps);
+    out
+}
+
+/// One TIFF directory entry: its tag, value type (2 ASCII, 3 SHORT,
+/// 4 LONG, 5 RATIONAL), value count and value bytes.
+struct Entry {
+    tag: u16,
+    kind: u16,
+    count: u32,
+    data: Vec<u8>,
+}
+
+impl Entry {
+    fn ascii(tag: u16, s: &str) -> Entry {
         let mut data = s.as_bytes().to_vec();
         data.push(0);
         Entry {
@@ -313,89 +303,74 @@ fn exif_block() -> Vec<u8> {
             count: data.len() as u32,
             data,
         }
-    };
-    let rationals = |tag, v: &[(u32, u32)]| Entry {
-        tag,
-        kind: 5,
-        count: v.len() as u32,
-        data: v
-            .iter()
-            .flat_map(|(n, d)| [n.to_le_bytes(), d.to_le_bytes()].concat())
-            .collect(),
-    };
-    let long = |tag, v: u32| Entry {
-        tag,
-        kind: 4,
-        count: 1,
-        data: v.to_le_bytes().to_vec(),
-    };
-    let len = |entries: &[Entry]| -> u32 {
-        let extra: usize = entries
-            .iter()
-            .filter(|e| e.data.len() > 4)
-            .map(|e| e.data.len().div_ceil(2) * 2)
-            .sum();
-        (2 + 12 * entries.len() + 4 + extra) as u32
-    };
-    let write = |out: &mut Vec<u8>, entries: &[Entry]| {
-        let start = out.len() as u32;
-        let mut data_at = start + 2 + 12 * entries.len() as u32 + 4;
-        let mut data = Vec::new();
-        out.extend((entries.len() as u16).to_le_bytes());
-        for e in entries {
-            out.extend(e.tag.to_le_bytes());
-            out.extend(e.kind.to_le_bytes());
-            out.extend(e.count.to_le_bytes());
-            if e.data.len() <= 4 {
-                let mut v = e.data.clone();
-                v.resize(4, 0);
-                out.extend(v);
-            } else {
-                out.extend(data_at.to_le_bytes());
-                let mut v = e.data.clone();
-                v.resize(v.len().div_ceil(2) * 2, 0);
-                data_at += v.len() as u32;
-                data.extend(v);
-            }
+    }
+
+    fn short(tag: u16, v: u16) -> Entry {
+        Entry {
+            tag,
+            kind: 3,
+            count: 1,
+            data: v.to_le_bytes().to_vec(),
         }
-        out.extend(0u32.to_le_bytes());
-        out.extend(data);
-    };
-    let exif = vec![ascii(0x9003, "2026:11:20 09:15:00"), ascii(0x9011, "+08:00")];
-    let gps = vec![
-        ascii(0x0001, "N"),
-        rationals(0x0002, &[(41, 1), (7, 1), (1380, 100)]),
-        ascii(0x0003, "E"),
-        rationals(0x0004, &[(122, 1), (4, 1), (1632, 100)]),
-    ];
-    let ifd0_len = len(&[
+    }
+
+    fn long(tag: u16, v: u32) -> Entry {
         Entry {
-            tag: 0x0112,
-            kind: 3,
+            tag,
+            kind: 4,
             count: 1,
-            data: vec![6, 0],
-        },
-        long(0x8769, 0),
-        long(0x8825, 0),
-    ]);
-    let exif_at = 8 + ifd0_len;
-    let gps_at = exif_at + len(&exif);
-    let ifd0 = vec![
+            data: v.to_le_bytes().to_vec(),
+        }
+    }
+
+    fn rationals(tag: u16, v: &[(u32, u32)]) -> Entry {
         Entry {
-            tag: 0x0112,
-            kind: 3,
-            count: 1,
-            data: vec![6, 0],
-        },
-        long(0x8769, exif_at),
-        long(0x8825, gps_at),
-    ];
-    let mut out = b"II*\0".to_vec();
-    out.extend(8u32.to_le_bytes());
-    write(&mut out, &ifd0);
-    write(&mut out, &exif);
-    write(&mut out, &gps);
-    out
+            tag,
+            kind: 5,
+            count: v.len() as u32,
+            data: v
+                .iter()
+                .flat_map(|(n, d)| [n.to_le_bytes(), d.to_le_bytes()].concat())
+                .collect(),
+        }
+    }
+}
+
+/// The bytes a directory takes: entry count, entries, next-directory
+/// offset, then the values longer than four bytes, each padded to even.
+fn ifd_len(entries: &[Entry]) -> u32 {
+    let extra: usize = entries
+        .iter()
+        .filter(|e| e.data.len() > 4)
+        .map(|e| e.data.len().div_ceil(2) * 2)
+        .sum();
+    (2 + 12 * entries.len() + 4 + extra) as u32
+}
+
+/// Appends a directory to `out`, its long values right after it.
+fn write_ifd(out: &mut Vec<u8>, entries: &[Entry]) {
+    let start = out.len() as u32;
+    let mut data_at = start + 2 + 12 * entries.len() as u32 + 4;
+    let mut data = Vec::new();
+    out.extend((entries.len() as u16).to_le_bytes());
+    for e in entries {
+        out.extend(e.tag.to_le_bytes());
+        out.extend(e.kind.to_le_bytes());
+        out.extend(e.count.to_le_bytes());
+        if e.data.len() <= 4 {
+            let mut v = e.data.clone();
+            v.resize(4, 0);
+            out.extend(v);
+        } else {
+            out.extend(data_at.to_le_bytes());
+            let mut v = e.data.clone();
+            v.resize(v.len().div_ceil(2) * 2, 0);
+            data_at += v.len() as u32;
+            data.extend(v);
+        }
+    }
+    out.extend(0u32.to_le_bytes());
+    out.extend(data);
 }
 
 #[cfg(test)]

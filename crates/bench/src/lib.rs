@@ -237,14 +237,27 @@ fn document(
     started: chrono::DateTime<chrono::Local>,
     took: chrono::TimeDelta,
 ) -> Result<String> {
-    use std::fmt::Write as _;
     let mut s = String::new();
+    write_heading(&mut s, config, started, took)?;
+    write_machine(&mut s, m, busy)?;
+    write_figures(&mut s, config, rows)?;
+    s.push_str(METHOD);
+    Ok(s)
+}
+
+/// The title and the line saying how the figures were made.
+fn write_heading(
+    s: &mut String,
+    config: &Config,
+    started: chrono::DateTime<chrono::Local>,
+    took: chrono::TimeDelta,
+) -> std::fmt::Result {
+    use std::fmt::Write as _;
     let mode = if config.quick {
         "quick (small sizes, nothing judged)"
     } else {
         "full"
     };
-    let most_taken = busy.iter().map(|b| b.2).fold(0.0, f64::max);
     writeln!(s, "# Benchmarks")?;
     writeln!(s)?;
     let mut args: Vec<String> = Vec::new();
@@ -252,12 +265,7 @@ fn document(
         args.push("--quick".into());
     }
     for g in &config.only {
-        args.push(format!(
-            "--only {}",
-            clap::ValueEnum::to_possible_value(g)
-                .expect("no skipped variants")
-                .get_name()
-        ));
+        args.push(format!("--only {}", group_name(g)));
     }
     writeln!(
         s,
@@ -272,7 +280,12 @@ fn document(
         mode,
         took.as_seconds_f64() / 60.0
     )?;
-    writeln!(s)?;
+    writeln!(s)
+}
+
+/// The machine, and how busy other processes kept it during each group.
+fn write_machine(s: &mut String, m: &Machine, busy: &[(Group, f64, f64)]) -> std::fmt::Result {
+    use std::fmt::Write as _;
     writeln!(s, "## Machine")?;
     writeln!(s)?;
     writeln!(s, "- CPU: {} ({} cores available)", m.cpu, m.cores)?;
@@ -283,16 +296,14 @@ fn document(
     writeln!(s, "- Source: commit {}", m.commit)?;
     let groups: Vec<String> = busy
         .iter()
-        .map(|(g, load, others)| {
-            let name = clap::ValueEnum::to_possible_value(g).expect("no skipped variants");
-            format!("{} {:.0}% (load {load:.1})", name.get_name(), others * 100.0)
-        })
+        .map(|(g, load, others)| format!("{} {:.0}% (load {load:.1})", group_name(g), others * 100.0))
         .collect();
     writeln!(
         s,
         "- CPU taken by other processes while each group ran (load average after it): {}",
         groups.join(", ")
     )?;
+    let most_taken = busy.iter().map(|b| b.2).fold(0.0, f64::max);
     if most_taken > 0.1 {
         writeln!(
             s,
@@ -301,7 +312,12 @@ fn document(
             most_taken * 100.0
         )?;
     }
-    writeln!(s)?;
+    writeln!(s)
+}
+
+/// The table, and in a full run which targets were missed.
+fn write_figures(s: &mut String, config: &Config, rows: &[Row]) -> std::fmt::Result {
+    use std::fmt::Write as _;
     writeln!(s, "## Figures")?;
     writeln!(s)?;
     s.push_str(&table::markdown(rows, config.quick));
@@ -319,20 +335,26 @@ fn document(
         }
         writeln!(s)?;
     }
-    s.push_str(METHOD);
-    Ok(s)
+    Ok(())
+}
+
+/// A group's name as `--only` takes it.
+fn group_name(g: &Group) -> String {
+    clap::ValueEnum::to_possible_value(g)
+        .expect("no skipped variants")
+        .get_name()
+        .to_owned()
 }
 
 /// What each figure measures, exactly. Kept beside the code that does it.
 const METHOD: &str = "\
 ## What each figure measures
 
-- **Logged in-process, batched.** `sync_core::Store` has no batch API, so this is the same work as
-  `Store::save` per incident (build the document with `IncidentDoc::create`, read it back through the
-  schema check, `save()` its bytes, take its heads, insert the row with its projected columns and the
-  outbox entry) with every incident in **one** SQLite transaction on the device database (WAL,
-  `synchronous=FULL`), on a second connection opened as `Store::open` opens it. The SQL mirrors
-  `sync_core::store::write_incident`. Rate = incidents ÷ time from the first document to the commit.
+- **Logged in-process, batched.** `Store::save_many`: per incident the same work as `Store::save` (build
+  the document with `IncidentDoc::create`, read it back through the schema check, `save()` its bytes,
+  take its heads, write the row with its projected columns and the outbox entry), with every incident in
+  **one** SQLite transaction on the device database (WAL, `synchronous=FULL`). Rate = incidents ÷ time
+  from the first document to the commit.
 - **One durable transaction each.** `IncidentDoc::create` + `Store::save` per incident: one fsynced
   transaction each, as `field report` does.
 - **`field report`, whole process.** The release `field` binary spawned and waited for (start, open and

@@ -22,12 +22,13 @@ pub fn logging(sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
     let mut durable = Vec::new();
     for run in 0..runs {
         progress(&format!("logging, run {}/{runs}", run + 1));
-        // Batched: every incident's document and row, one transaction.
+        // Batched: every incident's document and row, one transaction
+        // (`Store::save_many`).
         let dir = tempfile::Builder::new().prefix("bench-device-").tempdir()?;
         let profile = data::init_device(dir.path(), "w-bench", &cells, Uuid::from_u128(run as u128 + 1))?;
         let mut reporter = Reporter::new(&profile, 100 + run as u64);
-        let mut conn = data::open_device_db(dir.path())?;
-        let took = data::log_batched(&mut conn, &mut reporter, sizes.log_batched, usize::MAX)?;
+        let mut store = Store::open(dir.path())?;
+        let took = data::log_batched(&mut store, &mut reporter, sizes.log_batched, usize::MAX)?;
         batched.push(sizes.log_batched as f64 / took.as_secs_f64());
 
         // Durable: Store::save per incident, as `field report` does.

@@ -4,13 +4,15 @@
 //! incident, and a fresh device pulling the whole community.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use automerge::AutoCommit;
 use automerge::transaction::{CommitOptions, Transactable as _};
+use automerge::{ActorId, AutoCommit, Change};
+use chrono::{DateTime, FixedOffset};
 use sync_core::protocol::{self, SyncRequest};
-use sync_core::{GridMap, IncidentDoc, ListFilter, Status};
+use sync_core::{GridMap, IncidentDoc, IncidentId, ListFilter, Status};
 use sync_server::storage::{Accounts, SqliteStorage};
 use uuid::Uuid;
 
@@ -74,47 +76,99 @@ pub fn figures(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> 
         &[Worker::grid_worker(WORKER, &cells), Worker::center(CENTER, COMMUNITY)],
     )?;
     let dir = tempfile::Builder::new().prefix("bench-device-").tempdir()?;
+    let mut device = logged_and_pushed(&server, dir.path(), &cells, n)?;
+    let mut stock = Stock::copies(dir.path(), &server)?;
+    let noop = noop_runs(&server, &mut device, &mut stock, runs)?;
+    let (pull_rate, pulled) = fresh_pulls(&server, &cells, n, runs)?;
+    let (one_field, status) = edit_runs(&mut device, &mut stock, runs)?;
+    let new = new_incident_runs(&mut device, runs)?;
+
+    let mut rows = noop.rows(&format!("device holding {} incidents", thousands(n)));
+    rows.extend(one_field.one_field_rows());
+    rows.extend(status.status_rows());
+    rows.extend(new.rows());
+    rows.push(Row::new(
+        crate::PULL,
+        format!("{} incidents, empty device", thousands(pulled)),
+        "incidents/s",
+        Runs::new(pull_rate),
+        Target::AtLeast(5000.0),
+    ));
+    Ok(rows)
+}
+
+/// A device in `dir` that logged `n` incidents and pushed them all.
+fn logged_and_pushed(server: &ServerProcess, dir: &Path, cells: &[String], n: usize) -> Result<Device> {
     progress(&format!("sync: a device logs {n} incidents"));
-    data::filled_device(dir.path(), WORKER, &cells, Uuid::from_u128(0xD0), n, 1)?;
-    let mut device = Device::enroll(dir.path(), &server, WORKER)?;
+    data::filled_device(dir, WORKER, cells, Uuid::from_u128(0xD0), n, 1)?;
+    let mut device = Device::enroll(dir, server, WORKER)?;
     progress(&format!("sync: pushing {n} incidents to the server"));
     let setup = device.sync()?;
     let acked: usize = setup.iter().map(|t| t.applied.acknowledged).sum();
     ensure!(acked == n, "the server acknowledged {acked} of {n} incidents");
+    Ok(device)
+}
 
-    // Stock sync on the same documents: the device's, and the server's.
-    progress("sync: stock Automerge sync of the same documents (first session)");
-    let device_docs = docs(device.store.connection())?;
-    let server_docs = docs(&rusqlite::Connection::open(
-        server.data_dir().join(sync_server::DB_FILE),
-    )?)?;
-    ensure!(
-        device_docs.iter().map(|d| &d.0).eq(server_docs.iter().map(|d| &d.0)),
-        "device and server hold different incidents"
-    );
-    let index: HashMap<String, usize> = device_docs
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (id.clone(), i))
-        .collect();
-    let load = |docs: &[(String, Vec<u8>)]| -> Result<Vec<AutoCommit>> {
-        docs.iter()
-            .map(|(_, b)| AutoCommit::load(b).context("loading a document"))
-            .collect()
-    };
-    let mut stock_device = Peer::new(load(&device_docs)?);
-    let mut stock_server = Peer::new(load(&server_docs)?);
-    let all: Vec<usize> = (0..n).collect();
-    let first = baseline::session(&mut stock_device, &mut stock_server, &all)?;
-    progress(&format!(
-        "sync: stock first session {} round trips, {} bytes",
-        first.round_trips,
-        first.bytes()
-    ));
+/// Stock Automerge sync's copies of the same documents: the device's and
+/// the server's, by position, after a first session (not measured) that
+/// brings their sync states level.
+struct Stock {
+    device: Peer,
+    server: Peer,
+    /// Position of each incident id.
+    index: HashMap<String, usize>,
+}
 
-    // No-op sync.
+impl Stock {
+    fn copies(device_dir: &Path, server: &ServerProcess) -> Result<Stock> {
+        progress("sync: stock Automerge sync of the same documents (first session)");
+        // A second connection reads the device's file beside its open store.
+        let device_docs = docs(&rusqlite::Connection::open(device_dir.join(sync_core::store::DB_FILE))?)?;
+        let server_docs = docs(&rusqlite::Connection::open(
+            server.data_dir().join(sync_server::DB_FILE),
+        )?)?;
+        ensure!(
+            device_docs.iter().map(|d| &d.0).eq(server_docs.iter().map(|d| &d.0)),
+            "device and server hold different incidents"
+        );
+        let load = |docs: &[(String, Vec<u8>)]| -> Result<Vec<AutoCommit>> {
+            docs.iter()
+                .map(|(_, b)| AutoCommit::load(b).context("loading a document"))
+                .collect()
+        };
+        let mut stock = Stock {
+            device: Peer::new(load(&device_docs)?),
+            server: Peer::new(load(&server_docs)?),
+            index: device_docs
+                .iter()
+                .enumerate()
+                .map(|(i, (id, _))| (id.clone(), i))
+                .collect(),
+        };
+        let first = stock.session(&stock.all())?;
+        progress(&format!(
+            "sync: stock first session {} round trips, {} bytes",
+            first.round_trips,
+            first.bytes()
+        ));
+        Ok(stock)
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.device.docs.len()).collect()
+    }
+
+    fn session(&mut self, which: &[usize]) -> Result<baseline::Exchange> {
+        baseline::session(&mut self.device, &mut self.server, which)
+    }
+}
+
+/// Syncs with nothing to do: ours over HTTP and in-process on the server,
+/// stock sync over every document.
+fn noop_runs(server: &ServerProcess, device: &mut Device, stock: &mut Stock, runs: usize) -> Result<NoOp> {
     let storage = sync_server::open_storage(server.data_dir())?;
     let grids = GridMap::builtin();
+    let all = stock.all();
     let mut noop = NoOp::default();
     for run in 0..runs {
         progress(&format!("sync: no-op, run {}/{runs}", run + 1));
@@ -134,14 +188,17 @@ pub fn figures(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> 
         noop.server_ms
             .push(serve_in_process(&storage, &grids, device.token(), &body)?.as_secs_f64() * 1e3);
 
-        let ex = baseline::session(&mut stock_device, &mut stock_server, &all)?;
+        let ex = stock.session(&all)?;
         noop.stock_round_trips.push(f64::from(ex.round_trips));
         noop.stock_bytes.push(ex.bytes() as f64);
         noop.stock_server_ms.push(ex.server.as_secs_f64() * 1e3);
     }
-    drop(storage);
+    Ok(noop)
+}
 
-    // A fresh device of the community center pulls everything.
+/// A fresh device of the community center pulls everything, once per run.
+/// Returns the rates and how many incidents the last run pulled.
+fn fresh_pulls(server: &ServerProcess, cells: &[String], n: usize, runs: usize) -> Result<(Vec<f64>, usize)> {
     let mut pull_rate = Vec::new();
     let mut pulled = 0;
     for run in 0..runs {
@@ -150,8 +207,8 @@ pub fn figures(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> 
             run + 1
         ));
         let dir = tempfile::Builder::new().prefix("bench-center-").tempdir()?;
-        data::init_device(dir.path(), CENTER, &cells, Uuid::from_u128(0xC0 + run as u128))?;
-        let mut center = Device::enroll(dir.path(), &server, CENTER)?;
+        data::init_device(dir.path(), CENTER, cells, Uuid::from_u128(0xC0 + run as u128))?;
+        let mut center = Device::enroll(dir.path(), server, CENTER)?;
         let start = Instant::now();
         let trips = center.sync()?;
         let took = start.elapsed();
@@ -159,61 +216,92 @@ pub fn figures(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> 
         ensure!(pulled >= n, "the fresh device got {pulled} of {n} incidents");
         pull_rate.push(pulled as f64 / took.as_secs_f64());
     }
+    Ok((pull_rate, pulled))
+}
 
-    // Edits: one field put (the "one-field edit"), and a status
-    // change as `field update ID --status dispatched` makes it.
+/// The two edits measured.
+#[derive(Clone, Copy)]
+enum EditKind {
+    /// One field put, the "one-field edit".
+    OneField,
+    /// A status change, as `field update ID --status dispatched` makes it.
+    Status,
+}
+
+/// Each run edits two incidents spread over the log, one of each kind.
+fn edit_runs(device: &mut Device, stock: &mut Stock, runs: usize) -> Result<(Edit, Edit)> {
     let ids: Vec<_> = device
         .store
         .list(&ListFilter::default())?
         .into_iter()
         .map(|r| r.id)
         .collect();
-    let actor = device.store.profile()?.actor();
     let (mut one_field, mut status) = (Edit::default(), Edit::default());
     for run in 0..runs {
         progress(&format!("sync: edits, run {}/{runs}", run + 1));
-        for (k, edit) in [&mut one_field, &mut status].into_iter().enumerate() {
+        for (k, (kind, edit)) in [(EditKind::OneField, &mut one_field), (EditKind::Status, &mut status)]
+            .into_iter()
+            .enumerate()
+        {
             let id = ids[((2 * run + k) * 7919) % ids.len()];
-            let mut doc = device.store.load(&id, actor.clone())?;
-            let before = doc.heads();
-            let t = now();
-            if k == 0 {
-                let am = doc.automerge();
-                am.put(automerge::ROOT, "description", "井盖已更换")?;
-                am.commit_with(
-                    CommitOptions::default()
-                        .with_message("description".to_owned())
-                        .with_time(t.timestamp()),
-                );
-            } else {
-                doc.set_status(Status::Dispatched, WORKER, t)?;
-            }
-            device.store.save(&mut doc, &[], t)?;
-            let trips = device.sync()?;
-            edit.change
-                .push(trips.iter().map(|t| t.change_bytes).sum::<usize>() as f64);
-            edit.wire.push(wire(&trips) as f64);
-            edit.round_trips.push(trips.len() as f64);
-
-            let i = index[&id.to_string()];
-            let mut changes = doc.automerge().get_changes(&before);
-            edit.own
-                .push(changes.iter_mut().map(|c| c.bytes().len()).sum::<usize>() as f64);
-            stock_device.docs[i].apply_changes(changes)?;
-            let ex = baseline::session(&mut stock_device, &mut stock_server, &[i])?;
-            edit.stock_wire.push(ex.bytes() as f64);
-            edit.stock_round_trips.push(f64::from(ex.round_trips));
+            edit_once(device, stock, id, kind, edit)?;
         }
     }
+    Ok((one_field, status))
+}
 
-    // A new incident, as `field report` stores it.
+/// Makes one edit, saves and syncs it, and does the same with stock sync.
+fn edit_once(device: &mut Device, stock: &mut Stock, id: IncidentId, kind: EditKind, edit: &mut Edit) -> Result<()> {
+    let actor = device.store.profile()?.actor();
+    let mut doc = device.store.load(&id, actor.clone())?;
+    let before = doc.heads();
+    let t = now();
+    match kind {
+        EditKind::OneField => doc = put_description(&mut doc, &actor, t)?,
+        EditKind::Status => doc.set_status(Status::Dispatched, WORKER, t)?,
+    }
+    device.store.save(&mut doc, &[], t)?;
+    let trips = device.sync()?;
+    edit.change
+        .push(trips.iter().map(|t| t.change_bytes).sum::<usize>() as f64);
+    edit.wire.push(wire(&trips) as f64);
+    edit.round_trips.push(trips.len() as f64);
+
+    // Only this device edited since `before`, so its changes are the edit's.
+    let own = doc.changes_by_since(&actor, &before);
+    edit.own.push(own.iter().map(Vec::len).sum::<usize>() as f64);
+    let changes = own.into_iter().map(Change::from_bytes).collect::<Result<Vec<_>, _>>()?;
+    let i = stock.index[&id.to_string()];
+    stock.device.docs[i].apply_changes(changes)?;
+    let ex = stock.session(&[i])?;
+    edit.stock_wire.push(ex.bytes() as f64);
+    edit.stock_round_trips.push(f64::from(ex.round_trips));
+    Ok(())
+}
+
+/// The document with its description set by one Automerge `put`, which no
+/// workflow edit makes on its own, so it is made on the raw document.
+fn put_description(doc: &mut IncidentDoc, actor: &ActorId, t: DateTime<FixedOffset>) -> Result<IncidentDoc> {
+    let mut am = AutoCommit::load(&doc.save())?.with_actor(actor.clone());
+    am.put(automerge::ROOT, "description", "井盖已更换")?;
+    am.commit_with(
+        CommitOptions::default()
+            .with_message("description".to_owned())
+            .with_time(t.timestamp()),
+    );
+    Ok(IncidentDoc::load(&am.save(), actor.clone())?)
+}
+
+/// One new incident per run, logged as `field report` stores it, then
+/// synced; stock sync starts a session for it with a server without it.
+fn new_incident_runs(device: &mut Device, runs: usize) -> Result<New> {
     let profile = device.store.profile()?;
     let mut reporter = Reporter::new(&profile, 0xEE);
     let mut new = New::default();
     for run in 0..runs {
         progress(&format!("sync: new incident, run {}/{runs}", run + 1));
         let incident = reporter.incident();
-        let mut doc = IncidentDoc::create(&incident, actor.clone())?;
+        let mut doc = IncidentDoc::create(&incident, profile.actor())?;
         device.store.save(&mut doc, &[], incident.captured_at)?;
         let saved = doc.save();
         let trips = device.sync()?;
@@ -234,126 +322,7 @@ pub fn figures(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> 
         new.stock_wire.push(ex.bytes() as f64);
         new.stock_round_trips.push(f64::from(ex.round_trips));
     }
-
-    let community = format!("device holding {} incidents", thousands(n));
-    Ok(vec![
-        Row::new(
-            crate::NOOP_RT,
-            community.clone(),
-            "round trips",
-            Runs::new(noop.round_trips),
-            Target::AtMost(1.0),
-        )
-        .baseline(Runs::new(noop.stock_round_trips)),
-        Row::new(
-            crate::NOOP_BYTES,
-            community.clone(),
-            "bytes",
-            Runs::new(noop.bytes),
-            Target::AtMost(1024.0),
-        )
-        .target_text("≤ 1 KB (1,024)")
-        .baseline(Runs::new(noop.stock_bytes)),
-        Row::new(
-            crate::NOOP_SERVER,
-            community.clone(),
-            "ms",
-            Runs::new(noop.server_ms),
-            Target::AtMost(5.0),
-        )
-        .baseline(Runs::new(noop.stock_server_ms)),
-        Row::new(
-            crate::NOOP_HTTP,
-            community.clone(),
-            "ms",
-            Runs::new(noop.http_ms),
-            Target::None,
-        ),
-        Row::new(
-            crate::NOOP_DEVICE,
-            community,
-            "ms",
-            Runs::new(noop.device_ms),
-            Target::None,
-        ),
-        Row::new(
-            crate::EDIT_WIRE,
-            ONE_FIELD,
-            "bytes",
-            Runs::new(one_field.wire),
-            Target::AtMost(150.0),
-        )
-        .baseline(Runs::new(one_field.stock_wire)),
-        Row::new(
-            crate::EDIT_CHANGE,
-            ONE_FIELD,
-            "bytes",
-            Runs::new(one_field.change),
-            Target::AtMost(150.0),
-        ),
-        Row::new(
-            crate::EDIT_OWN,
-            ONE_FIELD,
-            "bytes",
-            Runs::new(one_field.own),
-            Target::None,
-        ),
-        Row::new(
-            crate::EDIT_RT,
-            ONE_FIELD,
-            "round trips",
-            Runs::new(one_field.round_trips),
-            Target::None,
-        )
-        .baseline(Runs::new(one_field.stock_round_trips)),
-        Row::new(
-            crate::STATUS_WIRE,
-            STATUS,
-            "bytes",
-            Runs::new(status.wire),
-            Target::None,
-        )
-        .baseline(Runs::new(status.stock_wire)),
-        Row::new(
-            crate::STATUS_CHANGE,
-            STATUS,
-            "bytes",
-            Runs::new(status.change),
-            Target::None,
-        ),
-        Row::new(crate::STATUS_OWN, STATUS, "bytes", Runs::new(status.own), Target::None),
-        Row::new(
-            crate::NEW_RATIO,
-            format!("saved size {} B", crate::table::number(Runs::new(new.saved).median())),
-            "× saved size",
-            Runs::new(new.ratio),
-            Target::AtMost(1.3),
-        )
-        .baseline(Runs::new(new.stock_ratio)),
-        Row::new(
-            crate::NEW_WIRE,
-            "one new incident",
-            "bytes",
-            Runs::new(new.wire),
-            Target::None,
-        )
-        .baseline(Runs::new(new.stock_wire)),
-        Row::new(
-            crate::NEW_RT,
-            "one new incident",
-            "round trips",
-            Runs::new(new.round_trips),
-            Target::None,
-        )
-        .baseline(Runs::new(new.stock_round_trips)),
-        Row::new(
-            crate::PULL,
-            format!("{} incidents, empty device", thousands(pulled)),
-            "incidents/s",
-            Runs::new(pull_rate),
-            Target::AtLeast(5000.0),
-        ),
-    ])
+    Ok(new)
 }
 
 #[derive(Default)]
@@ -368,6 +337,46 @@ struct NoOp {
     stock_server_ms: Vec<f64>,
 }
 
+impl NoOp {
+    fn rows(self, community: &str) -> Vec<Row> {
+        vec![
+            Row::new(
+                crate::NOOP_RT,
+                community,
+                "round trips",
+                Runs::new(self.round_trips),
+                Target::AtMost(1.0),
+            )
+            .baseline(Runs::new(self.stock_round_trips)),
+            Row::new(
+                crate::NOOP_BYTES,
+                community,
+                "bytes",
+                Runs::new(self.bytes),
+                Target::AtMost(1024.0),
+            )
+            .target_text("≤ 1 KB (1,024)")
+            .baseline(Runs::new(self.stock_bytes)),
+            Row::new(
+                crate::NOOP_SERVER,
+                community,
+                "ms",
+                Runs::new(self.server_ms),
+                Target::AtMost(5.0),
+            )
+            .baseline(Runs::new(self.stock_server_ms)),
+            Row::new(crate::NOOP_HTTP, community, "ms", Runs::new(self.http_ms), Target::None),
+            Row::new(
+                crate::NOOP_DEVICE,
+                community,
+                "ms",
+                Runs::new(self.device_ms),
+                Target::None,
+            ),
+        ]
+    }
+}
+
 #[derive(Default)]
 struct Edit {
     /// The edit's own Automerge change, however it travels.
@@ -379,6 +388,52 @@ struct Edit {
     stock_round_trips: Vec<f64>,
 }
 
+impl Edit {
+    fn one_field_rows(self) -> Vec<Row> {
+        vec![
+            Row::new(
+                crate::EDIT_WIRE,
+                ONE_FIELD,
+                "bytes",
+                Runs::new(self.wire),
+                Target::AtMost(150.0),
+            )
+            .baseline(Runs::new(self.stock_wire)),
+            Row::new(
+                crate::EDIT_CHANGE,
+                ONE_FIELD,
+                "bytes",
+                Runs::new(self.change),
+                Target::AtMost(150.0),
+            ),
+            Row::new(crate::EDIT_OWN, ONE_FIELD, "bytes", Runs::new(self.own), Target::None),
+            Row::new(
+                crate::EDIT_RT,
+                ONE_FIELD,
+                "round trips",
+                Runs::new(self.round_trips),
+                Target::None,
+            )
+            .baseline(Runs::new(self.stock_round_trips)),
+        ]
+    }
+
+    fn status_rows(self) -> Vec<Row> {
+        vec![
+            Row::new(crate::STATUS_WIRE, STATUS, "bytes", Runs::new(self.wire), Target::None)
+                .baseline(Runs::new(self.stock_wire)),
+            Row::new(
+                crate::STATUS_CHANGE,
+                STATUS,
+                "bytes",
+                Runs::new(self.change),
+                Target::None,
+            ),
+            Row::new(crate::STATUS_OWN, STATUS, "bytes", Runs::new(self.own), Target::None),
+        ]
+    }
+}
+
 #[derive(Default)]
 struct New {
     saved: Vec<f64>,
@@ -388,6 +443,37 @@ struct New {
     stock_ratio: Vec<f64>,
     stock_wire: Vec<f64>,
     stock_round_trips: Vec<f64>,
+}
+
+impl New {
+    fn rows(self) -> Vec<Row> {
+        vec![
+            Row::new(
+                crate::NEW_RATIO,
+                format!("saved size {} B", crate::table::number(Runs::new(self.saved).median())),
+                "× saved size",
+                Runs::new(self.ratio),
+                Target::AtMost(1.3),
+            )
+            .baseline(Runs::new(self.stock_ratio)),
+            Row::new(
+                crate::NEW_WIRE,
+                "one new incident",
+                "bytes",
+                Runs::new(self.wire),
+                Target::None,
+            )
+            .baseline(Runs::new(self.stock_wire)),
+            Row::new(
+                crate::NEW_RT,
+                "one new incident",
+                "round trips",
+                Runs::new(self.round_trips),
+                Target::None,
+            )
+            .baseline(Runs::new(self.stock_round_trips)),
+        ]
+    }
 }
 
 pub fn thousands(n: usize) -> String {

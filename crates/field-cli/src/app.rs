@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, FixedOffset, NaiveDate};
-use sync_core::photo;
+use sync_core::files::{Access, write_whole};
 use sync_core::store::PreparedPhoto;
-use sync_core::{GridMap, Profile, Status, Store, Taxonomy};
+use sync_core::{GridMap, Profile, Status, Store, Taxonomy, calendar, photo};
 
 /// A mistake in how the command was called: exit code 2, like clap's own.
 #[derive(Debug)]
@@ -110,8 +110,7 @@ pub fn parse_status(s: &str) -> Result<Status> {
 }
 
 pub fn parse_date(s: &str) -> Result<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| UsageError(format!("`{s}` is not a date; use YYYY-MM-DD")).into())
+    calendar::parse_day(s).map_err(|_| UsageError(format!("`{s}` is not a date; use YYYY-MM-DD")).into())
 }
 
 pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -148,23 +147,8 @@ const TOKEN_FILE: &str = "device.token";
 
 /// Keeps the device token in the data dir, readable by its owner only.
 pub fn save_token(data_dir: &Path, token: &str) -> Result<()> {
-    use std::io::Write;
     let path = data_dir.join(TOKEN_FILE);
-    let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    write_whole(&path, token.as_bytes(), Access::OwnerOnly).with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn load_token(data_dir: &Path) -> Result<String> {

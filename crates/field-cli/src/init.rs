@@ -1,10 +1,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use sync_core::account::check_worker_id;
 use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON};
 use sync_core::{Store, StoreError};
 
-use crate::app::{UsageError, emit, usage};
+use crate::app::{UsageError, emit};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,13 +27,7 @@ pub struct Args {
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
-    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if args.worker.is_empty() || args.worker.len() > 64 || !args.worker.chars().all(valid) {
-        return usage(format!(
-            "`{}` is not a worker id; use 1 to 64 letters, digits, `.`, `_` or `-`",
-            args.worker
-        ));
-    }
+    check_worker_id(&args.worker).map_err(|e| UsageError(e.to_string()))?;
     let read = |path: &Option<PathBuf>, default: &str| -> Result<String> {
         match path {
             Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())),

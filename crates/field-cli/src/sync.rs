@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sync_core::protocol::{self, BlobStatus, MAX_PULL, ManifestReply, ManifestReport, SyncResponse};
-use sync_core::sync::PhotoLevel;
+use sync_core::sync::{Outgoing, PhotoLevel};
 use sync_core::{BlobHash, Store};
 
 use crate::app::{emit, load_token, now, print_json};
@@ -125,75 +125,8 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
     let mut client = Client::new(&server, Some(token), retries)?;
     let mut summary = Summary::default();
     let bar = progress();
-
-    // Documents. Each round is: build from the store, send, apply in one
-    // transaction. The store is closed while the request is in flight.
-    let mut stalled = 0;
-    loop {
-        let out = {
-            let mut store = Store::open(data_dir)?;
-            store.next_sync_request(now().timestamp_millis(), MAX_PULL, PUSH_DOCS, PUSH_BYTES)?
-        };
-        bar.set_message(format!(
-            "documents: pushing {}, {} moved",
-            out.pushed_docs(),
-            HumanBytes(client.sent + client.received)
-        ));
-        let resp = match client.call(reqwest::Method::POST, "/v1/sync", protocol::encode(&out.request)) {
-            Ok(bytes) => Client::cbor::<SyncResponse>(&bytes)?,
-            Err(CallError::Refused { status, body }) if matches!(status, 403 | 422) && body.incident.is_some() => {
-                let id = body.incident.clone().unwrap_or_default();
-                Store::open(data_dir)?.hold(&id, &body.code, &body.message)?;
-                tracing::warn!(incident = %id, code = %body.code, "server refused an incident: {}", body.message);
-                summary.refused.push(id);
-                summary.round_trips += 1;
-                continue;
-            }
-            Err(e) => return Err(e).context(pending_note(data_dir)),
-        };
-        summary.round_trips += 1;
-        summary.pushed += out.pushed_docs();
-        let applied = Store::open(data_dir)?.apply_sync_response(&out, &resp, now())?;
-        summary.acknowledged += applied.acknowledged;
-        summary.pulled_changes += applied.pulled_changes;
-        summary.new_incidents += applied.new_incidents;
-        if applied.reset {
-            summary.resets += 1;
-        }
-        bar.inc(applied.acknowledged as u64 + applied.pulled_changes as u64);
-        if !applied.more {
-            break;
-        }
-        // Pushes the server cannot apply yet (it lacks other devices'
-        // changes they build on) make no progress; stop rather than spin.
-        let progressed = applied.acknowledged > 0 || applied.pulled_changes > 0 || applied.reset || resp.more;
-        stalled = if progressed { 0 } else { stalled + 1 };
-        if stalled >= 2 || summary.resets > 2 {
-            summary.waiting = out.pushed_docs();
-            break;
-        }
-    }
-
-    // Photos, cheapest first.
-    let pending = Store::open(data_dir)?.pending_uploads(level)?;
-    for blob in pending {
-        bar.set_message(format!(
-            "photos: {} {} ({}), {} moved",
-            blob.kind,
-            &blob.hash.to_hex()[..8],
-            HumanBytes(blob.size),
-            HumanBytes(client.sent + client.received)
-        ));
-        match upload(data_dir, &mut client, &blob.hash, blob.size) {
-            Ok(sent) => {
-                Store::open(data_dir)?.mark_uploaded(&blob.hash, now())?;
-                summary.photos_uploaded += 1;
-                summary.photo_bytes_uploaded += sent;
-            }
-            Err(UploadError::Skip(reason)) => tracing::warn!(hash = %blob.hash, "photo not uploaded: {reason}"),
-            Err(UploadError::Fatal(e)) => return Err(e).context(pending_note(data_dir)),
-        }
-    }
+    sync_documents(data_dir, &mut client, &bar, &mut summary)?;
+    upload_photos(data_dir, &mut client, &bar, level, &mut summary)?;
     // Thumbnails of others' incidents, so a worker can check a case offline.
     let wanted = Store::open(data_dir)?.wanted_thumbs()?;
     fetch_thumbs(data_dir, &mut client, &wanted, &mut summary);
@@ -210,6 +143,99 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
     summary.bytes_sent = client.sent;
     summary.bytes_received = client.received;
     Ok(summary)
+}
+
+/// Documents. Each round is: build from the store, send, apply in one
+/// transaction. The store is closed while the request is in flight.
+fn sync_documents(data_dir: &Path, client: &mut Client, bar: &ProgressBar, summary: &mut Summary) -> Result<()> {
+    let mut stalled = 0;
+    loop {
+        let out = {
+            let mut store = Store::open(data_dir)?;
+            store.next_sync_request(now().timestamp_millis(), MAX_PULL, PUSH_DOCS, PUSH_BYTES)?
+        };
+        bar.set_message(format!(
+            "documents: pushing {}, {} moved",
+            out.pushed_docs(),
+            HumanBytes(client.sent + client.received)
+        ));
+        let resp = send_documents(data_dir, client, &out, summary)?;
+        summary.round_trips += 1;
+        let Some(resp) = resp else {
+            continue;
+        };
+        summary.pushed += out.pushed_docs();
+        let applied = Store::open(data_dir)?.apply_sync_response(&out, &resp, now())?;
+        summary.acknowledged += applied.acknowledged;
+        summary.pulled_changes += applied.pulled_changes;
+        summary.new_incidents += applied.new_incidents;
+        if applied.reset {
+            summary.resets += 1;
+        }
+        bar.inc(applied.acknowledged as u64 + applied.pulled_changes as u64);
+        if !applied.more {
+            return Ok(());
+        }
+        // Pushes the server cannot apply yet (it lacks other devices'
+        // changes they build on) make no progress; stop rather than spin.
+        let progressed = applied.acknowledged > 0 || applied.pulled_changes > 0 || applied.reset || resp.more;
+        stalled = if progressed { 0 } else { stalled + 1 };
+        if stalled >= 2 || summary.resets > 2 {
+            summary.waiting = out.pushed_docs();
+            return Ok(());
+        }
+    }
+}
+
+/// Sends one sync request. When the server refuses one incident, that
+/// incident is set aside so the rest can sync, and there is no response.
+fn send_documents(
+    data_dir: &Path,
+    client: &mut Client,
+    out: &Outgoing,
+    summary: &mut Summary,
+) -> Result<Option<SyncResponse>> {
+    match client.call(reqwest::Method::POST, "/v1/sync", protocol::encode(&out.request)) {
+        Ok(bytes) => Ok(Some(Client::cbor::<SyncResponse>(&bytes)?)),
+        Err(CallError::Refused { status, body }) if matches!(status, 403 | 422) && body.incident.is_some() => {
+            let id = body.incident.clone().unwrap_or_default();
+            Store::open(data_dir)?.hold(&id, &body.code, &body.message)?;
+            tracing::warn!(incident = %id, code = %body.code, "server refused an incident: {}", body.message);
+            summary.refused.push(id);
+            Ok(None)
+        }
+        Err(e) => Err(e).context(pending_note(data_dir)),
+    }
+}
+
+/// Photos, cheapest first, up to `level`.
+fn upload_photos(
+    data_dir: &Path,
+    client: &mut Client,
+    bar: &ProgressBar,
+    level: PhotoLevel,
+    summary: &mut Summary,
+) -> Result<()> {
+    let pending = Store::open(data_dir)?.pending_uploads(level)?;
+    for blob in pending {
+        bar.set_message(format!(
+            "photos: {} {} ({}), {} moved",
+            blob.kind,
+            &blob.hash.to_hex()[..8],
+            HumanBytes(blob.size),
+            HumanBytes(client.sent + client.received)
+        ));
+        match upload(data_dir, client, &blob.hash, blob.size) {
+            Ok(sent) => {
+                Store::open(data_dir)?.mark_uploaded(&blob.hash, now())?;
+                summary.photos_uploaded += 1;
+                summary.photo_bytes_uploaded += sent;
+            }
+            Err(UploadError::Skip(reason)) => tracing::warn!(hash = %blob.hash, "photo not uploaded: {reason}"),
+            Err(UploadError::Fatal(e)) => return Err(e).context(pending_note(data_dir)),
+        }
+    }
+    Ok(())
 }
 
 fn send_manifest(data_dir: &Path, client: &mut Client) -> Result<(protocol::Manifest, ManifestReply)> {

@@ -580,110 +580,11 @@ impl IncidentDoc {
         let id = text(&root, "id", "id")?
             .parse::<IncidentId>()
             .map_err(|e| schema_err("id", e.to_string()))?;
-        let loc = Fields::of(d, &field_object(&root, "location", "location", ObjType::Map)?);
-        let lat = opt_float(&loc, "lat", "location.lat")?;
-        let lon = opt_float(&loc, "lon", "location.lon")?;
-        if lat.is_some() != lon.is_some() {
-            return Err(schema_err("location", "must have both lat and lon or neither"));
-        }
-        check_range(lat, -90.0, 90.0, "location.lat")?;
-        check_range(lon, -180.0, 180.0, "location.lon")?;
-        let location = Location {
-            lat,
-            lon,
-            accuracy_m: opt_float(&loc, "accuracy_m", "location.accuracy_m")?,
-            address: opt_text(&loc, "address", "location.address")?,
-        };
-
-        let mut statuses = Vec::new();
-        for (value, _) in d
-            .get_all(ROOT, "status")
-            .map_err(|e| schema_err("status", e.to_string()))?
-        {
-            let s = as_text(&value).ok_or_else(|| schema_err("status", "is not a string"))?;
-            statuses.push(s.parse::<Status>().map_err(|e| schema_err("status", e.to_string()))?);
-        }
-        statuses.sort_by_key(|s| std::cmp::Reverse(s.rank()));
-        statuses.dedup();
-        if statuses.is_empty() {
-            return Err(schema_err("status", "is missing"));
-        }
-        let status = statuses.remove(0);
-
-        let history_obj = field_object(&root, "status_history", "status_history", ObjType::List)?;
-        let mut status_history = Vec::new();
-        for i in 0..d.length(&history_obj) {
-            let path = format!("status_history[{i}]");
-            let entry = Fields::of(d, &object(d, &history_obj, i, &path, ObjType::Map)?);
-            let from = opt_text(&entry, "from", &format!("{path}.from"))?
-                .map(|s| {
-                    s.parse::<Status>()
-                        .map_err(|e| schema_err(format!("{path}.from"), e.to_string()))
-                })
-                .transpose()?;
-            let to = text(&entry, "to", &format!("{path}.to"))?
-                .parse::<Status>()
-                .map_err(|e| schema_err(format!("{path}.to"), e.to_string()))?;
-            status_history.push(StatusChange {
-                from,
-                to,
-                at: time(&entry, "at", &format!("{path}.at"))?,
-                by: text(&entry, "by", &format!("{path}.by"))?,
-            });
-        }
-
-        let notes_obj = field_object(&root, "notes", "notes", ObjType::List)?;
-        let mut notes = Vec::new();
-        for i in 0..d.length(&notes_obj) {
-            let path = format!("notes[{i}]");
-            let note = Fields::of(d, &object(d, &notes_obj, i, &path, ObjType::Map)?);
-            notes.push(Note {
-                author: text(&note, "author", &format!("{path}.author"))?,
-                at: time(&note, "at", &format!("{path}.at"))?,
-                text: text(&note, "text", &format!("{path}.text"))?,
-            });
-        }
-
-        let photos_obj = Fields::of(d, &field_object(&root, "photos", "photos", ObjType::Map)?);
-        let mut photos = Vec::new();
-        for key in photos_obj.keys() {
-            let path = format!("photos.{key}");
-            let p = Fields::of(d, &field_object(&photos_obj, key, &path, ObjType::Map)?);
-            let field = |name: &str| format!("{path}.{name}");
-            let hash = |name: &str| -> Result<BlobHash, SchemaError> {
-                text(&p, name, &field(name))?
-                    .parse()
-                    .map_err(|e: crate::blob::ParseBlobHashError| schema_err(field(name), e.to_string()))
-            };
-            let original = hash("original")?;
-            if original.to_hex() != key {
-                return Err(schema_err(
-                    field("original"),
-                    "does not match the key it is stored under",
-                ));
-            }
-            let gps_lat = opt_float(&p, "gps_lat", &field("gps_lat"))?;
-            let gps_lon = opt_float(&p, "gps_lon", &field("gps_lon"))?;
-            photos.push(PhotoRef {
-                original,
-                display: hash("display")?,
-                thumb: hash("thumb")?,
-                size: uint(&p, "size", &field("size"))?,
-                mime: text(&p, "mime", &field("mime"))?,
-                width: small_uint(&p, "width", &field("width"))?,
-                height: small_uint(&p, "height", &field("height"))?,
-                taken_at: opt_text(&p, "taken_at", &field("taken_at"))?,
-                gps: match (gps_lat, gps_lon) {
-                    (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
-                    (None, None) => None,
-                    _ => return Err(schema_err(field("gps_lat"), "must come with gps_lon")),
-                },
-                added_at: time(&p, "added_at", &field("added_at"))?,
-                added_by: text(&p, "added_by", &field("added_by"))?,
-            });
-        }
-        photos.sort_by(|a, b| a.added_at.cmp(&b.added_at).then(a.original.cmp(&b.original)));
-
+        let location = read_location(d, &root)?;
+        let (status, status_conflicts) = read_status(d)?;
+        let status_history = read_status_history(d, &root)?;
+        let notes = read_notes(d, &root)?;
+        let photos = read_photos(d, &root)?;
         Ok(Incident {
             id,
             schema,
@@ -695,12 +596,140 @@ impl IncidentDoc {
             device: text(&root, "device", "device")?,
             captured_at: time(&root, "captured_at", "captured_at")?,
             status,
-            status_conflicts: statuses,
+            status_conflicts,
             status_history,
             notes,
             photos,
         })
     }
+}
+
+// The steps of `IncidentDoc::read`, one part of the document each, in the
+// order read checks them (so the first bad field named stays the same).
+
+fn read_location(d: &AutoCommit, root: &Fields) -> Result<Location, SchemaError> {
+    let loc = Fields::of(d, &field_object(root, "location", "location", ObjType::Map)?);
+    let lat = opt_float(&loc, "lat", "location.lat")?;
+    let lon = opt_float(&loc, "lon", "location.lon")?;
+    if lat.is_some() != lon.is_some() {
+        return Err(schema_err("location", "must have both lat and lon or neither"));
+    }
+    check_range(lat, -90.0, 90.0, "location.lat")?;
+    check_range(lon, -180.0, 180.0, "location.lon")?;
+    Ok(Location {
+        lat,
+        lon,
+        accuracy_m: opt_float(&loc, "accuracy_m", "location.accuracy_m")?,
+        address: opt_text(&loc, "address", "location.address")?,
+    })
+}
+
+/// The status shown (the one furthest along the workflow when copies set it
+/// concurrently) and the other concurrent values.
+fn read_status(d: &AutoCommit) -> Result<(Status, Vec<Status>), SchemaError> {
+    let mut statuses = Vec::new();
+    for (value, _) in d
+        .get_all(ROOT, "status")
+        .map_err(|e| schema_err("status", e.to_string()))?
+    {
+        let s = as_text(&value).ok_or_else(|| schema_err("status", "is not a string"))?;
+        statuses.push(s.parse::<Status>().map_err(|e| schema_err("status", e.to_string()))?);
+    }
+    statuses.sort_by_key(|s| std::cmp::Reverse(s.rank()));
+    statuses.dedup();
+    if statuses.is_empty() {
+        return Err(schema_err("status", "is missing"));
+    }
+    let status = statuses.remove(0);
+    Ok((status, statuses))
+}
+
+fn read_status_history(d: &AutoCommit, root: &Fields) -> Result<Vec<StatusChange>, SchemaError> {
+    let history = field_object(root, "status_history", "status_history", ObjType::List)?;
+    let mut out = Vec::new();
+    for i in 0..d.length(&history) {
+        let path = format!("status_history[{i}]");
+        let entry = Fields::of(d, &object(d, &history, i, &path, ObjType::Map)?);
+        let status = |key: &str, s: String| {
+            s.parse::<Status>()
+                .map_err(|e| schema_err(format!("{path}.{key}"), e.to_string()))
+        };
+        let from = opt_text(&entry, "from", &format!("{path}.from"))?
+            .map(|s| status("from", s))
+            .transpose()?;
+        let to = status("to", text(&entry, "to", &format!("{path}.to"))?)?;
+        out.push(StatusChange {
+            from,
+            to,
+            at: time(&entry, "at", &format!("{path}.at"))?,
+            by: text(&entry, "by", &format!("{path}.by"))?,
+        });
+    }
+    Ok(out)
+}
+
+fn read_notes(d: &AutoCommit, root: &Fields) -> Result<Vec<Note>, SchemaError> {
+    let notes = field_object(root, "notes", "notes", ObjType::List)?;
+    let mut out = Vec::new();
+    for i in 0..d.length(&notes) {
+        let path = format!("notes[{i}]");
+        let note = Fields::of(d, &object(d, &notes, i, &path, ObjType::Map)?);
+        out.push(Note {
+            author: text(&note, "author", &format!("{path}.author"))?,
+            at: time(&note, "at", &format!("{path}.at"))?,
+            text: text(&note, "text", &format!("{path}.text"))?,
+        });
+    }
+    Ok(out)
+}
+
+/// Every photo, oldest first (ties by the original's hash).
+fn read_photos(d: &AutoCommit, root: &Fields) -> Result<Vec<PhotoRef>, SchemaError> {
+    let photos = Fields::of(d, &field_object(root, "photos", "photos", ObjType::Map)?);
+    let mut out = photos
+        .keys()
+        .map(|key| read_photo(d, &photos, key))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort_by(|a, b| a.added_at.cmp(&b.added_at).then(a.original.cmp(&b.original)));
+    Ok(out)
+}
+
+/// The photo stored under `key`, which must be its original's hash.
+fn read_photo(d: &AutoCommit, photos: &Fields, key: &str) -> Result<PhotoRef, SchemaError> {
+    let path = format!("photos.{key}");
+    let p = Fields::of(d, &field_object(photos, key, &path, ObjType::Map)?);
+    let field = |name: &str| format!("{path}.{name}");
+    let hash = |name: &str| -> Result<BlobHash, SchemaError> {
+        text(&p, name, &field(name))?
+            .parse()
+            .map_err(|e: crate::blob::ParseBlobHashError| schema_err(field(name), e.to_string()))
+    };
+    let original = hash("original")?;
+    if original.to_hex() != key {
+        return Err(schema_err(
+            field("original"),
+            "does not match the key it is stored under",
+        ));
+    }
+    let gps_lat = opt_float(&p, "gps_lat", &field("gps_lat"))?;
+    let gps_lon = opt_float(&p, "gps_lon", &field("gps_lon"))?;
+    Ok(PhotoRef {
+        original,
+        display: hash("display")?,
+        thumb: hash("thumb")?,
+        size: uint(&p, "size", &field("size"))?,
+        mime: text(&p, "mime", &field("mime"))?,
+        width: small_uint(&p, "width", &field("width"))?,
+        height: small_uint(&p, "height", &field("height"))?,
+        taken_at: opt_text(&p, "taken_at", &field("taken_at"))?,
+        gps: match (gps_lat, gps_lon) {
+            (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
+            (None, None) => None,
+            _ => return Err(schema_err(field("gps_lat"), "must come with gps_lon")),
+        },
+        added_at: time(&p, "added_at", &field("added_at"))?,
+        added_by: text(&p, "added_by", &field("added_by"))?,
+    })
 }
 
 fn existing(d: &AutoCommit, key: &str) -> Result<ObjId, SchemaError> {

@@ -1,6 +1,7 @@
 //! The part of the grid-worker system that both the device and the server
 //! run: incident documents, the device store, content-addressed photos and
-//! the photo pipeline.
+//! the photo pipeline (feature `photo`, on by default; the server can do
+//! without it).
 //!
 //! Nothing here is async, opens a socket, or reads the clock or an RNG:
 //! times and random bytes come in as parameters, so the binaries decide
@@ -12,6 +13,7 @@ pub mod calendar;
 pub mod export;
 pub mod files;
 pub mod incident;
+#[cfg(feature = "photo")]
 pub mod photo;
 pub mod protocol;
 pub mod sqlite;

@@ -21,8 +21,9 @@ use crate::incident::{GeoPoint, rfc3339};
 pub const DISPLAY_EDGE: u32 = 1600;
 /// Long edge of the thumbnail, in pixels.
 pub const THUMB_EDGE: u32 = 320;
-/// Largest photo accepted, in bytes.
-pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Largest photo accepted, in bytes: the protocol's limit, so a photo the
+/// device takes is one the server takes.
+pub const MAX_BYTES: usize = crate::protocol::MAX_PHOTO_BYTES;
 /// Largest photo accepted, in pixels (a decompression-bomb guard).
 pub const MAX_PIXELS: u64 = 120_000_000;
 const JPEG_QUALITY: u8 = 82;

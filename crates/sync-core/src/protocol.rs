@@ -18,6 +18,8 @@ pub const MAX_PUSH_DOCS: usize = 500;
 pub const MAX_PULL: u32 = 2000;
 /// Largest chunk of a photo upload, in bytes.
 pub const MAX_UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
+/// Largest photo file a device adds or the server accepts, in bytes.
+pub const MAX_PHOTO_BYTES: usize = 64 * 1024 * 1024;
 
 /// 32 bytes: an Automerge change hash or a digest, as a CBOR byte string.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::blob::{BlobError, BlobHash, BlobStore};
 use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Status, rfc3339};
+#[cfg(feature = "photo")]
 use crate::photo::ProcessedPhoto;
 use crate::sqlite::{Migration, MigrationError};
 use crate::taxonomy::{GridMap, Taxonomy, TaxonomyError};
@@ -362,6 +363,7 @@ impl Store {
 
     /// Stages the original, display copy and thumbnail of a processed photo.
     /// Nothing is visible until the incident that names them is committed.
+    #[cfg(feature = "photo")]
     pub fn prepare_photo(
         &self,
         original: &[u8],
@@ -425,52 +427,32 @@ impl Store {
         photos: &[PreparedPhoto],
         now: DateTime<FixedOffset>,
     ) -> Result<Incident, StoreError> {
-        let incident = doc.read().map_err(|e| StoreError::Corrupt {
-            id: "(new)".into(),
-            source: Box::new(e.into()),
-        })?;
-        let bytes = doc.save();
-        let heads = doc.heads();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // An incident without an outbox row holds only changes the server
-        // has (acknowledged or pulled), so its stored heads are the
-        // acknowledged ones; a new incident has none.
-        let known: Vec<u8> = tx
-            .query_row(
-                "SELECT heads FROM incidents WHERE id = ?1",
-                [incident.id.to_string()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or_default();
-        write_incident(&tx, &incident, &bytes, &heads, now)?;
-        tx.execute(
-            "INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(incident_id) DO UPDATE SET held_code = NULL, held_reason = NULL",
-            params![incident.id.to_string(), known, rfc3339(&now)],
-        )?;
-        {
-            let mut put = tx.prepare(
-                "INSERT OR IGNORE INTO blobs (hash, size, kind, mime, width, height, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for b in photos.iter().flat_map(|p| &p.blobs) {
-                put.execute(params![
-                    b.hash.to_hex(),
-                    b.size as i64,
-                    b.kind,
-                    b.mime,
-                    b.width,
-                    b.height,
-                    rfc3339(&now)
-                ])?;
-            }
-        }
+        let incident = save_one(&tx, doc, photos, now)?;
         tx.commit()?;
         for b in photos.iter().flat_map(|p| &p.blobs) {
             self.blobs.publish(&b.hash)?;
         }
         Ok(incident)
+    }
+
+    /// Stores many documents without photos in one durable transaction,
+    /// each exactly as [`Store::save`] stores it: row, projected columns
+    /// and outbox entry. Either every document is stored or, when one
+    /// fails, none is. For loading many incidents at once; a report a
+    /// worker makes goes through `save`, one commit each.
+    pub fn save_many(
+        &mut self,
+        docs: &mut [IncidentDoc],
+        now: DateTime<FixedOffset>,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let incidents = docs
+            .iter_mut()
+            .map(|doc| save_one(&tx, doc, &[], now))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit()?;
+        Ok(incidents)
     }
 
     /// Turns what a user typed (a whole id or a unique prefix) into an id.
@@ -606,6 +588,53 @@ impl Store {
             unsynced_blobs: count("SELECT count(*) FROM blobs WHERE uploaded_at IS NULL")?,
         })
     }
+}
+
+/// One document's part of a save, inside the caller's transaction: the
+/// validated document with its projected columns, its outbox entry, and
+/// the blob rows of its new photos.
+fn save_one(
+    tx: &rusqlite::Transaction<'_>,
+    doc: &mut IncidentDoc,
+    photos: &[PreparedPhoto],
+    now: DateTime<FixedOffset>,
+) -> Result<Incident, StoreError> {
+    let incident = doc.read().map_err(|e| StoreError::Corrupt {
+        id: "(new)".into(),
+        source: Box::new(e.into()),
+    })?;
+    let bytes = doc.save();
+    let heads = doc.heads();
+    // An incident without an outbox row holds only changes the server
+    // has (acknowledged or pulled), so its stored heads are the
+    // acknowledged ones; a new incident has none.
+    let known: Vec<u8> = tx
+        .prepare_cached("SELECT heads FROM incidents WHERE id = ?1")?
+        .query_row([incident.id.to_string()], |r| r.get(0))
+        .optional()?
+        .unwrap_or_default();
+    write_incident(tx, &incident, &bytes, &heads, now)?;
+    tx.prepare_cached(
+        "INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(incident_id) DO UPDATE SET held_code = NULL, held_reason = NULL",
+    )?
+    .execute(params![incident.id.to_string(), known, rfc3339(&now)])?;
+    let mut put = tx.prepare_cached(
+        "INSERT OR IGNORE INTO blobs (hash, size, kind, mime, width, height, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for b in photos.iter().flat_map(|p| &p.blobs) {
+        put.execute(params![
+            b.hash.to_hex(),
+            b.size as i64,
+            b.kind,
+            b.mime,
+            b.width,
+            b.height,
+            rfc3339(&now)
+        ])?;
+    }
+    Ok(incident)
 }
 
 /// Writes a document and the columns projected from it.

@@ -16,8 +16,10 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobHash;
-use crate::incident::{IncidentDoc, IncidentId, rfc3339};
-use crate::protocol::{Cursor, Hash32, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse};
+use crate::incident::{Incident, IncidentDoc, IncidentId, rfc3339};
+use crate::protocol::{
+    Ack, Cursor, FeedChange, Hash32, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
+};
 use crate::store::{Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
 
 /// How far photo uploads go on this sync, cheapest first.
@@ -237,102 +239,18 @@ impl Store {
             applied.reset = true;
         } else {
             for ack in &resp.acks {
-                let Some((id, heads)) = out.pushed.iter().find(|(id, _)| id.to_string() == ack.id) else {
-                    continue;
-                };
-                let id = id.to_string();
-                if ack.need_full {
-                    tx.prepare_cached("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1")?
-                        .execute([&id])?;
-                    continue;
+                if apply_ack(&tx, out, ack)? {
+                    applied.acknowledged += 1;
                 }
-                let pushed = heads_to_bytes(heads);
-                let current: Vec<u8> = tx
-                    .prepare_cached("SELECT heads FROM incidents WHERE id = ?1")?
-                    .query_row([&id], |r| r.get(0))?;
-                if current == pushed {
-                    tx.prepare_cached("DELETE FROM outbox WHERE incident_id = ?1")?
-                        .execute([&id])?;
-                } else {
-                    tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
-                        .execute(params![id, pushed])?;
-                }
-                applied.acknowledged += 1;
             }
         }
-
-        let mut by_incident: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
-        for fc in &resp.changes {
-            match Change::from_bytes(fc.change.to_vec()) {
-                Ok(c) => by_incident.entry(fc.id.as_str()).or_default().push(c),
-                Err(e) => tracing::warn!(incident = %fc.id, error = %e, "server sent an undecodable change; skipped"),
+        for (id, changes) in feed_by_incident(&resp.changes) {
+            if let Some(pulled) = merge_pulled(&tx, id, changes, now)? {
+                applied.pulled_changes += pulled.changes;
+                applied.new_incidents += usize::from(pulled.new);
             }
         }
-        for (id, changes) in by_incident {
-            let existing: Option<Vec<u8>> = tx
-                .query_row("SELECT doc FROM incidents WHERE id = ?1", [id], |r| r.get(0))
-                .optional()?;
-            let mut doc = IncidentDoc::receiver(existing.as_deref()).map_err(|e| StoreError::Corrupt {
-                id: id.to_owned(),
-                source: Box::new(e),
-            })?;
-            let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
-            if let Err(e) = doc.apply_changes(changes) {
-                tracing::warn!(incident = %id, error = %e, "could not apply the server's changes; skipped");
-                continue;
-            }
-            let incident = match doc.read() {
-                Ok(i) if i.id.to_string() == id => i,
-                Ok(i) => {
-                    tracing::warn!(incident = %id, inside = %i.id, "feed change names another incident; skipped");
-                    continue;
-                }
-                Err(e) => {
-                    // Changes whose dependencies have not arrived yet leave
-                    // a partial document; the rest of the feed completes it.
-                    tracing::debug!(incident = %id, error = %e, "incident not complete yet");
-                    continue;
-                }
-            };
-            let bytes = doc.save();
-            let heads = doc.heads();
-            write_incident(&tx, &incident, &bytes, &heads, now)?;
-            if existing.is_none() {
-                applied.new_incidents += 1;
-            }
-            // The server has these changes, so they need not be pushed back.
-            let acked: Option<Vec<u8>> = tx
-                .query_row("SELECT acked_heads FROM outbox WHERE incident_id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if let Some(mut acked) = acked {
-                acked.extend(hashes.iter().flat_map(|h| h.0));
-                tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
-                    .execute(params![id, acked])?;
-            }
-            applied.pulled_changes += hashes.len();
-            for photo in &incident.photos {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO wanted (hash, kind, incident_id)
-                     SELECT ?1, 'thumb', ?2 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)",
-                )?
-                .execute(params![photo.thumb.to_hex(), id])?;
-            }
-        }
-
-        state.epoch = Some(resp.epoch.clone());
-        state.cursor = if applied.reset {
-            None
-        } else {
-            resp.cursor.or(state.cursor)
-        };
-        let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE held_code IS NULL", [], |r| r.get(0))?;
-        applied.more = resp.more || applied.reset || pending > 0;
-        if !applied.more {
-            state.last_sync = Some(rfc3339(&now));
-        }
-        Self::put_sync_state(&tx, &state)?;
+        applied.more = advance(&tx, &mut state, resp, applied.reset, now)?;
         tx.commit()?;
         Ok(applied)
     }
@@ -441,12 +359,203 @@ impl Store {
     }
 }
 
+// The steps of `Store::apply_sync_response`, each inside its transaction.
+
+/// Records the server's acknowledgement of one pushed incident. Returns
+/// whether it counts as acknowledged: not for an incident this request did
+/// not push, nor for one the server asks to have in full.
+fn apply_ack(tx: &rusqlite::Transaction<'_>, out: &Outgoing, ack: &Ack) -> Result<bool, StoreError> {
+    let Some((id, heads)) = out.pushed.iter().find(|(id, _)| id.to_string() == ack.id) else {
+        return Ok(false);
+    };
+    let id = id.to_string();
+    if ack.need_full {
+        tx.prepare_cached("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1")?
+            .execute([&id])?;
+        return Ok(false);
+    }
+    let pushed = heads_to_bytes(heads);
+    let current: Vec<u8> = tx
+        .prepare_cached("SELECT heads FROM incidents WHERE id = ?1")?
+        .query_row([&id], |r| r.get(0))?;
+    if current == pushed {
+        tx.prepare_cached("DELETE FROM outbox WHERE incident_id = ?1")?
+            .execute([&id])?;
+    } else {
+        tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
+            .execute(params![id, pushed])?;
+    }
+    Ok(true)
+}
+
+/// The feed's changes decoded and grouped by incident; an undecodable
+/// change is skipped.
+fn feed_by_incident(feed: &[FeedChange]) -> BTreeMap<&str, Vec<Change>> {
+    let mut by_incident: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
+    for fc in feed {
+        match Change::from_bytes(fc.change.to_vec()) {
+            Ok(c) => by_incident.entry(fc.id.as_str()).or_default().push(c),
+            Err(e) => tracing::warn!(incident = %fc.id, error = %e, "server sent an undecodable change; skipped"),
+        }
+    }
+    by_incident
+}
+
+/// What merging one incident's feed changes did.
+struct Pulled {
+    changes: usize,
+    new: bool,
+}
+
+/// Merges the server's changes to one incident into the local copy (or a
+/// new one) and stores it, when the result is a whole, valid incident of
+/// that id; otherwise leaves the store as it was.
+fn merge_pulled(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    changes: Vec<Change>,
+    now: DateTime<FixedOffset>,
+) -> Result<Option<Pulled>, StoreError> {
+    let existing: Option<Vec<u8>> = tx
+        .query_row("SELECT doc FROM incidents WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    let mut doc = IncidentDoc::receiver(existing.as_deref()).map_err(|e| StoreError::Corrupt {
+        id: id.to_owned(),
+        source: Box::new(e),
+    })?;
+    let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+    if let Err(e) = doc.apply_changes(changes) {
+        tracing::warn!(incident = %id, error = %e, "could not apply the server's changes; skipped");
+        return Ok(None);
+    }
+    let incident = match doc.read() {
+        Ok(i) if i.id.to_string() == id => i,
+        Ok(i) => {
+            tracing::warn!(incident = %id, inside = %i.id, "feed change names another incident; skipped");
+            return Ok(None);
+        }
+        Err(e) => {
+            // Changes whose dependencies have not arrived yet leave
+            // a partial document; the rest of the feed completes it.
+            tracing::debug!(incident = %id, error = %e, "incident not complete yet");
+            return Ok(None);
+        }
+    };
+    write_incident(tx, &incident, &doc.save(), &doc.heads(), now)?;
+    mark_known_to_server(tx, id, &hashes)?;
+    want_thumbs(tx, &incident)?;
+    Ok(Some(Pulled {
+        changes: hashes.len(),
+        new: existing.is_none(),
+    }))
+}
+
+/// The server has these changes, so they need not be pushed back.
+fn mark_known_to_server(tx: &rusqlite::Transaction<'_>, id: &str, hashes: &[ChangeHash]) -> Result<(), StoreError> {
+    let acked: Option<Vec<u8>> = tx
+        .query_row("SELECT acked_heads FROM outbox WHERE incident_id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(mut acked) = acked {
+        acked.extend(hashes.iter().flat_map(|h| h.0));
+        tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
+            .execute(params![id, acked])?;
+    }
+    Ok(())
+}
+
+/// Queues the thumbnails of an incident's photos this device lacks.
+fn want_thumbs(tx: &rusqlite::Transaction<'_>, incident: &Incident) -> Result<(), StoreError> {
+    let id = incident.id.to_string();
+    for photo in &incident.photos {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO wanted (hash, kind, incident_id)
+             SELECT ?1, 'thumb', ?2 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)",
+        )?
+        .execute(params![photo.thumb.to_hex(), id])?;
+    }
+    Ok(())
+}
+
+/// Moves the cursor (or drops it after a reset), stamps a finished sync and
+/// stores the state. Returns whether the device should ask again: the
+/// server has more, a reset means starting over, or pushes still wait.
+fn advance(
+    tx: &rusqlite::Transaction<'_>,
+    state: &mut SyncState,
+    resp: &SyncResponse,
+    reset: bool,
+    now: DateTime<FixedOffset>,
+) -> Result<bool, StoreError> {
+    state.epoch = Some(resp.epoch.clone());
+    state.cursor = if reset { None } else { resp.cursor.or(state.cursor) };
+    let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE held_code IS NULL", [], |r| r.get(0))?;
+    let more = resp.more || reset || pending > 0;
+    if !more {
+        state.last_sync = Some(rfc3339(&now));
+    }
+    Store::put_sync_state(tx, state)?;
+    Ok(more)
+}
+
+/// The pixel size a PNG or JPEG header states, (0, 0) for anything else.
+/// Only the header is read: a fetched thumbnail's row needs its size, and
+/// decoding it (or linking a decoder) for that would be waste.
 fn image_size(bytes: &[u8]) -> (u32, u32) {
-    image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .ok()
-        .and_then(|r| r.into_dimensions().ok())
-        .unwrap_or((0, 0))
+    png_size(bytes).or_else(|| jpeg_size(bytes)).unwrap_or((0, 0))
+}
+
+/// A PNG starts with its signature and then the IHDR chunk: length,
+/// `IHDR`, width and height (big-endian).
+fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = bytes.strip_prefix(b"\x89PNG\r\n\x1a\n")?;
+    if ihdr.get(4..8)? != b"IHDR" {
+        return None;
+    }
+    let be32 = |at: usize| Some(u32::from_be_bytes(ihdr.get(at..at + 4)?.try_into().ok()?));
+    Some((be32(8)?, be32(12)?))
+}
+
+/// A JPEG is a chain of marker segments (`FF`, a marker byte, then a
+/// big-endian length that counts itself) before the scan data; the first
+/// start-of-frame segment holds precision, height and width.
+fn jpeg_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |at: usize| Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut at = 2;
+    loop {
+        if *bytes.get(at)? != 0xFF {
+            return None;
+        }
+        // Any number of FF fill bytes may come before a marker.
+        while *bytes.get(at)? == 0xFF {
+            at += 1;
+        }
+        let marker = bytes[at];
+        at += 1;
+        match marker {
+            // Markers without a length: TEM and the restart markers.
+            0x01 | 0xD0..=0xD7 => continue,
+            // Start of image again, end of image, or the scan, before any frame.
+            0xD8..=0xDA => return None,
+            // Start of frame, of every coding: all of C0..=CF except DHT
+            // (C4), JPG (C8) and DAC (CC).
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                let (height, width) = (be16(at + 3)?, be16(at + 5)?);
+                return Some((u32::from(width), u32::from(height)));
+            }
+            _ => {
+                let len = usize::from(be16(at)?);
+                if len < 2 {
+                    return None;
+                }
+                at += len;
+            }
+        }
+    }
 }
 
 /// Queues every incident and every blob to be offered again.
@@ -469,4 +578,108 @@ pub fn outbox_ids(store: &Store) -> Result<Vec<String>, StoreError> {
         .prepare("SELECT incident_id FROM outbox ORDER BY incident_id")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../../fixtures/photos/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    }
+
+    #[track_caller]
+    fn check(bytes: &[u8], expected: (u32, u32)) {
+        assert_eq!(image_size(bytes), expected);
+    }
+
+    #[test]
+    fn sizes_come_from_the_header() {
+        check(&fixture("manhole-exif.jpg"), (1200, 900));
+        // The stored size: EXIF orientation 6 does not turn the header.
+        check(&fixture("rotated-exif6.jpg"), (800, 600));
+        check(&fixture("wide-2400x1000.jpg"), (2400, 1000));
+        check(&fixture("curb.png"), (640, 480));
+        // The frame header is near the start, so a cut-off file still has it.
+        check(&fixture("truncated.jpg"), (1200, 900));
+        check(&fixture("not-an-image.jpg"), (0, 0));
+        check(&fixture("zero-bytes.png"), (0, 0));
+    }
+
+    #[test]
+    fn fill_bytes_standalone_markers_and_other_frame_kinds_are_read() {
+        // SOI, a restart marker, fill bytes, an APP0 segment with a
+        // two-byte body, then a progressive frame (C2) of 33 × 17 pixels.
+        let jpeg = [
+            0xFF, 0xD8, 0xFF, 0xD0, 0xFF, 0xFF, 0xFF, 0xE0, 0x00, 0x04, b'h', b'i', 0xFF, 0xC2, 0x00, 0x11, 0x08, 0x00,
+            0x11, 0x00, 0x21, 0x03,
+        ];
+        check(&jpeg, (33, 17));
+        // A Huffman table (C4) is not a frame, though it is in the C0 range.
+        let dht_first = [
+            0xFF, 0xD8, 0xFF, 0xC4, 0x00, 0x04, 0x00, 0x00, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0x02, 0x00, 0x05,
+        ];
+        check(&dht_first, (5, 2));
+    }
+
+    #[test]
+    fn headers_that_end_or_lie_give_no_size() {
+        for bytes in [
+            &[0xFF, 0xD8][..],
+            &[0xFF, 0xD8, 0xFF],
+            &[0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00],
+            // The scan starts before any frame header.
+            &[0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02],
+            // A length that does not count itself.
+            &[0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x01, 0xFF, 0xC0],
+            // No marker where a segment should start.
+            &[0xFF, 0xD8, 0x00, 0xC0],
+            b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0",
+            b"\x89PNG\r\n\x1a\n\0\0\0\x0dIDAT\0\0\0\x01\0\0\0\x01",
+        ] {
+            check(bytes, (0, 0));
+        }
+        let jpeg = fixture("manhole-exif.jpg");
+        let sof = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("a baseline frame header");
+        for cut in 0..sof + 9 {
+            check(&jpeg[..cut], (0, 0));
+        }
+        check(&jpeg[..sof + 9], (1200, 900));
+    }
+
+    /// The header reader says what the decoder says, on every fixture.
+    #[cfg(feature = "photo")]
+    #[test]
+    fn sizes_agree_with_the_image_crate() {
+        for name in [
+            "manhole-exif.jpg",
+            "rotated-exif6.jpg",
+            "wide-2400x1000.jpg",
+            "curb.png",
+            "truncated.jpg",
+        ] {
+            let bytes = fixture(name);
+            let decoded = image::ImageReader::new(std::io::Cursor::new(&bytes))
+                .with_guessed_format()
+                .unwrap()
+                .into_dimensions()
+                .unwrap();
+            assert_eq!(image_size(&bytes), decoded, "{name}");
+        }
+    }
+
+    proptest! {
+        /// Arbitrary bytes after a JPEG or PNG start never panic or loop.
+        #[test]
+        fn any_bytes_are_safe(png: bool, tail in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut bytes = if png { b"\x89PNG\r\n\x1a\n".to_vec() } else { vec![0xFF, 0xD8] };
+            bytes.extend(tail);
+            image_size(&bytes);
+        }
+    }
 }

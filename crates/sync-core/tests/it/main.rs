@@ -4,10 +4,13 @@
 //! * `merge`: property tests that incident documents round-trip through
 //!   their saved bytes and that concurrent copies converge without losing
 //!   anyone's notes, photos or status changes.
-//! * `photo`: the photo pipeline on the files in `fixtures/photos/`.
-//! * `store`: the device store on a real SQLite file in a temporary folder.
+//! * `photo`: the photo pipeline on the files in `fixtures/photos/`
+//!   (feature `photo`).
+//! * `store`: the device store on a real SQLite file in a temporary folder;
+//!   the tests that add photos need feature `photo`.
 
 mod merge;
+#[cfg(feature = "photo")]
 mod photo;
 mod store;
 

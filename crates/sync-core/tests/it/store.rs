@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use sync_core::incident::NewIncident;
+#[cfg(feature = "photo")]
 use sync_core::photo;
 use sync_core::store::{IncidentRow, PreparedPhoto};
 use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON, TaxonomyError};
@@ -69,6 +70,7 @@ fn new_incident(id: IncidentId, category: &str, captured_at: DateTime<FixedOffse
     }
 }
 
+#[cfg(feature = "photo")]
 #[track_caller]
 fn prepare(store: &Store, fixture: &str, now: DateTime<FixedOffset>) -> PreparedPhoto {
     let bytes = photo_fixture(fixture);
@@ -119,6 +121,7 @@ fn ids(rows: &[IncidentRow]) -> Vec<IncidentId> {
     rows.iter().map(|r| r.id).collect()
 }
 
+#[cfg(feature = "photo")]
 #[test]
 fn a_reported_incident_and_its_photo_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +202,7 @@ fn a_reported_incident_and_its_photo_survive_reopening() {
     assert_eq!(files_under(&dir.path().join("staging")), Vec::<PathBuf>::new());
 }
 
+#[cfg(feature = "photo")]
 #[test]
 fn a_photo_on_two_incidents_is_stored_once() {
     let (dir, mut store, profile) = device();
@@ -241,6 +245,7 @@ fn a_photo_on_two_incidents_is_stored_once() {
     );
 }
 
+#[cfg(feature = "photo")]
 #[test]
 fn a_photo_staged_for_an_abandoned_report_is_gone_after_reopening() {
     let (dir, store, profile) = device();
@@ -638,4 +643,66 @@ fn a_store_from_before_the_device_column_learns_its_own_incidents_at_open() {
 
     let store = open(dir.path());
     assert_eq!(store.manifest().unwrap().own, before);
+}
+
+#[test]
+fn a_batch_stores_every_incident_queued_or_none_when_one_fails() {
+    let (dir, mut store, profile) = device();
+    let now = t("2026-11-20T18:00:00+08:00");
+    let made: Vec<IncidentId> = (0..5u8)
+        .map(|i| IncidentId::new(1_763_601_330_000 + u64::from(i) * 60_000, [i + 1; 10]))
+        .collect();
+    let mut docs: Vec<IncidentDoc> = made
+        .iter()
+        .map(|&id| {
+            IncidentDoc::create(
+                &new_incident(id, "lawn", t("2026-11-20T09:15:30+08:00")),
+                profile.actor(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let saved = store.save_many(&mut docs, now).unwrap();
+    assert_eq!(saved.iter().map(|i| i.id).collect::<Vec<_>>(), made);
+    drop(store);
+
+    let mut store = open(dir.path());
+    for incident in &saved {
+        let loaded = store.load(&incident.id, profile.actor()).unwrap().read().unwrap();
+        assert_eq!(&loaded, incident);
+    }
+    let rows = store.list(&ListFilter::default()).unwrap();
+    assert_eq!(ids(&rows), made);
+    assert!(rows.iter().all(|r| r.unsynced), "{rows:?}");
+    let queued: Vec<String> = made.iter().map(IncidentId::to_string).collect();
+    assert_eq!(sync_core::sync::outbox_ids(&store).unwrap(), queued);
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM outbox WHERE acked_heads = X''"),
+        5,
+        "never acknowledged"
+    );
+    // The device column is projected too: the manifest counts them as this device's own.
+    assert_eq!(store.manifest().unwrap().own.count, 5);
+
+    // A batch with one document that fails the schema check stores nothing,
+    // not even the good one before it.
+    let fine = IncidentId::new(1_763_700_000_000, [0x31; 10]);
+    let broken = IncidentId::new(1_763_700_060_000, [0x32; 10]);
+    let mut bad = IncidentDoc::create(&new_incident(broken, "lawn", now), profile.actor()).unwrap();
+    automerge::transaction::Transactable::delete(bad.automerge(), automerge::ROOT, "category").unwrap();
+    let mut batch = vec![
+        IncidentDoc::create(&new_incident(fine, "lawn", now), profile.actor()).unwrap(),
+        bad,
+    ];
+    let err = store.save_many(&mut batch, now).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("category"), "{err}");
+    for id in [fine, broken] {
+        assert!(
+            matches!(store.load(&id, profile.actor()), Err(StoreError::NotFound(_))),
+            "{id} was stored"
+        );
+    }
+    assert_eq!(ids(&store.list(&ListFilter::default()).unwrap()), made);
+    assert_eq!(sync_core::sync::outbox_ids(&store).unwrap(), queued);
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use sync_core::BlobHash;
-use sync_core::protocol::{self, BlobStatus};
+use sync_core::protocol::{self, BlobStatus, MAX_PHOTO_BYTES};
 
 use super::auth::{any_token, bearer, field_device};
 use super::error::{ApiError, blocking, cbor, io_error};
@@ -20,8 +20,6 @@ use crate::clock::ServerTime;
 use crate::photos::{Append, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, Upload};
 use crate::storage::Device;
 
-/// The largest photo file a device may upload.
-const MAX_PHOTO_BYTES: usize = sync_core::photo::MAX_BYTES;
 
 pub(super) fn routes() -> Router<App> {
     Router::new()
