@@ -166,7 +166,10 @@ pub fn filled_device(dir: &Path, worker: &str, grids: &[String], device: Uuid, n
     let mut store = Store::open(dir)?;
     log_batched(&mut store, &mut reporter, n, 1_000)?;
     let own = store.manifest()?.own.count;
-    ensure!(own == n as u64, "the device counts {own} of its {n} incidents as its own");
+    ensure!(
+        own == n as u64,
+        "the device counts {own} of its {n} incidents as its own"
+    );
     Ok(profile)
 }
 

@@ -20,7 +20,6 @@ use crate::clock::ServerTime;
 use crate::photos::{Append, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, Upload};
 use crate::storage::Device;
 
-
 pub(super) fn routes() -> Router<App> {
     Router::new()
         .route("/v1/blobs/{hash}", get(get_blob).put(put_blob))
