@@ -3,7 +3,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde::Serialize;
-use sync_core::protocol::{self, BlobStatus, MAX_PULL, ManifestReply, ManifestReport, SyncResponse};
+use sync_core::protocol::{
+    self, BlobStatus, ClockSample, MAX_PULL, ManifestReply, ManifestReport, SyncResponse, clock_sample,
+};
 use sync_core::sync::{Outgoing, PhotoLevel};
 use sync_core::{BlobHash, Store};
 
@@ -69,6 +71,21 @@ pub struct Summary {
     pub waiting: usize,
     /// The server's answer to the closing manifest, when one was sent.
     pub in_step: Option<bool>,
+    /// This device's clock minus the server's, read on the round trip with
+    /// the least delay; reported in the next manifest.
+    pub clock_offset_ms: Option<i64>,
+    #[serde(skip)]
+    clock: Option<ClockSample>,
+}
+
+impl Summary {
+    /// Keeps the clock reading with the least delay.
+    fn clock_reading(&mut self, sample: ClockSample) {
+        if self.clock.is_none_or(|c| sample.delay_ms < c.delay_ms) {
+            self.clock = Some(sample);
+            self.clock_offset_ms = Some(sample.offset_ms);
+        }
+    }
 }
 
 /// What `--manifest-only` reports.
@@ -135,11 +152,17 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
     // things stand now, tell the server, so the center's reconciliation
     // sees this device as it is.
     if summary.photos_uploaded > 0 || summary.resets > 0 || !summary.refused.is_empty() || summary.waiting > 0 {
-        let (_, reply) = send_manifest(data_dir, &mut client).context(pending_note(data_dir))?;
+        let (_, reply, clock) = send_manifest(data_dir, &mut client).context(pending_note(data_dir))?;
         summary.round_trips += 1;
         summary.in_step = Some(reply.in_step);
+        if let Some(c) = clock {
+            summary.clock_reading(c);
+        }
     }
     bar.finish_and_clear();
+    if let Some(c) = summary.clock {
+        Store::open(data_dir)?.set_clock_offset(c.offset_ms)?;
+    }
     summary.bytes_sent = client.sent;
     summary.bytes_received = client.received;
     Ok(summary)
@@ -159,11 +182,13 @@ fn sync_documents(data_dir: &Path, client: &mut Client, bar: &ProgressBar, summa
             out.pushed_docs(),
             HumanBytes(client.sent + client.received)
         ));
+        let sent = now().timestamp_millis();
         let resp = send_documents(data_dir, client, &out, summary)?;
         summary.round_trips += 1;
         let Some(resp) = resp else {
             continue;
         };
+        summary.clock_reading(clock_sample(sent, now().timestamp_millis(), resp.server_time_ms));
         summary.pushed += out.pushed_docs();
         let applied = Store::open(data_dir)?.apply_sync_response(&out, &resp, now())?;
         summary.acknowledged += applied.acknowledged;
@@ -238,15 +263,23 @@ fn upload_photos(
     Ok(())
 }
 
-fn send_manifest(data_dir: &Path, client: &mut Client) -> Result<(protocol::Manifest, ManifestReply)> {
+/// Sends the manifest alone; the server's answer and, from a server that
+/// gives its time, a clock reading.
+fn send_manifest(
+    data_dir: &Path,
+    client: &mut Client,
+) -> Result<(protocol::Manifest, ManifestReply, Option<ClockSample>)> {
     let manifest = Store::open(data_dir)?.manifest()?;
+    let sent = now().timestamp_millis();
     let report = ManifestReport {
         version: protocol::PROTOCOL_VERSION,
-        device_time_ms: now().timestamp_millis(),
+        device_time_ms: sent,
         manifest,
     };
     let bytes = client.call(reqwest::Method::POST, "/v1/manifest", protocol::encode(&report))?;
-    Ok((manifest, Client::cbor::<ManifestReply>(&bytes)?))
+    let reply = Client::cbor::<ManifestReply>(&bytes)?;
+    let clock = (reply.server_time_ms != 0).then(|| clock_sample(sent, now().timestamp_millis(), reply.server_time_ms));
+    Ok((manifest, reply, clock))
 }
 
 fn run_manifest_only(data_dir: &Path, retries: u32, json: bool) -> Result<()> {
@@ -256,7 +289,10 @@ fn run_manifest_only(data_dir: &Path, retries: u32, json: bool) -> Result<()> {
         .server
         .context("this device is not enrolled; run `field enroll` first")?;
     let mut client = Client::new(&server, Some(token), retries)?;
-    let (m, reply) = send_manifest(data_dir, &mut client)?;
+    let (m, reply, clock) = send_manifest(data_dir, &mut client)?;
+    if let Some(c) = clock {
+        Store::open(data_dir)?.set_clock_offset(c.offset_ms)?;
+    }
     let summary = ManifestSummary {
         incidents: m.incidents,
         own: m.own.count,

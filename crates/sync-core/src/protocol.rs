@@ -73,6 +73,32 @@ pub struct Manifest {
     /// against what it holds from this device.
     #[serde(default)]
     pub own: OwnDigest,
+    /// The device clock minus the server's, in ms, as the device measured
+    /// it on its last exchange with the least delay (see [`clock_sample`]);
+    /// absent before it has measured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// One NTP-style reading of the device clock against the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSample {
+    /// Device clock minus server clock, ms.
+    pub offset_ms: i64,
+    /// The round trip, ms: the smaller, the better the reading.
+    pub delay_ms: i64,
+}
+
+/// Reads the offset from an exchange sent at `sent_ms` and answered at
+/// `received_ms` (device clock) in which the server said `server_ms`: the
+/// server's time is taken to be the midpoint of the round trip, so an
+/// upload's or a retry's time does not count as offset.
+pub fn clock_sample(sent_ms: i64, received_ms: i64, server_ms: i64) -> ClockSample {
+    let mid = ((i128::from(sent_ms) + i128::from(received_ms)) / 2) as i64;
+    ClockSample {
+        offset_ms: mid.saturating_sub(server_ms),
+        delay_ms: received_ms.saturating_sub(sent_ms),
+    }
 }
 
 /// A count and a digest of a set of incident ids.
@@ -118,6 +144,10 @@ pub struct ManifestReply {
     pub in_step: bool,
     /// Incidents created on this device that the server holds.
     pub server_own: u64,
+    /// The server clock when it answered (ms since the epoch; 0 from servers
+    /// that do not say).
+    #[serde(default)]
+    pub server_time_ms: i64,
 }
 
 /// The changes of one incident that the server has not acknowledged.
@@ -239,6 +269,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_clock_offset_is_read_at_the_middle_of_the_round_trip() {
+        // A correct clock, a 4 s upload and an instant answer: 2 s, not 4.
+        let s = clock_sample(1_000_000, 1_004_000, 1_002_000);
+        assert_eq!(
+            s,
+            ClockSample {
+                offset_ms: 0,
+                delay_ms: 4_000
+            }
+        );
+        // A clock 10 minutes fast.
+        assert_eq!(clock_sample(600_100, 600_300, 100).offset_ms, 600_100);
+        assert_eq!(clock_sample(i64::MAX, i64::MAX, i64::MIN).offset_ms, i64::MAX);
+    }
+
+    #[test]
     fn round_trip_and_garbage() {
         let req = SyncRequest {
             version: PROTOCOL_VERSION,
@@ -251,6 +297,7 @@ mod tests {
             pull_limit: 100,
             push: vec![],
             manifest: Manifest {
+                clock_offset_ms: None,
                 incidents: 10_000,
                 digest: Hash32([1; 32]),
                 pending_docs: 0,

@@ -86,6 +86,9 @@ pub struct PendingBlob {
     pub size: u64,
 }
 
+/// The meta key of the last measured clock offset.
+const CLOCK_OFFSET: &str = "clock_offset_ms";
+
 impl Store {
     pub fn sync_state(&self) -> Result<SyncState, StoreError> {
         match self.meta("sync")? {
@@ -154,7 +157,14 @@ impl Store {
             digest: Hash32(*hasher.finalize().as_bytes()),
             pending_docs: count("SELECT count(*) FROM outbox")?,
             pending_photos: count("SELECT count(*) FROM blobs WHERE uploaded_at IS NULL")?,
+            clock_offset_ms: self.meta(CLOCK_OFFSET)?.and_then(|v| v.parse().ok()),
         })
+    }
+
+    /// Keeps the device clock's offset against the server, as measured by
+    /// the last sync, for the next manifest to report.
+    pub fn set_clock_offset(&mut self, offset_ms: i64) -> Result<(), StoreError> {
+        self.set_meta(CLOCK_OFFSET, &offset_ms.to_string())
     }
 
     /// Builds the next request: up to `max_docs` pending incidents (fewer

@@ -23,6 +23,15 @@ pub(super) fn record_of(m: &Manifest) -> DeviceManifest {
     }
 }
 
+/// The device clock minus the server's: as the device measured it around a
+/// round trip (NTP-style), else, from a device that does not measure, its
+/// clock when it built the request against the server's when it arrived
+/// (which counts the upload's time as offset).
+pub(super) fn clock_offset(m: &Manifest, device_time_ms: i64, server_ms: i64) -> i64 {
+    m.clock_offset_ms
+        .unwrap_or_else(|| device_time_ms.saturating_sub(server_ms))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -82,12 +91,13 @@ pub fn report_manifest(
     storage.record_sync(&SyncRecord {
         device: &device.id,
         manifest: &manifest,
-        clock_offset_ms: report.device_time_ms.saturating_sub(now.ms),
+        clock_offset_ms: clock_offset(&report.manifest, report.device_time_ms, now.ms),
         at: &now.text,
     })?;
     let status = compare(&manifest, server_own(storage, &device.id)?, &now.text);
     Ok(ManifestReply {
         in_step: status.in_step,
         server_own: status.server_own,
+        server_time_ms: now.ms,
     })
 }

@@ -75,7 +75,7 @@ pub fn sync(storage: &dyn Storage, caller: &Caller<'_>, req: &SyncRequest) -> Re
     storage.record_sync(&SyncRecord {
         device: &caller.device.id,
         manifest: &manifest,
-        clock_offset_ms: req.device_time_ms.saturating_sub(caller.now.ms),
+        clock_offset_ms: manifest::clock_offset(&req.manifest, req.device_time_ms, caller.now.ms),
         at: &caller.now.text,
     })?;
     Ok(SyncResponse {

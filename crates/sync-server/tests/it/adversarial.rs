@@ -233,6 +233,7 @@ fn request(push: Vec<PushDoc>) -> SyncRequest {
         pull_limit: 100,
         push,
         manifest: Manifest {
+            clock_offset_ms: None,
             incidents: 0,
             digest: Hash32([0; 32]),
             pending_docs: 0,
@@ -1347,4 +1348,50 @@ fn naming_a_photo_hash_gives_no_access_to_its_bytes() {
         .find(|i| i["id"] == victim.as_str())
         .expect("the victim's incident is in its community's report");
     assert_eq!(line["complete"], true, "{line}");
+}
+
+fn device_offset(server: &Server, id: &str) -> Option<i64> {
+    let list: serde_json::Value = serde_json::from_str(&server.admin(&["device", "list", "--json"])).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id)
+        .and_then(|d| d["clock_offset_ms"].as_i64())
+}
+
+/// The clock offset the server keeps is the device's own NTP-style reading
+/// (the server's time against the middle of a round trip), so a push that
+/// took ten minutes to arrive does not make a correct clock look wrong.
+#[test]
+fn the_clock_offset_is_the_devices_reading_not_the_uploads_duration() {
+    let s = Setup::new();
+    let id = s.uuid.to_string();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let sent = |reading: Option<i64>| {
+        let mut req = request(vec![]);
+        req.device_time_ms = now_ms - 10 * 60_000;
+        req.manifest.clock_offset_ms = reading;
+        let got = s.http.sync(Some(&s.token), protocol::encode(&req));
+        assert_eq!(got.status, 200, "{}", got.text());
+    };
+    sent(Some(1_500));
+    assert_eq!(device_offset(&s.server, &id), Some(1_500));
+    // A device that does not measure: its send time against the arrival.
+    sent(None);
+    assert!(device_offset(&s.server, &id).unwrap() <= -10 * 60_000 + 1_000);
+
+    // `field sync` measures on every round trip and reports the best reading next time.
+    s.dev.sync(&[]);
+    let reading: i64 = s
+        .dev
+        .db()
+        .query_row("SELECT value FROM meta WHERE key = 'clock_offset_ms'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reading.abs() < 5_000, "a correct clock reads {reading} ms off");
+    s.dev.sync(&[]);
+    assert_eq!(device_offset(&s.server, &id), Some(reading));
 }
