@@ -17,11 +17,8 @@ pub struct Args {
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
-    if !(args.server.starts_with("http://") || args.server.starts_with("https://")) {
-        return usage(format!(
-            "--server `{}` must start with http:// or https://",
-            args.server
-        ));
+    if let Some(mistake) = url_mistake(&args.server) {
+        return usage(mistake);
     }
     let mut session = Session::open(data_dir)?;
     let mut client = Client::new(&args.server, None, 2)?;
@@ -48,4 +45,42 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         )
         .as_bytes(),
     )
+}
+
+/// What is wrong with a server URL this build cannot speak, in plain words.
+fn url_mistake(url: &str) -> Option<String> {
+    if url.trim() != url {
+        return Some(format!("--server `{url}` has spaces around it; give the address alone"));
+    }
+    if url.starts_with("https://") {
+        return Some(format!(
+            "--server `{url}`: this build of field speaks plain http:// only (HTTPS is not built in yet); \
+             use the server's http:// address on a trusted network"
+        ));
+    }
+    if !url.starts_with("http://") {
+        return Some(format!(
+            "--server `{url}` must start with http://, e.g. http://10.1.2.3:8780"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_urls_this_build_can_speak_are_taken() {
+        assert_eq!(url_mistake("http://10.1.2.3:8780"), None);
+        for (url, needle) in [
+            ("https://grid.example.org", "plain http:// only"),
+            ("http://10.1.2.3:8780 ", "spaces"),
+            ("10.1.2.3:8780", "must start with http://"),
+            ("ftp://x", "must start with http://"),
+        ] {
+            let m = url_mistake(url).expect(url);
+            assert!(m.contains(needle), "{url}: {m}");
+        }
+    }
 }

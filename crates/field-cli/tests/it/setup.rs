@@ -276,3 +276,19 @@ fn categories_after_init_are_the_same_list() {
     assert_eq!(cats.as_array().unwrap().len(), 12);
     assert!(dev.ok(["categories"]).contains("井盖破损"));
 }
+
+#[test]
+fn enroll_refuses_a_server_address_it_cannot_speak_and_stores_nothing() {
+    let dev = Device::setup();
+    for (url, needle) in [
+        ("https://grid.example.org:8780", "plain http:// only"),
+        ("http://127.0.0.1:8780 ", "spaces around it"),
+        ("127.0.0.1:8780", "must start with http://"),
+    ] {
+        let err = dev.fails(["enroll", "--server", url, "--code", "K7QF-M2XD-9PRT"], 2, &[needle]);
+        assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    }
+    assert!(!dev.path().join("device.token").exists());
+    let status: serde_json::Value = serde_json::from_str(&dev.ok(&["status", "--json"])).unwrap();
+    assert!(status["server"].is_null(), "no server recorded: {status}");
+}
