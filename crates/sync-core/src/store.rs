@@ -654,7 +654,7 @@ pub(crate) fn write_incident(
             captured_date = excluded.captured_date, captured_ms = excluded.captured_ms,
             lat = excluded.lat, lon = excluded.lon, description = excluded.description,
             photos = excluded.photos, notes = excluded.notes, updated_at = excluded.updated_at,
-            heads = excluded.heads",
+            heads = excluded.heads, device = excluded.device",
     )?
     .execute(params![
         incident.id.to_string(),

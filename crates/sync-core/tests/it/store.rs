@@ -706,3 +706,40 @@ fn a_batch_stores_every_incident_queued_or_none_when_one_fails() {
     assert_eq!(ids(&store.list(&ListFilter::default()).unwrap()), made);
     assert_eq!(sync_core::sync::outbox_ids(&store).unwrap(), queued);
 }
+
+/// Every projected column is rewritten from the document on every save, so
+/// a column damaged or left stale by an older build heals at the next edit.
+#[test]
+fn every_projected_column_is_rewritten_on_each_save() {
+    let (_dir, mut store, profile) = device();
+    let new = new_incident(
+        IncidentId::new(1_763_601_450_000, [0x31; 10]),
+        "lawn",
+        t("2026-11-20T11:00:00+08:00"),
+    );
+    let id = new.id;
+    report(&mut store, &profile, new, &[]);
+    let own = store.manifest().unwrap().own;
+    store
+        .connection()
+        .execute(
+            "UPDATE incidents SET device = 'stale', category = 'stale', captured_at = 'stale', grid = 'stale'",
+            [],
+        )
+        .unwrap();
+    let mut doc = store.load(&id, profile.actor()).unwrap();
+    doc.add_note(WORKER, "re-check", t("2026-11-20T12:00:00+08:00"))
+        .unwrap();
+    store.save(&mut doc, &[], t("2026-11-20T12:00:00+08:00")).unwrap();
+    let row: (String, String, String, String) = store
+        .connection()
+        .query_row("SELECT device, category, captured_at, grid FROM incidents", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap();
+    assert_eq!(row.0, profile.device.to_string());
+    assert_eq!(row.1, "lawn");
+    assert_eq!(row.2, "2026-11-20T11:00:00+08:00");
+    assert_ne!(row.3, "stale");
+    assert_eq!(store.manifest().unwrap().own, own);
+}
