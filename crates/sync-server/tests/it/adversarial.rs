@@ -149,19 +149,8 @@ impl Setup {
     }
 }
 
-fn token_of(dev: &Device) -> String {
-    std::fs::read_to_string(dev.dir.path().join("device.token"))
-        .expect("an enrolled device has a token file")
-        .trim()
-        .to_owned()
-}
-
 fn uuid_of(dev: &Device) -> uuid::Uuid {
-    let status = dev.status();
-    let id = status["profile"]["device"]
-        .as_str()
-        .expect("status shows the device id");
-    uuid::Uuid::parse_str(id).expect("the device id is a UUID")
+    uuid::Uuid::parse_str(&device_id(dev)).expect("the device id is a UUID")
 }
 
 /// Rows in the server's incidents, changes, quarantine and devices tables.

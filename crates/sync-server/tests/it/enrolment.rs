@@ -7,20 +7,6 @@ use serde_json::Value;
 use crate::reconcile::admin_fails;
 use crate::*;
 
-fn token_of(dev: &Device) -> String {
-    std::fs::read_to_string(dev.dir.path().join("device.token"))
-        .expect("an enrolled device has a token file")
-        .trim()
-        .to_owned()
-}
-
-fn device_id(dev: &Device) -> String {
-    dev.status()["profile"]["device"]
-        .as_str()
-        .expect("status shows the device id")
-        .to_owned()
-}
-
 /// 401 for a token the server does not accept, 400 for one it does (the
 /// empty body is then refused as malformed).
 fn token_status(server: &Server, token: &str) -> u16 {

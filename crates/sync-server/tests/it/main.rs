@@ -584,13 +584,29 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Where the server keeps `dev`'s unfinished upload of a photo.
-pub fn upload_part(server: &Server, dev: &Device, hash: &str) -> PathBuf {
-    let id = dev.status()["profile"]["device"]
+/// An enrolled device's token, as `field enroll` saved it.
+pub fn token_of(dev: &Device) -> String {
+    std::fs::read_to_string(dev.dir.path().join("device.token"))
+        .expect("an enrolled device has a token file")
+        .trim()
+        .to_owned()
+}
+
+/// The device id `field init` made, as `field status` shows it.
+pub fn device_id(dev: &Device) -> String {
+    dev.status()["profile"]["device"]
         .as_str()
         .expect("status shows the device id")
-        .to_owned();
-    server.data_dir().join("uploads").join(id).join(format!("{hash}.part"))
+        .to_owned()
+}
+
+/// Where the server keeps `dev`'s unfinished upload of a photo.
+pub fn upload_part(server: &Server, dev: &Device, hash: &str) -> PathBuf {
+    server
+        .data_dir()
+        .join("uploads")
+        .join(device_id(dev))
+        .join(format!("{hash}.part"))
 }
 
 /// Every unfinished upload file on the server, of any device.
