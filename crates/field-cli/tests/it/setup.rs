@@ -289,6 +289,6 @@ fn enroll_refuses_a_server_address_it_cannot_speak_and_stores_nothing() {
         assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
     }
     assert!(!dev.path().join("device.token").exists());
-    let status: serde_json::Value = serde_json::from_str(&dev.ok(&["status", "--json"])).unwrap();
+    let status = dev.json(["status", "--json"]);
     assert!(status["server"].is_null(), "no server recorded: {status}");
 }
