@@ -146,7 +146,7 @@ fn geojson_is_a_feature_collection_of_points() {
     assert_eq!(f["properties"]["category_zh"], "邻里纠纷");
 }
 
-/// `ogrinfo` from PATH; CI installs GDAL, so its absence is a failure.
+/// `ogrinfo` from PATH; `cargo xtask test` installs GDAL, so its absence is a failure.
 fn ogrinfo() -> PathBuf {
     std::env::var_os("PATH")
         .iter()

@@ -297,7 +297,7 @@ fn json_holds_whole_incidents_and_geojson_has_points() {
     assert_eq!(features[2]["geometry"], serde_json::Value::Null);
 }
 
-/// A GDAL tool from PATH; CI installs gdal-bin, so its absence is a failure.
+/// A GDAL tool from PATH; `cargo xtask test` installs gdal-bin, so its absence is a failure.
 fn gdal(tool: &str) -> PathBuf {
     std::env::var_os("PATH")
         .iter()
