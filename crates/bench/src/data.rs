@@ -402,6 +402,7 @@ mod tests {
             name: None,
             device: Uuid::from_bytes([1; 16]),
             grids: vec!["HLT-CX-HX-01".into()],
+            role: None,
         };
         let mut r = Reporter::new(&profile, 1);
         let (a, b) = (r.incident(), r.incident());

@@ -386,7 +386,7 @@ const METHOD: &str = "\
   push; *the edit's own change* is the size of the change the edit made (`get_changes` after the heads
   before it), whatever else the push carries; *bytes both ways* are the request + response bodies. The
   baseline applies the same change to its copy and runs a session for that incident.
-- **Status change.** The smallest edit `field` itself makes: `IncidentDoc::set_status(dispatched)`
+- **Status change.** The smallest edit `field` itself makes: `IncidentDoc::set_status(resolved)`
   (the status and a status-history entry), as `field update ID --status dispatched`; measured the same
   way, on another incident. Reported beside the one-field edit, not judged.
 - **New incident.** One incident logged as `field report` logs it, then a sync: the change bytes pushed

@@ -258,7 +258,7 @@ fn edit_once(device: &mut Device, stock: &mut Stock, id: IncidentId, kind: EditK
     let t = now();
     match kind {
         EditKind::OneField => doc = put_description(&mut doc, &actor, t)?,
-        EditKind::Status => doc.set_status(Status::Dispatched, WORKER, t)?,
+        EditKind::Status => doc.set_status(Status::Resolved, WORKER, t)?,
     }
     device.store.save(&mut doc, &[], t)?;
     let trips = device.sync()?;

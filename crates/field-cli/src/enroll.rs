@@ -34,6 +34,9 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     let resp: EnrollResponse = Client::cbor(&bytes)?;
     save_token(data_dir, &resp.token)?;
     session.store.set_server(&args.server, &resp.epoch)?;
+    if let Some(role) = sync_core::account::Role::parse(&resp.role) {
+        session.store.set_role(role)?;
+    }
     emit(
         format!(
             "device {} enrolled at {} for {} ({}) in {}\n",

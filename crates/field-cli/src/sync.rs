@@ -183,11 +183,16 @@ fn sync_documents(data_dir: &Path, client: &mut Client, bar: &ProgressBar, summa
             HumanBytes(client.sent + client.received)
         ));
         let sent = now().timestamp_millis();
-        let resp = send_documents(data_dir, client, &out, summary)?;
+        let resp = send_documents(data_dir, client, &out)?;
         summary.round_trips += 1;
-        let Some(resp) = resp else {
-            continue;
-        };
+        // A refused incident is held with its reason (`field status`); the
+        // rest of the request went through.
+        for ack in &resp.acks {
+            if let Some(r) = &ack.refused {
+                tracing::warn!(incident = %ack.id, code = %r.code, "server refused an incident: {}", r.message);
+                summary.refused.push(ack.id.clone());
+            }
+        }
         summary.clock_reading(clock_sample(sent, now().timestamp_millis(), resp.server_time_ms));
         summary.pushed += out.pushed_docs();
         let applied = Store::open(data_dir)?.apply_sync_response(&out, &resp, now())?;
@@ -212,25 +217,12 @@ fn sync_documents(data_dir: &Path, client: &mut Client, bar: &ProgressBar, summa
     }
 }
 
-/// Sends one sync request. When the server refuses one incident, that
-/// incident is set aside so the rest can sync, and there is no response.
-fn send_documents(
-    data_dir: &Path,
-    client: &mut Client,
-    out: &Outgoing,
-    summary: &mut Summary,
-) -> Result<Option<SyncResponse>> {
-    match client.call(reqwest::Method::POST, "/v1/sync", protocol::encode(&out.request)) {
-        Ok(bytes) => Ok(Some(Client::cbor::<SyncResponse>(&bytes)?)),
-        Err(CallError::Refused { status, body }) if matches!(status, 403 | 422) && body.incident.is_some() => {
-            let id = body.incident.clone().unwrap_or_default();
-            Store::open(data_dir)?.hold(&id, &body.code, &body.message)?;
-            tracing::warn!(incident = %id, code = %body.code, "server refused an incident: {}", body.message);
-            summary.refused.push(id);
-            Ok(None)
-        }
-        Err(e) => Err(e).context(pending_note(data_dir)),
-    }
+/// Sends one sync request.
+fn send_documents(data_dir: &Path, client: &mut Client, out: &Outgoing) -> Result<SyncResponse> {
+    let bytes = client
+        .call(reqwest::Method::POST, "/v1/sync", protocol::encode(&out.request))
+        .context(pending_note(data_dir))?;
+    Client::cbor::<SyncResponse>(&bytes)
 }
 
 /// Photos, cheapest first, up to `level`.

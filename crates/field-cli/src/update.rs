@@ -2,6 +2,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use sync_core::rules::{self, Author, Rule};
+use sync_core::{IncidentDoc, Status};
+
 use crate::app::{Session, now, parse_status, usage};
 
 #[derive(Debug, clap::Args)]
@@ -33,6 +36,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     let now = now();
     let who = session.profile.worker.clone();
     if let Some(status) = status {
+        check_role(&session, &doc, status)?;
         doc.set_status(status, &who, now)?;
     }
     if let Some(note) = &args.note {
@@ -50,4 +54,23 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         incident.photos.len()
     );
     Ok(())
+}
+
+/// Once the server has said this device's role, a move the role may not
+/// make is refused here, in the words the server would use, rather than
+/// kept on the device and refused at every sync.
+fn check_role(session: &Session, doc: &IncidentDoc, to: Status) -> Result<()> {
+    let Some(role) = session.profile.role else {
+        return Ok(());
+    };
+    let device = session.profile.device.to_string();
+    let author = Author {
+        account: &session.profile.worker,
+        device: &device,
+        role,
+    };
+    match rules::check_move(&doc.read()?, to, &author) {
+        Err(e) if e.rule == Rule::Role => anyhow::bail!("{}", e.detail),
+        _ => Ok(()),
+    }
 }

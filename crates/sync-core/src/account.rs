@@ -1,5 +1,43 @@
 //! Rules about accounts that the device and the server both check.
 
+use serde::{Deserialize, Serialize};
+
+/// What an account may do; the server grants it, the device learns it at
+/// enrolment. The status moves each role may make are in `rules`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A grid worker (网格员): their own grid cells.
+    #[default]
+    Worker,
+    /// A community center (社区网格中心): every cell of its community.
+    Center,
+    /// The operator: everything.
+    Operator,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Worker, Role::Center, Role::Operator];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Center => "center",
+            Role::Operator => "operator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A worker or account id that cannot be one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not a worker id; use 1 to 64 letters, digits, `.`, `_` or `-`")]

@@ -14,7 +14,7 @@
 //! | `captured_at` | str | device clock, RFC 3339 with offset |
 //! | `status` | str | see [`Status`] |
 //! | `status_history` | list of maps | `from` (str, absent at creation), `to`, `at`, `by` |
-//! | `notes` | list of maps | `author`, `at`, `text` |
+//! | `notes` | list of maps | `author`, `at`, `text`, `kind` (str, absent for a plain note; `correction`) |
 //! | `photos` | map | keyed by the original's hash; see [`PhotoRef`] |
 //!
 //! Every container is created with the document, by one actor, so later
@@ -290,6 +290,33 @@ pub struct Note {
     pub author: String,
     pub at: DateTime<FixedOffset>,
     pub text: String,
+    #[serde(default, skip_serializing_if = "NoteKind::is_plain")]
+    pub kind: NoteKind,
+}
+
+/// What a note records. A correction's note says what changed, so the
+/// incident keeps the history of its own corrections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoteKind {
+    #[default]
+    Note,
+    Correction,
+}
+
+impl NoteKind {
+    pub fn is_plain(&self) -> bool {
+        *self == NoteKind::Note
+    }
+}
+
+/// What a correction changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Correction {
+    pub category: Option<String>,
+    pub description: Option<String>,
+    pub location: Option<Location>,
+    pub grid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -376,6 +403,25 @@ fn commit(doc: &mut AutoCommit, message: &str, now: DateTime<FixedOffset>) {
     );
 }
 
+/// The containers made with the document, never replaced.
+const CONTAINERS: [&str; 4] = ["location", "status_history", "notes", "photos"];
+/// Every key the root of an incident document has.
+const ROOT_KEYS: [&str; 13] = [
+    "schema",
+    "id",
+    "category",
+    "description",
+    "location",
+    "grid",
+    "reporter",
+    "device",
+    "captured_at",
+    "status",
+    "status_history",
+    "notes",
+    "photos",
+];
+
 /// Every write below goes into an AutoCommit we own, into objects this module
 /// created; Automerge only fails such writes on a wrong object id, a bug.
 const WRITE: &str = "writing into an object of the incident document";
@@ -384,21 +430,7 @@ impl IncidentDoc {
     /// Builds the document of a new incident. Refuses what [`IncidentDoc::read`]
     /// would refuse, so a stored document always reads back.
     pub fn create(new: &NewIncident, actor: ActorId) -> Result<IncidentDoc, SchemaError> {
-        let loc = &new.location;
-        if loc.lat.is_some() != loc.lon.is_some() {
-            return Err(schema_err("location", "must have both lat and lon or neither"));
-        }
-        check_range(loc.lat, -90.0, 90.0, "location.lat")?;
-        check_range(loc.lon, -180.0, 180.0, "location.lon")?;
-        for (v, path) in [
-            (loc.lat, "location.lat"),
-            (loc.lon, "location.lon"),
-            (loc.accuracy_m, "location.accuracy_m"),
-        ] {
-            if v.is_some_and(|x| !x.is_finite()) {
-                return Err(schema_err(path, "is not a finite number"));
-            }
-        }
+        check_location(&new.location)?;
         let mut doc = AutoCommit::new().with_actor(actor);
         let d = &mut doc;
         d.put(ROOT, "schema", SCHEMA_VERSION).expect(WRITE);
@@ -406,16 +438,7 @@ impl IncidentDoc {
         d.put(ROOT, "category", new.category.as_str()).expect(WRITE);
         d.put(ROOT, "description", new.description.as_str()).expect(WRITE);
         let loc = d.put_object(ROOT, "location", ObjType::Map).expect(WRITE);
-        if let Some((lat, lon)) = new.location.point() {
-            d.put(&loc, "lat", lat).expect(WRITE);
-            d.put(&loc, "lon", lon).expect(WRITE);
-        }
-        if let Some(acc) = new.location.accuracy_m {
-            d.put(&loc, "accuracy_m", acc).expect(WRITE);
-        }
-        if let Some(addr) = &new.location.address {
-            d.put(&loc, "address", addr.as_str()).expect(WRITE);
-        }
+        put_location(d, &loc, &new.location);
         d.put(ROOT, "grid", new.grid.as_str()).expect(WRITE);
         d.put(ROOT, "reporter", new.reporter.as_str()).expect(WRITE);
         d.put(ROOT, "device", new.device.as_str()).expect(WRITE);
@@ -537,15 +560,64 @@ impl IncidentDoc {
     }
 
     pub fn add_note(&mut self, author: &str, text: &str, now: DateTime<FixedOffset>) -> Result<(), DocError> {
-        let d = &mut self.doc;
-        let notes = existing(d, "notes")?;
-        let at = d.length(&notes);
-        let note = d.insert_object(&notes, at, ObjType::Map).expect(WRITE);
-        d.put(&note, "author", author).expect(WRITE);
-        d.put(&note, "at", rfc3339(&now)).expect(WRITE);
-        d.put(&note, "text", text).expect(WRITE);
-        commit(d, "note", now);
+        put_note(&mut self.doc, author, text, NoteKind::Note, now)?;
+        commit(&mut self.doc, "note", now);
         Ok(())
+    }
+
+    /// Corrects what the reporter got wrong, in one change with a note of
+    /// kind `correction` that says what changed. Returns false, changing
+    /// nothing, when every given value is already the incident's.
+    pub fn correct(&mut self, c: &Correction, by: &str, now: DateTime<FixedOffset>) -> Result<bool, DocError> {
+        let current = self.read()?;
+        let mut said = Vec::new();
+        let d = &mut self.doc;
+        for (key, old, new) in [
+            ("category", &current.category, &c.category),
+            ("description", &current.description, &c.description),
+            ("grid", &current.grid, &c.grid),
+        ] {
+            if let Some(new) = new.as_ref().filter(|n| *n != old) {
+                d.put(ROOT, key, new.as_str()).expect(WRITE);
+                said.push(format!("{key}: {old} → {new}"));
+            }
+        }
+        if let Some(loc) = c.location.as_ref().filter(|l| **l != current.location) {
+            check_location(loc)?;
+            put_location(d, &existing(d, "location")?, loc);
+            said.push("location corrected".to_owned());
+        }
+        if said.is_empty() {
+            return Ok(false);
+        }
+        put_note(d, by, &said.join("; "), NoteKind::Correction, now)?;
+        commit(d, "correction", now);
+        Ok(true)
+    }
+
+    /// Every change of the document, oldest first.
+    pub fn all_changes(&mut self) -> Vec<Change> {
+        self.doc.get_changes(&[])
+    }
+
+    /// A copy of the document as it was at `heads`.
+    pub(crate) fn fork_at(&mut self, heads: &[ChangeHash]) -> Result<IncidentDoc, automerge::AutomergeError> {
+        Ok(IncidentDoc {
+            doc: self.doc.fork_at(heads)?,
+        })
+    }
+
+    /// The object ids of the containers and the root keys no incident has.
+    pub(crate) fn shape(&self) -> crate::rules::Shape {
+        let d = &self.doc;
+        let id = |key: &str| match d.get(ROOT, key) {
+            Ok(Some((Value::Object(_), id))) => Some(id),
+            _ => None,
+        };
+        crate::rules::Shape {
+            containers: CONTAINERS.iter().map(|k| (*k, id(k))).collect(),
+            unknown: d.keys(ROOT).filter(|k| !ROOT_KEYS.contains(&k.as_str())).collect(),
+        }
     }
 
     /// Adds photos; one already on the incident (same original) is skipped.
@@ -674,10 +746,21 @@ fn read_notes(d: &AutoCommit, root: &Fields) -> Result<Vec<Note>, SchemaError> {
     for i in 0..d.length(&notes) {
         let path = format!("notes[{i}]");
         let note = Fields::of(d, &object(d, &notes, i, &path, ObjType::Map)?);
+        let kind = match opt_text(&note, "kind", &format!("{path}.kind"))?.as_deref() {
+            None => NoteKind::Note,
+            Some("correction") => NoteKind::Correction,
+            Some(other) => {
+                return Err(schema_err(
+                    format!("{path}.kind"),
+                    format!("is `{other}`, not `correction`"),
+                ));
+            }
+        };
         out.push(Note {
             author: text(&note, "author", &format!("{path}.author"))?,
             at: time(&note, "at", &format!("{path}.at"))?,
             text: text(&note, "text", &format!("{path}.text"))?,
+            kind,
         });
     }
     Ok(out)
@@ -730,6 +813,61 @@ fn read_photo(d: &AutoCommit, photos: &Fields, key: &str) -> Result<PhotoRef, Sc
         added_at: time(&p, "added_at", &field("added_at"))?,
         added_by: text(&p, "added_by", &field("added_by"))?,
     })
+}
+
+/// Refuses a location that [`IncidentDoc::read`] would refuse.
+fn check_location(loc: &Location) -> Result<(), SchemaError> {
+    if loc.lat.is_some() != loc.lon.is_some() {
+        return Err(schema_err("location", "must have both lat and lon or neither"));
+    }
+    for (v, path) in [
+        (loc.lat, "location.lat"),
+        (loc.lon, "location.lon"),
+        (loc.accuracy_m, "location.accuracy_m"),
+    ] {
+        if v.is_some_and(|x| !x.is_finite()) {
+            return Err(schema_err(path, "is not a finite number"));
+        }
+    }
+    check_range(loc.lat, -90.0, 90.0, "location.lat")?;
+    check_range(loc.lon, -180.0, 180.0, "location.lon")
+}
+
+/// Writes every field of `loc` into the location map, removing the ones
+/// it does not have.
+fn put_location(d: &mut AutoCommit, map: &ObjId, loc: &Location) {
+    let fields: [(&str, Option<ScalarValue>); 4] = [
+        ("lat", loc.point().map(|p| p.0.into())),
+        ("lon", loc.point().map(|p| p.1.into())),
+        ("accuracy_m", loc.accuracy_m.map(Into::into)),
+        ("address", loc.address.as_deref().map(Into::into)),
+    ];
+    for (key, value) in fields {
+        match value {
+            Some(v) => d.put(map, key, v).expect(WRITE),
+            None if d.get(map, key).ok().flatten().is_some() => d.delete(map, key).expect(WRITE),
+            None => {}
+        }
+    }
+}
+
+fn put_note(
+    d: &mut AutoCommit,
+    author: &str,
+    text: &str,
+    kind: NoteKind,
+    now: DateTime<FixedOffset>,
+) -> Result<(), SchemaError> {
+    let notes = existing(d, "notes")?;
+    let at = d.length(&notes);
+    let note = d.insert_object(&notes, at, ObjType::Map).expect(WRITE);
+    d.put(&note, "author", author).expect(WRITE);
+    d.put(&note, "at", rfc3339(&now)).expect(WRITE);
+    d.put(&note, "text", text).expect(WRITE);
+    if kind == NoteKind::Correction {
+        d.put(&note, "kind", "correction").expect(WRITE);
+    }
+    Ok(())
 }
 
 fn existing(d: &AutoCommit, key: &str) -> Result<ObjId, SchemaError> {

@@ -16,6 +16,7 @@ pub mod incident;
 #[cfg(feature = "photo")]
 pub mod photo;
 pub mod protocol;
+pub mod rules;
 pub mod sqlite;
 pub mod store;
 pub mod sync;

@@ -16,6 +16,8 @@ pub const MAX_CHANGE: usize = 1024 * 1024;
 pub const MAX_PUSH_DOCS: usize = 500;
 /// Most changes returned by one pull page.
 pub const MAX_PULL: u32 = 2000;
+/// Most incidents whose whole history one request asks for.
+pub const MAX_WANT: usize = 50;
 /// Largest chunk of a photo upload, in bytes.
 pub const MAX_UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 /// Largest photo file a device adds or the server accepts, in bytes.
@@ -78,6 +80,10 @@ pub struct Manifest {
     /// absent before it has measured one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_offset_ms: Option<i64>,
+    /// Incidents the server refused, held on the device with the reason
+    /// (not counted in `pending_docs`).
+    #[serde(default)]
+    pub refused_docs: u64,
 }
 
 /// One NTP-style reading of the device clock against the server's.
@@ -172,6 +178,11 @@ pub struct SyncRequest {
     pub pull_limit: u32,
     pub push: Vec<PushDoc>,
     pub manifest: Manifest,
+    /// Incidents whose whole history the device asks for: it holds changes
+    /// of them it cannot apply, because their first changes passed it by
+    /// (a cell joined its scope, an incident moved cells, a restore).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub want: Vec<String>,
 }
 
 /// What the server now holds of a pushed incident.
@@ -182,6 +193,21 @@ pub struct Ack {
     /// The server lacks earlier changes these depend on (it was restored):
     /// the device should push the incident's whole history.
     pub need_full: bool,
+    /// The server kept nothing of this incident's push, and why. The
+    /// other incidents of the request are unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+}
+
+/// Why the server refused one pushed incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// `rule_broken`, `out_of_scope`, `invalid_incident` or `bad_change`.
+    pub code: String,
+    /// For `rule_broken`: the rule's code (`chain`, `author`, `workflow` …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub message: String,
 }
 
 /// One change from the feed.
@@ -296,8 +322,10 @@ mod tests {
             }),
             pull_limit: 100,
             push: vec![],
+            want: vec![],
             manifest: Manifest {
                 clock_offset_ms: None,
+                refused_docs: 0,
                 incidents: 10_000,
                 digest: Hash32([1; 32]),
                 pending_docs: 0,

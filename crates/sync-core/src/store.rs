@@ -20,10 +20,12 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::account::Role;
 use crate::blob::{BlobError, BlobHash, BlobStore};
 use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Status, rfc3339};
 #[cfg(feature = "photo")]
 use crate::photo::ProcessedPhoto;
+use crate::rules;
 use crate::sqlite::{Migration, MigrationError};
 use crate::taxonomy::{GridMap, Taxonomy, TaxonomyError};
 
@@ -65,6 +67,9 @@ pub enum StoreError {
     Taxonomy(#[from] TaxonomyError),
     #[error("the stored {what} are unreadable: {reason}")]
     Meta { what: &'static str, reason: String },
+    /// An edit the server would refuse, so the device does not keep it.
+    #[error("{}", .0.detail)]
+    Refused(#[from] rules::RuleBroken),
 }
 
 /// Who this device belongs to, set by `field init`.
@@ -75,6 +80,10 @@ pub struct Profile {
     /// A UUID made at init; its bytes are the device's Automerge actor id.
     pub device: Uuid,
     pub grids: Vec<String>,
+    /// The role the server granted at enrolment; `None` before it. Edits
+    /// are checked against the role table once it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
 impl Profile {
@@ -201,6 +210,17 @@ const MIGRATIONS: &[Migration] = &[
     ",
         backfill: Some(backfill_device),
     },
+    // 3: pulled changes that cannot be applied yet, kept until they can.
+    Migration::sql(
+        "
+    CREATE TABLE parked (
+        hash        BLOB PRIMARY KEY,
+        incident_id TEXT NOT NULL,
+        bytes       BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX parked_incident ON parked(incident_id);
+    ",
+    ),
 ];
 
 impl Store {
@@ -289,15 +309,15 @@ impl Store {
         for g in grids {
             map.require_cell(g)?;
         }
-        let device = match self.profile() {
+        let (device, role) = match self.profile() {
             Ok(p) if p.worker != worker => {
                 return Err(StoreError::OtherWorker {
                     existing: p.worker,
                     requested: worker.to_owned(),
                 });
             }
-            Ok(p) => p.device,
-            Err(StoreError::NotInitialised) => new_device,
+            Ok(p) => (p.device, p.role),
+            Err(StoreError::NotInitialised) => (new_device, None),
             Err(e) => return Err(e),
         };
         let profile = Profile {
@@ -305,6 +325,7 @@ impl Store {
             name: name.map(str::to_owned),
             device,
             grids: grids.to_vec(),
+            role,
         };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
@@ -325,6 +346,13 @@ impl Store {
             .conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
+    }
+
+    /// Keeps the role the server granted at enrolment.
+    pub fn set_role(&mut self, role: Role) -> Result<(), StoreError> {
+        let mut profile = self.profile()?;
+        profile.role = Some(role);
+        self.set_meta("profile", &serde_json::to_string(&profile).expect("profile serialises"))
     }
 
     pub fn profile(&self) -> Result<Profile, StoreError> {
@@ -603,7 +631,18 @@ fn save_one(
         id: "(new)".into(),
         source: Box::new(e.into()),
     })?;
+    rules::check_limits(&incident)?;
     let bytes = doc.save();
+    if bytes.len() > rules::limits::MAX_DOC {
+        return Err(StoreError::Refused(rules::RuleBroken {
+            rule: rules::Rule::Limit,
+            detail: format!(
+                "the incident would be {} bytes; the limit is {}",
+                bytes.len(),
+                rules::limits::MAX_DOC
+            ),
+        }));
+    }
     let heads = doc.heads();
     // An incident without an outbox row holds only changes the server
     // has (acknowledged or pulled), so its stored heads are the

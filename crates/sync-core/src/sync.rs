@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::blob::BlobHash;
 use crate::incident::{Incident, IncidentDoc, IncidentId, rfc3339};
 use crate::protocol::{
-    Ack, Cursor, FeedChange, Hash32, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
+    Ack, Cursor, FeedChange, Hash32, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest,
+    SyncResponse,
 };
 use crate::store::{Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
 
@@ -155,7 +156,8 @@ impl Store {
             own: OwnDigest::of(own.iter().map(String::as_str)),
             incidents,
             digest: Hash32(*hasher.finalize().as_bytes()),
-            pending_docs: count("SELECT count(*) FROM outbox")?,
+            pending_docs: count("SELECT count(*) FROM outbox WHERE held_code IS NULL")?,
+            refused_docs: count("SELECT count(*) FROM outbox WHERE held_code IS NOT NULL")?,
             pending_photos: count("SELECT count(*) FROM blobs WHERE uploaded_at IS NULL")?,
             clock_offset_ms: self.meta(CLOCK_OFFSET)?.and_then(|v| v.parse().ok()),
         })
@@ -216,6 +218,7 @@ impl Store {
         manifest.pending_docs = manifest.pending_docs.saturating_sub(push.len() as u64);
         Ok(Outgoing {
             request: SyncRequest {
+                want: wanted_histories(&self.conn)?,
                 version: PROTOCOL_VERSION,
                 device_time_ms,
                 epoch: state.epoch,
@@ -379,6 +382,11 @@ fn apply_ack(tx: &rusqlite::Transaction<'_>, out: &Outgoing, ack: &Ack) -> Resul
         return Ok(false);
     };
     let id = id.to_string();
+    if let Some(r) = &ack.refused {
+        tx.prepare_cached("UPDATE outbox SET held_code = ?2, held_reason = ?3 WHERE incident_id = ?1")?
+            .execute(params![id, r.code, r.message])?;
+        return Ok(false);
+    }
     if ack.need_full {
         tx.prepare_cached("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1")?
             .execute([&id])?;
@@ -417,13 +425,14 @@ struct Pulled {
     new: bool,
 }
 
-/// Merges the server's changes to one incident into the local copy (or a
-/// new one) and stores it, when the result is a whole, valid incident of
-/// that id; otherwise leaves the store as it was.
+/// Merges the server's changes to one incident, with any parked before,
+/// into the local copy (or a new one) and stores it when the result is a
+/// whole, valid incident of that id. Changes that cannot be applied yet
+/// (their dependencies have not arrived) are parked, never dropped.
 fn merge_pulled(
     tx: &rusqlite::Transaction<'_>,
     id: &str,
-    changes: Vec<Change>,
+    mut changes: Vec<Change>,
     now: DateTime<FixedOffset>,
 ) -> Result<Option<Pulled>, StoreError> {
     let existing: Option<Vec<u8>> = tx
@@ -433,24 +442,33 @@ fn merge_pulled(
         id: id.to_owned(),
         source: Box::new(e),
     })?;
-    let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
-    if let Err(e) = doc.apply_changes(changes) {
-        tracing::warn!(incident = %id, error = %e, "could not apply the server's changes; skipped");
+    changes.extend(parked_of(tx, id)?);
+    let all = changes.clone();
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes(changes)));
+    if !matches!(applied, Ok(Ok(()))) {
+        tracing::warn!(incident = %id, "could not apply the server's changes; parked");
+        park(tx, id, &all)?;
         return Ok(None);
     }
+    let (done, waiting): (Vec<Change>, Vec<Change>) = all.into_iter().partition(|c| doc.has_change(&c.hash()));
+    park(tx, id, &waiting)?;
     let incident = match doc.read() {
         Ok(i) if i.id.to_string() == id => i,
         Ok(i) => {
-            tracing::warn!(incident = %id, inside = %i.id, "feed change names another incident; skipped");
+            tracing::warn!(incident = %id, inside = %i.id, "feed change names another incident; parked");
+            park(tx, id, &done)?;
             return Ok(None);
         }
         Err(e) => {
-            // Changes whose dependencies have not arrived yet leave
-            // a partial document; the rest of the feed completes it.
+            // The incident's first change has not arrived: the changes wait
+            // parked, and the next request asks for its whole history.
             tracing::debug!(incident = %id, error = %e, "incident not complete yet");
+            park(tx, id, &done)?;
             return Ok(None);
         }
     };
+    let hashes: Vec<ChangeHash> = done.iter().map(|c| c.hash()).collect();
+    unpark(tx, &hashes)?;
     write_incident(tx, &incident, &doc.save(), &doc.heads(), now)?;
     mark_known_to_server(tx, id, &hashes)?;
     want_thumbs(tx, &incident)?;
@@ -458,6 +476,43 @@ fn merge_pulled(
         changes: hashes.len(),
         new: existing.is_none(),
     }))
+}
+
+/// Changes of `id` parked by an earlier pull.
+fn parked_of(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Vec<Change>, StoreError> {
+    let mut stmt = tx.prepare_cached("SELECT bytes FROM parked WHERE incident_id = ?1")?;
+    let rows = stmt.query_map([id], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = Vec::new();
+    for bytes in rows {
+        if let Ok(c) = Change::from_bytes(bytes?) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+fn park(tx: &rusqlite::Transaction<'_>, id: &str, changes: &[Change]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO parked (hash, incident_id, bytes) VALUES (?1, ?2, ?3)")?;
+    for c in changes {
+        stmt.execute(params![c.hash().0.to_vec(), id, c.raw_bytes()])?;
+    }
+    Ok(())
+}
+
+fn unpark(tx: &rusqlite::Transaction<'_>, hashes: &[ChangeHash]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached("DELETE FROM parked WHERE hash = ?1")?;
+    for h in hashes {
+        stmt.execute([h.0.to_vec()])?;
+    }
+    Ok(())
+}
+
+/// Incidents with parked changes, whose whole history the next request
+/// asks for: at most [`MAX_WANT`].
+fn wanted_histories(conn: &rusqlite::Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT incident_id FROM parked ORDER BY incident_id LIMIT ?1")?;
+    let rows = stmt.query_map([MAX_WANT as i64], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The server has these changes, so they need not be pushed back.

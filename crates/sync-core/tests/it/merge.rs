@@ -227,6 +227,7 @@ fn apply(doc: &mut IncidentDoc, edit: &Edit, made: &mut Made) {
                 author: author.clone(),
                 at: *at,
                 text: text.clone(),
+                kind: Default::default(),
             });
         }
         Edit::Photos { photos, at } => {

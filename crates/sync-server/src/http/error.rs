@@ -15,7 +15,6 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    incident: Option<String>,
 }
 
 impl ApiError {
@@ -24,7 +23,6 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            incident: None,
         }
     }
 
@@ -35,10 +33,6 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
-
-    fn about(self, incident: Option<String>) -> Self {
-        ApiError { incident, ..self }
-    }
 }
 
 impl IntoResponse for ApiError {
@@ -46,7 +40,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             code: self.code.to_owned(),
             message: self.message,
-            incident: self.incident,
+            incident: None,
         };
         (self.status, axum::Json(body)).into_response()
     }
@@ -67,12 +61,6 @@ impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
         match e {
             SyncError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
-            SyncError::Forbidden { incident, reason } => {
-                ApiError::new(StatusCode::FORBIDDEN, "out_of_scope", reason).about(incident)
-            }
-            SyncError::Invalid { incident, reason } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_incident", reason).about(incident)
-            }
             SyncError::Storage(s) => s.into(),
         }
     }

@@ -274,6 +274,7 @@ fn device_rows(storage: &dyn Storage, devices: &[Device], worker: &str) -> Resul
             in_step: status.as_ref().map(|s| s.in_step),
             pending_docs: status.as_ref().map_or(0, |s| s.pending_docs),
             pending_photos: status.as_ref().map_or(0, |s| s.pending_photos),
+            refused_docs: status.as_ref().map_or(0, |s| s.refused_docs),
             clock_offset_ms: d.clock_offset_ms,
         });
     }
@@ -352,6 +353,7 @@ fn worker_row(
         in_step,
         pending_docs: devices.iter().map(|d| d.pending_docs).sum(),
         pending_photos: devices.iter().map(|d| d.pending_photos).sum(),
+        refused_docs: devices.iter().map(|d| d.refused_docs).sum(),
         no_sync_24h,
         clock_offset_ms,
         anomalies,

@@ -124,7 +124,10 @@ fn workers_section(r: &DailyReport, how: &Render<'_>) -> Markup {
                                 None => span class="bad" { "never synced" },
                             }
                         }
-                        td class="num" { (w.pending_docs) " / " (w.pending_photos) }
+                        td class="num" {
+                            (w.pending_docs) " / " (w.pending_photos)
+                            @if w.refused_docs > 0 { " " span class="bad" { "refused 被拒: " (w.refused_docs) } }
+                        }
                         td { @if let Some(o) = w.clock_offset_ms { span class="bad" { (offset_text(o)) } } }
                         td { (flag_badges(&w.flags)) }
                     }

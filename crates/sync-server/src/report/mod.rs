@@ -168,6 +168,9 @@ pub struct WorkerRow {
     /// Records and photo files the devices still hold unsynced, by their last manifests.
     pub pending_docs: u64,
     pub pending_photos: u64,
+    /// Records the server refused, held on the devices with the reason:
+    /// they will not arrive by waiting.
+    pub refused_docs: u64,
     pub no_sync_24h: bool,
     /// The largest device clock offset (device − server), only when over 5 minutes.
     pub clock_offset_ms: Option<i64>,
@@ -183,6 +186,7 @@ pub struct DeviceRow {
     pub in_step: Option<bool>,
     pub pending_docs: u64,
     pub pending_photos: u64,
+    pub refused_docs: u64,
     pub clock_offset_ms: Option<i64>,
 }
 

@@ -71,12 +71,21 @@ fn workers_table(r: &DailyReport) -> Table {
             format!("{} ({missing})", w.incomplete.len()),
             w.last_sync_at.clone().unwrap_or_else(|| "never".into()),
             yes_no(w.in_step).to_owned(),
-            format!("{}/{}", w.pending_docs, w.pending_photos),
+            waiting_text(w),
             w.clock_offset_ms.map(offset_text).unwrap_or_default(),
             w.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", "),
         ]);
     }
     t
+}
+
+/// Records and photos still on the devices, then the refused records,
+/// which no amount of waiting brings in.
+fn waiting_text(w: &WorkerRow) -> String {
+    match w.refused_docs {
+        0 => format!("{}/{}", w.pending_docs, w.pending_photos),
+        n => format!("{}/{}, refused: {n}", w.pending_docs, w.pending_photos),
+    }
 }
 
 fn categories_table(r: &DailyReport) -> Table {
@@ -157,6 +166,7 @@ pub fn to_csv(r: &DailyReport) -> Result<Vec<u8>, csv::Error> {
         "in_step",
         "pending_records",
         "pending_photos",
+        "refused_records",
         "no_sync_24h",
         "clock_offset_s",
         "anomalies",
@@ -178,6 +188,7 @@ pub fn to_csv(r: &DailyReport) -> Result<Vec<u8>, csv::Error> {
             x.in_step.map(|b| b.to_string()).unwrap_or_default(),
             x.pending_docs.to_string(),
             x.pending_photos.to_string(),
+            x.refused_docs.to_string(),
             x.no_sync_24h.to_string(),
             x.clock_offset_ms.map(|m| (m / 1000).to_string()).unwrap_or_default(),
             x.anomalies.to_string(),

@@ -40,32 +40,7 @@ impl StorageError {
 }
 
 /// What a token grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// A grid worker: their own grid cells.
-    Worker,
-    /// A community center: every cell of its community.
-    Center,
-    /// The operator: everything.
-    Operator,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Worker, Role::Center, Role::Operator];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Worker => "worker",
-            Role::Center => "center",
-            Role::Operator => "operator",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
+pub use sync_core::account::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Worker {
@@ -89,6 +64,8 @@ pub struct DeviceManifest {
     pub pending_docs: u64,
     /// Photo files the device had not yet uploaded.
     pub pending_photos: u64,
+    /// Incidents the server refused, held on the device with the reason.
+    pub refused_docs: u64,
     /// The incidents the device created.
     pub own: OwnRecord,
 }

@@ -16,6 +16,7 @@ pub(super) fn record_of(m: &Manifest) -> DeviceManifest {
         digest: hex(&m.digest.0),
         pending_docs: m.pending_docs,
         pending_photos: m.pending_photos,
+        refused_docs: m.refused_docs,
         own: OwnRecord {
             count: m.own.count,
             digest: hex(&m.own.digest.0),
@@ -48,6 +49,8 @@ pub struct ManifestStatus {
     pub pending_docs: u64,
     /// Photo files the device had not yet uploaded.
     pub pending_photos: u64,
+    /// Incidents the server refused, which the device holds with the reason.
+    pub refused_docs: u64,
     /// Incidents the device had created.
     pub device_own: u64,
     /// Of those, the ones the server holds.
@@ -71,9 +74,10 @@ fn compare(manifest: &DeviceManifest, server: OwnDigest, at: &str) -> ManifestSt
     let same = manifest.own.count == server.count && manifest.own.digest == hex(&server.digest.0);
     ManifestStatus {
         last_sync_at: at.to_owned(),
-        in_step: same && manifest.pending_docs == 0 && manifest.pending_photos == 0,
+        in_step: same && manifest.pending_docs == 0 && manifest.pending_photos == 0 && manifest.refused_docs == 0,
         pending_docs: manifest.pending_docs,
         pending_photos: manifest.pending_photos,
+        refused_docs: manifest.refused_docs,
         device_own: manifest.own.count,
         server_own: server.count,
     }

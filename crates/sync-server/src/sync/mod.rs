@@ -4,16 +4,17 @@
 
 mod manifest;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::{Change, ChangeHash};
 pub use manifest::{ManifestStatus, manifest_status, report_manifest};
 use sync_core::protocol::{
-    Ack, Cursor, FeedChange, Hash32, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, PROTOCOL_VERSION, PushDoc,
-    SyncRequest, SyncResponse,
+    Ack, Cursor, FeedChange, Hash32, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION,
+    PushDoc, Refusal, SyncRequest, SyncResponse,
 };
-use sync_core::{Incident, IncidentDoc, IncidentId};
+use sync_core::rules::{Admission, Admitted, Author, Rule, RuleBroken, limits};
+use sync_core::{Incident, IncidentDoc, IncidentId, Taxonomy};
 
 use crate::clock::ServerTime;
 use crate::storage::{
@@ -23,14 +24,25 @@ use crate::storage::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// The request as a whole cannot be served.
     #[error("{0}")]
     BadRequest(String),
-    #[error("{reason}")]
-    Forbidden { incident: Option<String>, reason: String },
-    #[error("{reason}")]
-    Invalid { incident: Option<String>, reason: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// How one pushed incident fails: refused (its ack says why, and the
+/// other incidents go on), or the storage failed (the request fails).
+#[derive(Debug)]
+enum PushError {
+    Refused(Refusal),
+    Storage(StorageError),
+}
+
+impl From<StorageError> for PushError {
+    fn from(e: StorageError) -> Self {
+        PushError::Storage(e)
+    }
 }
 
 /// The most change bytes one pull page carries: half of what a client
@@ -70,7 +82,8 @@ pub fn sync(storage: &dyn Storage, caller: &Caller<'_>, req: &SyncRequest) -> Re
     } else {
         req.cursor.map(|c| c.seq).unwrap_or(0)
     };
-    let page = pull(storage, caller, after, req.pull_limit)?;
+    let mut page = pull(storage, caller, after, req.pull_limit)?;
+    page.changes.extend(histories(storage, caller, &req.want)?);
     let manifest = manifest::record_of(&req.manifest);
     storage.record_sync(&SyncRecord {
         device: &caller.device.id,
@@ -120,14 +133,28 @@ fn needs_reset(storage: &dyn Storage, req: &SyncRequest, epoch: &str) -> Result<
     Ok(req.epoch.as_deref().is_some_and(|e| e != epoch) || !cursor_ok)
 }
 
-/// Checks and merges every pushed incident, then commits them in one transaction.
+/// Checks and merges every pushed incident, then commits the ones that
+/// pass in one transaction; each refused one is answered in its ack.
 fn ingest(storage: &dyn Storage, caller: &Caller<'_>, push: &[PushDoc]) -> Result<Vec<Ack>, SyncError> {
     let mut writes = Vec::with_capacity(push.len());
     let mut acks = Vec::with_capacity(push.len());
     for doc in push {
-        let (write, ack) = merge_push(storage, caller, doc)?;
-        writes.extend(write);
-        acks.push(ack);
+        match merge_push(storage, caller, doc) {
+            Ok((write, ack)) => {
+                writes.extend(write);
+                acks.push(ack);
+            }
+            Err(PushError::Refused(r)) => {
+                tracing::warn!(device = %caller.device.id, incident = %doc.id, code = %r.code, reason = %r.message, "incident refused");
+                acks.push(Ack {
+                    id: doc.id.clone(),
+                    heads: vec![],
+                    need_full: false,
+                    refused: Some(r),
+                });
+            }
+            Err(PushError::Storage(e)) => return Err(e.into()),
+        }
     }
     storage.commit_push(&writes, &caller.device.id, &caller.now.text)?;
     Ok(acks)
@@ -183,6 +210,33 @@ fn pull(storage: &dyn Storage, caller: &Caller<'_>, after: u64, pull_limit: u32)
     })
 }
 
+/// The whole history of each incident the device asks for that is in its
+/// scope, as feed changes, up to half a page's bytes (the device asks again
+/// for the rest).
+fn histories(storage: &dyn Storage, caller: &Caller<'_>, want: &[String]) -> Result<Vec<FeedChange>, SyncError> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for id in want.iter().take(MAX_WANT) {
+        let Some(stored) = storage.incident_doc(id)? else {
+            continue;
+        };
+        if !caller.scope.allows(&stored.grid) || bytes >= MAX_PULL_BYTES / 2 {
+            continue;
+        }
+        let Ok(mut doc) = IncidentDoc::receiver(Some(&stored.doc)) else {
+            continue;
+        };
+        for mut change in doc.all_changes() {
+            bytes += change.raw_bytes().len();
+            out.push(FeedChange {
+                id: id.clone(),
+                change: serde_bytes::ByteBuf::from(change.bytes().into_owned()),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// One pushed incident on its way in: its id, its raw changes and who sent them.
 struct Incoming<'a> {
     storage: &'a dyn Storage,
@@ -191,55 +245,56 @@ struct Incoming<'a> {
 }
 
 impl Incoming<'_> {
-    fn id(&self) -> Option<String> {
-        Some(self.doc.id.clone())
+    fn refuse(&self, code: &str, rule: Option<Rule>, message: String) -> PushError {
+        PushError::Refused(Refusal {
+            code: code.to_owned(),
+            rule: rule.map(|r| r.code().to_owned()),
+            message,
+        })
     }
 
-    fn invalid(&self, reason: String) -> SyncError {
-        SyncError::Invalid {
-            incident: self.id(),
-            reason,
-        }
+    fn out_of_scope(&self, grid: &str) -> PushError {
+        let message = format!(
+            "incident {} is in grid cell {grid}, outside this device's cells",
+            self.doc.id
+        );
+        self.refuse("out_of_scope", None, message)
     }
 
-    fn out_of_scope(&self, grid: &str) -> SyncError {
-        SyncError::Forbidden {
-            incident: self.id(),
-            reason: format!(
-                "incident {} is in grid cell {grid}, outside this device's cells",
-                self.doc.id
-            ),
-        }
+    fn rule_broken(&self, e: RuleBroken) -> PushError {
+        let message = format!("incident {}: {e}", self.doc.id);
+        self.refuse("rule_broken", Some(e.rule), message)
     }
 
-    /// Keeps the pushed bytes aside for the operator, with the reason.
-    fn quarantine(&self, reason: &str, bytes: &[u8]) -> Result<(), SyncError> {
-        self.storage.quarantine(&Quarantined {
+    /// Keeps bytes that made Automerge fail aside for the operator, and
+    /// refuses the incident.
+    fn quarantine(&self, reason: &str, bytes: &[u8]) -> PushError {
+        let kept = self.storage.quarantine(&Quarantined {
             device: &self.caller.device.id,
             incident: Some(&self.doc.id),
             reason,
             bytes,
             at: &self.caller.now.text,
-        })?;
-        Ok(())
-    }
-
-    /// Quarantines every change of the push and refuses it as invalid.
-    fn refuse_all(&self, reason: &str, answer: String) -> SyncError {
-        let all: Vec<u8> = self.doc.changes.iter().flat_map(|c| c.iter().copied()).collect();
-        match self.quarantine(reason, &all) {
-            Ok(()) => self.invalid(answer),
-            Err(e) => e,
+        });
+        match kept {
+            Ok(()) => self.refuse(
+                "invalid_incident",
+                None,
+                format!("the changes of incident {} cannot be applied", self.doc.id),
+            ),
+            Err(e) => e.into(),
         }
     }
-}
 
-/// Pushed changes, decoded and checked for their author.
-struct Decoded {
-    changes: Vec<Change>,
-    /// Changes the server already holds, somewhere: they may come back from
-    /// any device, but only into the incident they belong to.
-    known: Vec<ChangeHash>,
+    /// Who stands behind the caller's own actor.
+    fn author(&self) -> Author<'_> {
+        let device = self.caller.device;
+        Author {
+            account: &device.worker.id,
+            device: &device.id,
+            role: device.worker.role,
+        }
+    }
 }
 
 /// Checks one pushed incident and merges it into the server's copy.
@@ -247,143 +302,138 @@ fn merge_push(
     storage: &dyn Storage,
     caller: &Caller<'_>,
     doc: &PushDoc,
-) -> Result<(Option<IncidentWrite>, Ack), SyncError> {
+) -> Result<(Option<IncidentWrite>, Ack), PushError> {
     let inc = Incoming { storage, caller, doc };
-    doc.id
+    let id = doc
+        .id
         .parse::<IncidentId>()
-        .map_err(|e| SyncError::BadRequest(e.to_string()))?;
-    let decoded = decode_changes(&inc)?;
+        .map_err(|e| inc.refuse("bad_change", None, e.to_string()))?;
     let existing = storage.incident_doc(&doc.id)?;
     if let Some(StoredDoc { grid, .. }) = &existing
         && !caller.scope.allows(grid)
     {
         return Err(inc.out_of_scope(grid));
     }
-    let hashes: Vec<ChangeHash> = decoded.changes.iter().map(|c| c.hash()).collect();
-    let mut merged = merge(&inc, existing.as_ref(), decoded)?;
-    // Changes whose dependencies the server lacks wait inside Automerge
-    // unapplied; only applied ones join the feed. Usually nothing waits,
-    // which one call tells without looking up each change.
-    let applied: Vec<ChangeHash> = if merged.waits_for_dependencies() {
-        hashes.iter().copied().filter(|h| merged.has_change(h)).collect()
-    } else {
-        hashes.clone()
-    };
+    let decoded = decode_changes(&inc)?;
+    let (mut merged, admitted, read) = admit(&inc, id, existing.as_ref(), decoded.changes)?;
     let stored = doc.heads.iter().all(|h| merged.has_change(&ChangeHash::from(*h)));
     let ack = Ack {
         id: doc.id.clone(),
         heads: if stored { doc.heads.clone() } else { vec![] },
-        need_full: applied.len() < hashes.len() || !stored,
+        need_full: !admitted.waiting.is_empty() || !stored,
+        refused: None,
     };
-    if applied.is_empty() && existing.is_none() {
+    let Some(read) = read else {
         // Nothing usable yet (a first push missing its own start).
         return Ok((None, ack));
+    };
+    if !caller.scope.allows(&read.grid) {
+        return Err(inc.out_of_scope(&read.grid));
     }
-    let read = validate(&inc, &mut merged)?;
-    let new_changes = new_changes(&inc, &applied, &hashes)?;
-    Ok((Some(write_of(&doc.id, merged, &read, new_changes)), ack))
+    let new_changes = new_changes(&inc, &admitted.applied, &decoded.raw_at)?;
+    let write = write_of(&doc.id, &mut merged, &read, new_changes);
+    if write.doc.len() > limits::MAX_DOC {
+        let size = write.doc.len();
+        return Err(inc.rule_broken(RuleBroken {
+            rule: Rule::Limit,
+            detail: format!("the document would be {size} bytes; the limit is {}", limits::MAX_DOC),
+        }));
+    }
+    Ok((Some(write), ack))
 }
 
-/// Decodes each change alone, bounded and inside `catch_unwind`, and checks
-/// that it is the device's own or one the server already holds.
-fn decode_changes(inc: &Incoming<'_>) -> Result<Decoded, SyncError> {
+/// Pushed changes, decoded, and where each one's bytes are in the push.
+struct Decoded {
+    changes: Vec<Change>,
+    raw_at: HashMap<ChangeHash, usize>,
+}
+
+/// Decodes each change alone, bounded and inside `catch_unwind`. A change
+/// of another device is dropped when the server already holds it (any
+/// device may pass one on) and refused when it does not.
+fn decode_changes(inc: &Incoming<'_>) -> Result<Decoded, PushError> {
     let doc = inc.doc;
     let mut out = Decoded {
         changes: Vec::with_capacity(doc.changes.len()),
-        known: Vec::new(),
+        raw_at: HashMap::with_capacity(doc.changes.len()),
     };
-    for raw in &doc.changes {
+    for (at, raw) in doc.changes.iter().enumerate() {
         if raw.len() > MAX_CHANGE {
-            return Err(SyncError::BadRequest(format!(
+            let message = format!(
                 "a change of incident {} is {} bytes; the limit is {MAX_CHANGE}",
                 doc.id,
                 raw.len()
-            )));
+            );
+            return Err(inc.refuse("bad_change", None, message));
         }
         let change = match catch_unwind(AssertUnwindSafe(|| Change::from_bytes(raw.to_vec()))) {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                return Err(SyncError::BadRequest(format!(
-                    "a change of incident {} cannot be decoded: {e}",
-                    doc.id
-                )));
+                let message = format!("a change of incident {} cannot be decoded: {e}", doc.id);
+                return Err(inc.refuse("bad_change", None, message));
             }
-            Err(_) => {
-                inc.quarantine("change decoding panicked", raw)?;
-                return Err(inc.invalid("a change could not be decoded".into()));
-            }
+            Err(_) => return Err(inc.quarantine("change decoding panicked", raw)),
         };
-        let is_known = inc.storage.has_change(&change.hash().0)?;
-        if is_known {
-            out.known.push(change.hash());
+        if change.actor_id().to_bytes() == inc.caller.device.actor.as_slice() {
+            out.raw_at.insert(change.hash(), at);
+            out.changes.push(change);
+        } else if !inc.storage.has_change(&change.hash().0)? {
+            let message = format!(
+                "incident {}: rule `author`: it carries a change made by another device that this server has not seen",
+                doc.id
+            );
+            return Err(inc.refuse("rule_broken", Some(Rule::Author), message));
         }
-        if change.actor_id().to_bytes() != inc.caller.device.actor.as_slice() && !is_known {
-            return Err(SyncError::Forbidden {
-                incident: inc.id(),
-                reason: format!(
-                    "incident {} carries a change made by another device that this server has not seen",
-                    doc.id
-                ),
-            });
-        }
-        out.changes.push(change);
     }
     Ok(out)
 }
 
-/// Applies the decoded changes to the server's copy (or a new one), inside
-/// `catch_unwind`; anything that cannot be applied is quarantined.
-fn merge(inc: &Incoming<'_>, existing: Option<&StoredDoc>, decoded: Decoded) -> Result<IncidentDoc, SyncError> {
-    let merged = catch_unwind(AssertUnwindSafe(|| -> Result<IncidentDoc, String> {
-        let mut doc = IncidentDoc::receiver(existing.map(|s| s.doc.as_slice())).map_err(|e| e.to_string())?;
-        if let Some(h) = decoded.known.iter().find(|h| !doc.has_change(h)) {
-            return Err(format!("it carries change {h}, which belongs to another incident"));
-        }
-        doc.apply_changes(decoded.changes).map_err(|e| e.to_string())?;
-        Ok(doc)
+/// Admits the decoded changes into the server's copy (or a new one) by
+/// the rules, inside `catch_unwind`; returns the copy, what was admitted
+/// and the incident as it now reads (`None` while it has no change).
+fn admit(
+    inc: &Incoming<'_>,
+    id: IncidentId,
+    existing: Option<&StoredDoc>,
+    changes: Vec<Change>,
+) -> Result<(IncidentDoc, Admitted, Option<Incident>), PushError> {
+    let author = inc.author();
+    let actor = inc.caller.device.actor.as_slice();
+    let run = catch_unwind(AssertUnwindSafe(|| -> Result<_, RuleBroken> {
+        let receiver = IncidentDoc::receiver(existing.map(|s| s.doc.as_slice())).map_err(|e| RuleBroken {
+            rule: Rule::Schema,
+            detail: format!("the server's copy cannot be read: {e}"),
+        })?;
+        let mut admission = Admission::new(receiver, id, Taxonomy::builtin())?;
+        let admitted = admission.admit_all(changes, |a| (a.to_bytes() == actor).then_some(author))?;
+        let read = admission.incident().cloned();
+        Ok((admission.into_doc(), admitted, read))
     }));
-    let id = &inc.doc.id;
-    match merged {
-        Ok(Ok(doc)) => Ok(doc),
-        Ok(Err(e)) => Err(inc.refuse_all(&e, format!("the changes of incident {id} cannot be applied: {e}"))),
-        Err(_) => Err(inc.refuse_all(
-            "applying changes panicked",
-            format!("the changes of incident {id} cannot be applied"),
-        )),
+    match run {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(inc.rule_broken(e)),
+        Err(_) => {
+            let all: Vec<u8> = inc.doc.changes.iter().flat_map(|c| c.iter().copied()).collect();
+            Err(inc.quarantine("applying changes panicked", &all))
+        }
     }
-}
-
-/// Reads the merged document whole: it must be a valid incident, the one it
-/// was pushed as, in a cell the device may touch.
-fn validate(inc: &Incoming<'_>, merged: &mut IncidentDoc) -> Result<Incident, SyncError> {
-    let id = &inc.doc.id;
-    let read = match merged.read() {
-        Ok(r) => r,
-        Err(e) => return Err(inc.refuse_all(&e.to_string(), format!("incident {id}: {e}"))),
-    };
-    if read.id.to_string() != *id {
-        return Err(inc.refuse_all(
-            "document id does not match",
-            format!("the document pushed as {id} says it is {}", read.id),
-        ));
-    }
-    if !inc.caller.scope.allows(&read.grid) {
-        return Err(inc.out_of_scope(&read.grid));
-    }
-    Ok(read)
 }
 
 /// The applied changes the server does not hold yet, as the device sent
 /// them: the bytes decoded to this hash, so there is no need to re-encode.
-fn new_changes(inc: &Incoming<'_>, applied: &[ChangeHash], hashes: &[ChangeHash]) -> Result<Vec<NewChange>, SyncError> {
+fn new_changes(
+    inc: &Incoming<'_>,
+    applied: &[ChangeHash],
+    raw_at: &HashMap<ChangeHash, usize>,
+) -> Result<Vec<NewChange>, PushError> {
     let mut out = Vec::new();
     for h in applied {
         if !inc.storage.has_change(&h.0)?
-            && let Some(i) = hashes.iter().position(|x| x == h)
+            && let Some(&at) = raw_at.get(h)
         {
             out.push(NewChange {
                 hash: h.0,
-                bytes: inc.doc.changes[i].to_vec(),
+                bytes: inc.doc.changes[at].to_vec(),
             });
         }
     }
@@ -391,7 +441,7 @@ fn new_changes(inc: &Incoming<'_>, applied: &[ChangeHash], hashes: &[ChangeHash]
 }
 
 /// The merged document, its projected columns and its photo references.
-fn write_of(id: &str, mut merged: IncidentDoc, read: &Incident, new_changes: Vec<NewChange>) -> IncidentWrite {
+fn write_of(id: &str, merged: &mut IncidentDoc, read: &Incident, new_changes: Vec<NewChange>) -> IncidentWrite {
     let mut heads = merged.heads();
     heads.sort();
     let blob_refs = read

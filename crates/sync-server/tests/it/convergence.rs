@@ -1,6 +1,6 @@
 //! Edits made offline on two devices to the same incident reach every
 //! device and the server whole, whatever order the devices sync in: A moves
-//! the incident to `dispatched` while B adds a note and a photo.
+//! the incident to `resolved` (fixed on the spot) while B adds a note and a photo.
 
 use serde_json::Value;
 
@@ -85,7 +85,7 @@ fn concurrent_edits_converge(order: [Who; 3]) {
     assert_eq!(b.show(&shared)["status"], "reported");
 
     // Offline again, both edit the shared incident.
-    a.ok(&["update", &shared, "--status", "dispatched"]);
+    a.ok(&["update", &shared, "--status", "resolved"]);
     b.ok(&["update", &shared, "--note", NOTE, "--photo", &curb]);
     for who in order {
         match who {
@@ -111,12 +111,12 @@ fn concurrent_edits_converge(order: [Who; 3]) {
 
     // Both edits survived the merge.
     let inc = a.show(&shared);
-    assert_eq!(inc["status"], "dispatched");
+    assert_eq!(inc["status"], "resolved");
     assert!(inc.get("status_conflicts").is_none(), "no conflict: {inc}");
     let history = inc["status_history"].as_array().expect("history");
     assert_eq!(history.len(), 2, "{history:?}");
     assert_eq!(history[1]["from"], "reported");
-    assert_eq!(history[1]["to"], "dispatched");
+    assert_eq!(history[1]["to"], "resolved");
     assert_eq!(history[1]["by"], "w-a");
     let notes = inc["notes"].as_array().expect("notes");
     assert_eq!(notes.len(), 1, "{notes:?}");
@@ -140,7 +140,7 @@ fn concurrent_edits_converge(order: [Who; 3]) {
         .db()
         .query_row("SELECT status FROM incidents WHERE id = ?1", [&shared], |r| r.get(0))
         .unwrap();
-    assert_eq!(status, "dispatched");
+    assert_eq!(status, "resolved");
 
     // Photos are whole on the server, and each device can look at every
     // incident's thumbnails offline.

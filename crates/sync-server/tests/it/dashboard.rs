@@ -42,7 +42,7 @@ fn sign_in(server: &Server, token: &str) -> reqwest::blocking::Response {
 
 /// The cookie a successful sign-in sets, as `name=value`.
 #[track_caller]
-fn session_cookie(server: &Server, token: &str) -> String {
+pub(crate) fn session_cookie(server: &Server, token: &str) -> String {
     let resp = sign_in(server, token);
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/center");
@@ -53,7 +53,7 @@ fn session_cookie(server: &Server, token: &str) -> String {
     set.split(';').next().unwrap().to_owned()
 }
 
-fn get(server: &Server, path: &str, cookie: Option<&str>) -> reqwest::blocking::Response {
+pub(crate) fn get(server: &Server, path: &str, cookie: Option<&str>) -> reqwest::blocking::Response {
     let mut req = client().get(format!("{}{path}", server.url));
     if let Some(c) = cookie {
         req = req.header("cookie", c);

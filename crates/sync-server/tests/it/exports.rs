@@ -80,9 +80,14 @@ pub fn seed(flags: &[&str]) -> Seeded {
         "2026-11-22T10:00:00+08:00",
     ]);
     li.ok(&["update", &b, "--status", "resolved", "--note", "已补种"]);
-    li.ok(&["update", &c, "--status", "dispatched"]);
     let synced = li.sync(&[]);
     assert_eq!(synced["acknowledged"], 3);
+    // The center dispatches: a worker's device may not.
+    let hx = Device::new("hx-center", &[HX01, HX02]);
+    hx.enroll(&server);
+    hx.sync(&[]);
+    hx.ok(&["update", &c, "--status", "dispatched"]);
+    assert_eq!(hx.sync(&[])["acknowledged"], 1);
 
     let zhao = Device::new("w-zhao", &[XS01]);
     zhao.enroll(&server);

@@ -15,6 +15,7 @@ use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
 use sync_core::incident::rfc3339;
 use sync_core::protocol::{self, MAX_PULL, SyncRequest, SyncResponse};
+use sync_core::rules::{Author, check_move};
 use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON};
 use sync_core::{GridMap, Incident, IncidentDoc, IncidentId, ListFilter, Location, NewIncident, Store};
 use sync_server::ServerTime;
@@ -144,16 +145,25 @@ impl World {
         let grids = GridMap::builtin();
         for i in 0..replicas {
             let (now_ms, now) = world.tick();
-            let worker = format!("w-{i}");
+            // The first replica is the community center, which moves
+            // statuses a worker may not; the others are grid workers.
+            let (worker, role) = match i {
+                0 => ("center".to_owned(), Role::Center),
+                _ => (format!("w-{i}"), Role::Worker),
+            };
             world
                 .server
                 .add_worker(
                     &Worker {
                         id: worker.clone(),
                         name: worker.clone(),
-                        role: Role::Worker,
-                        community: None,
-                        grids: vec![HX02.into()],
+                        role,
+                        community: (role == Role::Center).then(|| "HLT-CX-HX".to_owned()),
+                        grids: if role == Role::Center {
+                            vec![]
+                        } else {
+                            vec![HX02.into()]
+                        },
                     },
                     &rfc3339(&now),
                 )
@@ -210,7 +220,9 @@ impl World {
                 .device_by_token(&token)
                 .unwrap()
                 .expect("the token finds the device");
-            world.scope = scope_of(&device, &grids);
+            if role == Role::Worker {
+                world.scope = scope_of(&device, &grids);
+            }
             world.replicas.push(Replica {
                 store,
                 device,
@@ -242,6 +254,9 @@ impl World {
     }
 
     fn report(&mut self, r: usize) {
+        if self.replicas[r].device.worker.role == Role::Center {
+            return; // a center does not report incidents
+        }
         let (now_ms, now) = self.tick();
         self.made += 1;
         let rep = &mut self.replicas[r];
@@ -274,11 +289,25 @@ impl World {
         let (_, now) = self.tick();
         let rep = &mut self.replicas[r];
         let mut doc = rep.store.load(&id, rep.store.profile().unwrap().actor()).unwrap();
-        let next = doc.read().unwrap().status.next();
+        let incident = doc.read().unwrap();
+        let device = rep.device.id.clone();
+        let author = Author {
+            account: &rep.worker,
+            device: &device,
+            role: rep.device.worker.role,
+        };
+        // Only the moves this replica's role may make, as `field` offers.
+        let next: Vec<_> = incident
+            .status
+            .next()
+            .iter()
+            .copied()
+            .filter(|to| check_move(&incident, *to, &author).is_ok())
+            .collect();
         if next.is_empty() {
             return;
         }
-        let to = *to.get(next);
+        let to = *to.get(&next);
         doc.set_status(to, &rep.worker, now).unwrap();
         rep.store.save(&mut doc, &[], now).unwrap();
         self.moves

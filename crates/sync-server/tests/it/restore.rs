@@ -130,7 +130,7 @@ fn restored_server_gets_everything_back(a_first: bool) {
     let y_photo = dir.path().join("y.jpg");
     std::fs::write(&y_photo, noise_jpeg(800, 600, 7, 80)).unwrap();
     let y = a.report(&["--category", "road-surface", "--photo", y_photo.to_str().unwrap()]);
-    a.ok(&["update", &q, "--status", "dispatched"]);
+    a.ok(&["update", &q, "--status", "resolved"]);
     a.sync(&[]);
     b.sync(&[]);
     b.ok(&[
@@ -193,7 +193,7 @@ fn restored_server_gets_everything_back(a_first: bool) {
     for id in [&x, &q, &y, &z] {
         assert_eq!(a.show(id), b.show(id), "A and B show {id} differently");
     }
-    assert_eq!(a.show(&q)["status"], "dispatched");
+    assert_eq!(a.show(&q)["status"], "resolved");
     let yi = a.show(&y);
     assert_eq!(yi["notes"][0]["text"], "road closed for repair");
     assert_eq!(yi["photos"].as_array().unwrap().len(), 2);

@@ -1,0 +1,394 @@
+//! The server guards the record against an enrolled device that lies: a
+//! forged change, a change grafted from another incident, a colleague's
+//! incident rewritten or erased, an incident made in someone else's name or
+//! by a center. Each attack goes over real HTTP, is refused in its
+//! incident's ack with the rule it broke, and leaves every reader (exports,
+//! daily report, dashboard, Open311) and the victim's next edit working.
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit, Change, ExpandedChange, ROOT, ReadDoc};
+use serde_bytes::ByteBuf;
+use sync_core::protocol::{self, Hash32, Manifest, PROTOCOL_VERSION, PushDoc, Refusal, SyncRequest, SyncResponse};
+use sync_core::{IncidentDoc, IncidentId, Location, NewIncident};
+
+use crate::*;
+
+/// `POST /v1/sync` with these incidents pushed, as the device `dev`.
+fn push(server: &Server, dev: &Device, docs: Vec<PushDoc>) -> SyncResponse {
+    let req = SyncRequest {
+        version: PROTOCOL_VERSION,
+        device_time_ms: 1_763_600_000_000,
+        epoch: None,
+        cursor: None,
+        pull_limit: 10,
+        push: docs,
+        want: vec![],
+        manifest: Manifest {
+            incidents: 0,
+            digest: Hash32([0; 32]),
+            pending_docs: 0,
+            pending_photos: 0,
+            refused_docs: 0,
+            own: Default::default(),
+            clock_offset_ms: None,
+        },
+    };
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/sync", server.url))
+        .bearer_auth(token_of(dev))
+        .body(protocol::encode(&req))
+        .send()
+        .expect("the server answers");
+    assert_eq!(resp.status().as_u16(), 200, "a push is answered per incident");
+    protocol::decode(&resp.bytes().unwrap()).expect("a sync response")
+}
+
+/// The refusal of incident `id` in a push answer.
+#[track_caller]
+fn refusal(resp: &SyncResponse, id: &str) -> Refusal {
+    let ack = resp.acks.iter().find(|a| a.id == id).expect("an ack for the incident");
+    ack.refused
+        .clone()
+        .unwrap_or_else(|| panic!("incident {id} was not refused: {ack:?}"))
+}
+
+#[track_caller]
+fn assert_rule(resp: &SyncResponse, id: &str, rule: &str, what: &str) {
+    let r = refusal(resp, id);
+    assert_eq!(
+        (r.code.as_str(), r.rule.as_deref()),
+        ("rule_broken", Some(rule)),
+        "{what}: {r:?}"
+    );
+}
+
+fn doc_push(doc: &mut AutoCommit, id: &str, since: &[automerge::ChangeHash]) -> PushDoc {
+    PushDoc {
+        id: id.to_owned(),
+        heads: doc.get_heads().into_iter().map(Hash32::from).collect(),
+        changes: doc
+            .get_changes(since)
+            .into_iter()
+            .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
+            .collect(),
+    }
+}
+
+/// The server's copy of an incident, to be edited as `dev`.
+fn server_copy(server: &Server, dev: &Device, id: &str) -> AutoCommit {
+    let bytes: Vec<u8> = server
+        .db()
+        .query_row("SELECT doc FROM incidents WHERE id = ?1", [id], |r| r.get(0))
+        .unwrap();
+    let uuid: uuid::Uuid = device_id(dev).parse().unwrap();
+    AutoCommit::load(&bytes)
+        .unwrap()
+        .with_actor(ActorId::from(uuid.as_bytes()))
+}
+
+fn stored_changes(server: &Server) -> i64 {
+    server
+        .db()
+        .query_row("SELECT count(*) FROM changes", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Every reader of the community answers, and shows the victim's incident
+/// as its reporter wrote it.
+#[track_caller]
+fn readers_still_work(server: &Server, victim: &str, description: &str) {
+    let op = server.token("op");
+    let json = crate::exports::get(server, "/v1/exports/incidents.json?community=HLT-CX-HX", Some(&op));
+    assert_eq!(json.status, 200, "{}", json.text());
+    let all = json.json();
+    let inc = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == victim)
+        .expect("the victim's incident is exported");
+    assert_eq!(inc["description"], description);
+    assert_eq!(inc["reporter"], "w-li");
+    for path in [
+        "/v1/exports/incidents.csv?community=HLT-CX-HX".to_owned(),
+        format!("/v1/reports/daily?community=HLT-CX-HX&date={}", today()),
+        "/open311/v2/requests.json".to_owned(),
+    ] {
+        let got = crate::exports::get(server, &path, Some(&op));
+        assert_eq!(got.status, 200, "{path}: {}", got.text());
+    }
+    let center = server.token("hx-center");
+    let cookie = crate::dashboard::session_cookie(server, &center);
+    let page = crate::dashboard::get(server, &format!("/center/incidents/{victim}"), Some(&cookie));
+    assert_eq!(page.status().as_u16(), 200);
+}
+
+fn today() -> String {
+    chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+struct Cell {
+    server: Server,
+    li: Device,
+    wang: Device,
+    victim: String,
+}
+
+/// Li and Wang share HX-02; Li's incident, with a note, is on the server
+/// and on Wang's device.
+fn cell() -> Cell {
+    let mut server = Server::new();
+    server.add_worker("w-li", &[HX02]);
+    server.add_worker("w-wang", &[HX02]);
+    server.add_center("hx-center", "HLT-CX-HX");
+    server.admin(&["worker", "add", "--id", "op", "--name", "运维", "--role", "operator"]);
+    server.start();
+    let li = Device::new("w-li", &[HX02]);
+    let wang = Device::new("w-wang", &[HX02]);
+    li.enroll(&server);
+    wang.enroll(&server);
+    let victim = li.report(&["--category", "manhole-cover", "--desc", "井盖缺了一角"]);
+    li.ok(&["update", &victim, "--note", "已拍照"]);
+    assert_eq!(li.sync(&[])["acknowledged"], 1);
+    assert_eq!(wang.sync(&[])["new_incidents"], 1);
+    Cell {
+        server,
+        li,
+        wang,
+        victim,
+    }
+}
+
+#[test]
+fn a_forged_or_grafted_change_is_refused_and_poisons_nothing() {
+    let c = cell();
+    let own = c.wang.report(&["--category", "lawn"]);
+    assert_eq!(c.wang.sync(&[])["acknowledged"], 1);
+    let before = stored_changes(&c.server);
+
+    // Wang's own change, numbered one further (Automerge recomputes the
+    // checksum), pushed with empty heads and then with its hash in heads.
+    let mut doc = server_copy(&c.server, &c.wang, &own);
+    let real = doc.get_changes(&[]).remove(0);
+    let forged = Change::from(ExpandedChange {
+        seq: real.seq() + 1,
+        hash: None,
+        ..real.decode()
+    });
+    for heads in [vec![], vec![Hash32::from(forged.hash())]] {
+        let resp = push(
+            &c.server,
+            &c.wang,
+            vec![PushDoc {
+                id: own.clone(),
+                heads,
+                changes: vec![ByteBuf::from(forged.raw_bytes().to_vec())],
+            }],
+        );
+        assert_rule(&resp, &own, "chain", "a renumbered change");
+    }
+
+    // A root change of an incident the server has not seen, grafted under
+    // Li's incident; and the same incident pushed under an unused id.
+    let uuid: uuid::Uuid = device_id(&c.wang).parse().unwrap();
+    let other = NewIncident {
+        id: IncidentId::new(1_763_600_000_123, [5; 10]),
+        category: "clutter".into(),
+        description: String::new(),
+        location: Location::default(),
+        grid: HX02.into(),
+        reporter: "w-wang".into(),
+        device: uuid.to_string(),
+        captured_at: chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap(),
+        photos: vec![],
+    };
+    let mut x = IncidentDoc::create(&other, ActorId::from(uuid.as_bytes())).unwrap();
+    let graft = |id: &str| PushDoc {
+        id: id.to_owned(),
+        heads: vec![],
+        changes: x
+            .all_changes()
+            .into_iter()
+            .map(|mut ch| ByteBuf::from(ch.bytes().into_owned()))
+            .collect(),
+    };
+    assert_rule(
+        &push(&c.server, &c.wang, vec![graft(&c.victim)]),
+        &c.victim,
+        "chain",
+        "a grafted root",
+    );
+    let unused = IncidentId::new(1_763_600_000_124, [6; 10]).to_string();
+    assert_rule(
+        &push(&c.server, &c.wang, vec![graft(&unused)]),
+        &unused,
+        "wrong_incident",
+        "a misfiled root",
+    );
+    assert_eq!(stored_changes(&c.server), before, "nothing of the attacks is stored");
+
+    readers_still_work(&c.server, &c.victim, "井盖缺了一角");
+    // The owner's next real edit goes through, and reaches Wang.
+    c.wang.ok(&["update", &own, "--note", "草坪已补"]);
+    assert_eq!(c.wang.sync(&[])["acknowledged"], 1);
+    c.li.ok(&["update", &c.victim, "--note", "市政已到"]);
+    assert_eq!(c.li.sync(&[])["acknowledged"], 1);
+    assert_eq!(c.wang.sync(&[])["pulled_changes"], 1);
+    assert_eq!(c.wang.show(&c.victim)["notes"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_colleague_cannot_rewrite_erase_or_speak_for_anyone() {
+    let c = cell();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap();
+    type Attack = Box<dyn Fn(&mut AutoCommit)>;
+    let list = |d: &AutoCommit, key: &str| d.get(ROOT, key).unwrap().unwrap().1;
+    #[rustfmt::skip]
+    let attacks: Vec<(&str, &str, Attack)> = vec![
+        ("the reporter rewritten", "fixed_field", Box::new(|d| d.put(ROOT, "reporter", "w-wang").unwrap())),
+        ("the device rewritten", "fixed_field", Box::new(|d| d.put(ROOT, "device", "x").unwrap())),
+        ("the description rewritten", "correction", Box::new(|d| d.put(ROOT, "description", "没事").unwrap())),
+        ("a category that does not exist", "correction", Box::new(|d| d.put(ROOT, "category", "nothing").unwrap())),
+        ("reported → closed", "workflow", Box::new(|d| d.put(ROOT, "status", "closed").unwrap())),
+        ("every note deleted", "append_only", Box::new(move |d| { let n = list(d, "notes"); d.delete(&n, 0).unwrap(); })),
+        ("the notes list replaced", "fixed_field", Box::new(|d| { d.put_object(ROOT, "notes", automerge::ObjType::List).unwrap(); })),
+        ("the photos map deleted", "fixed_field", Box::new(|d| d.delete(ROOT, "photos").unwrap())),
+    ];
+    let before = stored_changes(&c.server);
+    for (what, rule, attack) in attacks {
+        let mut doc = server_copy(&c.server, &c.wang, &c.victim);
+        let heads = doc.get_heads();
+        attack(&mut doc);
+        doc.commit();
+        let resp = push(&c.server, &c.wang, vec![doc_push(&mut doc, &c.victim, &heads)]);
+        assert_rule(&resp, &c.victim, rule, what);
+    }
+    // A note signed in Li's name, and a history entry as the center.
+    let mut doc = IncidentDoc::from_automerge(server_copy(&c.server, &c.wang, &c.victim));
+    let heads = doc.heads();
+    doc.add_note("w-li", "我是李", at).unwrap();
+    let resp = push(&c.server, &c.wang, vec![doc_push(doc.automerge(), &c.victim, &heads)]);
+    assert_rule(&resp, &c.victim, "author", "a note in Li's name");
+    let mut doc = IncidentDoc::from_automerge(server_copy(&c.server, &c.wang, &c.victim));
+    let heads = doc.heads();
+    doc.set_status(sync_core::Status::Dispatched, "hx-center", at).unwrap();
+    let resp = push(&c.server, &c.wang, vec![doc_push(doc.automerge(), &c.victim, &heads)]);
+    assert_rule(&resp, &c.victim, "author", "a dispatch signed as the center");
+    let mut doc = IncidentDoc::from_automerge(server_copy(&c.server, &c.wang, &c.victim));
+    let heads = doc.heads();
+    doc.set_status(sync_core::Status::Dispatched, "w-wang", at).unwrap();
+    let resp = push(&c.server, &c.wang, vec![doc_push(doc.automerge(), &c.victim, &heads)]);
+    assert_rule(&resp, &c.victim, "role", "a worker's dispatch");
+    assert_eq!(stored_changes(&c.server), before, "nothing of the attacks is stored");
+
+    readers_still_work(&c.server, &c.victim, "井盖缺了一角");
+    let shown = c.li.show(&c.victim);
+    c.li.ok(&["update", &c.victim, "--status", "resolved", "--note", "已自行处置"]);
+    assert_eq!(c.li.sync(&[])["acknowledged"], 1);
+    assert_eq!(shown["notes"].as_array().unwrap().len(), 1, "Li's copy is untouched");
+    // Wang, who did not fix it, verifies Li's fix on site: allowed.
+    c.wang.sync(&[]);
+    c.wang.ok(&["update", &c.victim, "--status", "verified"]);
+    assert_eq!(c.wang.sync(&[])["acknowledged"], 1);
+    let shown = c.li.sync(&[]);
+    assert_eq!(shown["pulled_changes"], 1, "{shown}");
+    assert_eq!(c.li.show(&c.victim)["status"], "verified");
+}
+
+#[test]
+fn incidents_in_someone_elses_name_or_by_a_center_are_refused_and_the_rest_of_the_push_lands() {
+    let c = cell();
+    let center = Device::new("hx-center", &[HX01, HX02]);
+    center.enroll(&c.server);
+    let made = |dev: &Device, reporter: &str, n: u8| {
+        let uuid: uuid::Uuid = device_id(dev).parse().unwrap();
+        let new = NewIncident {
+            id: IncidentId::new(1_763_600_001_000 + u64::from(n), [n; 10]),
+            category: "clutter".into(),
+            description: String::new(),
+            location: Location::default(),
+            grid: HX02.into(),
+            reporter: reporter.into(),
+            device: uuid.to_string(),
+            captured_at: chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap(),
+            photos: vec![],
+        };
+        let mut doc = IncidentDoc::create(&new, ActorId::from(uuid.as_bytes())).unwrap();
+        doc_push(doc.automerge(), &new.id.to_string(), &[])
+    };
+    let in_lis_name = made(&c.wang, "w-li", 1);
+    let honest = made(&c.wang, "w-wang", 2);
+    let resp = push(&c.server, &c.wang, vec![in_lis_name.clone(), honest.clone()]);
+    assert_rule(&resp, &in_lis_name.id, "author", "an incident in Li's name");
+    let ack = resp.acks.iter().find(|a| a.id == honest.id).unwrap();
+    assert!(
+        ack.refused.is_none() && !ack.heads.is_empty(),
+        "the honest incident lands: {ack:?}"
+    );
+    let by_center = made(&center, "hx-center", 3);
+    assert_rule(
+        &push(&c.server, &center, vec![by_center.clone()]),
+        &by_center.id,
+        "role",
+        "a center's report",
+    );
+    let on_server: Vec<String> = server_heads(&c.server).into_iter().map(|(id, _)| id).collect();
+    assert!(on_server.contains(&honest.id));
+    assert!(!on_server.contains(&in_lis_name.id) && !on_server.contains(&by_center.id));
+    readers_still_work(&c.server, &c.victim, "井盖缺了一角");
+}
+
+#[test]
+fn a_refused_incident_is_held_with_its_reason_and_shown_in_the_daily_report() {
+    let c = cell();
+    // Offline, before the device learned its role: Wang dispatches, which
+    // the server refuses; a new report in the same sync still lands.
+    let db = c.wang.db();
+    let json: String = db
+        .query_row("SELECT value FROM meta WHERE key = 'profile'", [], |r| r.get(0))
+        .unwrap();
+    let mut profile: serde_json::Value = serde_json::from_str(&json).unwrap();
+    profile.as_object_mut().unwrap().remove("role");
+    db.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'profile'",
+        [profile.to_string()],
+    )
+    .unwrap();
+    drop(db);
+    c.wang.ok(&["update", &c.victim, "--status", "dispatched"]);
+    let fine = c.wang.report(&["--category", "lawn"]);
+    let synced = c.wang.sync(&[]);
+    assert_eq!(synced["refused"], serde_json::json!([c.victim]), "{synced}");
+    assert_eq!(synced["acknowledged"], 1, "{synced}");
+    assert!(server_heads(&c.server).iter().any(|(id, _)| *id == fine));
+    let status = c.wang.status();
+    assert_eq!(status["refused"][0]["code"], "rule_broken", "{status}");
+    let reason = status["refused"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("rule `role`") && reason.contains("`reported` to `dispatched`"),
+        "{reason}"
+    );
+
+    let op = c.server.token("op");
+    let path = format!("/v1/reports/daily?community=HLT-CX-HX&date={}", today());
+    let report = crate::exports::get(&c.server, &path, Some(&op)).json();
+    let wang = report["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "w-wang")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (wang["refused_docs"].as_u64(), wang["pending_docs"].as_u64()),
+        (Some(1), Some(0)),
+        "{wang}"
+    );
+    let table = c
+        .server
+        .admin(&["reconcile", "--date", &today(), "--community", "HLT-CX-HX"]);
+    assert!(table.contains("refused: 1"), "{table}");
+}
