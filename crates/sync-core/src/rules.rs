@@ -533,19 +533,17 @@ impl<'t> Admission<'t> {
             deps.sort();
             heads == deps
         };
-        let (before_shape, after_shape, before, after) = if at_heads {
+        let (before, after) = if at_heads {
             let before_shape = self.doc.shape();
             self.doc
                 .apply_changes(vec![change])
                 .map_err(|e| broken(Rule::Chain, e.to_string()))?;
+            before_shape.check(&self.doc.shape())?;
             let after = self.doc.read().map_err(|e| broken(Rule::Schema, e.to_string()))?;
-            (before_shape, self.doc.shape(), self.current.take(), after)
+            (self.current.take(), after)
         } else {
             self.judge_concurrent(change)?
         };
-        if let Some(problem) = before_shape.replaced_by(&after_shape) {
-            return Err(broken(Rule::Fixed, problem));
-        }
         check_change(&self.id, before.as_ref(), &after, author, self.taxonomy)?;
         self.current = Some(match at_heads {
             true => after,
@@ -558,7 +556,7 @@ impl<'t> Admission<'t> {
 
     /// A change made beside others this copy has: judged on a fork at its
     /// dependencies, then applied here too.
-    fn judge_concurrent(&mut self, change: Change) -> Result<(Shape, Shape, Option<Incident>, Incident), RuleBroken> {
+    fn judge_concurrent(&mut self, change: Change) -> Result<(Option<Incident>, Incident), RuleBroken> {
         let deps = change.deps().to_vec();
         let mut fork = self
             .doc
@@ -568,11 +566,12 @@ impl<'t> Admission<'t> {
         let before_shape = fork.shape();
         fork.apply_changes(vec![change.clone()])
             .map_err(|e| broken(Rule::Chain, e.to_string()))?;
+        before_shape.check(&fork.shape())?;
         let after = fork.read().map_err(|e| broken(Rule::Schema, e.to_string()))?;
         self.doc
             .apply_changes(vec![change])
             .map_err(|e| broken(Rule::Chain, e.to_string()))?;
-        Ok((before_shape, fork.shape(), Some(before), after))
+        Ok((Some(before), after))
     }
 
     /// Dependencies and sequence: only the first change has none; each
@@ -655,20 +654,25 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    /// What `after` replaced or added that it may not, if anything.
-    fn replaced_by(&self, after: &Shape) -> Option<String> {
+    /// Refuses what `after` replaced, deleted or added that it may not.
+    fn check(&self, after: &Shape) -> Result<(), RuleBroken> {
         if let Some(key) = after.unknown.iter().find(|k| !self.unknown.contains(k)) {
-            return Some(format!(
-                "`{}` is not a field of an incident",
-                key.chars().take(40).collect::<String>()
-            ));
+            let key: String = key.chars().take(40).collect();
+            return Err(broken(Rule::Fixed, format!("`{key}` is not a field of an incident")));
         }
         let created = self.containers.iter().all(|(_, id)| id.is_none());
-        self.containers
+        let replaced = self
+            .containers
             .iter()
             .zip(&after.containers)
-            .find(|((_, old), (_, new))| !created && old != new)
-            .map(|((key, _), _)| format!("`{key}` was replaced; it is made once, with the incident"))
+            .find(|((_, old), (_, new))| !created && old != new);
+        match replaced {
+            Some(((key, _), _)) => Err(broken(
+                Rule::Fixed,
+                format!("`{key}` was replaced or deleted; it is made once, with the incident"),
+            )),
+            None => Ok(()),
+        }
     }
 }
 

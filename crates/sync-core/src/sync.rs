@@ -257,13 +257,20 @@ impl Store {
                 }
             }
         }
+        let parked = |tx: &rusqlite::Transaction<'_>| -> Result<i64, StoreError> {
+            Ok(tx.query_row("SELECT count(*) FROM parked", [], |r| r.get(0))?)
+        };
+        let parked_before = parked(&tx)?;
         for (id, changes) in feed_by_incident(&resp.changes) {
             if let Some(pulled) = merge_pulled(&tx, id, changes, now)? {
                 applied.pulled_changes += pulled.changes;
                 applied.new_incidents += usize::from(pulled.new);
             }
         }
-        applied.more = advance(&tx, &mut state, resp, applied.reset, now)?;
+        // Newly parked changes make the next request ask for their
+        // incidents' whole histories, in this same sync.
+        let newly_parked = parked(&tx)? > parked_before;
+        applied.more = advance(&tx, &mut state, resp, applied.reset, now)? || newly_parked;
         tx.commit()?;
         Ok(applied)
     }

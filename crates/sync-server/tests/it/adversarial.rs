@@ -1124,7 +1124,7 @@ fn an_oversized_note_is_refused_and_many_large_ones_never_make_a_page_too_large(
 
     // Notes at the limit, on twelve incidents: the feed is larger than
     // one body, and the pull still arrives whole, page by page.
-    let (incidents, notes) = (12_u8, 190_usize);
+    let (incidents, notes) = (15_u8, 190_usize);
     let mut ids = Vec::new();
     for batch in (2..2 + incidents).collect::<Vec<_>>().chunks(3) {
         let mut push = Vec::new();

@@ -206,7 +206,7 @@ fn a_forged_or_grafted_change_is_refused_and_poisons_nothing() {
         photos: vec![],
     };
     let mut x = IncidentDoc::create(&other, ActorId::from(uuid.as_bytes())).unwrap();
-    let graft = |id: &str| PushDoc {
+    let mut graft = |id: &str| PushDoc {
         id: id.to_owned(),
         heads: vec![],
         changes: x
@@ -346,7 +346,7 @@ fn a_refused_incident_is_held_with_its_reason_and_shown_in_the_daily_report() {
     let c = cell();
     // Offline, before the device learned its role: Wang dispatches, which
     // the server refuses; a new report in the same sync still lands.
-    let db = c.wang.db();
+    let db = rusqlite::Connection::open(c.wang.dir.path().join(sync_core::store::DB_FILE)).unwrap();
     let json: String = db
         .query_row("SELECT value FROM meta WHERE key = 'profile'", [], |r| r.get(0))
         .unwrap();
@@ -391,4 +391,52 @@ fn a_refused_incident_is_held_with_its_reason_and_shown_in_the_daily_report() {
         .server
         .admin(&["reconcile", "--date", &today(), "--community", "HLT-CX-HX"]);
     assert!(table.contains("refused: 1"), "{table}");
+}
+
+#[test]
+fn an_incident_moved_into_a_devices_cells_arrives_whole() {
+    let c = cell();
+    c.server.add_worker("w-zhao", &[HX01]);
+    let zhao = Device::new("w-zhao", &[HX01]);
+    zhao.enroll(&c.server);
+    // Zhao's cursor passes Li's incident while it is in HX-02.
+    zhao.report(&["--category", "lawn", "--grid", HX01]);
+    assert_eq!(zhao.sync(&[])["acknowledged"], 1);
+    assert_eq!(zhao.list().len(), 1);
+
+    // The center moves Li's incident to HX-01 (a correction with its note).
+    let center = Device::new("hx-center", &[HX01, HX02]);
+    center.enroll(&c.server);
+    center.sync(&[]);
+    {
+        let mut store = sync_core::Store::open(center.dir.path()).unwrap();
+        let id: IncidentId = c.victim.parse().unwrap();
+        let mut doc = store.load(&id, store.profile().unwrap().actor()).unwrap();
+        let fix = sync_core::incident::Correction {
+            grid: Some(HX01.into()),
+            ..Default::default()
+        };
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-21T09:00:00+08:00").unwrap();
+        assert!(doc.correct(&fix, "hx-center", now).unwrap());
+        store.save(&mut doc, &[], now).unwrap();
+    }
+    assert_eq!(center.sync(&[])["acknowledged"], 1);
+
+    // Zhao's next sync gets the move, lacks the incident's start, parks the
+    // change and asks for the whole history, in the same sync.
+    let synced = zhao.sync(&[]);
+    assert_eq!(synced["new_incidents"], 1, "{synced}");
+    let shown = zhao.show(&c.victim);
+    assert_eq!(shown["grid"], HX01);
+    let notes = shown["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 2, "{shown}");
+    assert_eq!(notes[1]["kind"], "correction");
+    assert_eq!(notes[1]["text"], format!("grid: {HX02} → {HX01}"));
+    let parked: i64 = zhao
+        .db()
+        .query_row("SELECT count(*) FROM parked", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(parked, 0, "nothing stays parked");
+    let heads_of = |all: Vec<(String, Vec<u8>)>| all.into_iter().find(|(id, _)| *id == c.victim).map(|(_, h)| h);
+    assert_eq!(heads_of(zhao.heads()), heads_of(server_heads(&c.server)));
 }

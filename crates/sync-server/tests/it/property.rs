@@ -498,19 +498,21 @@ proptest! {
 /// whole history again.
 #[test]
 fn an_edit_after_an_acknowledged_sync_pushes_only_the_new_change() {
-    let mut world = World::new(1);
-    world.report(0);
-    let id = world.ids(0)[0];
-    world.sync(0, MAX_PULL, 200, During::Nothing);
+    // Replica 0 is the center; replica 1 the worker who reports.
+    let mut world = World::new(2);
+    world.report(1);
+    let id = world.ids(1)[0];
+    world.sync(1, MAX_PULL, 200, During::Nothing);
     for edit in 1..=3 {
-        world.add_note_to(0, id);
-        let out = world.replicas[0]
+        world.add_note_to(1, id);
+        let out = world.replicas[1]
             .store
             .next_sync_request(world.clock_ms, MAX_PULL, 200, 4 << 20)
             .unwrap();
         let sent: Vec<usize> = out.request.push.iter().map(|d| d.changes.len()).collect();
         assert_eq!(sent, [1], "changes pushed for edit {edit} after an acknowledged sync");
-        world.sync(0, MAX_PULL, 200, During::Nothing);
+        world.sync(1, MAX_PULL, 200, During::Nothing);
     }
+    world.sync(0, MAX_PULL, 200, During::Nothing);
     world.check_converged();
 }
