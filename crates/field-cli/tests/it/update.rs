@@ -119,6 +119,28 @@ fn notes_are_added_in_order() {
     assert_eq!(dev.list(&[])[0]["notes"], 2);
 }
 
+/// `docs/data-model.md`, limits: an edit the server would refuse forever is
+/// refused on the device, in a sentence, and nothing is stored.
+#[test]
+fn an_edit_over_a_limit_is_refused_and_nothing_is_stored() {
+    let dev = Device::setup();
+    let id = dev.report(&["--category", "house-leak"]);
+    let before = dev.show(&id);
+    let long = "漏".repeat(3_000); // 9,000 bytes of UTF-8
+    dev.fails(
+        ["update", &id, "--note", &long],
+        1,
+        &["a note is 9000 bytes; the limit is 8192"],
+    );
+    assert_eq!(dev.show(&id), before);
+    dev.fails(
+        ["report", "--category", "lawn", "--desc", &long],
+        1,
+        &["the description is 9000 bytes; the limit is 8192"],
+    );
+    assert_eq!(dev.list(&[]).len(), 1, "the over-long report is not stored");
+}
+
 #[test]
 fn a_photo_can_be_added_later() {
     let dev = Device::setup();

@@ -440,3 +440,74 @@ fn an_incident_moved_into_a_devices_cells_arrives_whole() {
     let heads_of = |all: Vec<(String, Vec<u8>)>| all.into_iter().find(|(id, _)| *id == c.victim).map(|(_, h)| h);
     assert_eq!(heads_of(zhao.heads()), heads_of(server_heads(&c.server)));
 }
+
+/// Many devices edit one incident and push at once, from many threads: the
+/// server's document and feed hold exactly the union of what it
+/// acknowledged, every edit passes the rules, and every copy converges.
+#[test]
+fn many_devices_pushing_edits_to_one_incident_at_once_lose_nothing() {
+    let c = cell();
+    let workers: Vec<String> = (0..6).map(|i| format!("w-crowd-{i}")).collect();
+    for w in &workers {
+        c.server.add_worker(w, &[HX02]);
+    }
+    let devices: Vec<Device> = workers
+        .iter()
+        .map(|w| {
+            let d = Device::new(w, &[HX02]);
+            d.enroll(&c.server);
+            d.sync(&[]);
+            d
+        })
+        .collect();
+    let rounds = 3;
+    let barrier = std::sync::Barrier::new(devices.len());
+    std::thread::scope(|scope| {
+        for d in &devices {
+            let (barrier, victim) = (&barrier, &c.victim);
+            scope.spawn(move || {
+                for round in 0..rounds {
+                    d.ok(&["update", victim, "--note", &format!("{} round {round}", d.worker)]);
+                    barrier.wait();
+                    let synced = d.sync(&[]);
+                    assert_eq!(synced["acknowledged"], 1, "{}: {synced}", d.worker);
+                    assert_eq!(synced["refused"], serde_json::json!([]), "{}: {synced}", d.worker);
+                }
+            });
+        }
+    });
+    let mut expected: std::collections::BTreeSet<String> = workers
+        .iter()
+        .flat_map(|w| (0..rounds).map(move |r| format!("{w} round {r}")))
+        .collect();
+    expected.insert("已拍照".to_owned());
+    for d in &devices {
+        d.sync(&[]);
+    }
+    let on_server = crate::exports::get(
+        &c.server,
+        "/v1/exports/incidents.json?community=HLT-CX-HX",
+        Some(&c.server.token("op")),
+    );
+    let all = on_server.json();
+    let inc = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == c.victim.as_str())
+        .unwrap()
+        .clone();
+    let notes: std::collections::BTreeSet<String> = inc["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        notes, expected,
+        "the server's notes are the union of what it acknowledged"
+    );
+    assert_server_feed_consistent(&c.server);
+    let refs: Vec<&Device> = devices.iter().collect();
+    assert_same_heads(&c.server, &refs);
+}
