@@ -842,7 +842,8 @@ mod tests {
     #[test]
     fn a_colleague_cannot_rewrite_or_erase_an_incident() {
         let (mut server, _) = reported();
-        let attempts: Vec<(Rule, Box<dyn Fn(&mut automerge::AutoCommit)>)> = vec![
+        type Attack = Box<dyn Fn(&mut automerge::AutoCommit)>;
+        let attempts: Vec<(Rule, Attack)> = vec![
             (Rule::Fixed, Box::new(|d| d.put(ROOT, "reporter", "w-wang").unwrap())),
             (Rule::Fixed, Box::new(|d| d.put(ROOT, "device", "dev-wang").unwrap())),
             (
