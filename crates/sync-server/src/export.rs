@@ -175,12 +175,29 @@ pub fn cells(
     }
 }
 
-/// Decodes a stored incident document.
+/// Decodes a stored incident document, inside `catch_unwind`: bytes from
+/// before the edit rules existed may make Automerge itself fail.
 pub fn decode(id: &str, doc: &[u8]) -> Result<Incident, ExportError> {
-    IncidentDoc::read_saved(doc).map_err(|e| ExportError::Corrupt {
+    let read = std::panic::catch_unwind(|| IncidentDoc::read_saved(doc));
+    let reason = match read {
+        Ok(Ok(incident)) => return Ok(incident),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "decoding it panicked".to_owned(),
+    };
+    tracing::error!(incident = %id, %reason, "a stored incident cannot be read; left out");
+    Err(ExportError::Corrupt {
         id: id.to_owned(),
-        reason: e.to_string(),
+        reason,
     })
+}
+
+/// What a reader found: the incidents, and the ids of stored documents
+/// that cannot be read, which are left out and named rather than failing
+/// the whole answer.
+#[derive(Debug, Default)]
+pub struct Selected {
+    pub incidents: Vec<Incident>,
+    pub unreadable: Vec<String>,
 }
 
 /// The incidents in `scope` that match `filter`, oldest first.
@@ -189,20 +206,23 @@ pub fn select(
     grids: &GridMap,
     scope: &Scope,
     filter: &ExportFilter,
-) -> Result<Vec<Incident>, ExportError> {
+) -> Result<Selected, ExportError> {
     let query = IncidentFilter {
         grids: cells(grids, scope, filter.community.as_deref(), filter.grid.as_deref())?,
         status: filter.status,
         category: filter.category.clone(),
     };
-    let mut out = Vec::new();
+    let mut out = Selected::default();
     for stored in storage.incidents(&query)? {
-        let incident = decode(&stored.id, &stored.doc)?;
+        let Ok(incident) = decode(&stored.id, &stored.doc) else {
+            out.unreadable.push(stored.id);
+            continue;
+        };
         let day = export::local_day(grids, &incident);
         if filter.from.is_some_and(|from| day < from) || filter.to.is_some_and(|to| day > to) {
             continue;
         }
-        out.push(incident);
+        out.incidents.push(incident);
     }
     Ok(out)
 }

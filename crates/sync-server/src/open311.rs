@@ -313,7 +313,10 @@ pub fn find_requests(
     };
     let mut found = Vec::new();
     for stored in storage.incidents(&filter)? {
-        let i = decode(&stored.id, &stored.doc)?;
+        // An unreadable document is left out (and logged), never the list.
+        let Ok(i) = decode(&stored.id, &stored.doc) else {
+            continue;
+        };
         if (codes.is_empty() || codes.contains(&i.category.as_str()))
             && (open_closed.is_empty() || open_closed.contains(open311_status(i.status)))
             && i.captured_at >= start

@@ -68,7 +68,11 @@ pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
         .parse(&grids, taxonomy)
         .map_err(|e| classify(ExportError::from(e)))?;
     let storage = place.storage()?;
-    let incidents = select(&storage, &grids, &Scope::All, &filter).map_err(classify)?;
+    let selected = select(&storage, &grids, &Scope::All, &filter).map_err(classify)?;
+    for id in &selected.unreadable {
+        eprintln!("warning: incident {id} cannot be read and is left out of the export");
+    }
+    let incidents = selected.incidents;
     let bytes = export::render(format, &incidents, taxonomy)?;
     match &args.out {
         None => {

@@ -15,6 +15,10 @@ use super::error::{ApiError, blocking};
 use crate::accounts::scope_of;
 use crate::export::{ExportError, FilterInput, file_name, select};
 
+/// The header naming incidents an export left out because their stored
+/// documents cannot be read (empty when there are none).
+static UNREADABLE: header::HeaderName = header::HeaderName::from_static("x-unreadable-incidents");
+
 pub(super) fn routes() -> Router<App> {
     Router::new().route("/v1/exports/{file}", get(http_export))
 }
@@ -38,14 +42,16 @@ async fn http_export(
         let taxonomy = Taxonomy::builtin();
         let filter = input.parse(&app.grids, taxonomy).map_err(ExportError::from)?;
         let scope = scope_of(&device, &app.grids);
-        let incidents = select(app.storage.as_ref(), &app.grids, &scope, &filter)?;
-        let bytes = export::render(format, &incidents, taxonomy).map_err(ExportError::from)?;
-        tracing::info!(device = %device.id, format = format.as_str(), incidents = incidents.len(), "export");
+        let selected = select(app.storage.as_ref(), &app.grids, &scope, &filter)?;
+        let bytes = export::render(format, &selected.incidents, taxonomy).map_err(ExportError::from)?;
+        tracing::info!(device = %device.id, format = format.as_str(), incidents = selected.incidents.len(), "export");
         let disposition = format!("attachment; filename=\"{}\"", file_name(&filter, format));
         Ok((
             [
                 (header::CONTENT_TYPE, format.content_type().to_owned()),
                 (header::CONTENT_DISPOSITION, disposition),
+                // Stored documents that could not be read are left out, and named here.
+                (UNREADABLE.clone(), selected.unreadable.join(",")),
             ],
             bytes,
         )

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use sync_core::calendar::day_start;
 use sync_core::taxonomy::Community;
-use sync_core::{BlobHash, GridMap, Incident, IncidentDoc, Status, Taxonomy};
+use sync_core::{BlobHash, GridMap, Incident, Status, Taxonomy};
 
 use super::anomalies::find_anomalies;
 use super::*;
@@ -51,6 +51,8 @@ struct Day<'g> {
     all: Vec<Loaded>,
     /// (incident, hash) of every verified photo file of the day's incidents.
     verified: HashSet<(String, String)>,
+    /// Incidents whose stored documents cannot be read, left out.
+    unreadable: Vec<String>,
 }
 
 impl Day<'_> {
@@ -103,6 +105,7 @@ pub fn daily_report(
         open_over_3_days: open_cases(&day),
         incidents,
         anomalies,
+        unreadable: day.unreadable.clone(),
     })
 }
 
@@ -134,8 +137,19 @@ fn load_day<'g>(
         grids: Some(cells.clone()),
         ..Default::default()
     })?;
-    let all = rows.into_iter().map(load).collect::<Result<Vec<_>, _>>()?;
+    let (mut all, mut unreadable) = (Vec::new(), Vec::new());
+    for row in rows {
+        let id = row.id.clone();
+        match load(row) {
+            Ok(loaded) => all.push(loaded),
+            Err(e) => {
+                tracing::error!(incident = %id, error = %e, "a stored incident cannot be read; left out of the report");
+                unreadable.push(id);
+            }
+        }
+    }
     let mut day = Day {
+        unreadable,
         tz,
         info,
         cells,
@@ -158,7 +172,7 @@ fn load_day<'g>(
 fn load(row: StoredIncident) -> Result<Loaded, ReportError> {
     let captured = parse_time(&row.id, &row.captured_at)?;
     let received = parse_time(&row.id, &row.first_received_at)?;
-    let incident = IncidentDoc::read_saved(&row.doc).map_err(|e| ReportError::BadIncident {
+    let incident = crate::export::decode(&row.id, &row.doc).map_err(|e| ReportError::BadIncident {
         id: row.id.clone(),
         reason: e.to_string(),
     })?;

@@ -87,6 +87,9 @@ pub fn report_markup(r: &DailyReport, how: &Render<'_>) -> Markup {
         (totals_section(r))
         (open_section(r, how))
         (anomalies_section(r, how))
+        @for id in &r.unreadable {
+            p class="bad" { "Incident " (id) " cannot be read and is left out of this report. 无法读取" }
+        }
         p class="muted" { "generated " (r.generated_at) " · day " (r.day_start) " – " (r.day_end) }
     }
 }

@@ -84,6 +84,9 @@ pub struct DailyReport {
     pub totals: Totals,
     pub open_over_3_days: Vec<OpenIncident>,
     pub anomalies: Vec<Anomaly>,
+    /// Stored incidents of the community whose documents cannot be read:
+    /// left out of every figure above and named here for the operator.
+    pub unreadable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -44,6 +44,11 @@ pub fn to_table(r: &DailyReport) -> String {
     if r.anomalies.is_empty() {
         out.push_str("no anomalies\n");
     }
+    for id in &r.unreadable {
+        out.push_str(&format!(
+            "unreadable: incident {id} cannot be read and is left out of this report\n"
+        ));
+    }
     out
 }
 

@@ -511,3 +511,50 @@ fn many_devices_pushing_edits_to_one_incident_at_once_lose_nothing() {
     let refs: Vec<&Device> = devices.iter().collect();
     assert_same_heads(&c.server, &refs);
 }
+
+/// A document stored before the rules existed that no longer reads (here:
+/// bytes that are not Automerge at all) is left out of every reader and
+/// named, and the others are served.
+#[test]
+fn one_unreadable_document_never_breaks_a_list_export_or_report() {
+    let c = cell();
+    let fine = c.li.report(&["--category", "lawn"]);
+    assert_eq!(c.li.sync(&[])["acknowledged"], 1);
+    let db = rusqlite::Connection::open(c.server.data_dir().join(sync_server::DB_FILE)).unwrap();
+    db.execute(
+        "UPDATE incidents SET doc = X'856f4a83deadbeef' WHERE id = ?1",
+        [&c.victim],
+    )
+    .unwrap();
+    drop(db);
+    let op = c.server.token("op");
+    for format in ["csv", "json", "geojson"] {
+        let got = crate::exports::get(
+            &c.server,
+            &format!("/v1/exports/incidents.{format}?community=HLT-CX-HX"),
+            Some(&op),
+        );
+        assert_eq!(got.status, 200, "{format}: {}", got.text());
+        assert_eq!(got.headers["x-unreadable-incidents"], c.victim.as_str(), "{format}");
+        assert!(
+            got.text().contains(&fine) && !got.text().contains(&c.victim),
+            "{format}"
+        );
+    }
+    let report = crate::exports::get(
+        &c.server,
+        &format!("/v1/reports/daily?community=HLT-CX-HX&date={}", today()),
+        Some(&op),
+    );
+    assert_eq!(report.status, 200, "{}", report.text());
+    assert_eq!(report.json()["unreadable"], serde_json::json!([c.victim]));
+    let table = c
+        .server
+        .admin(&["reconcile", "--date", &today(), "--community", "HLT-CX-HX"]);
+    assert!(table.contains(&format!("unreadable: incident {}", c.victim)), "{table}");
+    let listed = crate::exports::get(&c.server, "/open311/v2/requests.json", Some(&op));
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert!(listed.text().contains(&fine));
+    let exported = c.server.admin(&["export", "--format", "csv"]);
+    assert!(exported.contains(&fine) && !exported.contains(&c.victim));
+}
