@@ -203,11 +203,15 @@ impl Device {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(300))
             .build()?;
+        // A key as `field init` makes one (here from the device id, so runs
+        // repeat): every change the bench pushes is signed.
+        let key = store.ensure_key(*blake3::hash(profile.device.as_bytes()).as_bytes())?;
         let req = EnrollRequest {
             version: PROTOCOL_VERSION,
             code,
             worker: worker.to_owned(),
             device: profile.device.to_string(),
+            public_key: Some(serde_bytes::ByteBuf::from(key.public().to_vec())),
         };
         let resp = post(
             &http,

@@ -105,6 +105,13 @@ impl Session {
     }
 }
 
+/// 32 bytes from the operating system's RNG, for a new signing key.
+pub fn random_seed() -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("the system's random number source failed: {e}"))?;
+    Ok(seed)
+}
+
 pub fn parse_status(s: &str) -> Result<Status> {
     s.parse::<Status>().map_err(|e| UsageError(e.to_string()).into())
 }

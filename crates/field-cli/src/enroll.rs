@@ -21,12 +21,15 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         return usage(mistake);
     }
     let mut session = Session::open(data_dir)?;
+    // A store set up before devices had keys gets one now.
+    let key = session.store.ensure_key(crate::app::random_seed()?)?;
     let mut client = Client::new(&args.server, None, 2)?;
     let req = EnrollRequest {
         version: PROTOCOL_VERSION,
         code: args.code.clone(),
         worker: session.profile.worker.clone(),
         device: session.profile.device.to_string(),
+        public_key: Some(serde_bytes::ByteBuf::from(key.public().to_vec())),
     };
     let bytes = client
         .call(reqwest::Method::POST, "/v1/enroll", protocol::encode(&req))

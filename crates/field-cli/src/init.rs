@@ -60,6 +60,8 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    // The key that signs every change this device makes (kept on re-init).
+    store.ensure_key(crate::app::random_seed()?)?;
     emit(
         format!(
             "device {} is set up for worker {}{} in {}\n",

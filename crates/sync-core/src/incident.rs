@@ -499,6 +499,27 @@ impl IncidentDoc {
         !self.doc.get_missing_deps(&[]).is_empty()
     }
 
+    /// The hashes of the changes since `heads` that this copy's own actor
+    /// made: the ones its device signs.
+    pub fn own_changes_since(&mut self, heads: &[ChangeHash]) -> Vec<ChangeHash> {
+        let actor = self.doc.get_actor().clone();
+        self.doc
+            .get_changes(heads)
+            .into_iter()
+            .filter(|c| *c.actor_id() == actor)
+            .map(|c| c.hash())
+            .collect()
+    }
+
+    /// Every change since `heads`, by any actor, with its hash, for a push.
+    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<(ChangeHash, Vec<u8>)> {
+        self.doc
+            .get_changes(heads)
+            .into_iter()
+            .map(|mut c| (c.hash(), c.bytes().into_owned()))
+            .collect()
+    }
+
     /// This copy's changes since `heads` that `actor` made, for a push.
     pub fn changes_by_since(&mut self, actor: &ActorId, heads: &[ChangeHash]) -> Vec<Vec<u8>> {
         self.doc

@@ -17,6 +17,7 @@ pub mod incident;
 pub mod photo;
 pub mod protocol;
 pub mod rules;
+pub mod signing;
 pub mod sqlite;
 pub mod store;
 pub mod sync;

@@ -162,8 +162,13 @@ pub struct PushDoc {
     pub id: String,
     /// The device's heads after these changes.
     pub heads: Vec<Hash32>,
-    /// Encoded Automerge changes, in causal order.
+    /// Encoded Automerge changes, in causal order: the device's own and any
+    /// others' it holds that the server has not acknowledged.
     pub changes: Vec<serde_bytes::ByteBuf>,
+    /// The author's signature of each change, in the same order (an empty
+    /// byte string where the device holds none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sigs: Vec<serde_bytes::ByteBuf>,
 }
 
 /// One round trip: push what is pending, pull what is new.
@@ -215,6 +220,9 @@ pub struct Refusal {
 pub struct FeedChange {
     pub id: String,
     pub change: serde_bytes::ByteBuf,
+    /// The author's signature, when the server holds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<serde_bytes::ByteBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +247,9 @@ pub struct EnrollRequest {
     pub code: String,
     pub worker: String,
     pub device: String,
+    /// The device's ed25519 public key, which verifies its changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<serde_bytes::ByteBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,6 +26,7 @@ use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Sta
 #[cfg(feature = "photo")]
 use crate::photo::ProcessedPhoto;
 use crate::rules;
+use crate::signing::DeviceKey;
 use crate::sqlite::{Migration, MigrationError};
 use crate::taxonomy::{GridMap, Taxonomy, TaxonomyError};
 
@@ -147,6 +148,8 @@ pub struct StatusSummary {
 pub struct Store {
     pub(crate) conn: Connection,
     pub(crate) blobs: BlobStore,
+    /// The device's signing key, once `field init` made one.
+    pub(crate) key: Option<DeviceKey>,
     root: PathBuf,
     _lock: File,
 }
@@ -219,6 +222,13 @@ const MIGRATIONS: &[Migration] = &[
         bytes       BLOB NOT NULL
     ) STRICT;
     CREATE INDEX parked_incident ON parked(incident_id);
+    -- Each change's author signature (docs/protocol.md, signed changes):
+    -- made here for this device's own changes, kept from the feed for
+    -- others', and pushed with them.
+    CREATE TABLE change_sigs (
+        hash BLOB PRIMARY KEY,
+        sig  BLOB NOT NULL
+    ) STRICT;
     ",
     ),
 ];
@@ -259,9 +269,11 @@ impl Store {
         // `field report` 4.3 ms with the checkpoint, 11.6 ms without.
         migrate(&mut conn)?;
         let blobs = BlobStore::open(dir)?;
+        let key = stored_key(&conn)?;
         let store = Store {
             conn,
             blobs,
+            key,
             root: dir.to_owned(),
             _lock: lock,
         };
@@ -346,6 +358,38 @@ impl Store {
             .conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
+    }
+
+    /// The device's signing key: the stored one, or one made from `seed`
+    /// and stored when there is none yet. A new key also signs every change
+    /// this device made before it had one (a store from before keys), in
+    /// the same transaction; every later edit is signed as it is saved.
+    pub fn ensure_key(&mut self, seed: [u8; 32]) -> Result<DeviceKey, StoreError> {
+        if let Some(key) = &self.key {
+            return Ok(key.clone());
+        }
+        let key = DeviceKey::from_seed(seed);
+        let actor = self.profile()?.actor();
+        let hex: String = key.seed().iter().map(|b| format!("{b:02x}")).collect();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let docs: Vec<(String, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT id, doc FROM incidents")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        for (id, bytes) in docs {
+            match IncidentDoc::load(&bytes, actor.clone()) {
+                Ok(mut doc) => sign_new_changes(&tx, &mut doc, &[], &key)?,
+                Err(e) => tracing::warn!(incident = %id, error = %e, "a stored incident does not read; not signed"),
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+            params![SIGNING_KEY, hex],
+        )?;
+        tx.commit()?;
+        self.key = Some(key.clone());
+        Ok(key)
     }
 
     /// Keeps the role the server granted at enrolment.
@@ -456,7 +500,7 @@ impl Store {
         now: DateTime<FixedOffset>,
     ) -> Result<Incident, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let incident = save_one(&tx, doc, photos, now)?;
+        let incident = save_one(&tx, doc, photos, self.key.as_ref(), now)?;
         tx.commit()?;
         for b in photos.iter().flat_map(|p| &p.blobs) {
             self.blobs.publish(&b.hash)?;
@@ -477,7 +521,7 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let incidents = docs
             .iter_mut()
-            .map(|doc| save_one(&tx, doc, &[], now))
+            .map(|doc| save_one(&tx, doc, &[], self.key.as_ref(), now))
             .collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
         Ok(incidents)
@@ -621,10 +665,46 @@ impl Store {
 /// One document's part of a save, inside the caller's transaction: the
 /// validated document with its projected columns, its outbox entry, and
 /// the blob rows of its new photos.
+/// Signs this device's changes made since `stored` heads.
+fn sign_new_changes(
+    tx: &rusqlite::Transaction<'_>,
+    doc: &mut IncidentDoc,
+    stored: &[ChangeHash],
+    key: &DeviceKey,
+) -> Result<(), StoreError> {
+    let mut put = tx.prepare_cached("INSERT OR IGNORE INTO change_sigs (hash, sig) VALUES (?1, ?2)")?;
+    for hash in doc.own_changes_since(stored) {
+        put.execute(params![hash.0.to_vec(), key.sign(&hash).to_vec()])?;
+    }
+    Ok(())
+}
+
+/// The meta key of the device's signing key (hex of its 32-byte seed).
+const SIGNING_KEY: &str = "signing_key";
+
+fn stored_key(conn: &Connection) -> Result<Option<DeviceKey>, StoreError> {
+    let hex: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [SIGNING_KEY], |r| r.get(0))
+        .optional()?;
+    let Some(hex) = hex else { return Ok(None) };
+    let bad = || StoreError::Meta {
+        what: "signing key",
+        reason: "it is not 64 hex digits".into(),
+    };
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
+    Ok(Some(DeviceKey::from_seed(seed)))
+}
+
 fn save_one(
     tx: &rusqlite::Transaction<'_>,
     doc: &mut IncidentDoc,
     photos: &[PreparedPhoto],
+    key: Option<&DeviceKey>,
     now: DateTime<FixedOffset>,
 ) -> Result<Incident, StoreError> {
     let incident = doc.read().map_err(|e| StoreError::Corrupt {
@@ -653,6 +733,9 @@ fn save_one(
         .optional()?
         .unwrap_or_default();
     write_incident(tx, &incident, &bytes, &heads, now)?;
+    if let Some(key) = key {
+        sign_new_changes(tx, doc, &heads_from_bytes(&known), key)?;
+    }
     tx.prepare_cached(
         "INSERT INTO outbox (incident_id, acked_heads, queued_at) VALUES (?1, ?2, ?3)
          ON CONFLICT(incident_id) DO UPDATE SET held_code = NULL, held_reason = NULL",

@@ -197,18 +197,16 @@ impl Store {
             let id: IncidentId = id.parse().map_err(|_| StoreError::NotFound(id.clone()))?;
             let mut doc = self.load(&id, actor.clone())?;
             let heads = doc.heads();
-            // Only this device's own changes: the server accepts another
-            // actor's change only from its author, and has those it saw.
-            let changes: Vec<serde_bytes::ByteBuf> = doc
-                .changes_by_since(&actor, &heads_from_bytes(&acked))
-                .into_iter()
-                .map(serde_bytes::ByteBuf::from)
-                .collect();
+            // Every change the server has not acknowledged, whoever made
+            // it, with its author's signature: after a restore, a device
+            // brings back its colleagues' changes too.
+            let (changes, sigs) = signed_changes(&self.conn, doc.changes_since(&heads_from_bytes(&acked)))?;
             change_bytes += changes.iter().map(|c| c.len()).sum::<usize>();
             push.push(PushDoc {
                 id: id.to_string(),
                 heads: heads.iter().map(|h| Hash32::from(*h)).collect(),
                 changes,
+                sigs,
             });
             pushed.push((id, heads));
         }
@@ -261,7 +259,7 @@ impl Store {
             Ok(tx.query_row("SELECT count(*) FROM parked", [], |r| r.get(0))?)
         };
         let parked_before = parked(&tx)?;
-        for (id, changes) in feed_by_incident(&resp.changes) {
+        for (id, changes) in feed_by_incident(&tx, &resp.changes)? {
             if let Some(pulled) = merge_pulled(&tx, id, changes, now)? {
                 applied.pulled_changes += pulled.changes;
                 applied.new_incidents += usize::from(pulled.new);
@@ -413,17 +411,44 @@ fn apply_ack(tx: &rusqlite::Transaction<'_>, out: &Outgoing, ack: &Ack) -> Resul
     Ok(true)
 }
 
-/// The feed's changes decoded and grouped by incident; an undecodable
-/// change is skipped.
-fn feed_by_incident(feed: &[FeedChange]) -> BTreeMap<&str, Vec<Change>> {
+/// The feed's changes decoded and grouped by incident, their signatures
+/// kept; an undecodable change is skipped.
+fn feed_by_incident<'f>(
+    tx: &rusqlite::Transaction<'_>,
+    feed: &'f [FeedChange],
+) -> Result<BTreeMap<&'f str, Vec<Change>>, StoreError> {
     let mut by_incident: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
+    let mut keep = tx.prepare_cached("INSERT OR IGNORE INTO change_sigs (hash, sig) VALUES (?1, ?2)")?;
     for fc in feed {
         match Change::from_bytes(fc.change.to_vec()) {
-            Ok(c) => by_incident.entry(fc.id.as_str()).or_default().push(c),
+            Ok(c) => {
+                if let Some(sig) = &fc.sig {
+                    keep.execute(params![c.hash().0.to_vec(), sig.as_slice()])?;
+                }
+                by_incident.entry(fc.id.as_str()).or_default().push(c)
+            }
             Err(e) => tracing::warn!(incident = %fc.id, error = %e, "server sent an undecodable change; skipped"),
         }
     }
-    by_incident
+    Ok(by_incident)
+}
+
+/// Pairs each change with the signature this device holds for it.
+fn signed_changes(
+    conn: &rusqlite::Connection,
+    changes: Vec<(ChangeHash, Vec<u8>)>,
+) -> Result<(Vec<serde_bytes::ByteBuf>, Vec<serde_bytes::ByteBuf>), StoreError> {
+    let mut get = conn.prepare_cached("SELECT sig FROM change_sigs WHERE hash = ?1")?;
+    let mut out = (Vec::with_capacity(changes.len()), Vec::with_capacity(changes.len()));
+    for (hash, bytes) in changes {
+        let sig: Option<Vec<u8>> = get.query_row([hash.0.to_vec()], |r| r.get(0)).optional()?;
+        out.0.push(serde_bytes::ByteBuf::from(bytes));
+        out.1.push(serde_bytes::ByteBuf::from(sig.unwrap_or_default()));
+    }
+    if out.1.iter().all(|s| s.is_empty()) {
+        out.1.clear(); // a device without a key sends no signatures at all
+    }
+    Ok(out)
 }
 
 /// What merging one incident's feed changes did.

@@ -30,6 +30,8 @@ pub enum AccountError {
     NotAReader(String),
     #[error("the device id is not a UUID")]
     BadDeviceId,
+    #[error("the device's public key must be 32 bytes (an ed25519 key)")]
+    BadPublicKey,
     #[error("the enrolment code is unknown, used, expired, or for another worker")]
     BadCode,
     #[error(
@@ -185,8 +187,17 @@ pub struct Enrolled {
 
 /// Exchanges a one-time code for a device token. The device id is a UUID
 /// whose 16 bytes become the device's Automerge actor id.
-pub fn enroll_device(storage: &dyn Storage, code: &str, worker: &str, device: &str) -> Result<Enrolled, AccountError> {
+pub fn enroll_device(
+    storage: &dyn Storage,
+    code: &str,
+    worker: &str,
+    device: &str,
+    public_key: Option<&[u8]>,
+) -> Result<Enrolled, AccountError> {
     let device = uuid::Uuid::try_parse(device).map_err(|_| AccountError::BadDeviceId)?;
+    if public_key.is_some_and(|k| k.len() != 32) {
+        return Err(AccountError::BadPublicKey);
+    }
     // One spelling per device, whatever the client sent.
     let device_id = device.hyphenated().to_string();
     let token = random_token();
@@ -197,6 +208,7 @@ pub fn enroll_device(storage: &dyn Storage, code: &str, worker: &str, device: &s
         device: &device_id,
         actor: device.as_bytes(),
         token_hash: &secret_hash(&token),
+        public_key,
     };
     let worker = match storage.enroll(&enrolment, now.ms, &now.text)? {
         EnrolOutcome::Enrolled(w) => w,

@@ -178,10 +178,10 @@ pub fn cells(
 /// Decodes a stored incident document, inside `catch_unwind`: bytes from
 /// before the edit rules existed may make Automerge itself fail.
 pub fn decode(id: &str, doc: &[u8]) -> Result<Incident, ExportError> {
-    let read = std::panic::catch_unwind(|| IncidentDoc::read_saved(doc));
+    let read = std::panic::catch_unwind(|| IncidentDoc::read_saved(doc).map_err(|e| e.to_string()));
     let reason = match read {
         Ok(Ok(incident)) => return Ok(incident),
-        Ok(Err(e)) => e.to_string(),
+        Ok(Err(e)) => e,
         Err(_) => "decoding it panicked".to_owned(),
     };
     tracing::error!(incident = %id, %reason, "a stored incident cannot be read; left out");

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod export;
+mod quarantine;
 mod reconcile;
 mod serve;
 
@@ -49,6 +50,10 @@ enum Command {
     Export(export::Args),
     /// The daily reconciliation of a community (docs/reconciliation.md).
     Reconcile(reconcile::Args),
+    /// Changes kept aside: relayed changes of devices this server does not
+    /// know, and bytes that made Automerge fail (docs/protocol.md).
+    #[command(subcommand)]
+    Quarantine(quarantine::Command),
 }
 
 /// Where the data lives, for every subcommand.
@@ -69,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(c) => accounts::token(&place, c),
         Command::Export(args) => export::run(&place, &args),
         Command::Reconcile(args) => reconcile::run(&place, &args),
+        Command::Quarantine(c) => quarantine::run(&place, c),
     }
 }
 
@@ -101,7 +107,8 @@ caller_mistake!(
     sync_server::SetupError,
     sync_server::accounts::AccountError,
     sync_server::export::ExportError,
-    sync_server::report::ReportError
+    sync_server::report::ReportError,
+    sync_server::sync::quarantine::QuarantineError
 );
 
 /// Wraps a library error in [`Usage`] when it is the caller's mistake.

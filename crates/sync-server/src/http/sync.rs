@@ -25,7 +25,13 @@ pub(super) fn routes() -> Router<App> {
 async fn enroll(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
     let req: EnrollRequest = decode(&body)?;
     blocking(move || {
-        let enrolled = enroll_device(app.storage.as_ref(), &req.code, &req.worker, &req.device)?;
+        let enrolled = enroll_device(
+            app.storage.as_ref(),
+            &req.code,
+            &req.worker,
+            &req.device,
+            req.public_key.as_deref().map(|k| k.as_slice()),
+        )?;
         tracing::info!(device = %enrolled.device_id, worker = %enrolled.worker.id, "device enrolled");
         Ok(cbor(&EnrollResponse {
             token: enrolled.token,

@@ -540,6 +540,7 @@ mod tests {
                 device: &device,
                 actor: &[i as u8; 16],
                 token_hash: &format!("token-{i}"),
+                public_key: None,
             };
             let outcome = storage.enroll(&enrolment, 0, "2026-11-01T00:00:00Z").unwrap();
             assert!(matches!(outcome, EnrolOutcome::Enrolled(_)), "{outcome:?}");

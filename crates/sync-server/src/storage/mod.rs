@@ -93,6 +93,10 @@ pub struct Device {
     pub clock_offset_ms: Option<i64>,
     /// A read-only token for reports and exports, not a field device.
     pub read_only: bool,
+    /// The ed25519 key that verifies the device's changes; `None` for a
+    /// device enrolled before devices had keys.
+    #[serde(skip)]
+    pub public_key: Option<Vec<u8>>,
 }
 
 /// A device exchanging a one-time code for a token.
@@ -105,6 +109,8 @@ pub struct Enrolment<'a> {
     /// The device's Automerge actor id, bound to it from now on.
     pub actor: &'a [u8],
     pub token_hash: &'a str,
+    /// The device's ed25519 public key, when it sent one.
+    pub public_key: Option<&'a [u8]>,
 }
 
 /// A one-time enrolment code as the server keeps it.
@@ -189,6 +195,8 @@ pub struct BlobRef {
 pub struct NewChange {
     pub hash: [u8; 32],
     pub bytes: Vec<u8>,
+    /// The author's signature, passed on in the feed.
+    pub sig: Option<Vec<u8>>,
 }
 
 /// One incident as written after a push: the merged document, its
@@ -225,6 +233,7 @@ pub struct FeedRow {
     pub incident_id: String,
     pub hash: [u8; 32],
     pub bytes: Vec<u8>,
+    pub sig: Option<Vec<u8>>,
 }
 
 /// A page of the feed.
@@ -258,6 +267,23 @@ pub struct Quarantined<'a> {
     pub reason: &'a str,
     pub bytes: &'a [u8],
     pub at: &'a str,
+    /// For one relayed change: its hash (kept once) and signature.
+    pub hash: Option<[u8; 32]>,
+    pub sig: Option<&'a [u8]>,
+}
+
+/// A quarantined item as the operator sees it.
+#[derive(Debug, Clone)]
+pub struct QuarantineRow {
+    pub id: i64,
+    /// The device that sent it.
+    pub device: String,
+    pub incident: Option<String>,
+    pub reason: String,
+    pub bytes: Vec<u8>,
+    pub at: String,
+    pub hash: Option<Vec<u8>>,
+    pub sig: Option<Vec<u8>>,
 }
 
 /// One incident as the server holds it, for reports and exports.
@@ -337,6 +363,8 @@ pub trait Accounts {
     /// `Enrolled` uses nothing up and changes nothing.
     fn enroll(&self, enrolment: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<EnrolOutcome, StorageError>;
     fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError>;
+    /// The field device whose Automerge actor id this is.
+    fn device_by_actor(&self, actor: &[u8]) -> Result<Option<Device>, StorageError>;
     fn device(&self, id: &str) -> Result<Option<Device>, StorageError>;
     fn add_token(&self, token: &NewToken<'_>, now: &str) -> Result<(), StorageError>;
     fn devices(&self) -> Result<Vec<Device>, StorageError>;
@@ -350,9 +378,15 @@ pub trait ChangeLog {
     fn epoch(&self) -> Result<String, StorageError>;
     fn incident_doc(&self, id: &str) -> Result<Option<StoredDoc>, StorageError>;
     fn has_change(&self, hash: &[u8; 32]) -> Result<bool, StorageError>;
+    /// The author's signature of a stored change, when it came with one.
+    fn change_sig(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError>;
     /// Writes every incident of a push in one transaction.
     fn commit_push(&self, writes: &[IncidentWrite], device: &str, now: &str) -> Result<(), StorageError>;
     fn quarantine(&self, item: &Quarantined<'_>) -> Result<(), StorageError>;
+    /// Everything in quarantine, oldest first.
+    fn quarantined(&self) -> Result<Vec<QuarantineRow>, StorageError>;
+    /// Removes one quarantined item; false when there is none by that id.
+    fn unquarantine(&self, id: i64) -> Result<bool, StorageError>;
     /// The feed's hash chain at `seq` (covering every change up to it), if any.
     fn change_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError>;
     /// Changes after `query.after` in scope and not sent by the device, at

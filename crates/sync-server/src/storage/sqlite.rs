@@ -12,8 +12,8 @@ use sync_core::sqlite::{Migration, migrate};
 
 use super::{
     Accounts, BlobIndex, BlobKind, ChangeLog, Device, EnrolOutcome, Enrolment, FeedPage, FeedQuery, FeedRow,
-    IncidentFilter, IncidentWrite, NewCode, NewToken, PhotoRef, Quarantined, ReadModel, Role, Scope, StorageError,
-    StoredDoc, StoredIncident, SyncRecord, Worker,
+    IncidentFilter, IncidentWrite, NewCode, NewToken, PhotoRef, QuarantineRow, Quarantined, ReadModel, Role, Scope,
+    StorageError, StoredDoc, StoredIncident, SyncRecord, Worker,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -102,6 +102,18 @@ const MIGRATIONS: &[Migration] = &[
         device_id TEXT NOT NULL, hash TEXT NOT NULL, proven_at TEXT NOT NULL,
         PRIMARY KEY (device_id, hash)
     ) STRICT;
+",
+    ),
+    Migration::sql(
+        "
+    -- Signed changes: each device's ed25519 public key (registered at
+    -- enrolment), each change's author signature, relayed in the feed; and
+    -- changes of devices this server does not know, kept for the operator.
+    ALTER TABLE devices ADD COLUMN public_key BLOB;
+    CREATE INDEX devices_actor ON devices(actor);
+    ALTER TABLE changes ADD COLUMN sig BLOB;
+    ALTER TABLE quarantine ADD COLUMN hash BLOB;
+    ALTER TABLE quarantine ADD COLUMN sig BLOB;
 ",
     ),
 ];
@@ -229,8 +241,8 @@ fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageErr
     }))
 }
 
-const DEVICE_COLUMNS: &str =
-    "id, worker_id, actor, enrolled_at, revoked_at, last_sync_at, manifest, clock_offset_ms, kind FROM devices";
+const DEVICE_COLUMNS: &str = "id, worker_id, actor, enrolled_at, revoked_at, last_sync_at, manifest, \
+     clock_offset_ms, kind, public_key FROM devices";
 
 fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, StorageError> {
     let worker_id: String = r.get(1)?;
@@ -246,6 +258,7 @@ fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, S
         manifest: manifest.and_then(|m| serde_json::from_str(&m).ok()),
         clock_offset_ms: r.get(7)?,
         read_only: r.get::<_, String>(8)? == "token",
+        public_key: r.get(9)?,
     })
 }
 
@@ -341,9 +354,10 @@ impl Accounts for SqliteStorage {
             params![e.code_hash, now],
         )?;
         tx.execute(
-            "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, enrolled_at = excluded.enrolled_at",
-            params![e.device, e.worker, e.actor, e.token_hash, now],
+            "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at, public_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, enrolled_at = excluded.enrolled_at,
+                 public_key = coalesce(excluded.public_key, public_key)",
+            params![e.device, e.worker, e.actor, e.token_hash, now, e.public_key],
         )?;
         let w = load_worker(&tx, e.worker)?.ok_or_else(|| StorageError::NoWorker(e.worker.to_owned()))?;
         tx.commit()?;
@@ -354,6 +368,16 @@ impl Accounts for SqliteStorage {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} WHERE token_hash = ?1"))?;
         let mut rows = stmt.query([token_hash])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(device_from_row(&conn, r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn device_by_actor(&self, actor: &[u8]) -> Result<Option<Device>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} WHERE actor = ?1 AND kind = 'device'"))?;
+        let mut rows = stmt.query([actor])?;
         match rows.next()? {
             Some(r) => Ok(Some(device_from_row(&conn, r)?)),
             None => Ok(None),
@@ -439,6 +463,12 @@ impl ChangeLog for SqliteStorage {
         Ok(stmt.query_row([&hash[..]], |_| Ok(())).optional()?.is_some())
     }
 
+    fn change_sig(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT sig FROM changes WHERE hash = ?1")?;
+        Ok(stmt.query_row([&hash[..]], |r| r.get(0)).optional()?.flatten())
+    }
+
     fn commit_push(&self, writes: &[IncidentWrite], device: &str, now: &str) -> Result<(), StorageError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -446,12 +476,12 @@ impl ChangeLog for SqliteStorage {
         for w in writes {
             put_incident(&tx, w, now)?;
             let mut put_change = tx.prepare_cached(
-                "INSERT OR IGNORE INTO changes (incident_id, hash, bytes, device_id, received_at, chain)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO changes (incident_id, hash, bytes, device_id, received_at, chain, sig)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for c in &w.new_changes {
                 let link = chain_next(&chain, &c.hash);
-                if put_change.execute(params![w.id, &c.hash[..], c.bytes, device, now, &link[..]])? == 1 {
+                if put_change.execute(params![w.id, &c.hash[..], c.bytes, device, now, &link[..], c.sig])? == 1 {
                     chain = link.to_vec();
                 }
             }
@@ -468,10 +498,44 @@ impl ChangeLog for SqliteStorage {
 
     fn quarantine(&self, q: &Quarantined<'_>) -> Result<(), StorageError> {
         self.conn().execute(
-            "INSERT INTO quarantine (device_id, incident_id, reason, bytes, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![q.device, q.incident, q.reason, q.bytes, q.at],
+            "INSERT INTO quarantine (device_id, incident_id, reason, bytes, received_at, hash, sig)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE ?6 IS NULL OR NOT EXISTS (SELECT 1 FROM quarantine WHERE hash = ?6)",
+            params![
+                q.device,
+                q.incident,
+                q.reason,
+                q.bytes,
+                q.at,
+                q.hash.map(|h| h.to_vec()),
+                q.sig
+            ],
         )?;
         Ok(())
+    }
+
+    fn quarantined(&self) -> Result<Vec<QuarantineRow>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, device_id, incident_id, reason, bytes, received_at, hash, sig FROM quarantine ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(QuarantineRow {
+                id: r.get(0)?,
+                device: r.get(1)?,
+                incident: r.get(2)?,
+                reason: r.get(3)?,
+                bytes: r.get(4)?,
+                at: r.get(5)?,
+                hash: r.get(6)?,
+                sig: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn unquarantine(&self, id: i64) -> Result<bool, StorageError> {
+        Ok(self.conn().execute("DELETE FROM quarantine WHERE id = ?1", [id])? == 1)
     }
 
     fn change_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError> {
@@ -489,7 +553,7 @@ impl ChangeLog for SqliteStorage {
         let max: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;
         let (rows, cut) = {
             let mut stmt = tx.prepare_cached(
-                "SELECT c.seq, c.incident_id, c.hash, c.bytes FROM changes c JOIN incidents i ON i.id = c.incident_id
+                "SELECT c.seq, c.incident_id, c.hash, c.bytes, c.sig FROM changes c JOIN incidents i ON i.id = c.incident_id
                  WHERE c.seq > ?1 AND c.device_id != ?2
                    AND (?3 IS NULL OR i.grid IN (SELECT value FROM json_each(?3)))
                  ORDER BY c.seq LIMIT ?4",
@@ -521,6 +585,7 @@ fn read_page(mut rows: rusqlite::Rows<'_>, q: &FeedQuery<'_>) -> rusqlite::Resul
             incident_id: r.get(1)?,
             hash: hash.try_into().unwrap_or([0; 32]),
             bytes: change,
+            sig: r.get(4)?,
         });
     }
     let full = page.len() as u64 == u64::from(q.limit);

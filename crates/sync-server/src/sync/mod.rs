@@ -2,7 +2,9 @@
 //! pushed, then page the change feed back to it. No HTTP here: errors are
 //! [`SyncError`]s that the HTTP layer turns into status codes.
 
+mod authors;
 mod manifest;
+pub mod quarantine;
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -13,9 +15,10 @@ use sync_core::protocol::{
     Ack, Cursor, FeedChange, Hash32, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION,
     PushDoc, Refusal, SyncRequest, SyncResponse,
 };
-use sync_core::rules::{Admission, Admitted, Author, Rule, RuleBroken, limits};
+use sync_core::rules::{Admission, Admitted, Rule, RuleBroken, limits};
 use sync_core::{Incident, IncidentDoc, IncidentId, Taxonomy};
 
+use self::authors::{Authors, Owners, Verdict};
 use crate::clock::ServerTime;
 use crate::storage::{
     BlobKind, BlobRef, Device, FeedQuery, IncidentWrite, NewChange, Quarantined, Scope, Storage, StorageError,
@@ -200,6 +203,7 @@ fn pull(storage: &dyn Storage, caller: &Caller<'_>, after: u64, pull_limit: u32)
         .map(|r| FeedChange {
             id: r.incident_id,
             change: serde_bytes::ByteBuf::from(r.bytes),
+            sig: r.sig.map(serde_bytes::ByteBuf::from),
         })
         .collect();
     Ok(Page {
@@ -230,6 +234,7 @@ fn histories(storage: &dyn Storage, caller: &Caller<'_>, want: &[String]) -> Res
             bytes += change.raw_bytes().len();
             out.push(FeedChange {
                 id: id.clone(),
+                sig: storage.change_sig(&change.hash().0)?.map(serde_bytes::ByteBuf::from),
                 change: serde_bytes::ByteBuf::from(change.bytes().into_owned()),
             });
         }
@@ -275,6 +280,8 @@ impl Incoming<'_> {
             reason,
             bytes,
             at: &self.caller.now.text,
+            hash: None,
+            sig: None,
         });
         match kept {
             Ok(()) => self.refuse(
@@ -286,14 +293,21 @@ impl Incoming<'_> {
         }
     }
 
-    /// Who stands behind the caller's own actor.
-    fn author(&self) -> Author<'_> {
-        let device = self.caller.device;
-        Author {
-            account: &device.worker.id,
-            device: &device.id,
-            role: device.worker.role,
-        }
+    /// Keeps a relayed change of a device this server does not know (one
+    /// enrolled after the backup it was restored from, say) for the
+    /// operator: `sync-server quarantine list|accept|drop`.
+    fn hold_unknown(&self, change: &Change, raw: &[u8], sig: Option<&[u8]>) -> Result<(), PushError> {
+        tracing::warn!(incident = %self.doc.id, change = %change.hash(), "a change of an unknown device, quarantined");
+        self.storage.quarantine(&Quarantined {
+            device: &self.caller.device.id,
+            incident: Some(&self.doc.id),
+            reason: "made by a device this server does not know",
+            bytes: raw,
+            at: &self.caller.now.text,
+            hash: Some(change.hash().0),
+            sig,
+        })?;
+        Ok(())
     }
 }
 
@@ -315,7 +329,7 @@ fn merge_push(
         return Err(inc.out_of_scope(grid));
     }
     let decoded = decode_changes(&inc)?;
-    let (mut merged, admitted, read) = admit(&inc, id, existing.as_ref(), decoded.changes)?;
+    let (mut merged, admitted, read) = admit(&inc, id, existing.as_ref(), decoded.changes, &decoded.owners)?;
     let stored = doc.heads.iter().all(|h| merged.has_change(&ChangeHash::from(*h)));
     let ack = Ack {
         id: doc.id.clone(),
@@ -342,50 +356,67 @@ fn merge_push(
     Ok((Some(write), ack))
 }
 
-/// Pushed changes, decoded, and where each one's bytes are in the push.
+/// Pushed changes, decoded, where each one's bytes are in the push, and
+/// who made them.
 struct Decoded {
     changes: Vec<Change>,
     raw_at: HashMap<ChangeHash, usize>,
+    owners: Owners,
 }
 
-/// Decodes each change alone, bounded and inside `catch_unwind`. A change
-/// of another device is dropped when the server already holds it (any
-/// device may pass one on) and refused when it does not.
+/// Decodes each change alone, bounded and inside `catch_unwind`, and
+/// checks its author's signature. A change the server holds is skipped (any
+/// device may pass one on); one of a device the server does not know is
+/// kept in quarantine, never dropped; a forged one refuses the incident.
 fn decode_changes(inc: &Incoming<'_>) -> Result<Decoded, PushError> {
     let doc = inc.doc;
     let mut out = Decoded {
         changes: Vec::with_capacity(doc.changes.len()),
         raw_at: HashMap::with_capacity(doc.changes.len()),
+        owners: Owners::new(),
     };
+    let mut authors = Authors::default();
     for (at, raw) in doc.changes.iter().enumerate() {
-        if raw.len() > MAX_CHANGE {
-            let message = format!(
-                "a change of incident {} is {} bytes; the limit is {MAX_CHANGE}",
-                doc.id,
-                raw.len()
-            );
-            return Err(inc.refuse("bad_change", None, message));
+        let change = decode_one(inc, raw)?;
+        if inc.storage.has_change(&change.hash().0)? {
+            continue;
         }
-        let change = match catch_unwind(AssertUnwindSafe(|| Change::from_bytes(raw.to_vec()))) {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                let message = format!("a change of incident {} cannot be decoded: {e}", doc.id);
-                return Err(inc.refuse("bad_change", None, message));
+        let sig = doc.sigs.get(at).map(|s| s.as_slice()).filter(|s| !s.is_empty());
+        match authors.verdict(inc.storage, inc.caller.device, &change, sig)? {
+            Verdict::By(owner) => {
+                out.owners.insert(change.actor_id().clone(), owner);
+                out.raw_at.insert(change.hash(), at);
+                out.changes.push(change);
             }
-            Err(_) => return Err(inc.quarantine("change decoding panicked", raw)),
-        };
-        if change.actor_id().to_bytes() == inc.caller.device.actor.as_slice() {
-            out.raw_at.insert(change.hash(), at);
-            out.changes.push(change);
-        } else if !inc.storage.has_change(&change.hash().0)? {
-            let message = format!(
-                "incident {}: rule `author`: it carries a change made by another device that this server has not seen",
-                doc.id
-            );
-            return Err(inc.refuse("rule_broken", Some(Rule::Author), message));
+            Verdict::Unknown => inc.hold_unknown(&change, raw, sig)?,
+            Verdict::Forged(why) => {
+                let message = format!("incident {}: rule `author`: {why}", doc.id);
+                return Err(inc.refuse("rule_broken", Some(Rule::Author), message));
+            }
         }
     }
     Ok(out)
+}
+
+/// One change, bounded in size and decoded inside `catch_unwind`.
+fn decode_one(inc: &Incoming<'_>, raw: &[u8]) -> Result<Change, PushError> {
+    let id = &inc.doc.id;
+    if raw.len() > MAX_CHANGE {
+        let message = format!(
+            "a change of incident {id} is {} bytes; the limit is {MAX_CHANGE}",
+            raw.len()
+        );
+        return Err(inc.refuse("bad_change", None, message));
+    }
+    match catch_unwind(AssertUnwindSafe(|| Change::from_bytes(raw.to_vec()))) {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(inc.refuse(
+            "bad_change",
+            None,
+            format!("a change of incident {id} cannot be decoded: {e}"),
+        )),
+        Err(_) => Err(inc.quarantine("change decoding panicked", raw)),
+    }
 }
 
 /// Admits the decoded changes into the server's copy (or a new one) by
@@ -396,16 +427,15 @@ fn admit(
     id: IncidentId,
     existing: Option<&StoredDoc>,
     changes: Vec<Change>,
+    owners: &Owners,
 ) -> Result<(IncidentDoc, Admitted, Option<Incident>), PushError> {
-    let author = inc.author();
-    let actor = inc.caller.device.actor.as_slice();
     let run = catch_unwind(AssertUnwindSafe(|| -> Result<_, RuleBroken> {
         let receiver = IncidentDoc::receiver(existing.map(|s| s.doc.as_slice())).map_err(|e| RuleBroken {
             rule: Rule::Schema,
             detail: format!("the server's copy cannot be read: {e}"),
         })?;
         let mut admission = Admission::new(receiver, id, Taxonomy::builtin())?;
-        let admitted = admission.admit_all(changes, |a| (a.to_bytes() == actor).then_some(author))?;
+        let admitted = admission.admit_all(changes, |a| owners.get(a).map(|o| o.author()))?;
         let read = admission.incident().cloned();
         Ok((admission.into_doc(), admitted, read))
     }));
@@ -434,6 +464,7 @@ fn new_changes(
             out.push(NewChange {
                 hash: h.0,
                 bytes: inc.doc.changes[at].to_vec(),
+                sig: inc.doc.sigs.get(at).filter(|s| !s.is_empty()).map(|s| s.to_vec()),
             });
         }
     }
@@ -441,7 +472,12 @@ fn new_changes(
 }
 
 /// The merged document, its projected columns and its photo references.
-fn write_of(id: &str, merged: &mut IncidentDoc, read: &Incident, new_changes: Vec<NewChange>) -> IncidentWrite {
+pub(super) fn write_of(
+    id: &str,
+    merged: &mut IncidentDoc,
+    read: &Incident,
+    new_changes: Vec<NewChange>,
+) -> IncidentWrite {
     let mut heads = merged.heads();
     heads.sort();
     let blob_refs = read

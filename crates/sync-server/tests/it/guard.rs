@@ -13,8 +13,11 @@ use sync_core::{IncidentDoc, IncidentId, Location, NewIncident};
 
 use crate::*;
 
-/// `POST /v1/sync` with these incidents pushed, as the device `dev`.
-fn push(server: &Server, dev: &Device, docs: Vec<PushDoc>) -> SyncResponse {
+/// `POST /v1/sync` with these incidents pushed, as the device `dev`, each
+/// change signed with `dev`'s key (a device signs whatever it pushes).
+fn push(server: &Server, dev: &Device, mut docs: Vec<PushDoc>) -> SyncResponse {
+    let key = device_key(dev);
+    docs.iter_mut().for_each(|d| sign_push(&key, d));
     let req = SyncRequest {
         version: PROTOCOL_VERSION,
         device_time_ms: 1_763_600_000_000,
@@ -71,6 +74,7 @@ fn doc_push(doc: &mut AutoCommit, id: &str, since: &[automerge::ChangeHash]) -> 
             .into_iter()
             .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
             .collect(),
+        sigs: vec![],
     }
 }
 
@@ -186,6 +190,7 @@ fn a_forged_or_grafted_change_is_refused_and_poisons_nothing() {
                 id: own.clone(),
                 heads,
                 changes: vec![ByteBuf::from(forged.raw_bytes().to_vec())],
+                sigs: vec![],
             }],
         );
         assert_rule(&resp, &own, "chain", "a renumbered change");
@@ -209,6 +214,7 @@ fn a_forged_or_grafted_change_is_refused_and_poisons_nothing() {
     let mut graft = |id: &str| PushDoc {
         id: id.to_owned(),
         heads: vec![],
+        sigs: vec![],
         changes: x
             .all_changes()
             .into_iter()
@@ -557,4 +563,61 @@ fn one_unreadable_document_never_breaks_a_list_export_or_report() {
     assert!(listed.text().contains(&fine));
     let exported = c.server.admin(&["export", "--format", "csv"]);
     assert!(exported.contains(&fine) && !exported.contains(&c.victim));
+}
+
+/// A change made in a colleague's actor, signed with the sender's own key
+/// (or not at all), is refused: only the author's key vouches for a change.
+#[test]
+fn a_change_in_a_colleagues_name_without_their_signature_is_refused() {
+    let c = cell();
+    let li_uuid: uuid::Uuid = device_id(&c.li).parse().unwrap();
+    let bytes: Vec<u8> = c
+        .server
+        .db()
+        .query_row("SELECT doc FROM incidents WHERE id = ?1", [&c.victim], |r| r.get(0))
+        .unwrap();
+    let mut doc = IncidentDoc::from_automerge(
+        AutoCommit::load(&bytes)
+            .unwrap()
+            .with_actor(ActorId::from(li_uuid.as_bytes())),
+    );
+    let heads = doc.heads();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap();
+    doc.add_note("w-li", "李没写过这个", at).unwrap();
+    let forged = doc_push(doc.automerge(), &c.victim, &heads);
+    let resp = push(&c.server, &c.wang, vec![forged.clone()]);
+    let r = refusal(&resp, &c.victim);
+    assert_eq!(r.rule.as_deref(), Some("author"), "{r:?}");
+    assert!(r.message.contains("does not carry its author's signature"), "{r:?}");
+    // Unsigned, through the raw endpoint: refused the same way.
+    let mut unsigned = forged;
+    unsigned.sigs.clear();
+    let req = SyncRequest {
+        version: PROTOCOL_VERSION,
+        device_time_ms: 0,
+        epoch: None,
+        cursor: None,
+        pull_limit: 1,
+        push: vec![unsigned],
+        want: vec![],
+        manifest: Manifest {
+            incidents: 0,
+            digest: Hash32([0; 32]),
+            pending_docs: 0,
+            pending_photos: 0,
+            refused_docs: 0,
+            own: Default::default(),
+            clock_offset_ms: None,
+        },
+    };
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/sync", c.server.url))
+        .bearer_auth(token_of(&c.wang))
+        .body(protocol::encode(&req))
+        .send()
+        .unwrap();
+    let resp: SyncResponse = protocol::decode(&resp.bytes().unwrap()).unwrap();
+    assert!(refusal(&resp, &c.victim).message.contains("is not signed"));
+    readers_still_work(&c.server, &c.victim, "井盖缺了一角");
+    assert_eq!(c.li.show(&c.victim)["notes"].as_array().unwrap().len(), 1);
 }

@@ -593,6 +593,31 @@ pub fn token_of(dev: &Device) -> String {
         .to_owned()
 }
 
+/// The signing key `field init` made for the device.
+pub fn device_key(dev: &Device) -> sync_core::signing::DeviceKey {
+    let hex: String = dev
+        .db()
+        .query_row("SELECT value FROM meta WHERE key = 'signing_key'", [], |r| r.get(0))
+        .expect("an initialised device has a signing key");
+    let seed: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    sync_core::signing::DeviceKey::from_seed(seed.try_into().unwrap())
+}
+
+/// Signs every change of a push with `key`, as the device that made them.
+pub fn sign_push(key: &sync_core::signing::DeviceKey, push: &mut sync_core::protocol::PushDoc) {
+    push.sigs = push
+        .changes
+        .iter()
+        .map(|raw| {
+            let hash = automerge::Change::from_bytes(raw.to_vec()).map(|c| c.hash());
+            let sig = hash.map(|h| key.sign(&h).to_vec()).unwrap_or_default();
+            serde_bytes::ByteBuf::from(sig)
+        })
+        .collect();
+}
+
 /// The device id `field init` made, as `field status` shows it.
 pub fn device_id(dev: &Device) -> String {
     dev.status()["profile"]["device"]

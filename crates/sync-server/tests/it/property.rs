@@ -194,6 +194,8 @@ impl World {
                     DEFAULT_GRIDS_JSON,
                 )
                 .unwrap();
+            // Every replica signs its changes, as `field` does.
+            let key = store.ensure_key([i as u8 + 1; 32]).unwrap();
             let outcome = world
                 .server
                 .enroll(
@@ -203,6 +205,7 @@ impl World {
                         device: &uuid.to_string(),
                         actor: uuid.as_bytes(),
                         token_hash: &token,
+                        public_key: Some(&key.public()),
                     },
                     now_ms,
                     &rfc3339(&now),

@@ -298,3 +298,60 @@ fn a_pull_only_device_gets_what_the_restored_feed_put_below_its_cursor() {
     }
     assert_same_heads(&server, &[&a, &b, &e, &center]);
 }
+
+/// `docs/protocol.md`, signed changes: after a restore, a colleague's
+/// device brings back the changes of an author whose device is gone, with
+/// the author's signatures; changes of a device the restored server does
+/// not know wait in quarantine until the operator accepts them.
+#[test]
+fn a_restored_server_takes_back_a_lost_devices_changes_from_a_colleague() {
+    let mut server = Server::new();
+    server.add_worker("w-li", &[HX02]);
+    server.add_worker("w-wang", &[HX02]);
+    server.add_worker("w-zhao", &[HX02]);
+    server.admin(&["worker", "add", "--id", "op", "--name", "运维", "--role", "operator"]);
+    server.start();
+    let li = Device::new("w-li", &[HX02]);
+    let wang = Device::new("w-wang", &[HX02]);
+    li.enroll(&server);
+    wang.enroll(&server);
+    let old = backup(&mut server);
+
+    // After the backup: Li reports; Zhao's device is enrolled and reports.
+    let lis = li.report(&["--category", "manhole-cover", "--desc", "李的井盖"]);
+    li.ok(&["update", &lis, "--note", "已拍照"]);
+    assert_eq!(li.sync(&[])["acknowledged"], 1);
+    let zhao = Device::new("w-zhao", &[HX02]);
+    zhao.enroll(&server);
+    let zhaos = zhao.report(&["--category", "lawn"]);
+    assert_eq!(zhao.sync(&[])["acknowledged"], 1);
+    assert_eq!(wang.sync(&[])["new_incidents"], 2);
+
+    // The disk fails; the backup comes back. Li's and Zhao's phones are lost.
+    restore(&mut server, old.path());
+    drop((li, zhao));
+    let synced = wang.sync(&[]);
+    assert!(synced["resets"].as_u64().unwrap() >= 1, "{synced}");
+    let on_server: Vec<String> = server_heads(&server).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        on_server,
+        std::slice::from_ref(&lis),
+        "Li's incident is back, by Li's signatures"
+    );
+    let back = crate::exports::get(&server, "/v1/exports/incidents.json", Some(&server.token("op")));
+    let inc = back.json().as_array().unwrap()[0].clone();
+    assert_eq!(
+        (inc["reporter"].as_str(), inc["notes"].as_array().map(Vec::len)),
+        (Some("w-li"), Some(1))
+    );
+
+    // Zhao's device is unknown to the restored server: its change waits.
+    let listed = server.admin(&["quarantine", "list"]);
+    assert!(listed.contains(&zhaos) && listed.contains("relayed change"), "{listed}");
+    let item = listed.split_whitespace().next().unwrap().to_owned();
+    server.admin(&["quarantine", "accept", &item, "--as", "w-zhao"]);
+    let on_server: Vec<String> = server_heads(&server).into_iter().map(|(id, _)| id).collect();
+    assert!(on_server.contains(&zhaos), "{on_server:?}");
+    assert!(!server.admin(&["quarantine", "list"]).contains(&zhaos));
+    assert_server_feed_consistent(&server);
+}
