@@ -18,6 +18,11 @@ use crate::*;
 fn push(server: &Server, dev: &Device, mut docs: Vec<PushDoc>) -> SyncResponse {
     let key = device_key(dev);
     docs.iter_mut().for_each(|d| sign_push(&key, d));
+    push_as_is(server, dev, docs)
+}
+
+/// `POST /v1/sync` with these incidents pushed exactly as given.
+fn push_as_is(server: &Server, dev: &Device, docs: Vec<PushDoc>) -> SyncResponse {
     let req = SyncRequest {
         version: PROTOCOL_VERSION,
         device_time_ms: 1_763_600_000_000,
@@ -589,34 +594,10 @@ fn a_change_in_a_colleagues_name_without_their_signature_is_refused() {
     let r = refusal(&resp, &c.victim);
     assert_eq!(r.rule.as_deref(), Some("author"), "{r:?}");
     assert!(r.message.contains("does not carry its author's signature"), "{r:?}");
-    // Unsigned, through the raw endpoint: refused the same way.
+    // Unsigned: refused the same way.
     let mut unsigned = forged;
     unsigned.sigs.clear();
-    let req = SyncRequest {
-        version: PROTOCOL_VERSION,
-        device_time_ms: 0,
-        epoch: None,
-        cursor: None,
-        pull_limit: 1,
-        push: vec![unsigned],
-        want: vec![],
-        manifest: Manifest {
-            incidents: 0,
-            digest: Hash32([0; 32]),
-            pending_docs: 0,
-            pending_photos: 0,
-            refused_docs: 0,
-            own: Default::default(),
-            clock_offset_ms: None,
-        },
-    };
-    let resp = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/sync", c.server.url))
-        .bearer_auth(token_of(&c.wang))
-        .body(protocol::encode(&req))
-        .send()
-        .unwrap();
-    let resp: SyncResponse = protocol::decode(&resp.bytes().unwrap()).unwrap();
+    let resp = push_as_is(&c.server, &c.wang, vec![unsigned]);
     assert!(refusal(&resp, &c.victim).message.contains("is not signed"));
     readers_still_work(&c.server, &c.victim, "井盖缺了一角");
     assert_eq!(c.li.show(&c.victim)["notes"].as_array().unwrap().len(), 1);
