@@ -15,7 +15,7 @@ use sync_core::protocol::{
     Ack, Cursor, FeedChange, Hash32, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION,
     PushDoc, Refusal, SyncRequest, SyncResponse,
 };
-use sync_core::rules::{Admission, Admitted, Rule, RuleBroken, limits};
+use sync_core::rules::{Admission, Rule, RuleBroken, limits};
 use sync_core::{Incident, IncidentDoc, IncidentId, Taxonomy};
 
 use self::authors::{Authors, Owners, Verdict};
@@ -329,23 +329,22 @@ fn merge_push(
         return Err(inc.out_of_scope(grid));
     }
     let decoded = decode_changes(&inc)?;
-    let (mut merged, admitted, read) = admit(&inc, id, existing.as_ref(), decoded.changes, &decoded.owners)?;
-    let stored = doc.heads.iter().all(|h| merged.has_change(&ChangeHash::from(*h)));
+    let merged = admit(&inc, id, existing.as_ref(), decoded.changes, &decoded.owners)?;
     let ack = Ack {
         id: doc.id.clone(),
-        heads: if stored { doc.heads.clone() } else { vec![] },
-        need_full: !admitted.waiting.is_empty() || !stored,
+        heads: if merged.stored { doc.heads.clone() } else { vec![] },
+        need_full: merged.waiting || !merged.stored,
         refused: None,
     };
-    let Some(read) = read else {
+    let Some((read, sealed)) = merged.result else {
         // Nothing usable yet (a first push missing its own start).
         return Ok((None, ack));
     };
     if !caller.scope.allows(&read.grid) {
         return Err(inc.out_of_scope(&read.grid));
     }
-    let new_changes = new_changes(&inc, &admitted.applied, &decoded.raw_at)?;
-    let write = write_of(&doc.id, &mut merged, &read, new_changes);
+    let new_changes = new_changes(&inc, &merged.applied, &decoded.raw_at)?;
+    let write = write_of(&doc.id, sealed, &read, new_changes);
     if write.doc.len() > limits::MAX_DOC {
         let size = write.doc.len();
         return Err(inc.rule_broken(RuleBroken {
@@ -419,17 +418,55 @@ fn decode_one(inc: &Incoming<'_>, raw: &[u8]) -> Result<Change, PushError> {
     }
 }
 
+/// What admitting one push made of the server's copy.
+struct Merged {
+    /// The changes newly applied.
+    applied: Vec<ChangeHash>,
+    /// Some pushed changes wait for dependencies the server lacks.
+    waiting: bool,
+    /// The server's copy holds every head the device pushed.
+    stored: bool,
+    /// The incident as it now reads, and its checked saved bytes; `None`
+    /// while it has no change.
+    result: Option<(Incident, Sealed)>,
+}
+
+/// A document's saved bytes and heads, checked to load back as the same
+/// document: Automerge can apply a change it then cannot load again (one
+/// not encoded as it would encode it), and such bytes are never stored.
+pub(super) struct Sealed {
+    pub(super) bytes: Vec<u8>,
+    pub(super) heads: Vec<ChangeHash>,
+}
+
+/// Saves `doc` and checks that the bytes load back with the same heads.
+/// Call it inside `catch_unwind`.
+pub(super) fn seal(doc: &mut IncidentDoc) -> Result<Sealed, String> {
+    let bytes = doc.save();
+    let mut heads = doc.heads();
+    heads.sort();
+    let mut back =
+        IncidentDoc::receiver(Some(&bytes)).map_err(|e| format!("the merged document does not load: {e}"))?;
+    let mut again = back.heads();
+    again.sort();
+    if again != heads || back.read().is_err() {
+        return Err("the merged document does not load back as itself".into());
+    }
+    Ok(Sealed { bytes, heads })
+}
+
 /// Admits the decoded changes into the server's copy (or a new one) by
-/// the rules, inside `catch_unwind`; returns the copy, what was admitted
-/// and the incident as it now reads (`None` while it has no change).
+/// the rules, and seals the result, all inside `catch_unwind`: what makes
+/// Automerge fail is quarantined.
 fn admit(
     inc: &Incoming<'_>,
     id: IncidentId,
     existing: Option<&StoredDoc>,
     changes: Vec<Change>,
     owners: &Owners,
-) -> Result<(IncidentDoc, Admitted, Option<Incident>), PushError> {
-    let run = catch_unwind(AssertUnwindSafe(|| -> Result<_, RuleBroken> {
+) -> Result<Merged, PushError> {
+    let pushed: Vec<ChangeHash> = inc.doc.heads.iter().map(|h| ChangeHash::from(*h)).collect();
+    let run = catch_unwind(AssertUnwindSafe(|| -> Result<Result<Merged, String>, RuleBroken> {
         let receiver = IncidentDoc::receiver(existing.map(|s| s.doc.as_slice())).map_err(|e| RuleBroken {
             rule: Rule::Schema,
             detail: format!("the server's copy cannot be read: {e}"),
@@ -437,15 +474,28 @@ fn admit(
         let mut admission = Admission::new(receiver, id, Taxonomy::builtin())?;
         let admitted = admission.admit_all(changes, |a| owners.get(a).map(|o| o.author()))?;
         let read = admission.incident().cloned();
-        Ok((admission.into_doc(), admitted, read))
+        let mut doc = admission.into_doc();
+        let stored = pushed.iter().all(|h| doc.has_change(h));
+        let result = match read {
+            None => None,
+            Some(read) => match seal(&mut doc) {
+                Ok(sealed) => Some((read, sealed)),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        Ok(Ok(Merged {
+            applied: admitted.applied,
+            waiting: !admitted.waiting.is_empty(),
+            stored,
+            result,
+        }))
     }));
+    let all = || -> Vec<u8> { inc.doc.changes.iter().flat_map(|c| c.iter().copied()).collect() };
     match run {
-        Ok(Ok(done)) => Ok(done),
+        Ok(Ok(Ok(done))) => Ok(done),
+        Ok(Ok(Err(why))) => Err(inc.quarantine(&why, &all())),
         Ok(Err(e)) => Err(inc.rule_broken(e)),
-        Err(_) => {
-            let all: Vec<u8> = inc.doc.changes.iter().flat_map(|c| c.iter().copied()).collect();
-            Err(inc.quarantine("applying changes panicked", &all))
-        }
+        Err(_) => Err(inc.quarantine("applying changes panicked", &all())),
     }
 }
 
@@ -472,14 +522,7 @@ fn new_changes(
 }
 
 /// The merged document, its projected columns and its photo references.
-pub(super) fn write_of(
-    id: &str,
-    merged: &mut IncidentDoc,
-    read: &Incident,
-    new_changes: Vec<NewChange>,
-) -> IncidentWrite {
-    let mut heads = merged.heads();
-    heads.sort();
+pub(super) fn write_of(id: &str, sealed: Sealed, read: &Incident, new_changes: Vec<NewChange>) -> IncidentWrite {
     let blob_refs = read
         .photos
         .iter()
@@ -497,8 +540,8 @@ pub(super) fn write_of(
         .collect();
     IncidentWrite {
         id: id.to_owned(),
-        doc: merged.save(),
-        heads: heads.iter().flat_map(|h| h.0).collect(),
+        doc: sealed.bytes,
+        heads: sealed.heads.iter().flat_map(|h| h.0).collect(),
         grid: read.grid.clone(),
         category: read.category.clone(),
         status: read.status,

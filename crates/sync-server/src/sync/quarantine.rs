@@ -8,7 +8,7 @@ use automerge::Change;
 use sync_core::rules::{Admission, Author};
 use sync_core::{IncidentDoc, IncidentId, Taxonomy};
 
-use super::write_of;
+use super::{seal, write_of};
 use crate::clock::ServerTime;
 use crate::storage::{NewChange, QuarantineRow, Storage, StorageError};
 
@@ -80,9 +80,10 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
             .admit_all(vec![change], |_| Some(author))
             .map_err(|e| e.to_string())?;
         let read = admission.incident().cloned();
-        Ok((admission.into_doc(), admitted, read))
+        let sealed = seal(&mut admission.into_doc())?;
+        Ok((sealed, admitted, read))
     }));
-    let (mut doc, admitted, read) = match run {
+    let (sealed, admitted, read) = match run {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return Err(refused(e)),
         Err(_) => return Err(refused("applying it panicked".into())),
@@ -96,7 +97,7 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
         bytes: row.bytes.clone(),
         sig: row.sig.clone(),
     }];
-    let write = write_of(&incident, &mut doc, &read, new);
+    let write = write_of(&incident, sealed, &read, new);
     storage.commit_push(&[write], &row.device, &ServerTime::now().text)?;
     storage.unquarantine(id)?;
     Ok(())
