@@ -216,3 +216,21 @@ fn files_that_are_not_photos_are_refused_with_a_readable_reason() {
     let err = photo::process(b"\x89PNG\r\n\x1a\n").unwrap_err();
     assert!(matches!(err, PhotoError::Corrupt { format: "PNG", .. }), "{err:?}");
 }
+
+/// Found by the `photo_pipeline` fuzzer: jpeg-decoder 0.3 overflows a u16
+/// on a JPEG of 65,535 rows (a panic with overflow checks, garbage without).
+/// The pipeline refuses such a file with a sentence instead.
+#[test]
+fn a_jpeg_too_tall_for_the_decoder_is_refused() {
+    let path = format!(
+        "{}/../../fixtures/fuzz/photo_pipeline/jpeg-65535-rows-tall.jpg",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    match sync_core::photo::process(&bytes) {
+        Err(e @ sync_core::photo::PhotoError::TooTall { height: 65_535 }) => {
+            assert!(e.to_string().contains("65535 pixels tall"), "{e}");
+        }
+        other => panic!("expected TooTall, got {:?}", other.map(|_| "a photo")),
+    }
+}
