@@ -26,6 +26,11 @@ pub const THUMB_EDGE: u32 = 320;
 pub const MAX_BYTES: usize = crate::protocol::MAX_PHOTO_BYTES;
 /// Largest photo accepted, in pixels (a decompression-bomb guard).
 pub const MAX_PIXELS: u64 = 120_000_000;
+/// Tallest JPEG accepted, in pixels: jpeg-decoder 0.3 counts rows of 8×8
+/// blocks in a u16 and computes `(row + 1) * 8` in it (`decode_scan`), which
+/// overflows past this height, a panic where overflow checks are on. No
+/// camera takes such a photo; fuzzing found it (`fixtures/fuzz/photo_pipeline/`).
+pub const MAX_JPEG_HEIGHT: u32 = 8 * 8191;
 const JPEG_QUALITY: u8 = 82;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,8 @@ pub enum PhotoError {
     UnknownFormat,
     #[error("the image is {width}×{height} pixels; photos are limited to {MAX_PIXELS} pixels")]
     TooManyPixels { width: u32, height: u32 },
+    #[error("the JPEG is {height} pixels tall; JPEGs are limited to {MAX_JPEG_HEIGHT} pixels tall")]
+    TooTall { height: u32 },
     #[error("the {format} image is corrupt or truncated: {reason}")]
     Corrupt { format: &'static str, reason: String },
     #[error("could not encode the {what} copy: {reason}")]
@@ -168,6 +175,9 @@ fn decode_jpeg(bytes: &[u8], want_edge: u32) -> Result<(RgbImage, u32, u32), Pho
     })?;
     let (full_w, full_h) = (u32::from(info.width), u32::from(info.height));
     check_pixels(full_w, full_h)?;
+    if full_h > MAX_JPEG_HEIGHT {
+        return Err(PhotoError::TooTall { height: full_h });
+    }
     let long = full_w.max(full_h);
     if long > want_edge {
         // Ask for the size whose long edge is `want_edge`; the decoder picks
