@@ -5,6 +5,7 @@
 
 pub mod core_inputs;
 pub mod docs;
+pub mod panics;
 pub mod photo_input;
 pub mod server_input;
 
