@@ -120,15 +120,16 @@ pub enum OpenFindings {
 /// ("bad checksum"), though everything before it loads. Finding 2: a
 /// change whose bytes are not the ones Automerge would write for it is
 /// applied under the hash of those bytes, but the saved document rebuilds
-/// it as Automerge writes it, under another hash ("mismatching heads"):
-/// Automerge's own save and load disagree, whatever the change was.
+/// it as Automerge writes it, under another hash ("mismatching heads"), or
+/// rebuilds ops it then rejects ("max_op is lower than start_op"): loading
+/// fails while inflating the document chunk Automerge itself just wrote.
 pub fn open_finding(saved: &[u8], error: &sync_core::incident::DocError) -> Option<u8> {
     let text = error.to_string();
     let ignore_tail = automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Ignore);
     if text.ends_with("bad checksum") && automerge::AutoCommit::load_with_options(saved, ignore_tail).is_ok() {
         return Some(1);
     }
-    if text.ends_with("mismatching heads") {
+    if text.contains("error inflating document chunk ops") {
         return Some(2);
     }
     None
