@@ -4,8 +4,11 @@
 //! `cargo xtask test` is the README's test command: it checks that the
 //! programs the tests drive are installed (installing the missing ones when
 //! it runs as root), then runs every test of the workspace, going on past a
-//! failing suite so one run reports them all. Progress goes to stderr.
+//! failing suite so one run reports them all. `cargo xtask fuzz-smoke`
+//! runs each fuzz target of `fuzz/` briefly (see `fuzz.rs`). Progress goes
+//! to stderr.
 
+mod fuzz;
 mod prereq;
 
 use std::ffi::OsString;
@@ -15,7 +18,9 @@ use std::process::{Command, ExitCode, ExitStatus};
 const USAGE: &str = "\
 usage: cargo xtask test [ARGS...]   install what the tests need, then
                                     `cargo test --workspace --locked --no-fail-fast ARGS...`
-       cargo xtask deps             only install what the tests need";
+       cargo xtask deps             only install what the tests need
+       cargo xtask fuzz-smoke       run each fuzz target for a bounded time,
+                                    failing on a crash (installs cargo-fuzz)";
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
@@ -24,6 +29,8 @@ enum Task {
     Test(Vec<OsString>),
     /// Prerequisites only.
     Deps,
+    /// Every fuzz target, briefly.
+    FuzzSmoke,
     Help,
 }
 
@@ -37,6 +44,10 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Task, String> {
         Some("deps") => match args.next() {
             None => Ok(Task::Deps),
             Some(extra) => Err(format!("`deps` takes no arguments, got {extra:?}")),
+        },
+        Some("fuzz-smoke") => match args.next() {
+            None => Ok(Task::FuzzSmoke),
+            Some(extra) => Err(format!("`fuzz-smoke` takes no arguments, got {extra:?}")),
         },
         Some("help" | "-h" | "--help") => Ok(Task::Help),
         _ => Err(format!("unknown task {task:?}")),
@@ -57,6 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Task::Deps => prereq::ensure(prereq::ALL).map(|()| ExitCode::SUCCESS),
+        Task::FuzzSmoke => fuzz::smoke(),
         Task::Test(extra) => prereq::ensure(prereq::ALL).and_then(|()| cargo_test(&extra)),
     };
     outcome.unwrap_or_else(|e| {
@@ -131,6 +143,11 @@ mod tests {
         let extra = ["-p", "sync-server", "--test", "it", "--", "--nocapture"];
         check(&[&["test"][..], &extra].concat(), Ok(Task::Test(os(&extra))));
         check(&["deps"], Ok(Task::Deps));
+        check(&["fuzz-smoke"], Ok(Task::FuzzSmoke));
+        check(
+            &["fuzz-smoke", "-runs=1"],
+            Err("`fuzz-smoke` takes no arguments, got \"-runs=1\""),
+        );
         check(&["--help"], Ok(Task::Help));
         check(&[], Err("no task given"));
         check(&["deps", "--yes"], Err("`deps` takes no arguments, got \"--yes\""));

@@ -1,6 +1,7 @@
 //! sync-core's one integration-test binary: the modules beside this file
 //! link against the crate once.
 //!
+//! * `fuzz_replay`: the fuzz targets' seeds and kept crashers, replayed.
 //! * `merge`: property tests that incident documents round-trip through
 //!   their saved bytes and that concurrent copies converge without losing
 //!   anyone's notes, photos or status changes.
@@ -9,6 +10,7 @@
 //! * `store`: the device store on a real SQLite file in a temporary folder;
 //!   the tests that add photos need feature `photo`.
 
+mod fuzz_replay;
 mod merge;
 #[cfg(feature = "photo")]
 mod photo;

@@ -25,6 +25,7 @@ mod cut;
 mod dashboard;
 mod enrolment;
 mod exports;
+mod fuzz_replay;
 mod guard;
 mod harness_checks;
 mod manifest;
