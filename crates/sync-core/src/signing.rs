@@ -45,6 +45,23 @@ impl DeviceKey {
         self.0.to_bytes()
     }
 
+    /// The seed as 64 hex digits, as the device store keeps it.
+    pub fn seed_hex(&self) -> String {
+        hex(&self.seed())
+    }
+
+    /// A key from [`DeviceKey::seed_hex`]'s text; `None` for anything else.
+    pub fn from_seed_hex(text: &str) -> Option<DeviceKey> {
+        if text.len() != 64 || !text.is_ascii() {
+            return None;
+        }
+        let mut seed = [0u8; 32];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(DeviceKey::from_seed(seed))
+    }
+
     pub fn public(&self) -> [u8; 32] {
         self.0.verifying_key().to_bytes()
     }
@@ -85,5 +102,10 @@ mod tests {
         assert!(!verify(&key.public(), &h, &sig[..63]), "a short signature");
         assert!(!verify(&[0; 31], &h, &sig), "a short key");
         assert_eq!(DeviceKey::from_seed(key.seed()).public(), key.public());
+        let back = DeviceKey::from_seed_hex(&key.seed_hex()).unwrap();
+        assert_eq!(back.public(), key.public());
+        for bad in ["", "zz", &"0".repeat(63), &"é".repeat(32)] {
+            assert!(DeviceKey::from_seed_hex(bad).is_none(), "{bad}");
+        }
     }
 }

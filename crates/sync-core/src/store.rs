@@ -370,7 +370,6 @@ impl Store {
         }
         let key = DeviceKey::from_seed(seed);
         let actor = self.profile()?.actor();
-        let hex: String = key.seed().iter().map(|b| format!("{b:02x}")).collect();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let docs: Vec<(String, Vec<u8>)> = {
             let mut stmt = tx.prepare("SELECT id, doc FROM incidents")?;
@@ -385,7 +384,7 @@ impl Store {
         }
         tx.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
-            params![SIGNING_KEY, hex],
+            params![SIGNING_KEY, key.seed_hex()],
         )?;
         tx.commit()?;
         self.key = Some(key.clone());
@@ -687,17 +686,12 @@ fn stored_key(conn: &Connection) -> Result<Option<DeviceKey>, StoreError> {
         .query_row("SELECT value FROM meta WHERE key = ?1", [SIGNING_KEY], |r| r.get(0))
         .optional()?;
     let Some(hex) = hex else { return Ok(None) };
-    let bad = || StoreError::Meta {
-        what: "signing key",
-        reason: "it is not 64 hex digits".into(),
-    };
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-        .collect::<Option<_>>()
-        .ok_or_else(bad)?;
-    let seed: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
-    Ok(Some(DeviceKey::from_seed(seed)))
+    DeviceKey::from_seed_hex(&hex)
+        .map(Some)
+        .ok_or_else(|| StoreError::Meta {
+            what: "signing key",
+            reason: "it is not 64 hex digits".into(),
+        })
 }
 
 fn save_one(

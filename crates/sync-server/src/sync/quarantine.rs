@@ -66,7 +66,8 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
         .map_err(|e: sync_core::incident::ParseIncidentIdError| refused(e.to_string()))?;
     // A device's actor is its id's 16 bytes.
     let actor = change.actor_id().to_bytes();
-    let device = uuid::Uuid::from_slice(actor).map_or_else(|_| hex(actor), |u| u.hyphenated().to_string());
+    let device =
+        uuid::Uuid::from_slice(actor).map_or_else(|_| change.actor_id().to_string(), |u| u.hyphenated().to_string());
     let author = Author {
         account: &who.id,
         device: &device,
@@ -101,8 +102,4 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
     storage.commit_push(&[write], &row.device, &ServerTime::now().text)?;
     storage.unquarantine(id)?;
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -600,10 +600,7 @@ pub fn device_key(dev: &Device) -> sync_core::signing::DeviceKey {
         .db()
         .query_row("SELECT value FROM meta WHERE key = 'signing_key'", [], |r| r.get(0))
         .expect("an initialised device has a signing key");
-    let seed: Vec<u8> = (0..32)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    sync_core::signing::DeviceKey::from_seed(seed.try_into().unwrap())
+    sync_core::signing::DeviceKey::from_seed_hex(&hex).expect("the stored key is 64 hex digits")
 }
 
 /// Signs every change of a push with `key`, as the device that made them.
