@@ -6,6 +6,6 @@
 
 libfuzzer_sys::fuzz_target!(init: sync_fuzz::panics::remember(), |data: &[u8]| {
     sync_fuzz::panics::run("read_document", data, &[], || {
-        sync_fuzz::core_inputs::read_document(data, sync_fuzz::docs::OpenFindings::GoOn);
+        sync_fuzz::core_inputs::read_document(data);
     });
 });

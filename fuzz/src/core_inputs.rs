@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use sync_core::IncidentDoc;
 use sync_core::protocol::{self, EnrollRequest, ManifestReport, SyncRequest, SyncResponse};
 
-use super::docs::{self, IN_SCOPE, OpenFindings};
+use super::docs::{self, IN_SCOPE};
 
 /// The first byte picks the message type; the rest is the body. A body
 /// that decodes must come back the same through `encode` and `decode`.
@@ -56,11 +56,11 @@ fn saved() -> &'static (Vec<u8>, Vec<u8>) {
 /// The first byte picks the mode: 0 reads the rest as saved bytes; 1, 2
 /// and 3 cut it into [`docs::pieces`], decode each as a change and apply
 /// them to an empty receiver, a valid incident, or its first change (a
-/// panic while applying is caught, as the server does). A
-/// document that reads must read the same after a save and a load, since
-/// that is how the server and the device store it. True when the
-/// document read as an incident.
-pub fn read_document(data: &[u8], open: OpenFindings) -> bool {
+/// panic while applying is caught, as the server does). A document that
+/// reads is sealed as the server and the device seal it before storing
+/// it (`IncidentDoc::seal`); sealed bytes must read the same after a load.
+/// True when the document read as an incident and sealed.
+pub fn read_document(data: &[u8]) -> bool {
     let Some((mode, rest)) = data.split_first() else {
         return false;
     };
@@ -86,11 +86,13 @@ pub fn read_document(data: &[u8], open: OpenFindings) -> bool {
     let Ok(read) = doc.read() else {
         return false;
     };
-    let saved = doc.save();
-    match IncidentDoc::read_saved(&saved) {
-        Ok(again) => assert_eq!(again, read, "a document reads the same after a save and a load"),
-        Err(e) if open == OpenFindings::GoOn && docs::open_finding(&saved, &e).is_some() => {}
-        Err(e) => panic!("a document that reads does not read after a save: {e}"),
+    // Refusing to seal is how both sides turn such changes away.
+    let Ok(sealed) = doc.seal() else {
+        return false;
+    };
+    match IncidentDoc::read_saved(&sealed.bytes) {
+        Ok(again) => assert_eq!(again, read, "a sealed document reads the same after a load"),
+        Err(e) => panic!("a sealed document does not read after a load: {e}"),
     }
     true
 }

@@ -102,35 +102,3 @@ pub fn replay_files(root: &std::path::Path, target: &str) -> (Vec<std::path::Pat
     assert!(!seeds.is_empty(), "no seeds for {target}: the replay would run nothing");
     (seeds, list(root.join("fixtures/fuzz").join(target)))
 }
-
-/// What a target does on an open finding (`docs/fuzzing.md`, "Findings"):
-/// the fuzz targets go on past it, so the fuzzer keeps looking for other
-/// bugs; the replay tests fail on it, and keep its crasher in a test
-/// marked `#[ignore]` until it is fixed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenFindings {
-    GoOn,
-    Fail,
-}
-
-/// Which open finding of `docs/fuzzing.md` explains why saved bytes of a
-/// document that read fine do not load, if one does. Finding 1: a change
-/// that waits for dependencies is kept in `save()` byte for byte, and
-/// `Change::from_bytes` never checked its checksum, so loading stops at it
-/// ("bad checksum"), though everything before it loads. Finding 2: a
-/// change whose bytes are not the ones Automerge would write for it is
-/// applied under the hash of those bytes, but the saved document rebuilds
-/// it as Automerge writes it, under another hash ("mismatching heads"), or
-/// rebuilds ops it then rejects ("max_op is lower than start_op"): loading
-/// fails while inflating the document chunk Automerge itself just wrote.
-pub fn open_finding(saved: &[u8], error: &sync_core::incident::DocError) -> Option<u8> {
-    let text = error.to_string();
-    let ignore_tail = automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Ignore);
-    if text.ends_with("bad checksum") && automerge::AutoCommit::load_with_options(saved, ignore_tail).is_ok() {
-        return Some(1);
-    }
-    if text.contains("error inflating document chunk ops") {
-        return Some(2);
-    }
-    None
-}

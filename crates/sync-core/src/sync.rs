@@ -16,7 +16,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobHash;
-use crate::incident::{Incident, IncidentDoc, IncidentId, rfc3339};
+use crate::incident::{Incident, IncidentDoc, IncidentId, Sealed, rfc3339};
 use crate::protocol::{
     Ack, Cursor, FeedChange, Hash32, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest,
     SyncResponse,
@@ -459,8 +459,8 @@ struct Pulled {
 
 /// Merges the server's changes to one incident, with any parked before,
 /// into the local copy (or a new one) and stores it when the result is a
-/// whole, valid incident of that id. Changes that cannot be applied yet
-/// (their dependencies have not arrived) are parked, never dropped.
+/// whole, valid incident of that id whose saved bytes load back. Changes
+/// that cannot be applied or stored yet are parked, never dropped.
 fn merge_pulled(
     tx: &rusqlite::Transaction<'_>,
     id: &str,
@@ -478,44 +478,74 @@ fn merge_pulled(
     let had_parked = !parked.is_empty();
     changes.extend(parked);
     let all = changes.clone();
-    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes(changes)));
-    if !matches!(applied, Ok(Ok(()))) {
+    // Automerge may panic on hostile bytes, here or in a debug self-check
+    // of a later lookup, so everything that touches the copy runs inside.
+    let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge_into(&mut doc, id, changes)));
+    let Ok(Some(merged)) = merged else {
         tracing::warn!(incident = %id, "could not apply the server's changes; parked");
         park(tx, id, &all)?;
         return Ok(None);
-    }
-    // Usually nothing waits, which one call tells without a lookup per change.
-    let (done, waiting): (Vec<Change>, Vec<Change>) = match doc.waits_for_dependencies() {
-        true => all.into_iter().partition(|c| doc.has_change(&c.hash())),
-        false => (all, Vec::new()),
     };
-    park(tx, id, &waiting)?;
-    let incident = match doc.read() {
-        Ok(i) if i.id.to_string() == id => i,
-        Ok(i) => {
-            tracing::warn!(incident = %id, inside = %i.id, "feed change names another incident; parked");
-            park(tx, id, &done)?;
-            return Ok(None);
-        }
-        Err(e) => {
-            // The incident's first change has not arrived: the changes wait
-            // parked, and the next request asks for its whole history.
-            tracing::debug!(incident = %id, error = %e, "incident not complete yet");
-            park(tx, id, &done)?;
-            return Ok(None);
-        }
+    park(tx, id, &merged.waiting)?;
+    let Some((incident, sealed)) = merged.stored else {
+        park(tx, id, &merged.done)?;
+        return Ok(None);
     };
-    let hashes: Vec<ChangeHash> = done.iter().map(|c| c.hash()).collect();
+    let hashes: Vec<ChangeHash> = merged.done.iter().map(|c| c.hash()).collect();
     if had_parked {
         unpark(tx, &hashes)?;
     }
-    write_incident(tx, &incident, &doc.save(), &doc.heads(), now)?;
+    write_incident(tx, &incident, &sealed.bytes, &sealed.heads, now)?;
     mark_known_to_server(tx, id, &hashes)?;
     want_thumbs(tx, &incident)?;
     Ok(Some(Pulled {
         changes: hashes.len(),
         new: existing.is_none(),
     }))
+}
+
+/// What applying pulled changes to a copy came to.
+struct MergedCopy {
+    /// Applied.
+    done: Vec<Change>,
+    /// Waiting for dependencies that have not arrived.
+    waiting: Vec<Change>,
+    /// The incident and its sealed bytes, if the copy is a whole incident
+    /// of the right id and its saved bytes load back.
+    stored: Option<(Incident, Sealed)>,
+}
+
+/// Applies `changes` to `doc`; `None` if Automerge refuses them.
+fn merge_into(doc: &mut IncidentDoc, id: &str, changes: Vec<Change>) -> Option<MergedCopy> {
+    let all = changes.clone();
+    doc.apply_changes(changes).ok()?;
+    // Usually nothing waits, which one call tells without a lookup per change.
+    let (done, waiting): (Vec<Change>, Vec<Change>) = match doc.waits_for_dependencies() {
+        true => all.into_iter().partition(|c| doc.has_change(&c.hash())),
+        false => (all, Vec::new()),
+    };
+    let stored = match doc.read() {
+        Ok(i) if i.id.to_string() != id => {
+            tracing::warn!(incident = %id, inside = %i.id, "feed change names another incident; parked");
+            None
+        }
+        // Only bytes that load back are stored (docs/fuzzing.md, findings
+        // 1 and 2); the stored copy stays as it was.
+        Ok(i) => match doc.seal() {
+            Ok(sealed) => Some((i, sealed)),
+            Err(e) => {
+                tracing::warn!(incident = %id, error = %e, "the server's changes do not load back; parked");
+                None
+            }
+        },
+        Err(e) => {
+            // The incident's first change has not arrived: the changes wait
+            // parked, and the next request asks for its whole history.
+            tracing::debug!(incident = %id, error = %e, "incident not complete yet");
+            None
+        }
+    };
+    Some(MergedCopy { done, waiting, stored })
 }
 
 /// Changes of `id` parked by an earlier pull.

@@ -11,6 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::{Change, ChangeHash};
 pub use manifest::{ManifestStatus, manifest_status, report_manifest};
+use sync_core::incident::Sealed;
 use sync_core::protocol::{
     Ack, Cursor, FeedChange, Hash32, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION,
     PushDoc, Refusal, SyncRequest, SyncResponse,
@@ -431,30 +432,6 @@ struct Merged {
     result: Option<(Incident, Sealed)>,
 }
 
-/// A document's saved bytes and heads, checked to load back as the same
-/// document: Automerge can apply a change it then cannot load again (one
-/// not encoded as it would encode it), and such bytes are never stored.
-pub(super) struct Sealed {
-    pub(super) bytes: Vec<u8>,
-    pub(super) heads: Vec<ChangeHash>,
-}
-
-/// Saves `doc` and checks that the bytes load back with the same heads.
-/// Call it inside `catch_unwind`.
-pub(super) fn seal(doc: &mut IncidentDoc) -> Result<Sealed, String> {
-    let bytes = doc.save();
-    let mut heads = doc.heads();
-    heads.sort();
-    let mut back =
-        IncidentDoc::receiver(Some(&bytes)).map_err(|e| format!("the merged document does not load: {e}"))?;
-    let mut again = back.heads();
-    again.sort();
-    if again != heads || back.read().is_err() {
-        return Err("the merged document does not load back as itself".into());
-    }
-    Ok(Sealed { bytes, heads })
-}
-
 /// Admits the decoded changes into the server's copy (or a new one) by
 /// the rules, and seals the result, all inside `catch_unwind`: what makes
 /// Automerge fail is quarantined.
@@ -478,9 +455,9 @@ fn admit(
         let stored = pushed.iter().all(|h| doc.has_change(h));
         let result = match read {
             None => None,
-            Some(read) => match seal(&mut doc) {
+            Some(read) => match doc.seal() {
                 Ok(sealed) => Some((read, sealed)),
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok(Err(e.to_string())),
             },
         };
         Ok(Ok(Merged {

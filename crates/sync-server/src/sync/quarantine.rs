@@ -8,7 +8,7 @@ use automerge::Change;
 use sync_core::rules::{Admission, Author};
 use sync_core::{IncidentDoc, IncidentId, Taxonomy};
 
-use super::{seal, write_of};
+use super::write_of;
 use crate::clock::ServerTime;
 use crate::storage::{NewChange, QuarantineRow, Storage, StorageError};
 
@@ -81,7 +81,7 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
             .admit_all(vec![change], |_| Some(author))
             .map_err(|e| e.to_string())?;
         let read = admission.incident().cloned();
-        let sealed = seal(&mut admission.into_doc())?;
+        let sealed = admission.into_doc().seal().map_err(|e| e.to_string())?;
         Ok((sealed, admitted, read))
     }));
     let (sealed, admitted, read) = match run {
