@@ -386,13 +386,14 @@ struct Edit {
 
 impl Edit {
     fn one_field_rows(self) -> Vec<Row> {
+        let envelope = self.wire.iter().zip(&self.change).map(|(w, c)| w - c).collect();
         vec![
             Row::new(
                 crate::EDIT_WIRE,
                 ONE_FIELD,
                 "bytes",
                 Runs::new(self.wire),
-                Target::AtMost(150.0),
+                Target::AtMost(400.0),
             )
             .baseline(Runs::new(self.stock_wire)),
             Row::new(
@@ -411,6 +412,13 @@ impl Edit {
                 Target::None,
             )
             .baseline(Runs::new(self.stock_round_trips)),
+            Row::new(
+                crate::EDIT_ENVELOPE,
+                "the messages around the change, its signature included",
+                "bytes",
+                Runs::new(envelope),
+                Target::None,
+            ),
         ]
     }
 
@@ -443,6 +451,7 @@ struct New {
 
 impl New {
     fn rows(self) -> Vec<Row> {
+        let over = self.wire.iter().zip(&self.saved).map(|(w, s)| w - s).collect();
         vec![
             Row::new(
                 crate::NEW_RATIO,
@@ -460,6 +469,13 @@ impl New {
                 Target::None,
             )
             .baseline(Runs::new(self.stock_wire)),
+            Row::new(
+                crate::NEW_OVER,
+                "one new incident",
+                "bytes",
+                Runs::new(over),
+                Target::AtMost(200.0),
+            ),
             Row::new(
                 crate::NEW_RT,
                 "one new incident",

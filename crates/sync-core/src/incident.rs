@@ -631,7 +631,13 @@ impl IncidentDoc {
         ] {
             if let Some(new) = new.as_ref().filter(|n| *n != old) {
                 d.put(ROOT, key, new.as_str()).expect(WRITE);
-                said.push(format!("{key}: {old} → {new}"));
+                // A description is not copied into the note: the earlier
+                // text stays in the document's history, and a correction
+                // travels at the size of the new text.
+                said.push(match key {
+                    "description" => "description corrected".to_owned(),
+                    _ => format!("{key}: {old} → {new}"),
+                });
             }
         }
         if let Some(loc) = c.location.as_ref().filter(|l| **l != current.location) {

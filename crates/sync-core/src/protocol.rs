@@ -3,11 +3,17 @@
 //! Only types and pure checks live here; who sends what, when, is in
 //! `docs/protocol.md`. Every byte string that comes off the wire is decoded
 //! with [`decode`], which bounds size and nesting before serde sees it.
+//!
+//! The messages of every sync (`SyncRequest`, `SyncResponse`,
+//! `ManifestReport`, `ManifestReply`) are lean: one-letter map keys, values
+//! left out where they are the default, ids and digests as bytes (see
+//! [`compact`]). Enrolment and errors keep spelled-out keys: they travel
+//! once.
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to these messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest request or response body either side accepts, in bytes.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Largest single Automerge change accepted, in bytes.
@@ -23,12 +29,24 @@ pub const MAX_UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 /// Largest photo file a device adds or the server accepts, in bytes.
 pub const MAX_PHOTO_BYTES: usize = 64 * 1024 * 1024;
 
-/// 32 bytes: an Automerge change hash or a digest, as a CBOR byte string.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Hash32(#[serde(with = "serde_bytes")] pub [u8; 32]);
+/// The first 16 bytes of a blake3 digest (of the feed's hash chain, or of
+/// a set of incidents), as a CBOR byte string. It tells copies apart that
+/// differ by accident (a restore, a lost record); nothing trusts it against
+/// a forger, who could send any value about itself anyway. A reader also
+/// takes 32 bytes and keeps the first 16, as devices stored them before.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag16(pub [u8; 16]);
 
-impl std::fmt::Debug for Hash32 {
+impl Tag16 {
+    /// The first 16 bytes of `digest`.
+    pub fn of(digest: &[u8; 32]) -> Tag16 {
+        let mut t = [0; 16];
+        t.copy_from_slice(&digest[..16]);
+        Tag16(t)
+    }
+}
+
+impl std::fmt::Debug for Tag16 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for b in &self.0[..6] {
             write!(f, "{b:02x}")?;
@@ -37,52 +55,63 @@ impl std::fmt::Debug for Hash32 {
     }
 }
 
-impl From<automerge::ChangeHash> for Hash32 {
-    fn from(h: automerge::ChangeHash) -> Self {
-        Hash32(h.0)
+impl Serialize for Tag16 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
     }
 }
 
-impl From<Hash32> for automerge::ChangeHash {
-    fn from(h: Hash32) -> Self {
-        automerge::ChangeHash(h.0)
+impl<'de> Deserialize<'de> for Tag16 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(d)?;
+        match bytes.len() {
+            16 | 32 => Ok(Tag16(bytes[..16].try_into().expect("16 bytes"))),
+            n => Err(serde::de::Error::invalid_length(n, &"16 or 32 bytes")),
+        }
     }
 }
 
 /// Where a device is in the server's change feed. `hash` is the server's
-/// hash chain at `seq`, covering every change up to it; a server restored
-/// from an older copy has another chain (or no change) there, even where it
-/// reuses seqs, which is how a device notices the restore.
+/// hash chain at `seq` (its first 16 bytes), covering every change up to
+/// it; a server restored from an older copy has another chain (or no
+/// change) there, even where it reuses seqs, which is how a device notices
+/// the restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
+    #[serde(rename = "s", alias = "seq")]
     pub seq: u64,
-    pub hash: Hash32,
+    #[serde(rename = "h", alias = "hash")]
+    pub hash: Tag16,
 }
 
 /// A summary of the device's whole log, so the center can see whether the
 /// server holds everything the device has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
     pub incidents: u64,
     /// blake3 over the sorted `(id, sorted heads)` of every incident.
-    pub digest: Hash32,
+    #[serde(rename = "d", default)]
+    pub digest: Tag16,
     /// Incidents with changes the server has not acknowledged, beyond
     /// those pushed in the request that carries this manifest.
+    #[serde(rename = "p", default, skip_serializing_if = "is_zero")]
     pub pending_docs: u64,
     /// Photo blobs (originals, display copies, thumbnails) not yet uploaded.
+    #[serde(rename = "f", default, skip_serializing_if = "is_zero")]
     pub pending_photos: u64,
     /// The incidents created on this device, which the server can check
     /// against what it holds from this device.
-    #[serde(default)]
+    #[serde(rename = "o", default)]
     pub own: OwnDigest,
     /// The device clock minus the server's, in ms, as the device measured
     /// it on its last exchange with the least delay (see [`clock_sample`]);
     /// absent before it has measured one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     pub clock_offset_ms: Option<i64>,
     /// Incidents the server refused, held on the device with the reason
     /// (not counted in `pending_docs`).
-    #[serde(default)]
+    #[serde(rename = "r", default, skip_serializing_if = "is_zero")]
     pub refused_docs: u64,
 }
 
@@ -110,9 +139,11 @@ pub fn clock_sample(sent_ms: i64, received_ms: i64, server_ms: i64) -> ClockSamp
 /// A count and a digest of a set of incident ids.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnDigest {
+    #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
     pub count: u64,
     /// blake3 over the ids in ascending order, each followed by a newline.
-    pub digest: Hash32,
+    #[serde(rename = "d", default)]
+    pub digest: Tag16,
 }
 
 impl OwnDigest {
@@ -127,7 +158,7 @@ impl OwnDigest {
         }
         OwnDigest {
             count,
-            digest: Hash32(*hasher.finalize().as_bytes()),
+            digest: Tag16::of(hasher.finalize().as_bytes()),
         }
     }
 }
@@ -137,8 +168,11 @@ impl OwnDigest {
 /// and every sync that moved anything ends with one so the server's copy is current.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestReport {
+    #[serde(rename = "v")]
     pub version: u32,
+    #[serde(rename = "t")]
     pub device_time_ms: i64,
+    #[serde(rename = "m")]
     pub manifest: Manifest,
 }
 
@@ -147,97 +181,150 @@ pub struct ManifestReport {
 pub struct ManifestReply {
     /// The server holds every incident the device created, and the device
     /// has no records or photos waiting.
+    #[serde(rename = "s")]
     pub in_step: bool,
     /// Incidents created on this device that the server holds.
+    #[serde(rename = "o")]
     pub server_own: u64,
-    /// The server clock when it answered (ms since the epoch; 0 from servers
-    /// that do not say).
-    #[serde(default)]
+    /// The server clock when it answered (ms since the epoch).
+    #[serde(rename = "t")]
     pub server_time_ms: i64,
 }
 
 /// The changes of one incident that the server has not acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushDoc {
+    #[serde(rename = "i", with = "compact::text")]
     pub id: String,
-    /// The device's heads after these changes.
-    pub heads: Vec<Hash32>,
     /// Encoded Automerge changes, in causal order: the device's own and any
     /// others' it holds that the server has not acknowledged.
+    #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<serde_bytes::ByteBuf>,
     /// The author's signature of each change, in the same order (an empty
     /// byte string where the device holds none).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "s", default, skip_serializing_if = "Vec::is_empty")]
     pub sigs: Vec<serde_bytes::ByteBuf>,
 }
 
 /// One round trip: push what is pending, pull what is new.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
+    #[serde(rename = "v")]
     pub version: u32,
     /// The device clock, milliseconds since the Unix epoch.
+    #[serde(rename = "t")]
     pub device_time_ms: i64,
     /// The server epoch this device last synced with.
+    #[serde(
+        rename = "e",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "compact::opt_text"
+    )]
     pub epoch: Option<String>,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<Cursor>,
+    /// Most feed changes to return; left out, [`MAX_PULL`].
+    #[serde(rename = "l", default = "max_pull", skip_serializing_if = "is_max_pull")]
     pub pull_limit: u32,
+    #[serde(rename = "p", default, skip_serializing_if = "Vec::is_empty")]
     pub push: Vec<PushDoc>,
+    #[serde(rename = "m")]
     pub manifest: Manifest,
     /// Incidents whose whole history the device asks for: it holds changes
     /// of them it cannot apply, because their first changes passed it by
     /// (a cell joined its scope, an incident moved cells, a restore).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "w",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "compact::text_list"
+    )]
     pub want: Vec<String>,
 }
 
-/// What the server now holds of a pushed incident.
+/// What the server now holds of a pushed incident. An ack with neither
+/// `need_full` nor `refused` means "stored": the server holds every change
+/// pushed for the incident.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
+    #[serde(rename = "i", with = "compact::text")]
     pub id: String,
-    pub heads: Vec<Hash32>,
     /// The server lacks earlier changes these depend on (it was restored):
     /// the device should push the incident's whole history.
+    #[serde(rename = "n", default, skip_serializing_if = "is_false")]
     pub need_full: bool,
     /// The server kept nothing of this incident's push, and why. The
     /// other incidents of the request are unaffected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refusal>,
+}
+
+impl Ack {
+    /// The server holds every change pushed for the incident.
+    pub fn stored(&self) -> bool {
+        !self.need_full && self.refused.is_none()
+    }
 }
 
 /// Why the server refused one pushed incident.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
     /// `rule_broken`, `out_of_scope`, `invalid_incident` or `bad_change`.
+    #[serde(rename = "c")]
     pub code: String,
     /// For `rule_broken`: the rule's code (`chain`, `author`, `workflow` …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    #[serde(rename = "m")]
     pub message: String,
 }
 
 /// One change from the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedChange {
+    #[serde(rename = "i", with = "compact::text")]
     pub id: String,
+    #[serde(rename = "c")]
     pub change: serde_bytes::ByteBuf,
     /// The author's signature, when the server holds one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<serde_bytes::ByteBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResponse {
-    pub epoch: String,
+    /// The server's epoch, left out when it is the one the request named.
+    #[serde(
+        rename = "e",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "compact::opt_text"
+    )]
+    pub epoch: Option<String>,
+    #[serde(rename = "t")]
     pub server_time_ms: i64,
     /// The device's cursor did not match this server (new or restored):
     /// it should push everything it has and pull from the start.
+    #[serde(rename = "r", default, skip_serializing_if = "is_false")]
     pub reset: bool,
+    /// One per pushed incident, in the order pushed.
+    #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
     pub acks: Vec<Ack>,
+    #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<FeedChange>,
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<Cursor>,
     /// More feed pages wait; ask again.
+    #[serde(rename = "m", default, skip_serializing_if = "is_false")]
     pub more: bool,
     /// Thumbnails of incidents in `changes` that the device may fetch.
+    #[serde(
+        rename = "h",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "compact::text_list"
+    )]
     pub thumbs: Vec<String>,
 }
 
@@ -288,6 +375,131 @@ pub enum WireError {
     Malformed(String),
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn max_pull() -> u32 {
+    MAX_PULL
+}
+
+fn is_max_pull(n: &u32) -> bool {
+    *n == MAX_PULL
+}
+
+/// Strings that are byte strings in disguise travel as bytes: a
+/// hyphenated lower-case UUID (incident ids, epochs) as its 16 bytes, 64
+/// lower-case hex digits (blake3 hashes) as their 32. Anything else travels
+/// as text, so every string survives. A reader takes either form.
+pub mod compact {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::Serializer;
+    use serde::{Deserialize, Serialize};
+
+    /// The bytes `s` stands for, if it is a canonical UUID or hash.
+    fn packed(s: &str) -> Option<Vec<u8>> {
+        match s.len() {
+            36 => uuid::Uuid::try_parse(s)
+                .ok()
+                .filter(|u| u.hyphenated().to_string() == s)
+                .map(|u| u.as_bytes().to_vec()),
+            64 if s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Some(
+                (0..32)
+                    .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn unpacked<E: de::Error>(b: &[u8]) -> Result<String, E> {
+        match b.len() {
+            16 => Ok(uuid::Uuid::from_slice(b).expect("16 bytes").hyphenated().to_string()),
+            32 => Ok(b.iter().map(|x| format!("{x:02x}")).collect()),
+            n => Err(E::invalid_length(n, &"16 or 32 bytes, or text")),
+        }
+    }
+
+    /// One string, as [`text::serialize`] writes it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Compact(pub String);
+
+    impl Serialize for Compact {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            text::serialize(&self.0, s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Compact {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            text::deserialize(d).map(Compact)
+        }
+    }
+
+    struct Either;
+
+    impl Visitor<'_> for Either {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("text, or 16 or 32 bytes")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<String, E> {
+            unpacked(v)
+        }
+    }
+
+    pub mod text {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+            match packed(v) {
+                Some(b) => s.serialize_bytes(&b),
+                None => s.serialize_str(v),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+            d.deserialize_any(Either)
+        }
+    }
+
+    pub mod opt_text {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+            v.as_ref().map(|t| Compact(t.clone())).serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+            Ok(Option::<Compact>::deserialize(d)?.map(|c| c.0))
+        }
+    }
+
+    pub mod text_list {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter().map(|t| Compact(t.clone())))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+            Ok(Vec::<Compact>::deserialize(d)?.into_iter().map(|c| c.0).collect())
+        }
+    }
+}
+
+/// The protocol version a body says it speaks, if it is a map with a
+/// `v` (or, as version 1 wrote it, `version`) key, whatever else it holds.
+pub fn version_of(bytes: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(alias = "version")]
+        v: u32,
+    }
+    decode::<Probe>(bytes).ok().map(|p| p.v)
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     ciborium::into_writer(value, &mut out).expect("writing CBOR into a Vec cannot fail");
@@ -329,7 +541,7 @@ mod tests {
             epoch: Some("e".into()),
             cursor: Some(Cursor {
                 seq: 7,
-                hash: Hash32([3; 32]),
+                hash: Tag16([3; 16]),
             }),
             pull_limit: 100,
             push: vec![],
@@ -338,17 +550,89 @@ mod tests {
                 clock_offset_ms: None,
                 refused_docs: 0,
                 incidents: 10_000,
-                digest: Hash32([1; 32]),
+                digest: Tag16([1; 16]),
                 pending_docs: 0,
                 pending_photos: 0,
                 own: OwnDigest::of(["a", "b"]),
             },
         };
         let bytes = encode(&req);
-        assert!(bytes.len() < 300, "no-op request is {} bytes", bytes.len());
+        assert!(bytes.len() < 120, "no-op request is {} bytes", bytes.len());
         assert_eq!(decode::<SyncRequest>(&bytes).unwrap(), req);
         for junk in [&b""[..], b"\xff\xff", &bytes[..bytes.len() / 2]] {
             assert!(decode::<SyncRequest>(junk).is_err());
         }
+    }
+
+    #[test]
+    fn ids_and_hashes_travel_as_bytes_and_every_string_survives() {
+        let id = "019abf2c-1d2e-7f00-8000-0000000000aa";
+        let hash = "ab".repeat(32);
+        let strange = [
+            "",
+            "019ABF2C-1D2E-7F00-8000-0000000000AA",
+            "not an id",
+            &"AB".repeat(32),
+        ];
+        let one = |i: &str| FeedChange {
+            id: i.to_owned(),
+            change: serde_bytes::ByteBuf::from(vec![1, 2, 3]),
+            sig: None,
+        };
+        // A UUID costs 17 bytes, not 37.
+        assert_eq!(encode(&one(id)).len(), 1 + 2 + 17 + 2 + 4);
+        for s in strange.iter().copied().chain([id]) {
+            assert_eq!(decode::<FeedChange>(&encode(&one(s))).unwrap(), one(s), "{s:?}");
+        }
+        let resp = SyncResponse {
+            epoch: Some(id.into()),
+            server_time_ms: 1,
+            reset: false,
+            acks: vec![],
+            changes: vec![],
+            cursor: None,
+            more: false,
+            thumbs: vec![hash.clone(), "x".into()],
+        };
+        assert_eq!(decode::<SyncResponse>(&encode(&resp)).unwrap(), resp);
+        // Bytes of another length are no id.
+        // {"i": 15 bytes, "c": h'010203'}
+        let mut bad = vec![0xa2, 0x61, b'i', 0x4f];
+        bad.extend([7; 15]);
+        bad.extend([0x61, b'c', 0x43, 1, 2, 3]);
+        assert!(decode::<FeedChange>(&bad).is_err());
+        bad[3] = 0x50;
+        bad.insert(4, 7);
+        assert!(decode::<FeedChange>(&bad).is_ok(), "the same with 16 bytes reads");
+    }
+
+    #[test]
+    fn a_stored_ack_and_an_idle_answer_are_a_few_bytes() {
+        let ack = Ack {
+            id: "019abf2c-1d2e-7f00-8000-0000000000aa".into(),
+            need_full: false,
+            refused: None,
+        };
+        assert!(ack.stored());
+        assert_eq!(encode(&ack).len(), 1 + 2 + 17);
+        let idle = SyncResponse {
+            epoch: None,
+            server_time_ms: 1_764_000_000_000,
+            reset: false,
+            acks: vec![],
+            changes: vec![],
+            cursor: Some(Cursor {
+                seq: 70_000,
+                hash: Tag16([9; 16]),
+            }),
+            more: false,
+            thumbs: vec![],
+        };
+        // {t: ms, k: {s: seq, h: 16 bytes}}
+        assert_eq!(encode(&idle).len(), 1 + 2 + 9 + 2 + 1 + 2 + 5 + 2 + 17);
+        // A cursor a device stored with a 32-byte chain still reads.
+        let old = serde_json::json!({"seq": 5, "hash": vec![7u8; 32]});
+        let c: Cursor = serde_json::from_value(old).unwrap();
+        assert_eq!(c.hash, Tag16([7; 16]));
     }
 }

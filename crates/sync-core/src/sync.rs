@@ -18,8 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::blob::BlobHash;
 use crate::incident::{Incident, IncidentDoc, IncidentId, Sealed, rfc3339};
 use crate::protocol::{
-    Ack, Cursor, FeedChange, Hash32, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest,
-    SyncResponse,
+    Ack, Cursor, FeedChange, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse, Tag16,
 };
 use crate::store::{Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
 
@@ -155,7 +154,7 @@ impl Store {
         Ok(Manifest {
             own: OwnDigest::of(own.iter().map(String::as_str)),
             incidents,
-            digest: Hash32(*hasher.finalize().as_bytes()),
+            digest: Tag16::of(hasher.finalize().as_bytes()),
             pending_docs: count("SELECT count(*) FROM outbox WHERE held_code IS NULL")?,
             refused_docs: count("SELECT count(*) FROM outbox WHERE held_code IS NOT NULL")?,
             pending_photos: count("SELECT count(*) FROM blobs WHERE uploaded_at IS NULL")?,
@@ -204,7 +203,6 @@ impl Store {
             change_bytes += changes.iter().map(|c| c.len()).sum::<usize>();
             push.push(PushDoc {
                 id: id.to_string(),
-                heads: heads.iter().map(|h| Hash32::from(*h)).collect(),
                 changes,
                 sigs,
             });
@@ -219,7 +217,8 @@ impl Store {
                 want: wanted_histories(&self.conn)?,
                 version: PROTOCOL_VERSION,
                 device_time_ms,
-                epoch: state.epoch,
+                // A cursor on the feed's chain names the database already.
+                epoch: state.epoch.filter(|_| !state.cursor.is_some_and(|c| c.seq > 0)),
                 cursor: state.cursor,
                 pull_limit,
                 push,
@@ -244,7 +243,12 @@ impl Store {
             ..Applied::default()
         };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if resp.reset || state.epoch.as_deref().is_some_and(|e| e != resp.epoch) {
+        if resp.reset
+            || resp
+                .epoch
+                .as_ref()
+                .is_some_and(|e| state.epoch.as_ref().is_some_and(|mine| mine != e))
+        {
             // A new or restored server: offer it everything again.
             reset_for_new_server(&tx)?;
             applied.reset = true;
@@ -623,7 +627,9 @@ fn advance(
     reset: bool,
     now: DateTime<FixedOffset>,
 ) -> Result<bool, StoreError> {
-    state.epoch = Some(resp.epoch.clone());
+    if let Some(e) = &resp.epoch {
+        state.epoch = Some(e.clone());
+    }
     state.cursor = if reset { None } else { resp.cursor.or(state.cursor) };
     let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE held_code IS NULL", [], |r| r.get(0))?;
     let more = resp.more || reset || pending > 0;

@@ -67,7 +67,7 @@ fn photo_pipeline_inputs_replay_without_a_panic() {
 fn page(changes: &[&[u8]]) -> sync_core::protocol::SyncResponse {
     let id = docs::valid_doc(0, docs::IN_SCOPE).read().unwrap().id.to_string();
     sync_core::protocol::SyncResponse {
-        epoch: "hostile".into(),
+        epoch: Some("hostile".into()),
         server_time_ms: 0,
         reset: false,
         acks: vec![],

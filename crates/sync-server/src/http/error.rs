@@ -132,8 +132,20 @@ pub(crate) fn cbor(value: &impl serde::Serialize) -> Response {
     ([(header::CONTENT_TYPE, "application/cbor")], protocol::encode(value)).into_response()
 }
 
+/// Decodes a body; one from a device of another protocol version is told
+/// so in words, not called malformed.
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    protocol::decode(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()))
+    protocol::decode(body).map_err(|e| match protocol::version_of(body) {
+        Some(v) if v != protocol::PROTOCOL_VERSION => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "protocol version {v} is not supported; this server speaks {}: update `field` on this device (its records are kept)",
+                protocol::PROTOCOL_VERSION
+            ),
+        ),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+    })
 }
 
 /// Runs blocking storage work off the async threads.

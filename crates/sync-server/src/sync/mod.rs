@@ -13,8 +13,8 @@ use automerge::{Change, ChangeHash};
 pub use manifest::{ManifestStatus, manifest_status, report_manifest};
 use sync_core::incident::Sealed;
 use sync_core::protocol::{
-    Ack, Cursor, FeedChange, Hash32, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION,
-    PushDoc, Refusal, SyncRequest, SyncResponse,
+    Ack, Cursor, FeedChange, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION, PushDoc,
+    Refusal, SyncRequest, SyncResponse, Tag16,
 };
 use sync_core::rules::{Admission, Rule, RuleBroken, limits};
 use sync_core::{Incident, IncidentDoc, IncidentId, Taxonomy};
@@ -96,7 +96,7 @@ pub fn sync(storage: &dyn Storage, caller: &Caller<'_>, req: &SyncRequest) -> Re
         at: &caller.now.text,
     })?;
     Ok(SyncResponse {
-        epoch,
+        epoch: says_epoch(req, &epoch, reset).then_some(epoch),
         server_time_ms: caller.now.ms,
         reset,
         acks,
@@ -105,6 +105,15 @@ pub fn sync(storage: &dyn Storage, caller: &Caller<'_>, req: &SyncRequest) -> Re
         more: page.more,
         thumbs: page.thumbs,
     })
+}
+
+/// Whether the answer names the epoch: on a reset, when the device named
+/// another, or when it named none and has no cursor either. A device with
+/// a cursor leaves the epoch out, since a cursor that matches the feed's
+/// chain can only be this same database's.
+fn says_epoch(req: &SyncRequest, epoch: &str, reset: bool) -> bool {
+    let has_cursor = req.cursor.is_some_and(|c| c.seq > 0);
+    reset || req.epoch.as_deref().map_or(!has_cursor, |e| e != epoch)
 }
 
 /// Refuses a request no device should send, before anything is read.
@@ -132,7 +141,9 @@ fn needs_reset(storage: &dyn Storage, req: &SyncRequest, epoch: &str) -> Result<
     let cursor_ok = match req.cursor {
         None => true,
         Some(c) if c.seq == 0 => true,
-        Some(c) => storage.change_at(c.seq)? == Some(c.hash.0),
+        Some(c) => storage
+            .change_at(c.seq)?
+            .is_some_and(|chain| Tag16::of(&chain) == c.hash),
     };
     Ok(req.epoch.as_deref().is_some_and(|e| e != epoch) || !cursor_ok)
 }
@@ -152,7 +163,6 @@ fn ingest(storage: &dyn Storage, caller: &Caller<'_>, push: &[PushDoc]) -> Resul
                 tracing::warn!(device = %caller.device.id, incident = %doc.id, code = %r.code, reason = %r.message, "incident refused");
                 acks.push(Ack {
                     id: doc.id.clone(),
-                    heads: vec![],
                     need_full: false,
                     refused: Some(r),
                 });
@@ -192,7 +202,7 @@ fn pull(storage: &dyn Storage, caller: &Caller<'_>, after: u64, pull_limit: u32)
     } else {
         storage.change_at(last)?.map(|h| Cursor {
             seq: last,
-            hash: Hash32(h),
+            hash: Tag16::of(&h),
         })
     };
     let mut incidents: Vec<String> = page.rows.iter().map(|r| r.incident_id.clone()).collect();
@@ -333,8 +343,7 @@ fn merge_push(
     let merged = admit(&inc, id, existing.as_ref(), decoded.changes, &decoded.owners)?;
     let ack = Ack {
         id: doc.id.clone(),
-        heads: if merged.stored { doc.heads.clone() } else { vec![] },
-        need_full: merged.waiting || !merged.stored,
+        need_full: merged.waiting || !merged.stored || decoded.held,
         refused: None,
     };
     let Some((read, sealed)) = merged.result else {
@@ -362,6 +371,8 @@ struct Decoded {
     changes: Vec<Change>,
     raw_at: HashMap<ChangeHash, usize>,
     owners: Owners,
+    /// Some change was kept in quarantine, so the server's copy lacks it.
+    held: bool,
 }
 
 /// Decodes each change alone, bounded and inside `catch_unwind`, and
@@ -374,6 +385,7 @@ fn decode_changes(inc: &Incoming<'_>) -> Result<Decoded, PushError> {
         changes: Vec::with_capacity(doc.changes.len()),
         raw_at: HashMap::with_capacity(doc.changes.len()),
         owners: Owners::new(),
+        held: false,
     };
     let mut authors = Authors::default();
     for (at, raw) in doc.changes.iter().enumerate() {
@@ -388,7 +400,10 @@ fn decode_changes(inc: &Incoming<'_>) -> Result<Decoded, PushError> {
                 out.raw_at.insert(change.hash(), at);
                 out.changes.push(change);
             }
-            Verdict::Unknown => inc.hold_unknown(&change, raw, sig)?,
+            Verdict::Unknown => {
+                inc.hold_unknown(&change, raw, sig)?;
+                out.held = true;
+            }
             Verdict::Forged(why) => {
                 let message = format!("incident {}: rule `author`: {why}", doc.id);
                 return Err(inc.refuse("rule_broken", Some(Rule::Author), message));
@@ -442,7 +457,7 @@ fn admit(
     changes: Vec<Change>,
     owners: &Owners,
 ) -> Result<Merged, PushError> {
-    let pushed: Vec<ChangeHash> = inc.doc.heads.iter().map(|h| ChangeHash::from(*h)).collect();
+    let pushed: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
     let run = catch_unwind(AssertUnwindSafe(|| -> Result<Result<Merged, String>, RuleBroken> {
         let receiver = IncidentDoc::receiver(existing.map(|s| s.doc.as_slice())).map_err(|e| RuleBroken {
             rule: Rule::Schema,
