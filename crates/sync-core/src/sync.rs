@@ -481,21 +481,22 @@ fn merge_pulled(
     let parked = parked_of(tx, id)?;
     let had_parked = !parked.is_empty();
     changes.extend(parked);
-    let all = changes.clone();
     // Automerge may panic on hostile bytes, here or in a debug self-check
     // of a later lookup, so everything that touches the copy runs inside.
-    let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge_into(&mut doc, id, changes)));
+    let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge_into(&mut doc, id, &changes)));
     let Ok(Some(merged)) = merged else {
         tracing::warn!(incident = %id, "could not apply the server's changes; parked");
-        park(tx, id, &all)?;
+        park(tx, id, &changes)?;
         return Ok(None);
     };
-    park(tx, id, &merged.waiting)?;
+    let (done, waiting): (Vec<Change>, Vec<Change>) =
+        changes.into_iter().partition(|c| !merged.waiting.contains(&c.hash()));
+    park(tx, id, &waiting)?;
     let Some((incident, sealed)) = merged.stored else {
-        park(tx, id, &merged.done)?;
+        park(tx, id, &done)?;
         return Ok(None);
     };
-    let hashes: Vec<ChangeHash> = merged.done.iter().map(|c| c.hash()).collect();
+    let hashes: Vec<ChangeHash> = done.iter().map(|c| c.hash()).collect();
     if had_parked {
         unpark(tx, &hashes)?;
     }
@@ -510,23 +511,24 @@ fn merge_pulled(
 
 /// What applying pulled changes to a copy came to.
 struct MergedCopy {
-    /// Applied.
-    done: Vec<Change>,
-    /// Waiting for dependencies that have not arrived.
-    waiting: Vec<Change>,
+    /// The changes waiting for dependencies that have not arrived.
+    waiting: std::collections::HashSet<ChangeHash>,
     /// The incident and its sealed bytes, if the copy is a whole incident
     /// of the right id and its saved bytes load back.
     stored: Option<(Incident, Sealed)>,
 }
 
 /// Applies `changes` to `doc`; `None` if Automerge refuses them.
-fn merge_into(doc: &mut IncidentDoc, id: &str, changes: Vec<Change>) -> Option<MergedCopy> {
-    let all = changes.clone();
-    doc.apply_changes(changes).ok()?;
+fn merge_into(doc: &mut IncidentDoc, id: &str, changes: &[Change]) -> Option<MergedCopy> {
+    doc.apply_changes(changes.to_vec()).ok()?;
     // Usually nothing waits, which one call tells without a lookup per change.
-    let (done, waiting): (Vec<Change>, Vec<Change>) = match doc.waits_for_dependencies() {
-        true => all.into_iter().partition(|c| doc.has_change(&c.hash())),
-        false => (all, Vec::new()),
+    let waiting = match doc.waits_for_dependencies() {
+        true => changes
+            .iter()
+            .map(Change::hash)
+            .filter(|h| !doc.has_change(h))
+            .collect(),
+        false => Default::default(),
     };
     let stored = match doc.read() {
         Ok(i) if i.id.to_string() != id => {
@@ -549,7 +551,7 @@ fn merge_into(doc: &mut IncidentDoc, id: &str, changes: Vec<Change>) -> Option<M
             None
         }
     };
-    Some(MergedCopy { done, waiting, stored })
+    Some(MergedCopy { waiting, stored })
 }
 
 /// Changes of `id` parked by an earlier pull.
