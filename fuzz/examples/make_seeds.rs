@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use automerge::ActorId;
 use image::{DynamicImage, ImageFormat};
 use sync_core::protocol::{
-    self, Ack, Cursor as FeedCursor, EnrollRequest, FeedChange, Hash32, Manifest, ManifestReport, OwnDigest,
-    PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
+    self, Ack, Cursor as FeedCursor, EnrollRequest, FeedChange, Manifest, ManifestReport, OwnDigest, PROTOCOL_VERSION,
+    PushDoc, Refusal, SyncRequest, SyncResponse, Tag8,
 };
 use sync_core::{IncidentDoc, Status};
 use sync_fuzz::docs::{self, IN_SCOPE, OUT_OF_SCOPE, join_pieces};
@@ -29,65 +29,114 @@ fn with_kind(kind: u8, body: Vec<u8>) -> Vec<u8> {
     [vec![kind], body].concat()
 }
 
-fn manifest() -> Manifest {
+/// A server epoch: a UUID, so it travels as its 16 bytes.
+const EPOCH: &str = "019abf2c-0000-7000-8000-00000000e90c";
+
+/// `own` is what a request leaves out when the server already has it.
+fn manifest(own: Option<OwnDigest>) -> Manifest {
     Manifest {
-        incidents: 3,
-        digest: Hash32([9; 32]),
         pending_docs: 1,
         pending_photos: 2,
-        own: OwnDigest::of(["a", "b"]),
+        own,
         clock_offset_ms: Some(-1500),
+        refused_docs: 1,
     }
 }
 
 fn decode_message() {
     let mut doc = docs::valid_doc(0, IN_SCOPE);
     let changes = docs::changes_of(&mut doc);
-    let heads: Vec<Hash32> = doc.heads().into_iter().map(Hash32::from).collect();
     let id = doc.read().unwrap().id.to_string();
+    let mut other = docs::valid_doc(1, IN_SCOPE);
+    let other_id = other.read().unwrap().id.to_string();
+    let wanted = docs::valid_doc(2, IN_SCOPE).read().unwrap().id.to_string();
     let cursor = Some(FeedCursor {
         seq: 12,
-        hash: Hash32([4; 32]),
+        hash: Tag8([4; 8]),
     });
-    let push = vec![PushDoc {
-        id: id.clone(),
-        heads: heads.clone(),
-        changes: changes.iter().cloned().map(Into::into).collect(),
-    }];
-    let req = |push: Vec<PushDoc>| SyncRequest {
+    // One signature per change; an empty one where the device holds none.
+    let sigs = (0..changes.len())
+        .map(|i| if i == 0 { vec![0x5a; 64] } else { vec![] }.into())
+        .collect();
+    let push = vec![
+        PushDoc {
+            id: id.clone(),
+            changes: changes.iter().cloned().map(Into::into).collect(),
+            sigs,
+        },
+        PushDoc {
+            id: other_id.clone(),
+            changes: docs::changes_of(&mut other).into_iter().map(Into::into).collect(),
+            sigs: vec![],
+        },
+    ];
+    let req = SyncRequest {
         version: PROTOCOL_VERSION,
-        device_time_ms: 1_763_610_000_500,
-        epoch: Some("3f2c5d7e-epoch".into()),
+        device_time_ms: None,
+        epoch: Some(EPOCH.into()),
         cursor,
         pull_limit: 500,
         push,
-        manifest: manifest(),
+        manifest: manifest(Some(OwnDigest::of(["a", "b"]))),
+        want: vec![wanted],
     };
     write(
         "decode_message",
         "sync-request-push",
-        &with_kind(0, protocol::encode(&req(push))),
+        &with_kind(0, protocol::encode(&req)),
     );
+    let noop = SyncRequest {
+        device_time_ms: Some(1_763_610_000_500),
+        push: vec![],
+        want: vec![],
+        manifest: Manifest {
+            clock_offset_ms: None,
+            ..manifest(None)
+        },
+        ..req
+    };
     write(
         "decode_message",
         "sync-request-noop",
-        &with_kind(0, protocol::encode(&req(vec![]))),
+        &with_kind(0, protocol::encode(&noop)),
     );
+    // Acks list only what was not stored: one refused, one asking for the
+    // whole history.
     let resp = SyncResponse {
-        epoch: "3f2c5d7e-epoch".into(),
+        epoch: Some(EPOCH.into()),
         server_time_ms: 1_763_610_000_000,
         reset: false,
-        acks: vec![Ack {
-            id: id.clone(),
-            heads,
-            need_full: false,
-        }],
-        changes: vec![FeedChange {
-            id,
-            change: changes[0].clone().into(),
-        }],
+        acks: vec![
+            Ack {
+                id: id.clone(),
+                need_full: false,
+                refused: Some(Refusal {
+                    code: "rule_broken".into(),
+                    rule: Some("workflow".into()),
+                    message: "a closed incident cannot be reopened".into(),
+                }),
+            },
+            Ack {
+                id: other_id,
+                need_full: true,
+                refused: None,
+            },
+        ],
+        changes: vec![
+            FeedChange {
+                id: id.clone(),
+                change: changes[0].clone().into(),
+                sig: Some(vec![0x5a; 64].into()),
+            },
+            FeedChange {
+                id,
+                change: changes[1].clone().into(),
+                sig: None,
+            },
+        ],
         cursor,
         more: true,
+        ask_own: true,
         thumbs: vec!["ab".repeat(32)],
     };
     write(
@@ -100,6 +149,7 @@ fn decode_message() {
         code: "K7QM-2XWP".into(),
         worker: "w-fuzz".into(),
         device: docs::device_uuid().to_string(),
+        public_key: Some(vec![0x3c; 32].into()),
     };
     write(
         "decode_message",
@@ -109,7 +159,7 @@ fn decode_message() {
     let report = ManifestReport {
         version: PROTOCOL_VERSION,
         device_time_ms: 1_763_610_000_500,
-        manifest: manifest(),
+        manifest: manifest(Some(OwnDigest::of(["a", "b"]))),
     };
     write(
         "decode_message",
@@ -216,15 +266,16 @@ fn server_input(flags: u8, pieces: &[&[u8]]) -> Vec<u8> {
 }
 
 fn server_sync() {
-    let (heads, cursor, epoch, new, two, other_cell) = (4, 8, 16, 1, 32, 2);
+    // Flag bits of `World::request`; `want` asks for the pushed incident's history.
+    let (want, cursor, epoch, new, two, other_cell) = (4, 8, 16, 1, 32, 2);
     let seeds: [(&str, u8, Vec<&[u8]>); 7] = [
-        ("stored-incident-rest", heads | cursor | epoch, vec![&[0, 1], &[0, 2]]),
-        ("new-incident", new | heads, vec![&[0, 0], &[0, 1], &[0, 2]]),
-        ("other-cell", other_cell | heads, vec![&[0, 0], &[0, 1], &[0, 2]]),
+        ("stored-incident-rest", want | cursor | epoch, vec![&[0, 1], &[0, 2]]),
+        ("new-incident", new, vec![&[0, 0], &[0, 1], &[0, 2]]),
+        ("other-cell", other_cell | want, vec![&[0, 0], &[0, 1], &[0, 2]]),
         ("waits-for-deps", new, vec![&[0, 2]]),
         ("change-of-another-incident", new, vec![&[2, 0, 0]]),
         ("id-from-input", 3, vec![b"not-an-incident-id", &[0, 1]]),
-        ("two-incidents", two | heads | cursor, vec![&[0, 1], &[0, 2]]),
+        ("two-incidents", two | cursor, vec![&[0, 1], &[0, 2]]),
     ];
     for (name, flags, pieces) in seeds {
         write("server_sync", name, &server_input(flags, &pieces));
@@ -233,7 +284,7 @@ fn server_sync() {
     let changes = docs::changes_of(&mut docs::valid_doc(1, IN_SCOPE));
     let raw: Vec<Vec<u8>> = changes.iter().map(|c| [&[1][..], c].concat()).collect();
     let raw: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
-    write("server_sync", "new-incident-raw", &server_input(new | heads, &raw));
+    write("server_sync", "new-incident-raw", &server_input(new, &raw));
 }
 
 fn main() {

@@ -62,15 +62,13 @@ fn server_time() -> ServerTime {
 fn request(push: Vec<PushDoc>, epoch: Option<String>, cursor: Option<Cursor>, pull_limit: u32) -> SyncRequest {
     SyncRequest {
         version: PROTOCOL_VERSION,
-        device_time_ms: 1_763_610_000_500,
+        device_time_ms: Some(1_763_610_000_500),
         epoch,
         cursor,
         pull_limit,
         push,
         want: vec![],
         manifest: Manifest {
-            incidents: 1,
-            digest: protocol::Tag16([7; 16]),
             pending_docs: 0,
             pending_photos: 0,
             refused_docs: 0,
@@ -139,9 +137,9 @@ impl World {
 
     /// The request an input stands for. Flags: bits 0-1 the incident pushed
     /// (3: incident 0's changes under an id made of the first piece), bit 2
-    /// claim its valid heads, bit 3 send the template's cursor, bit 4 send
-    /// the epoch, bit 5 push incident 1 in full as well, bit 6 a wrong
-    /// protocol version.
+    /// ask for that incident's whole history (`want`), bit 3 send the
+    /// template's cursor, bit 4 send the epoch, bit 5 push incident 1 in
+    /// full as well, bit 6 a wrong protocol version.
     pub fn request(&self, data: &[u8]) -> SyncRequest {
         let (flags, pull_limit, rest) = match data {
             [f, p, rest @ ..] => (*f, u32::from(*p), rest),
@@ -251,35 +249,44 @@ fn check_response(storage: &SqliteStorage, req: &SyncRequest, resp: &SyncRespons
         ),
     }
     assert_eq!(resp.server_time_ms, now.ms);
-    if !resp.reset {
-        let pushed: Vec<&str> = req.push.iter().map(|d| d.id.as_str()).collect();
-        let acked: Vec<&str> = resp.acks.iter().map(|a| a.id.as_str()).collect();
-        assert_eq!(acked, pushed, "every pushed incident is acknowledged, in order");
-    }
-    for ack in &resp.acks {
-        let doc = req
-            .push
-            .iter()
-            .find(|d| d.id == ack.id)
-            .expect("an ack names a pushed incident");
-        if ack.stored() {
-            for raw in &doc.changes {
-                let hash = Change::from_bytes(raw.to_vec())
-                    .expect("a stored change decodes")
-                    .hash();
-                assert!(
-                    storage.has_change(&hash.0).unwrap(),
-                    "an ack says stored only of changes the server holds"
-                );
-            }
-        }
+    if resp.reset {
+        assert!(resp.acks.is_empty(), "a reset answers no push");
+    } else {
+        check_push_answer(storage, req, resp);
     }
     for fc in &resp.changes {
         Change::from_bytes(fc.change.to_vec()).expect("the feed carries only changes that decode");
     }
     if let Some(c) = resp.cursor {
-        let chain = storage.change_at(c.seq).unwrap().map(|h| protocol::Tag16::of(&h));
+        let chain = storage.change_at(c.seq).unwrap().map(|h| protocol::Tag8::of(&h));
         assert_eq!(chain, Some(c.hash), "the cursor is on the feed's chain");
+    }
+}
+
+/// The answer lists the pushed incidents not stored, in push order; every
+/// other one has each of its changes on the server.
+fn check_push_answer(storage: &SqliteStorage, req: &SyncRequest, resp: &SyncResponse) {
+    let pushed: Vec<&str> = req.push.iter().map(|d| d.id.as_str()).collect();
+    let listed: Vec<&str> = resp.acks.iter().map(|a| a.id.as_str()).collect();
+    let in_order: Vec<&str> = pushed.iter().copied().filter(|id| listed.contains(id)).collect();
+    assert_eq!(
+        listed, in_order,
+        "the answer lists only pushed incidents, in push order"
+    );
+    assert!(
+        resp.acks.iter().all(|a| !a.stored()),
+        "the answer lists only incidents not stored"
+    );
+    for doc in req.push.iter().filter(|d| !listed.contains(&d.id.as_str())) {
+        for raw in &doc.changes {
+            let hash = Change::from_bytes(raw.to_vec())
+                .expect("a stored change decodes")
+                .hash();
+            assert!(
+                storage.has_change(&hash.0).unwrap(),
+                "an incident left out of the answer has every change on the server"
+            );
+        }
     }
 }
 

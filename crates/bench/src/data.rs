@@ -165,7 +165,7 @@ pub fn filled_device(dir: &Path, worker: &str, grids: &[String], device: Uuid, n
     let mut reporter = Reporter::new(&profile, seed);
     let mut store = Store::open(dir)?;
     log_batched(&mut store, &mut reporter, n, 1_000)?;
-    let own = store.manifest()?.own.count;
+    let own = store.manifest()?.own.unwrap_or_default().count;
     ensure!(
         own == n as u64,
         "the device counts {own} of its {n} incidents as its own"

@@ -184,6 +184,8 @@ pub struct Trip {
     /// From sending the request to having the whole response.
     pub http: Duration,
     pub applied: Applied,
+    /// The device clock against the server's, read around this trip.
+    pub clock: protocol::ClockSample,
 }
 
 /// A device store with a token, syncing with a server over HTTP.
@@ -246,9 +248,11 @@ impl Device {
         let body = protocol::encode(&out.request);
         let sent = body.len();
         let start = Instant::now();
+        let sent_ms = now().timestamp_millis();
         let bytes = post(&self.http, &format!("{}/v1/sync", self.url), Some(&self.token), body)?;
         let http = start.elapsed();
         let resp: SyncResponse = protocol::decode(&bytes)?;
+        let clock = protocol::clock_sample(sent_ms, now().timestamp_millis(), resp.server_time_ms);
         let applied = self.store.apply_sync_response(out, &resp, now())?;
         Ok(Trip {
             start,
@@ -259,6 +263,7 @@ impl Device {
             pushed: out.pushed_docs(),
             http,
             applied,
+            clock,
         })
     }
 
@@ -280,6 +285,11 @@ impl Device {
             let progressed = a.acknowledged > 0 || a.pulled_changes > 0 || a.reset;
             trips.push(trip);
             if !more {
+                // As `field sync` does: the reading with the least delay
+                // goes into the next manifest.
+                if let Some(best) = trips.iter().map(|t| t.clock).min_by_key(|c| c.delay_ms) {
+                    self.store.set_clock_offset(best.offset_ms)?;
+                }
                 return Ok(trips);
             }
             stalled = if progressed { 0 } else { stalled + 1 };

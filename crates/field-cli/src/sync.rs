@@ -286,8 +286,8 @@ fn run_manifest_only(data_dir: &Path, retries: u32, json: bool) -> Result<()> {
         Store::open(data_dir)?.set_clock_offset(c.offset_ms)?;
     }
     let summary = ManifestSummary {
-        incidents: m.incidents,
-        own: m.own.count,
+        incidents: Store::open(data_dir)?.incident_count()?,
+        own: m.own.unwrap_or_default().count,
         server_own: reply.server_own,
         pending_docs: m.pending_docs,
         pending_photos: m.pending_photos,
@@ -299,12 +299,15 @@ fn run_manifest_only(data_dir: &Path, retries: u32, json: bool) -> Result<()> {
     if reply.in_step {
         eprintln!(
             "in step: the server holds all {} incidents logged on this device",
-            m.own.count
+            m.own.unwrap_or_default().count
         );
     } else {
         eprintln!(
             "not in step: the server holds {} of the {} incidents logged on this device; {} incidents and {} photo files wait to sync",
-            reply.server_own, m.own.count, m.pending_docs, m.pending_photos
+            reply.server_own,
+            m.own.unwrap_or_default().count,
+            m.pending_docs,
+            m.pending_photos
         );
     }
     emit(b"")

@@ -44,7 +44,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     }
     let photos = session.prepare_photos(&args.photos, now)?;
     let refs: Vec<_> = photos.iter().map(|p| p.photo.clone()).collect();
-    doc.add_photos(&refs, now)?;
+    doc.add_photos(&refs)?;
     let incident = session.store.save(&mut doc, &photos, now)?;
     eprintln!(
         "updated {}: {}, {} notes, {} photos",

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to these messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest request or response body either side accepts, in bytes.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Largest single Automerge change accepted, in bytes.
@@ -29,24 +29,25 @@ pub const MAX_UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 /// Largest photo file a device adds or the server accepts, in bytes.
 pub const MAX_PHOTO_BYTES: usize = 64 * 1024 * 1024;
 
-/// The first 16 bytes of a blake3 digest (of the feed's hash chain, or of
+/// The first 8 bytes of a blake3 digest (of the feed's hash chain, or of
 /// a set of incidents), as a CBOR byte string. It tells copies apart that
-/// differ by accident (a restore, a lost record); nothing trusts it against
-/// a forger, who could send any value about itself anyway. A reader also
-/// takes 32 bytes and keeps the first 16, as devices stored them before.
+/// differ by accident (a restore, a lost record): two different states
+/// share a tag with odds of 1 in 2^64. Nothing trusts it against a forger,
+/// who could send any value about itself anyway. A reader also takes 16 or
+/// 32 bytes and keeps the first 8, as devices stored cursors before.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tag16(pub [u8; 16]);
+pub struct Tag8(pub [u8; 8]);
 
-impl Tag16 {
-    /// The first 16 bytes of `digest`.
-    pub fn of(digest: &[u8; 32]) -> Tag16 {
-        let mut t = [0; 16];
-        t.copy_from_slice(&digest[..16]);
-        Tag16(t)
+impl Tag8 {
+    /// The first 8 bytes of `digest`.
+    pub fn of(digest: &[u8; 32]) -> Tag8 {
+        let mut t = [0; 8];
+        t.copy_from_slice(&digest[..8]);
+        Tag8(t)
     }
 }
 
-impl std::fmt::Debug for Tag16 {
+impl std::fmt::Debug for Tag8 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for b in &self.0[..6] {
             write!(f, "{b:02x}")?;
@@ -55,44 +56,70 @@ impl std::fmt::Debug for Tag16 {
     }
 }
 
-impl Serialize for Tag16 {
+impl Serialize for Tag8 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(&self.0)
     }
 }
 
-impl<'de> Deserialize<'de> for Tag16 {
+impl<'de> Deserialize<'de> for Tag8 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes = serde_bytes::ByteBuf::deserialize(d)?;
         match bytes.len() {
-            16 | 32 => Ok(Tag16(bytes[..16].try_into().expect("16 bytes"))),
-            n => Err(serde::de::Error::invalid_length(n, &"16 or 32 bytes")),
+            8 | 16 | 32 => Ok(Tag8(bytes[..8].try_into().expect("8 bytes"))),
+            n => Err(serde::de::Error::invalid_length(n, &"8, 16 or 32 bytes")),
         }
     }
 }
 
 /// Where a device is in the server's change feed. `hash` is the server's
-/// hash chain at `seq` (its first 16 bytes), covering every change up to
+/// hash chain at `seq` (its first 8 bytes), covering every change up to
 /// it; a server restored from an older copy has another chain (or no
 /// change) there, even where it reuses seqs, which is how a device notices
 /// the restore.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire and in a device's sync state it is the pair `[seq, hash]`;
+/// a reader also takes the map `{s, h}` (or `{seq, hash}`), as devices
+/// stored it before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
-    #[serde(rename = "s", alias = "seq")]
     pub seq: u64,
-    #[serde(rename = "h", alias = "hash")]
-    pub hash: Tag16,
+    pub hash: Tag8,
+}
+
+impl Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.seq, self.hash).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Pair(u64, Tag8),
+            Map {
+                #[serde(alias = "seq")]
+                s: u64,
+                #[serde(alias = "hash")]
+                h: Tag8,
+            },
+        }
+        Ok(match Form::deserialize(d)? {
+            Form::Pair(seq, hash) | Form::Map { s: seq, h: hash } => Cursor { seq, hash },
+        })
+    }
 }
 
 /// A summary of the device's whole log, so the center can see whether the
 /// server holds everything the device has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A sync request leaves out what the server already holds from this
+/// device (see [`Manifest::against`]); a manifest with nothing to say is
+/// left out whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
-    pub incidents: u64,
-    /// blake3 over the sorted `(id, sorted heads)` of every incident.
-    #[serde(rename = "d", default)]
-    pub digest: Tag16,
     /// Incidents with changes the server has not acknowledged, beyond
     /// those pushed in the request that carries this manifest.
     #[serde(rename = "p", default, skip_serializing_if = "is_zero")]
@@ -101,18 +128,60 @@ pub struct Manifest {
     #[serde(rename = "f", default, skip_serializing_if = "is_zero")]
     pub pending_photos: u64,
     /// The incidents created on this device, which the server can check
-    /// against what it holds from this device.
-    #[serde(rename = "o", default)]
-    pub own: OwnDigest,
+    /// against what it holds from this device. A sync request leaves it
+    /// out when it is the one the server last took from this device (it
+    /// changes only when the device logs an incident); a server that has
+    /// none on record then says so ([`SyncResponse::ask_own`]).
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub own: Option<OwnDigest>,
     /// The device clock minus the server's, in ms, as the device measured
     /// it on its last exchange with the least delay (see [`clock_sample`]);
-    /// absent before it has measured one.
+    /// absent before it has measured one, and in a sync request when it is
+    /// within [`CLOCK_STEP_MS`] of the one the server holds.
     #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     pub clock_offset_ms: Option<i64>,
     /// Incidents the server refused, held on the device with the reason
     /// (not counted in `pending_docs`).
     #[serde(rename = "r", default, skip_serializing_if = "is_zero")]
     pub refused_docs: u64,
+}
+
+/// How far a measured clock offset may move before a sync request
+/// reports it again: the center reads offsets in seconds.
+pub const CLOCK_STEP_MS: i64 = 1000;
+
+impl Manifest {
+    /// Whether there is nothing to say: no waiting records, photos or
+    /// refusals, and nothing the server does not already hold.
+    pub fn is_empty(&self) -> bool {
+        *self == Manifest::default()
+    }
+
+    /// This manifest as a sync request carries it, to a server that holds
+    /// `held` from this device: the own digest left out when it is the
+    /// same, the clock offset when it moved less than [`CLOCK_STEP_MS`].
+    pub fn against(mut self, held: Option<&Manifest>) -> Manifest {
+        let Some(held) = held else { return self };
+        if self.own.is_some() && self.own == held.own {
+            self.own = None;
+        }
+        if let (Some(now), Some(then)) = (self.clock_offset_ms, held.clock_offset_ms) {
+            if now.saturating_sub(then).abs() < CLOCK_STEP_MS {
+                self.clock_offset_ms = None;
+            }
+        }
+        self
+    }
+
+    /// What the server holds once it took `sent` on top of `self`: the
+    /// values `sent` carries, the held ones where it left them out.
+    pub fn updated_by(&self, sent: &Manifest) -> Manifest {
+        Manifest {
+            own: sent.own.or(self.own),
+            clock_offset_ms: sent.clock_offset_ms.or(self.clock_offset_ms),
+            ..*sent
+        }
+    }
 }
 
 /// One NTP-style reading of the device clock against the server's.
@@ -143,7 +212,7 @@ pub struct OwnDigest {
     pub count: u64,
     /// blake3 over the ids in ascending order, each followed by a newline.
     #[serde(rename = "d", default)]
-    pub digest: Tag16,
+    pub digest: Tag8,
 }
 
 impl OwnDigest {
@@ -158,7 +227,7 @@ impl OwnDigest {
         }
         OwnDigest {
             count,
-            digest: Tag16::of(hasher.finalize().as_bytes()),
+            digest: Tag8::of(hasher.finalize().as_bytes()),
         }
     }
 }
@@ -191,19 +260,40 @@ pub struct ManifestReply {
     pub server_time_ms: i64,
 }
 
-/// The changes of one incident that the server has not acknowledged.
+/// The changes of one incident that the server has not acknowledged. On
+/// the wire it is the triple `[id, changes, sigs]`: a push is the one
+/// message every edit sends, and a triple is six bytes shorter than a map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PushWire", into = "PushWire")]
 pub struct PushDoc {
-    #[serde(rename = "i", with = "compact::text")]
     pub id: String,
     /// Encoded Automerge changes, in causal order: the device's own and any
     /// others' it holds that the server has not acknowledged.
-    #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<serde_bytes::ByteBuf>,
     /// The author's signature of each change, in the same order (an empty
-    /// byte string where the device holds none).
-    #[serde(rename = "s", default, skip_serializing_if = "Vec::is_empty")]
+    /// byte string where the device holds none); empty from a device
+    /// without a key.
     pub sigs: Vec<serde_bytes::ByteBuf>,
+}
+
+/// [`PushDoc`] as it travels.
+#[derive(Serialize, Deserialize)]
+struct PushWire(
+    #[serde(with = "compact::text")] String,
+    Vec<serde_bytes::ByteBuf>,
+    #[serde(default)] Vec<serde_bytes::ByteBuf>,
+);
+
+impl From<PushWire> for PushDoc {
+    fn from(PushWire(id, changes, sigs): PushWire) -> PushDoc {
+        PushDoc { id, changes, sigs }
+    }
+}
+
+impl From<PushDoc> for PushWire {
+    fn from(d: PushDoc) -> PushWire {
+        PushWire(d.id, d.changes, d.sigs)
+    }
 }
 
 /// One round trip: push what is pending, pull what is new.
@@ -211,9 +301,11 @@ pub struct PushDoc {
 pub struct SyncRequest {
     #[serde(rename = "v")]
     pub version: u32,
-    /// The device clock, milliseconds since the Unix epoch.
-    #[serde(rename = "t")]
-    pub device_time_ms: i64,
+    /// The device clock, milliseconds since the Unix epoch: sent only
+    /// while the manifest has no measured clock offset (`k`), which says
+    /// more.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub device_time_ms: Option<i64>,
     /// The server epoch this device last synced with.
     #[serde(
         rename = "e",
@@ -229,7 +321,7 @@ pub struct SyncRequest {
     pub pull_limit: u32,
     #[serde(rename = "p", default, skip_serializing_if = "Vec::is_empty")]
     pub push: Vec<PushDoc>,
-    #[serde(rename = "m")]
+    #[serde(rename = "m", default, skip_serializing_if = "Manifest::is_empty")]
     pub manifest: Manifest,
     /// Incidents whose whole history the device asks for: it holds changes
     /// of them it cannot apply, because their first changes passed it by
@@ -243,9 +335,10 @@ pub struct SyncRequest {
     pub want: Vec<String>,
 }
 
-/// What the server now holds of a pushed incident. An ack with neither
-/// `need_full` nor `refused` means "stored": the server holds every change
-/// pushed for the incident.
+/// A pushed incident the server did not store, and why. An answer lists
+/// only these: every pushed incident it does not list is stored, the
+/// server holding every change pushed for it. (An entry with neither
+/// `need_full` nor `refused` also means stored; servers leave it out.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     #[serde(rename = "i", with = "compact::text")]
@@ -308,7 +401,8 @@ pub struct SyncResponse {
     /// it should push everything it has and pull from the start.
     #[serde(rename = "r", default, skip_serializing_if = "is_false")]
     pub reset: bool,
-    /// One per pushed incident, in the order pushed.
+    /// The pushed incidents the server did not store (see [`Ack`]); left
+    /// out when it stored them all.
     #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
     pub acks: Vec<Ack>,
     #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
@@ -318,6 +412,10 @@ pub struct SyncResponse {
     /// More feed pages wait; ask again.
     #[serde(rename = "m", default, skip_serializing_if = "is_false")]
     pub more: bool,
+    /// The request left out the manifest's `own` digest, and the server
+    /// has none on record from this device: send it next time.
+    #[serde(rename = "o", default, skip_serializing_if = "is_false")]
+    pub ask_own: bool,
     /// Thumbnails of incidents in `changes` that the device may fetch.
     #[serde(
         rename = "h",
@@ -518,6 +616,72 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_sync_request_repeats_nothing_the_server_holds() {
+        let own = OwnDigest::of(["a"]);
+        let full = Manifest {
+            own: Some(own),
+            clock_offset_ms: Some(5_400),
+            ..Manifest::default()
+        };
+        // A server that holds nothing gets it all.
+        assert_eq!(full.against(None), full);
+        let held = Manifest::default().updated_by(&full);
+        assert_eq!(held, full);
+        // The same digest and an offset that moved under a second: nothing
+        // to say, and the request leaves the manifest out.
+        let later = Manifest {
+            clock_offset_ms: Some(6_399),
+            ..full
+        };
+        assert!(later.against(Some(&held)).is_empty());
+        // What did change is sent, and what the server holds follows it.
+        let more = Manifest {
+            own: Some(OwnDigest::of(["a", "b"])),
+            clock_offset_ms: Some(6_400),
+            pending_photos: 2,
+            ..full
+        };
+        let sent = more.against(Some(&held));
+        assert_eq!(sent, more);
+        assert_eq!(held.updated_by(&sent), more);
+        let quiet = Manifest {
+            pending_photos: 0,
+            ..more
+        }
+        .against(Some(&more));
+        assert!(quiet.is_empty());
+        assert_eq!(more.updated_by(&quiet).own, more.own, "held values stay when left out");
+        assert_eq!(more.updated_by(&quiet).pending_photos, 0, "counts are always current");
+    }
+
+    #[test]
+    fn a_cursor_is_a_pair_and_a_push_a_triple() {
+        let c = Cursor {
+            seq: 5,
+            hash: Tag8([7; 8]),
+        };
+        // [5, h'0707070707070707']
+        assert_eq!(encode(&c), [&[0x82, 0x05, 0x48][..], &[7; 8]].concat());
+        let back: Cursor = decode(&encode(&c)).unwrap();
+        assert_eq!(back, c);
+        let doc = PushDoc {
+            id: "019abf2c-1d2e-7f00-8000-0000000000aa".into(),
+            changes: vec![serde_bytes::ByteBuf::from(vec![1, 2])],
+            sigs: vec![],
+        };
+        let bytes = encode(&doc);
+        // [h'<16 bytes>', [h'0102'], []]
+        assert_eq!(bytes.len(), 1 + 17 + 1 + 3 + 1);
+        assert_eq!(bytes[0], 0x83);
+        assert_eq!(decode::<PushDoc>(&bytes).unwrap(), doc);
+        // A push of two elements, from a device without a key, reads too.
+        let short = [&bytes[..1 + 17 + 1 + 3]].concat();
+        let mut short = short;
+        short[0] = 0x82;
+        assert_eq!(decode::<PushDoc>(&short).unwrap(), doc);
+    }
+
+    #[test]
     fn the_clock_offset_is_read_at_the_middle_of_the_round_trip() {
         // A correct clock, a 4 s upload and an instant answer: 2 s, not 4.
         let s = clock_sample(1_000_000, 1_004_000, 1_002_000);
@@ -537,11 +701,11 @@ mod tests {
     fn round_trip_and_garbage() {
         let req = SyncRequest {
             version: PROTOCOL_VERSION,
-            device_time_ms: 1,
+            device_time_ms: Some(1),
             epoch: Some("e".into()),
             cursor: Some(Cursor {
                 seq: 7,
-                hash: Tag16([3; 16]),
+                hash: Tag8([3; 8]),
             }),
             pull_limit: 100,
             push: vec![],
@@ -549,11 +713,9 @@ mod tests {
             manifest: Manifest {
                 clock_offset_ms: None,
                 refused_docs: 0,
-                incidents: 10_000,
-                digest: Tag16([1; 16]),
                 pending_docs: 0,
                 pending_photos: 0,
-                own: OwnDigest::of(["a", "b"]),
+                own: Some(OwnDigest::of(["a", "b"])),
             },
         };
         let bytes = encode(&req);
@@ -592,6 +754,7 @@ mod tests {
             changes: vec![],
             cursor: None,
             more: false,
+            ask_own: false,
             thumbs: vec![hash.clone(), "x".into()],
         };
         assert_eq!(decode::<SyncResponse>(&encode(&resp)).unwrap(), resp);
@@ -623,16 +786,17 @@ mod tests {
             changes: vec![],
             cursor: Some(Cursor {
                 seq: 70_000,
-                hash: Tag16([9; 16]),
+                hash: Tag8([9; 8]),
             }),
             more: false,
+            ask_own: false,
             thumbs: vec![],
         };
-        // {t: ms, k: {s: seq, h: 16 bytes}}
-        assert_eq!(encode(&idle).len(), 1 + 2 + 9 + 2 + 1 + 2 + 5 + 2 + 17);
+        // {t: ms, k: [seq, 8 bytes]}
+        assert_eq!(encode(&idle).len(), 1 + 2 + 9 + 2 + 1 + 5 + 9);
         // A cursor a device stored with a 32-byte chain still reads.
         let old = serde_json::json!({"seq": 5, "hash": vec![7u8; 32]});
         let c: Cursor = serde_json::from_value(old).unwrap();
-        assert_eq!(c.hash, Tag16([7; 16]));
+        assert_eq!(c.hash, Tag8([7; 8]));
     }
 }

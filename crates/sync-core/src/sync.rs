@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::blob::BlobHash;
 use crate::incident::{Incident, IncidentDoc, IncidentId, Sealed, rfc3339};
 use crate::protocol::{
-    Ack, Cursor, FeedChange, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse, Tag16,
+    Ack, Cursor, FeedChange, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
 };
 use crate::store::{Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
 
@@ -50,6 +50,10 @@ pub struct SyncState {
     pub epoch: Option<String>,
     pub cursor: Option<Cursor>,
     pub last_sync: Option<String>,
+    /// What the server holds of this device's manifest, which later
+    /// requests need not repeat (see [`Manifest::against`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<Manifest>,
 }
 
 /// A request ready to send, and what it carries.
@@ -116,6 +120,7 @@ impl Store {
         if state.server.as_deref() != Some(url) || state.epoch.as_deref() != Some(epoch) {
             reset_for_new_server(&tx)?;
             state.cursor = None;
+            state.reported = None;
         }
         tx.execute("UPDATE outbox SET held_code = NULL, held_reason = NULL", [])?;
         state.server = Some(url.to_owned());
@@ -125,21 +130,16 @@ impl Store {
         Ok(())
     }
 
-    /// The digest of the whole log that each sync carries.
-    pub fn manifest(&self) -> Result<Manifest, StoreError> {
-        let mut stmt = self
+    /// Incidents in the device's log.
+    pub fn incident_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
             .conn
-            .prepare_cached("SELECT id, heads FROM incidents ORDER BY id")?;
-        let mut hasher = blake3::Hasher::new();
-        let mut incidents = 0u64;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let heads: Vec<u8> = row.get(1)?;
-            hasher.update(id.as_bytes());
-            hasher.update(&heads);
-            incidents += 1;
-        }
+            .query_row("SELECT count(*) FROM incidents", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// The summary of the device's log that each sync carries, in full.
+    pub fn manifest(&self) -> Result<Manifest, StoreError> {
         let count = |sql: &str| -> Result<u64, StoreError> {
             let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
             Ok(n as u64)
@@ -152,9 +152,7 @@ impl Store {
             stmt.query_map([device], |r| r.get(0))?.collect::<Result<_, _>>()?
         };
         Ok(Manifest {
-            own: OwnDigest::of(own.iter().map(String::as_str)),
-            incidents,
-            digest: Tag16::of(hasher.finalize().as_bytes()),
+            own: Some(OwnDigest::of(own.iter().map(String::as_str))),
             pending_docs: count("SELECT count(*) FROM outbox WHERE held_code IS NULL")?,
             refused_docs: count("SELECT count(*) FROM outbox WHERE held_code IS NOT NULL")?,
             pending_photos: count("SELECT count(*) FROM blobs WHERE uploaded_at IS NULL")?,
@@ -216,13 +214,14 @@ impl Store {
             request: SyncRequest {
                 want: wanted_histories(&self.conn)?,
                 version: PROTOCOL_VERSION,
-                device_time_ms,
+                // A measured offset says more than the clock's reading.
+                device_time_ms: manifest.clock_offset_ms.is_none().then_some(device_time_ms),
+                manifest: manifest.against(state.reported.as_ref()),
                 // A cursor on the feed's chain names the database already.
                 epoch: state.epoch.filter(|_| !state.cursor.is_some_and(|c| c.seq > 0)),
                 cursor: state.cursor,
                 pull_limit,
                 push,
-                manifest,
             },
             pushed,
             change_bytes,
@@ -253,8 +252,10 @@ impl Store {
             reset_for_new_server(&tx)?;
             applied.reset = true;
         } else {
-            for ack in &resp.acks {
-                if apply_ack(&tx, out, ack)? {
+            for (id, heads) in &out.pushed {
+                let id = id.to_string();
+                let ack = resp.acks.iter().find(|a| a.id == id);
+                if apply_ack(&tx, &id, heads, ack)? {
                     applied.acknowledged += 1;
                 }
             }
@@ -272,7 +273,7 @@ impl Store {
         // Newly parked changes make the next request ask for their
         // incidents' whole histories, in this same sync.
         let newly_parked = parked(&tx)? > parked_before;
-        applied.more = advance(&tx, &mut state, resp, applied.reset, now)? || newly_parked;
+        applied.more = advance(&tx, &mut state, resp, applied.reset, &out.request.manifest, now)? || newly_parked;
         tx.commit()?;
         Ok(applied)
     }
@@ -383,31 +384,33 @@ impl Store {
 
 // The steps of `Store::apply_sync_response`, each inside its transaction.
 
-/// Records the server's acknowledgement of one pushed incident. Returns
-/// whether it counts as acknowledged: not for an incident this request did
-/// not push, nor for one the server asks to have in full.
-fn apply_ack(tx: &rusqlite::Transaction<'_>, out: &Outgoing, ack: &Ack) -> Result<bool, StoreError> {
-    let Some((id, heads)) = out.pushed.iter().find(|(id, _)| id.to_string() == ack.id) else {
-        return Ok(false);
-    };
-    let id = id.to_string();
-    if let Some(r) = &ack.refused {
+/// Records what the server did with one pushed incident: `ack` is its
+/// entry in the answer, if it has one; a pushed incident the answer does
+/// not list is stored. Returns whether it counts as acknowledged: not for
+/// one refused, nor for one the server asks to have in full.
+fn apply_ack(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    heads: &[ChangeHash],
+    ack: Option<&Ack>,
+) -> Result<bool, StoreError> {
+    if let Some(r) = ack.and_then(|a| a.refused.as_ref()) {
         tx.prepare_cached("UPDATE outbox SET held_code = ?2, held_reason = ?3 WHERE incident_id = ?1")?
             .execute(params![id, r.code, r.message])?;
         return Ok(false);
     }
-    if ack.need_full {
+    if ack.is_some_and(|a| a.need_full) {
         tx.prepare_cached("UPDATE outbox SET acked_heads = X'' WHERE incident_id = ?1")?
-            .execute([&id])?;
+            .execute([id])?;
         return Ok(false);
     }
     let pushed = heads_to_bytes(heads);
     let current: Vec<u8> = tx
         .prepare_cached("SELECT heads FROM incidents WHERE id = ?1")?
-        .query_row([&id], |r| r.get(0))?;
+        .query_row([id], |r| r.get(0))?;
     if current == pushed {
         tx.prepare_cached("DELETE FROM outbox WHERE incident_id = ?1")?
-            .execute([&id])?;
+            .execute([id])?;
     } else {
         tx.prepare_cached("UPDATE outbox SET acked_heads = ?2 WHERE incident_id = ?1")?
             .execute(params![id, pushed])?;
@@ -627,14 +630,22 @@ fn advance(
     state: &mut SyncState,
     resp: &SyncResponse,
     reset: bool,
+    sent: &Manifest,
     now: DateTime<FixedOffset>,
 ) -> Result<bool, StoreError> {
     if let Some(e) = &resp.epoch {
         state.epoch = Some(e.clone());
     }
     state.cursor = if reset { None } else { resp.cursor.or(state.cursor) };
+    // What the server now holds of this device's manifest: what it held
+    // and what was just sent, unless it lacked some or starts over.
+    state.reported = match reset || resp.ask_own {
+        true => None,
+        false => Some(state.reported.unwrap_or_default().updated_by(sent)),
+    };
     let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE held_code IS NULL", [], |r| r.get(0))?;
-    let more = resp.more || reset || pending > 0;
+    // A server that asked for the own digest gets it in the same sync.
+    let more = resp.more || reset || pending > 0 || resp.ask_own;
     if !more {
         state.last_sync = Some(rfc3339(&now));
     }

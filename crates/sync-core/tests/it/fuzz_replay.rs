@@ -81,6 +81,7 @@ fn page(changes: &[&[u8]]) -> sync_core::protocol::SyncResponse {
             .collect(),
         cursor: None,
         more: false,
+        ask_own: false,
         thumbs: vec![],
     }
 }

@@ -176,7 +176,6 @@ enum Edit {
     },
     Photos {
         photos: Vec<PhotoRef>,
-        at: DateTime<FixedOffset>,
     },
     /// Moves to one of the statuses the workflow allows from the current one.
     Status {
@@ -195,7 +194,7 @@ enum Edit {
 fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         3 => (worker(), text(), time()).prop_map(|(author, text, at)| Edit::Note { author, text, at }),
-        2 => (vec(photo(), 1..=2), time()).prop_map(|(photos, at)| Edit::Photos { photos, at }),
+        2 => vec(photo(), 1..=2).prop_map(|photos| Edit::Photos { photos }),
         3 => (any::<Index>(), worker(), time()).prop_map(|(pick, by, at)| Edit::Status { pick, by, at }),
         1 => (any::<Index>(), worker(), time()).prop_map(|(pick, by, at)| Edit::BadStatus { pick, by, at }),
     ]
@@ -225,20 +224,23 @@ fn apply(doc: &mut IncidentDoc, edit: &Edit, made: &mut Made) {
             doc.add_note(author, text, *at).expect("adding a note");
             made.notes.push(Note {
                 author: author.clone(),
-                at: *at,
+                at: kept(*at),
                 text: text.clone(),
                 kind: Default::default(),
             });
         }
-        Edit::Photos { photos, at } => {
+        Edit::Photos { photos } => {
             let mut present: BTreeSet<BlobHash> = before.photos.iter().map(|p| p.original).collect();
             let mut fresh = Vec::new();
             for p in photos {
                 if present.insert(p.original) {
-                    fresh.push(p.clone());
+                    fresh.push(PhotoRef {
+                        added_at: kept(p.added_at),
+                        ..p.clone()
+                    });
                 }
             }
-            let added = doc.add_photos(photos, *at).expect("adding photos");
+            let added = doc.add_photos(photos).expect("adding photos");
             assert_eq!(
                 added,
                 fresh.len(),
@@ -259,7 +261,7 @@ fn apply(doc: &mut IncidentDoc, edit: &Edit, made: &mut Made) {
             made.history.push(StatusChange {
                 from: Some(from),
                 to,
-                at: *at,
+                at: kept(*at),
                 by: by.clone(),
             });
             made.status = Some(to);
@@ -290,13 +292,28 @@ fn apply(doc: &mut IncidentDoc, edit: &Edit, made: &mut Made) {
     }
 }
 
+/// A time after `captured_at` as a document keeps it: to the millisecond
+/// (an Automerge timestamp).
+fn kept(t: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+    DateTime::from_timestamp_millis(t.timestamp_millis())
+        .expect("time in range")
+        .with_timezone(t.offset())
+}
+
 fn sort_photos(photos: &mut [PhotoRef]) {
     photos.sort_by(|a, b| a.added_at.cmp(&b.added_at).then(a.original.cmp(&b.original)));
 }
 
 /// The incident a freshly created document should read as.
 fn expected_new(new: &NewIncident) -> Incident {
-    let mut photos = new.photos.clone();
+    let mut photos: Vec<PhotoRef> = new
+        .photos
+        .iter()
+        .map(|p| PhotoRef {
+            added_at: kept(p.added_at),
+            ..p.clone()
+        })
+        .collect();
     sort_photos(&mut photos);
     Incident {
         id: new.id,
@@ -313,7 +330,7 @@ fn expected_new(new: &NewIncident) -> Incident {
         status_history: vec![StatusChange {
             from: None,
             to: Status::Reported,
-            at: new.captured_at,
+            at: kept(new.captured_at),
             by: new.reporter.clone(),
         }],
         notes: vec![],
@@ -322,16 +339,17 @@ fn expected_new(new: &NewIncident) -> Incident {
 }
 
 /// Notes and status changes are compared as multisets: in any order, but
-/// each as many times as it was made. Times are keyed with their offset.
-fn key_of_note(n: &Note) -> (String, String, String) {
-    (n.at.to_rfc3339(), n.author.clone(), n.text.clone())
+/// each as many times as it was made. Times are keyed as instants: a copy
+/// shows them in the offset of the incident's capture time.
+fn key_of_note(n: &Note) -> (i64, String, String) {
+    (n.at.timestamp_millis(), n.author.clone(), n.text.clone())
 }
 
-fn key_of_change(c: &StatusChange) -> (Option<&'static str>, &'static str, String, String) {
+fn key_of_change(c: &StatusChange) -> (Option<&'static str>, &'static str, i64, String) {
     (
         c.from.map(Status::as_str),
         c.to.as_str(),
-        c.at.to_rfc3339(),
+        c.at.timestamp_millis(),
         c.by.clone(),
     )
 }
@@ -437,8 +455,8 @@ fn converge(new: &NewIncident, rounds: &[Round], rule: StatusRule) -> Result<(),
     let mut per_copy_notes: Vec<Vec<Note>> = vec![vec![]; n];
     let mut all_history = expected_new(new).status_history;
     let mut photo_versions: BTreeMap<BlobHash, Vec<PhotoRef>> = BTreeMap::new();
-    for p in &new.photos {
-        photo_versions.entry(p.original).or_default().push(p.clone());
+    for p in expected_new(new).photos {
+        photo_versions.entry(p.original).or_default().push(p);
     }
     let mut settled = (Status::Reported, vec![]);
 

@@ -548,7 +548,7 @@ mod tests {
                 let record = SyncRecord {
                     device: &device,
                     manifest: &manifest,
-                    clock_offset_ms: offset,
+                    clock_offset_ms: Some(offset),
                     at: t,
                 };
                 storage.record_sync(&record).unwrap();

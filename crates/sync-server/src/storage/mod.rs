@@ -56,10 +56,6 @@ pub struct Worker {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DeviceManifest {
-    /// Incidents in the device's log.
-    pub incidents: u64,
-    /// The digest of the whole log, hex.
-    pub digest: String,
     /// Incidents with changes the device had not yet pushed.
     pub pending_docs: u64,
     /// Photo files the device had not yet uploaded.
@@ -153,7 +149,9 @@ pub struct NewToken<'a> {
 pub struct SyncRecord<'a> {
     pub device: &'a str,
     pub manifest: &'a DeviceManifest,
-    pub clock_offset_ms: i64,
+    /// `None` when this exchange told nothing of the clock: the last
+    /// reading stays.
+    pub clock_offset_ms: Option<i64>,
     pub at: &'a str,
 }
 

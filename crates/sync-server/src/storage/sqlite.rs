@@ -431,7 +431,8 @@ impl Accounts for SqliteStorage {
     fn record_sync(&self, r: &SyncRecord<'_>) -> Result<(), StorageError> {
         let manifest = serde_json::to_string(r.manifest).expect("a manifest serialises");
         self.conn().execute(
-            "UPDATE devices SET last_sync_at = ?2, manifest = ?3, clock_offset_ms = ?4 WHERE id = ?1",
+            "UPDATE devices SET last_sync_at = ?2, manifest = ?3, \
+             clock_offset_ms = COALESCE(?4, clock_offset_ms) WHERE id = ?1",
             params![r.device, r.at, manifest, r.clock_offset_ms],
         )?;
         Ok(())

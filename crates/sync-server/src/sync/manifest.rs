@@ -9,28 +9,33 @@ use super::{SyncError, check_version};
 use crate::clock::ServerTime;
 use crate::storage::{Device, DeviceManifest, OwnRecord, Storage, StorageError, SyncRecord};
 
-/// A manifest as the server keeps it.
-pub(super) fn record_of(m: &Manifest) -> DeviceManifest {
-    DeviceManifest {
-        incidents: m.incidents,
-        digest: hex(&m.digest.0),
+/// A manifest as the server keeps it. One without the own-incident digest
+/// keeps the one `before` holds; the flag says there was none to keep.
+pub(super) fn record_of(m: &Manifest, before: Option<&DeviceManifest>) -> (DeviceManifest, bool) {
+    let own = match (m.own, before) {
+        (Some(own), _) => Some(OwnRecord {
+            count: own.count,
+            digest: hex(&own.digest.0),
+        }),
+        (None, Some(b)) if !b.own.digest.is_empty() => Some(b.own.clone()),
+        (None, _) => None,
+    };
+    let record = DeviceManifest {
         pending_docs: m.pending_docs,
         pending_photos: m.pending_photos,
         refused_docs: m.refused_docs,
-        own: OwnRecord {
-            count: m.own.count,
-            digest: hex(&m.own.digest.0),
-        },
-    }
+        own: own.clone().unwrap_or_default(),
+    };
+    (record, own.is_none())
 }
 
 /// The device clock minus the server's: as the device measured it around a
-/// round trip (NTP-style), else, from a device that does not measure, its
-/// clock when it built the request against the server's when it arrived
-/// (which counts the upload's time as offset).
-pub(super) fn clock_offset(m: &Manifest, device_time_ms: i64, server_ms: i64) -> i64 {
+/// round trip (NTP-style), else, before it has measured one, its clock when
+/// it built the request against the server's when it arrived (which counts
+/// the upload's time as offset); `None` when the device said neither.
+pub(super) fn clock_offset(m: &Manifest, device_time_ms: Option<i64>, server_ms: i64) -> Option<i64> {
     m.clock_offset_ms
-        .unwrap_or_else(|| device_time_ms.saturating_sub(server_ms))
+        .or_else(|| device_time_ms.map(|t| t.saturating_sub(server_ms)))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -91,11 +96,11 @@ pub fn report_manifest(
     now: &ServerTime,
 ) -> Result<ManifestReply, SyncError> {
     check_version(report.version)?;
-    let manifest = record_of(&report.manifest);
+    let (manifest, _) = record_of(&report.manifest, device.manifest.as_ref());
     storage.record_sync(&SyncRecord {
         device: &device.id,
         manifest: &manifest,
-        clock_offset_ms: clock_offset(&report.manifest, report.device_time_ms, now.ms),
+        clock_offset_ms: clock_offset(&report.manifest, Some(report.device_time_ms), now.ms),
         at: &now.text,
     })?;
     let status = compare(&manifest, server_own(storage, &device.id)?, &now.text);

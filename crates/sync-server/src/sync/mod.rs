@@ -14,7 +14,7 @@ pub use manifest::{ManifestStatus, manifest_status, report_manifest};
 use sync_core::incident::Sealed;
 use sync_core::protocol::{
     Ack, Cursor, FeedChange, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION, PushDoc,
-    Refusal, SyncRequest, SyncResponse, Tag16,
+    Refusal, SyncRequest, SyncResponse, Tag8,
 };
 use sync_core::rules::{Admission, Rule, RuleBroken, limits};
 use sync_core::{Incident, IncidentDoc, IncidentId, Taxonomy};
@@ -88,7 +88,7 @@ pub fn sync(storage: &dyn Storage, caller: &Caller<'_>, req: &SyncRequest) -> Re
     };
     let mut page = pull(storage, caller, after, req.pull_limit)?;
     page.changes.extend(histories(storage, caller, &req.want)?);
-    let manifest = manifest::record_of(&req.manifest);
+    let (manifest, ask_own) = manifest::record_of(&req.manifest, caller.device.manifest.as_ref());
     storage.record_sync(&SyncRecord {
         device: &caller.device.id,
         manifest: &manifest,
@@ -103,6 +103,7 @@ pub fn sync(storage: &dyn Storage, caller: &Caller<'_>, req: &SyncRequest) -> Re
         changes: page.changes,
         cursor: page.cursor,
         more: page.more,
+        ask_own,
         thumbs: page.thumbs,
     })
 }
@@ -143,21 +144,24 @@ fn needs_reset(storage: &dyn Storage, req: &SyncRequest, epoch: &str) -> Result<
         Some(c) if c.seq == 0 => true,
         Some(c) => storage
             .change_at(c.seq)?
-            .is_some_and(|chain| Tag16::of(&chain) == c.hash),
+            .is_some_and(|chain| Tag8::of(&chain) == c.hash),
     };
     Ok(req.epoch.as_deref().is_some_and(|e| e != epoch) || !cursor_ok)
 }
 
 /// Checks and merges every pushed incident, then commits the ones that
-/// pass in one transaction; each refused one is answered in its ack.
+/// pass in one transaction. Answers only the ones not stored, each with
+/// why; the device takes every other pushed incident as stored.
 fn ingest(storage: &dyn Storage, caller: &Caller<'_>, push: &[PushDoc]) -> Result<Vec<Ack>, SyncError> {
     let mut writes = Vec::with_capacity(push.len());
-    let mut acks = Vec::with_capacity(push.len());
+    let mut acks = Vec::new();
     for doc in push {
         match merge_push(storage, caller, doc) {
             Ok((write, ack)) => {
                 writes.extend(write);
-                acks.push(ack);
+                if !ack.stored() {
+                    acks.push(ack);
+                }
             }
             Err(PushError::Refused(r)) => {
                 tracing::warn!(device = %caller.device.id, incident = %doc.id, code = %r.code, reason = %r.message, "incident refused");
@@ -202,7 +206,7 @@ fn pull(storage: &dyn Storage, caller: &Caller<'_>, after: u64, pull_limit: u32)
     } else {
         storage.change_at(last)?.map(|h| Cursor {
             seq: last,
-            hash: Tag16::of(&h),
+            hash: Tag8::of(&h),
         })
     };
     let mut incidents: Vec<String> = page.rows.iter().map(|r| r.incident_id.clone()).collect();

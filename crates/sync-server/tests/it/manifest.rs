@@ -152,3 +152,57 @@ fn a_restored_server_sees_the_device_out_of_step_until_it_syncs() {
     assert_eq!(row["in_step"], true, "{row}");
     assert_eq!(server_incidents(&server), 2);
 }
+
+/// The device's clock offset as the server holds it.
+fn held_offset(server: &Server) -> Option<i64> {
+    server
+        .db()
+        .query_row("SELECT clock_offset_ms FROM devices WHERE kind = 'device'", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_sync_repeats_nothing_the_server_holds_and_a_server_that_lost_it_asks() {
+    let mut server = Server::new();
+    server.add_worker("w1", &[CELL]);
+    server.start();
+    let dev = Device::new("w1", &[CELL]);
+    dev.enroll(&server);
+    dev.report(&["--category", "clutter"]);
+    dev.sync(&[]);
+    dev.sync(&[]);
+    let offset = held_offset(&server);
+    assert!(offset.is_some(), "the first syncs leave a clock offset");
+
+    // Neither the own digest nor an offset within a second is sent again,
+    // and what the server holds stays.
+    let noop = dev.sync(&[]);
+    assert_eq!(noop["round_trips"], 1, "{noop}");
+    let row = sync_row(&server, &dev);
+    assert_eq!(row["in_step"], true, "{row}");
+    assert_eq!(
+        (row["device_own"].as_u64(), row["server_own"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(held_offset(&server).is_some());
+
+    // A server whose record of the device has no manifest (as a database
+    // from before manifests holds it) asks for the digest, and gets it in
+    // the same sync.
+    let db = rusqlite::Connection::open(server.data_dir().join("server.sqlite3")).unwrap();
+    db.execute("UPDATE devices SET manifest = NULL WHERE kind = 'device'", [])
+        .unwrap();
+    let asked = dev.sync(&[]);
+    assert_eq!(
+        asked["round_trips"], 2,
+        "one more round trip carries the digest: {asked}"
+    );
+    let row = sync_row(&server, &dev);
+    assert_eq!(row["in_step"], true, "{row}");
+    assert_eq!(
+        (row["device_own"].as_u64(), row["server_own"].as_u64()),
+        (Some(1), Some(1))
+    );
+}

@@ -269,8 +269,9 @@ fn a_pull_only_device_gets_what_the_restored_feed_put_below_its_cursor() {
             .unwrap(),
     )
     .unwrap();
-    let seq = state["cursor"]["s"].as_i64().expect("the center has a cursor");
-    let cursor_hash: Vec<u8> = serde_json::from_value(state["cursor"]["h"].clone()).unwrap();
+    // The cursor is stored as the pair [seq, hash].
+    let seq = state["cursor"][0].as_i64().expect("the center has a cursor");
+    let cursor_hash: Vec<u8> = serde_json::from_value(state["cursor"][1].clone()).unwrap();
     let db = server.db();
     let at_seq: Vec<u8> = db
         .query_row("SELECT hash FROM changes WHERE seq = ?1", [seq], |r| r.get(0))
