@@ -549,6 +549,7 @@ mod tests {
                     device: &device,
                     manifest: &manifest,
                     clock_offset_ms: Some(offset),
+                    scope: None,
                     at: t,
                 };
                 storage.record_sync(&record).unwrap();

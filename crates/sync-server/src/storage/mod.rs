@@ -93,6 +93,9 @@ pub struct Device {
     /// device enrolled before devices had keys.
     #[serde(skip)]
     pub public_key: Option<Vec<u8>>,
+    /// The cells the device could read at its last sync ([`Scope::seen`]).
+    #[serde(skip)]
+    pub scope_seen: Option<String>,
 }
 
 /// A device exchanging a one-time code for a token.
@@ -152,6 +155,8 @@ pub struct SyncRecord<'a> {
     /// `None` when this exchange told nothing of the clock: the last
     /// reading stays.
     pub clock_offset_ms: Option<i64>,
+    /// The device's scope as [`Scope::seen`] writes it; `None` keeps the last.
+    pub scope: Option<&'a str>,
     pub at: &'a str,
 }
 
@@ -334,6 +339,28 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The scope as a device's record keeps it: `*`, or the cells sorted
+    /// and joined by commas.
+    pub fn seen(&self) -> String {
+        match self {
+            Scope::All => "*".to_owned(),
+            Scope::Grids(cells) => {
+                let mut cells = cells.clone();
+                cells.sort();
+                cells.join(",")
+            }
+        }
+    }
+
+    /// Whether this scope takes in a cell that `seen` (an earlier
+    /// [`Scope::seen`]) did not.
+    pub fn grew_since(&self, seen: &str) -> bool {
+        match self {
+            Scope::All => seen != "*",
+            Scope::Grids(cells) => seen != "*" && cells.iter().any(|c| !seen.split(',').any(|s| s == c)),
+        }
+    }
+
     pub fn allows(&self, grid: &str) -> bool {
         match self {
             Scope::All => true,

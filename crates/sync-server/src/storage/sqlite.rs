@@ -116,6 +116,13 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE quarantine ADD COLUMN sig BLOB;
 ",
     ),
+    Migration::sql(
+        "
+    -- The cells a device could read at its last sync, so a scope that grew
+    -- since (a cell joined its community) pages the feed from the start.
+    ALTER TABLE devices ADD COLUMN scope_seen TEXT;
+",
+    ),
 ];
 
 /// SQL: reference `r` was proven by the device whose push brought it in.
@@ -242,7 +249,7 @@ fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageErr
 }
 
 const DEVICE_COLUMNS: &str = "id, worker_id, actor, enrolled_at, revoked_at, last_sync_at, manifest, \
-     clock_offset_ms, kind, public_key FROM devices";
+     clock_offset_ms, kind, public_key, scope_seen FROM devices";
 
 fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, StorageError> {
     let worker_id: String = r.get(1)?;
@@ -259,6 +266,7 @@ fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, S
         clock_offset_ms: r.get(7)?,
         read_only: r.get::<_, String>(8)? == "token",
         public_key: r.get(9)?,
+        scope_seen: r.get(10)?,
     })
 }
 
@@ -432,8 +440,8 @@ impl Accounts for SqliteStorage {
         let manifest = serde_json::to_string(r.manifest).expect("a manifest serialises");
         self.conn().execute(
             "UPDATE devices SET last_sync_at = ?2, manifest = ?3, \
-             clock_offset_ms = COALESCE(?4, clock_offset_ms) WHERE id = ?1",
-            params![r.device, r.at, manifest, r.clock_offset_ms],
+             clock_offset_ms = COALESCE(?4, clock_offset_ms), scope_seen = COALESCE(?5, scope_seen) WHERE id = ?1",
+            params![r.device, r.at, manifest, r.clock_offset_ms, r.scope],
         )?;
         Ok(())
     }

@@ -101,6 +101,7 @@ pub fn report_manifest(
         device: &device.id,
         manifest: &manifest,
         clock_offset_ms: clock_offset(&report.manifest, Some(report.device_time_ms), now.ms),
+        scope: None,
         at: &now.text,
     })?;
     let status = compare(&manifest, server_own(storage, &device.id)?, &now.text);

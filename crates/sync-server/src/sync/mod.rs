@@ -81,11 +81,20 @@ pub fn sync(storage: &dyn Storage, caller: &Caller<'_>, req: &SyncRequest) -> Re
     } else {
         ingest(storage, caller, &req.push)?
     };
-    let after = if reset {
+    // A scope that grew since the last sync (a cell joined the device's
+    // community) pages the feed from the start once: the new cells'
+    // incidents may lie below the cursor. The device keeps what it has.
+    let grew = caller
+        .device
+        .scope_seen
+        .as_deref()
+        .is_some_and(|seen| caller.scope.grew_since(seen));
+    let after = if reset || grew {
         0
     } else {
         req.cursor.map(|c| c.seq).unwrap_or(0)
     };
+    let scope = caller.scope.seen();
     let mut page = pull(storage, caller, after, req.pull_limit)?;
     page.changes.extend(histories(storage, caller, &req.want)?);
     let (manifest, ask_own) = manifest::record_of(&req.manifest, caller.device.manifest.as_ref());
@@ -93,6 +102,7 @@ pub fn sync(storage: &dyn Storage, caller: &Caller<'_>, req: &SyncRequest) -> Re
         device: &caller.device.id,
         manifest: &manifest,
         clock_offset_ms: manifest::clock_offset(&req.manifest, req.device_time_ms, caller.now.ms),
+        scope: Some(&scope),
         at: &caller.now.text,
     })?;
     Ok(SyncResponse {

@@ -445,6 +445,93 @@ fn an_incident_moved_into_a_devices_cells_arrives_whole() {
     assert_eq!(heads_of(zhao.heads()), heads_of(server_heads(&c.server)));
 }
 
+/// The grid map with cell `cell` moved from its community to `to`.
+fn map_with_cell_in(cell: &str, to: &str) -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/grids.json");
+    let mut map: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let communities: Vec<&mut serde_json::Value> = map["districts"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .flat_map(|d| d["streets"].as_array_mut().unwrap().iter_mut())
+        .flat_map(|s| s["communities"].as_array_mut().unwrap().iter_mut())
+        .collect();
+    let mut moved = None;
+    let mut target = None;
+    for c in communities {
+        let cells = c["cells"].as_array_mut().unwrap();
+        if let Some(i) = cells.iter().position(|x| x["id"] == cell) {
+            moved = Some(cells.remove(i));
+        }
+        if c["id"] == to {
+            target = Some(c);
+        }
+    }
+    let target = target.expect("the community is on the map");
+    target["cells"]
+        .as_array_mut()
+        .unwrap()
+        .push(moved.expect("the cell is on the map"));
+    map
+}
+
+/// A community gains a cell: its center's next sync brings the incidents
+/// already logged there, though its cursor passed them while the cell lay
+/// outside its scope.
+#[test]
+fn a_cell_added_to_a_community_brings_its_incidents_to_the_center() {
+    const HX04: &str = "HLT-CX-HX-04";
+    let mut server = Server::new();
+    let before = server.data_dir().join("grids-before.json");
+    std::fs::write(&before, map_with_cell_in(HX04, "HLT-XS-XS").to_string()).unwrap();
+    let before = before.to_str().unwrap().to_owned();
+    server.start_with(&["--grid-map", &before]);
+    server.add_worker("w-zhou", &[HX04]);
+    server.add_worker("w-li", &[HX01]);
+    server.add_center("hx-center", "HLT-CX-HX");
+    let zhou = Device::new("w-zhou", &[HX04]);
+    zhou.enroll(&server);
+    let li = Device::new("w-li", &[HX01]);
+    li.enroll(&server);
+    let center = Device::new("hx-center", &[HX01, HX02]);
+    center.enroll(&server);
+
+    let early = zhou.report(&["--category", "lawn", "--desc", "logged before the cell joined"]);
+    zhou.sync(&[]);
+    li.report(&["--category", "clutter"]);
+    li.sync(&[]);
+    center.sync(&[]);
+    let ids = |d: &Device| {
+        d.list()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&center).len(), 1, "only Li's incident is in the center's scope yet");
+    assert!(!ids(&center).contains(&early));
+
+    // The operator moves HX-04 into Hexiang and restarts the server.
+    server.kill();
+    server.start();
+    let synced = center.sync(&[]);
+    assert!(
+        ids(&center).contains(&early),
+        "the center gets the incident logged before the cell joined: {synced}"
+    );
+    assert_eq!(center.show(&early)["description"], "logged before the cell joined");
+    // Nothing is pulled twice into a mess: every copy agrees with the server.
+    let heads_of = |all: Vec<(String, Vec<u8>)>, id: &str| all.into_iter().find(|(i, _)| i == id).map(|(_, h)| h);
+    assert_eq!(
+        heads_of(center.heads(), &early),
+        heads_of(server_heads(&server), &early)
+    );
+    // And later edits there reach it as any other.
+    zhou.ok(&["update", &early, "--note", "still there"]);
+    zhou.sync(&[]);
+    center.sync(&[]);
+    assert_eq!(center.show(&early)["notes"].as_array().unwrap().len(), 1);
+}
+
 /// Many devices edit one incident and push at once, from many threads: the
 /// server's document and feed hold exactly the union of what it
 /// acknowledged, every edit passes the rules, and every copy converges.
