@@ -302,6 +302,60 @@ fn a_colleague_cannot_rewrite_erase_or_speak_for_anyone() {
     assert_eq!(c.li.show(&c.victim)["status"], "verified");
 }
 
+/// A category that is not in the taxonomy is refused (rule `category`),
+/// whether a new incident names it or its reporter corrects to it with the
+/// note the rules ask for; the reporter's correction to a real one lands.
+#[test]
+fn a_category_outside_the_taxonomy_is_refused_from_its_own_reporter() {
+    let c = cell();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap();
+    let uuid: uuid::Uuid = device_id(&c.li).parse().unwrap();
+    let new = NewIncident {
+        id: IncidentId::new(1_763_600_002_000, [9; 10]),
+        category: "not-a-category".into(),
+        description: String::new(),
+        location: Location::default(),
+        grid: HX02.into(),
+        reporter: "w-li".into(),
+        device: uuid.to_string(),
+        captured_at: at,
+        photos: vec![],
+    };
+    let mut unknown = IncidentDoc::create(&new, ActorId::from(uuid.as_bytes())).unwrap();
+    let made = doc_push(unknown.automerge(), &new.id.to_string(), &[]);
+    let before = stored_changes(&c.server);
+    assert_rule(
+        &push(&c.server, &c.li, vec![made]),
+        &new.id.to_string(),
+        "category",
+        "a new incident",
+    );
+
+    let correct_to = |category: &str| {
+        let mut doc = IncidentDoc::from_automerge(server_copy(&c.server, &c.li, &c.victim));
+        let heads = doc.heads();
+        let fix = sync_core::incident::Correction {
+            category: Some(category.into()),
+            ..Default::default()
+        };
+        assert!(doc.correct(&fix, "w-li", at).unwrap());
+        push(&c.server, &c.li, vec![doc_push(doc.automerge(), &c.victim, &heads)])
+    };
+    assert_rule(&correct_to("not-a-category"), &c.victim, "category", "a correction");
+    assert_eq!(stored_changes(&c.server), before, "nothing of either is stored");
+    readers_still_work(&c.server, &c.victim, "井盖缺了一角");
+
+    let resp = correct_to("clutter");
+    assert!(
+        resp.acks.is_empty(),
+        "a correction to a real category lands: {:?}",
+        resp.acks
+    );
+    let shown = c.wang.sync(&[]);
+    assert_eq!(shown["pulled_changes"], 1, "{shown}");
+    assert_eq!(c.wang.show(&c.victim)["category"], "clutter");
+}
+
 #[test]
 fn incidents_in_someone_elses_name_or_by_a_center_are_refused_and_the_rest_of_the_push_lands() {
     let c = cell();
