@@ -26,6 +26,12 @@ pub const THUMB_EDGE: u32 = 320;
 pub const MAX_BYTES: usize = crate::protocol::MAX_PHOTO_BYTES;
 /// Largest photo accepted, in pixels (a decompression-bomb guard).
 pub const MAX_PIXELS: u64 = 120_000_000;
+/// The most pixels a JPEG may claim per byte of file. Baseline JPEG spends
+/// at least two bits on every 8×8 block of every component, so even a
+/// flat, noiseless image at the lowest quality stays under about 200
+/// pixels a byte (a camera's photo under 10): 1,000 refuses only files
+/// that are truncated or made up.
+pub const PIXELS_PER_JPEG_BYTE: u64 = 1_000;
 /// Tallest JPEG accepted, in pixels: jpeg-decoder 0.3 counts rows of 8×8
 /// blocks in a u16 and computes `(row + 1) * 8` in it (`decode_scan`), which
 /// overflows past this height, a panic where overflow checks are on. No
@@ -45,6 +51,10 @@ pub enum PhotoError {
     TooManyPixels { width: u32, height: u32 },
     #[error("the JPEG is {height} pixels tall; JPEGs are limited to {MAX_JPEG_HEIGHT} pixels tall")]
     TooTall { height: u32 },
+    #[error(
+        "the JPEG claims {width}×{height} pixels in only {size} bytes, too few for a photo: it is truncated or not a photo"
+    )]
+    TooSparse { width: u32, height: u32, size: usize },
     #[error("the {format} image is corrupt or truncated: {reason}")]
     Corrupt { format: &'static str, reason: String },
     #[error("could not encode the {what} copy: {reason}")]
@@ -177,6 +187,16 @@ fn decode_jpeg(bytes: &[u8], want_edge: u32) -> Result<(RgbImage, u32, u32), Pho
     check_pixels(full_w, full_h)?;
     if full_h > MAX_JPEG_HEIGHT {
         return Err(PhotoError::TooTall { height: full_h });
+    }
+    // jpeg-decoder decodes every block of the claimed size even when the
+    // data has run out, which takes seconds for a few KB claiming tens of
+    // megapixels (docs/fuzzing.md, open 4). A camera's JPEG holds far more.
+    if (bytes.len() as u64) * PIXELS_PER_JPEG_BYTE < u64::from(full_w) * u64::from(full_h) {
+        return Err(PhotoError::TooSparse {
+            width: full_w,
+            height: full_h,
+            size: bytes.len(),
+        });
     }
     let long = full_w.max(full_h);
     if long > want_edge {

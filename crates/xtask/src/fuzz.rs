@@ -93,12 +93,31 @@ fn run_target(cargo_fuzz: &Path, target: &Path, name: &str) -> Result<bool, Stri
     let root = workspace_root();
     let corpus = target.join("fuzz-corpus").join(name);
     std::fs::create_dir_all(&corpus).map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
+    // Built on its own first, so that code that does not compile is told
+    // apart from a crash.
+    let build: Vec<OsString> = vec![
+        "fuzz".into(),
+        "build".into(),
+        "--target-dir".into(),
+        target.join("fuzz").into(),
+        name.into(),
+    ];
+    if !cargo_fuzz_ok(cargo_fuzz, &build)? {
+        return Err(format!(
+            "the fuzz target {name} does not build (cargo fuzz build failed, see above)"
+        ));
+    }
     let args = run_args(name, &target.join("fuzz"), &corpus, &root.join("fuzz/seeds").join(name));
-    eprintln!("xtask: running cargo {}", shown(&args));
+    cargo_fuzz_ok(cargo_fuzz, &args)
+}
+
+/// Runs cargo-fuzz from the workspace root; whether it succeeded.
+fn cargo_fuzz_ok(cargo_fuzz: &Path, args: &[OsString]) -> Result<bool, String> {
+    eprintln!("xtask: running cargo {}", shown(args));
     let status = Command::new(cargo_fuzz)
-        .args(&args)
+        .args(args)
         .env("RUSTC_BOOTSTRAP", "1")
-        .current_dir(&root)
+        .current_dir(workspace_root())
         .status()
         .map_err(|e| format!("cannot run {}: {e}", cargo_fuzz.display()))?;
     Ok(status.success())

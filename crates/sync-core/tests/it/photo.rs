@@ -234,3 +234,34 @@ fn a_jpeg_too_tall_for_the_decoder_is_refused() {
         other => panic!("expected TooTall, got {:?}", other.map(|_| "a photo")),
     }
 }
+
+/// Found by the `photo_pipeline` fuzzer (docs/fuzzing.md, open 4): a few KB
+/// claiming millions of pixels, which jpeg-decoder would decode block by
+/// block for seconds. The pipeline refuses them with a sentence, before
+/// decoding; a real photo of the same size passes.
+#[test]
+fn a_jpeg_with_far_too_few_bytes_for_its_pixels_is_refused_before_decoding() {
+    for (name, w, h) in [
+        ("timeout-3300x12296.jpg", 3_300, 12_296),
+        ("timeout-adobe-96x65279.jpg", 96, 65_279),
+    ] {
+        let path = format!(
+            "{}/../../fixtures/fuzz/photo_pipeline/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        match sync_core::photo::process(&bytes) {
+            Err(e @ sync_core::photo::PhotoError::TooSparse { width, height, size }) => {
+                assert_eq!((width, height, size), (w, h, bytes.len()), "{name}");
+                assert!(e.to_string().contains("too few for a photo"), "{e}");
+            }
+            other => panic!("{name}: expected TooSparse, got {:?}", other.map(|_| "a photo")),
+        }
+    }
+    let camera = std::fs::read(format!(
+        "{}/../../fixtures/photos/manhole-exif.jpg",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert!(sync_core::photo::process(&camera).is_ok());
+}
