@@ -29,13 +29,19 @@ fn server_incidents(server: &Server) -> i64 {
         .unwrap()
 }
 
-#[test]
-fn the_server_knows_whether_a_device_is_in_step() {
+/// A running server with worker `w1` and one enrolled device of theirs.
+fn enrolled() -> (Server, Device) {
     let mut server = Server::new();
     server.add_worker("w1", &[CELL]);
     server.start();
     let dev = Device::new("w1", &[CELL]);
     dev.enroll(&server);
+    (server, dev)
+}
+
+#[test]
+fn the_server_knows_whether_a_device_is_in_step() {
+    let (server, dev) = enrolled();
     assert_eq!(
         sync_row(&server, &dev),
         Value::Null,
@@ -109,11 +115,7 @@ fn the_server_knows_whether_a_device_is_in_step() {
 
 #[test]
 fn a_restored_server_sees_the_device_out_of_step_until_it_syncs() {
-    let mut server = Server::new();
-    server.add_worker("w1", &[CELL]);
-    server.start();
-    let dev = Device::new("w1", &[CELL]);
-    dev.enroll(&server);
+    let (mut server, dev) = enrolled();
     dev.report(&["--category", "clutter"]);
     let summary = dev.sync(&[]);
     // No photo: the one round trip's manifest already counts its push as done.
@@ -165,11 +167,7 @@ fn held_offset(server: &Server) -> Option<i64> {
 
 #[test]
 fn a_sync_repeats_nothing_the_server_holds_and_a_server_that_lost_it_asks() {
-    let mut server = Server::new();
-    server.add_worker("w1", &[CELL]);
-    server.start();
-    let dev = Device::new("w1", &[CELL]);
-    dev.enroll(&server);
+    let (server, dev) = enrolled();
     dev.report(&["--category", "clutter"]);
     dev.sync(&[]);
     dev.sync(&[]);
