@@ -74,7 +74,7 @@ pub fn read_document(data: &[u8]) -> bool {
     .expect("a receiver of valid saved bytes opens");
     let changes = docs::pieces(rest)
         .into_iter()
-        .filter_map(|p| Change::from_bytes(p.to_vec()).ok())
+        .filter_map(|p| sync_core::incident::decode_change(p.to_vec()).ok())
         .collect();
     // Automerge may panic on hostile changes; the server applies pushed
     // ones inside `catch_unwind` and refuses them then (`sync::merge`), so

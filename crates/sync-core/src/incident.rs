@@ -389,6 +389,20 @@ pub enum DocError {
     Merge(#[source] automerge::AutomergeError),
     #[error("the merged incident document does not load back as itself: {0}")]
     Unsealed(String),
+    #[error("the change cannot be decoded: {0}")]
+    BadChange(String),
+}
+
+/// Decodes a change made elsewhere. Automerge 0.12 panics inside
+/// `Change::from_bytes` on some hostile bytes (docs/fuzzing.md, finding 5);
+/// this catches it, so what a server or a device sent is refused, never a
+/// crash.
+pub fn decode_change(bytes: Vec<u8>) -> Result<Change, DocError> {
+    match std::panic::catch_unwind(move || Change::from_bytes(bytes)) {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(DocError::BadChange(e.to_string())),
+        Err(_) => Err(DocError::BadChange("Automerge failed on its bytes".into())),
+    }
 }
 
 /// Saved bytes of a document, checked to load back as the same document.

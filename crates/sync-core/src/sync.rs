@@ -16,7 +16,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobHash;
-use crate::incident::{Incident, IncidentDoc, IncidentId, Sealed, rfc3339};
+use crate::incident::{Incident, IncidentDoc, IncidentId, Sealed, decode_change, rfc3339};
 use crate::protocol::{
     Ack, Cursor, FeedChange, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
 };
@@ -427,7 +427,7 @@ fn feed_by_incident<'f>(
     let mut by_incident: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
     let mut keep = tx.prepare_cached("INSERT OR IGNORE INTO change_sigs (hash, sig) VALUES (?1, ?2)")?;
     for fc in feed {
-        match Change::from_bytes(fc.change.to_vec()) {
+        match decode_change(fc.change.to_vec()) {
             Ok(c) => {
                 if let Some(sig) = &fc.sig {
                     keep.execute(params![c.hash().0.to_vec(), sig.as_slice()])?;
@@ -563,7 +563,7 @@ fn parked_of(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Vec<Change>, St
     let rows = stmt.query_map([id], |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = Vec::new();
     for bytes in rows {
-        if let Ok(c) = Change::from_bytes(bytes?) {
+        if let Ok(c) = decode_change(bytes?) {
             out.push(c);
         }
     }

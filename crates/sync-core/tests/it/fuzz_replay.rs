@@ -151,3 +151,27 @@ fn a_device_parks_changes_that_would_not_load_and_keeps_its_copy() {
         assert_eq!(again.request.want, [id.to_string()], "{name}: the history is asked for");
     }
 }
+
+/// Finding 5: bytes on which `Change::from_bytes` itself panics, sent to a
+/// device as a hostile server would: the device skips them, keeps its copy
+/// and goes on; before `decode_change` the sync fell over.
+#[test]
+fn a_device_survives_a_change_automerge_panics_on_decoding() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/fuzz/read_document");
+    let data = std::fs::read(root.join("change-from-bytes-panics")).unwrap();
+    let pieces = docs::pieces(&data[1..]);
+    assert!(
+        pieces
+            .iter()
+            .any(|p| std::panic::catch_unwind(|| automerge::Change::from_bytes(p.to_vec())).is_err()),
+        "the fixture still makes Automerge panic"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, first) = device_with_first_change(dir.path());
+    let id = store.list(&Default::default()).unwrap()[0].id;
+    let out = store.next_sync_request(0, 100, 10, 1 << 20).unwrap();
+    store.apply_sync_response(&out, &page(&pieces), now()).unwrap();
+    let mut copy = store.load(&id, automerge::ActorId::random()).unwrap();
+    assert_eq!(copy.heads(), [first], "the copy holds only the first change");
+    copy.read().expect("the incident still reads");
+}

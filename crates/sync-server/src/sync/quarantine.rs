@@ -4,7 +4,6 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use automerge::Change;
 use sync_core::rules::{Admission, Author};
 use sync_core::{IncidentDoc, IncidentId, Taxonomy};
 
@@ -60,7 +59,7 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
         .worker(worker)?
         .ok_or_else(|| QuarantineError::NoWorker(worker.to_owned()))?;
     let refused = |reason: String| QuarantineError::Refused { id, reason };
-    let change = Change::from_bytes(row.bytes.clone()).map_err(|e| refused(e.to_string()))?;
+    let change = sync_core::incident::decode_change(row.bytes.clone()).map_err(|e| refused(e.to_string()))?;
     let incident_id: IncidentId = incident
         .parse()
         .map_err(|e: sync_core::incident::ParseIncidentIdError| refused(e.to_string()))?;
