@@ -20,13 +20,14 @@ pub(super) fn record_of(m: &Manifest, before: Option<&DeviceManifest>) -> (Devic
         (None, Some(b)) if !b.own.digest.is_empty() => Some(b.own.clone()),
         (None, _) => None,
     };
+    let missing = own.is_none();
     let record = DeviceManifest {
         pending_docs: m.pending_docs,
         pending_photos: m.pending_photos,
         refused_docs: m.refused_docs,
-        own: own.clone().unwrap_or_default(),
+        own: own.unwrap_or_default(),
     };
-    (record, own.is_none())
+    (record, missing)
 }
 
 /// The device clock minus the server's: as the device measured it around a

@@ -68,6 +68,24 @@ fn assert_rule(resp: &SyncResponse, id: &str, rule: &str, what: &str) {
     );
 }
 
+/// A new incident in HX-02 made on `dev` (its actor), as `reporter` says.
+fn new_in_hx02(dev: &Device, id: IncidentId, reporter: &str, category: &str) -> (NewIncident, IncidentDoc) {
+    let uuid: uuid::Uuid = device_id(dev).parse().unwrap();
+    let new = NewIncident {
+        id,
+        category: category.into(),
+        description: String::new(),
+        location: Location::default(),
+        grid: HX02.into(),
+        reporter: reporter.into(),
+        device: uuid.to_string(),
+        captured_at: chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap(),
+        photos: vec![],
+    };
+    let doc = IncidentDoc::create(&new, ActorId::from(uuid.as_bytes())).unwrap();
+    (new, doc)
+}
+
 fn doc_push(doc: &mut AutoCommit, id: &str, since: &[automerge::ChangeHash]) -> PushDoc {
     PushDoc {
         id: id.to_owned(),
@@ -197,19 +215,12 @@ fn a_forged_or_grafted_change_is_refused_and_poisons_nothing() {
 
     // A root change of an incident the server has not seen, grafted under
     // Li's incident; and the same incident pushed under an unused id.
-    let uuid: uuid::Uuid = device_id(&c.wang).parse().unwrap();
-    let other = NewIncident {
-        id: IncidentId::new(1_763_600_000_123, [5; 10]),
-        category: "clutter".into(),
-        description: String::new(),
-        location: Location::default(),
-        grid: HX02.into(),
-        reporter: "w-wang".into(),
-        device: uuid.to_string(),
-        captured_at: chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap(),
-        photos: vec![],
-    };
-    let mut x = IncidentDoc::create(&other, ActorId::from(uuid.as_bytes())).unwrap();
+    let (_, mut x) = new_in_hx02(
+        &c.wang,
+        IncidentId::new(1_763_600_000_123, [5; 10]),
+        "w-wang",
+        "clutter",
+    );
     let mut graft = |id: &str| PushDoc {
         id: id.to_owned(),
         sigs: vec![],
@@ -309,19 +320,8 @@ fn a_colleague_cannot_rewrite_erase_or_speak_for_anyone() {
 fn a_category_outside_the_taxonomy_is_refused_from_its_own_reporter() {
     let c = cell();
     let at = chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap();
-    let uuid: uuid::Uuid = device_id(&c.li).parse().unwrap();
-    let new = NewIncident {
-        id: IncidentId::new(1_763_600_002_000, [9; 10]),
-        category: "not-a-category".into(),
-        description: String::new(),
-        location: Location::default(),
-        grid: HX02.into(),
-        reporter: "w-li".into(),
-        device: uuid.to_string(),
-        captured_at: at,
-        photos: vec![],
-    };
-    let mut unknown = IncidentDoc::create(&new, ActorId::from(uuid.as_bytes())).unwrap();
+    let id = IncidentId::new(1_763_600_002_000, [9; 10]);
+    let (new, mut unknown) = new_in_hx02(&c.li, id, "w-li", "not-a-category");
     let made = doc_push(unknown.automerge(), &new.id.to_string(), &[]);
     let before = stored_changes(&c.server);
     assert_rule(
@@ -362,19 +362,8 @@ fn incidents_in_someone_elses_name_or_by_a_center_are_refused_and_the_rest_of_th
     let center = Device::new("hx-center", &[HX01, HX02]);
     center.enroll(&c.server);
     let made = |dev: &Device, reporter: &str, n: u8| {
-        let uuid: uuid::Uuid = device_id(dev).parse().unwrap();
-        let new = NewIncident {
-            id: IncidentId::new(1_763_600_001_000 + u64::from(n), [n; 10]),
-            category: "clutter".into(),
-            description: String::new(),
-            location: Location::default(),
-            grid: HX02.into(),
-            reporter: reporter.into(),
-            device: uuid.to_string(),
-            captured_at: chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap(),
-            photos: vec![],
-        };
-        let mut doc = IncidentDoc::create(&new, ActorId::from(uuid.as_bytes())).unwrap();
+        let id = IncidentId::new(1_763_600_001_000 + u64::from(n), [n; 10]);
+        let (new, mut doc) = new_in_hx02(dev, id, reporter, "clutter");
         doc_push(doc.automerge(), &new.id.to_string(), &[])
     };
     let in_lis_name = made(&c.wang, "w-li", 1);
