@@ -24,6 +24,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::files;
+
 /// The blake3 hash of a blob's bytes, shown as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlobHash([u8; 32]);
@@ -119,7 +121,7 @@ impl BlobStore {
     pub fn open(root: &Path) -> Result<Self, BlobError> {
         let store = BlobStore { root: root.to_owned() };
         for dir in [store.blobs_dir(), store.staging_dir()] {
-            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            files::private_dir(&dir).map_err(io_err("create", &dir))?;
         }
         Ok(store)
     }
@@ -159,7 +161,8 @@ impl BlobStore {
             return Ok(hash);
         }
         let tmp = self.staging_dir().join(format!("{}.tmp", hash.to_hex()));
-        let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        let _ = fs::remove_file(&tmp);
+        let mut file = files::owner_only().open(&tmp).map_err(io_err("create", &tmp))?;
         file.write_all(bytes).map_err(io_err("write", &tmp))?;
         file.sync_all().map_err(io_err("fsync", &tmp))?;
         drop(file);
@@ -182,7 +185,7 @@ impl BlobStore {
             return Ok(());
         }
         let dir = target.parent().expect("blob paths have a parent");
-        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        files::private_dir(dir).map_err(io_err("create", dir))?;
         fs::rename(&staged, &target).map_err(io_err("publish", &staged))?;
         sync_dir(dir)?;
         Ok(())

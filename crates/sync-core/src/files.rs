@@ -24,16 +24,55 @@ fn folder_of(path: &Path) -> PathBuf {
 }
 
 fn create(path: &Path, access: Access) -> io::Result<File> {
+    match access {
+        Access::OwnerOnly => owner_only().open(path),
+        Access::Default => OpenOptions::new().write(true).create_new(true).open(path),
+    }
+}
+
+/// Makes `dir` (and any missing parents) a folder only its owner may list
+/// or enter, whatever the umask, and narrows an existing one to that.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)
+}
+
+/// Creates `path` empty if it is missing and leaves it readable and
+/// writable by its owner only (a database before SQLite opens it: SQLite
+/// gives its journal and WAL files the database file's mode).
+pub fn private_file(path: &Path) -> io::Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        opts.open(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    opts.open(path).map(drop)
+}
+
+/// Options that create a new file only its owner may read, whatever the umask.
+pub fn owner_only() -> OpenOptions {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
-    if access == Access::OwnerOnly {
+    {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    #[cfg(not(unix))]
-    let _ = access;
-    opts.open(path)
+    opts
 }
 
 /// Fsyncs a folder, making the renames and creations inside it durable.

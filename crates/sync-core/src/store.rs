@@ -11,7 +11,7 @@
 //! * One process at a time: [`Store::open`] takes an exclusive lock on
 //!   `field.lock`, which also makes blob recovery at open safe.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use automerge::{ActorId, ChangeHash};
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::account::Role;
 use crate::blob::{BlobError, BlobHash, BlobStore};
+use crate::files;
 use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Status, rfc3339};
 #[cfg(feature = "photo")]
 use crate::photo::ProcessedPhoto;
@@ -237,15 +238,21 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`, waiting for any other
     /// process using it to finish.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        files::private_dir(dir).map_err(|source| StoreError::Io {
             action: "create",
             path: dir.to_owned(),
             source,
         })?;
         let lock_path = dir.join(LOCK_FILE);
+        let db_path = dir.join(DB_FILE);
+        for path in [&lock_path, &db_path] {
+            files::private_file(path).map_err(|source| StoreError::Io {
+                action: "create",
+                path: path.clone(),
+                source,
+            })?;
+        }
         let lock = File::options()
-            .create(true)
-            .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(|source| StoreError::Io {
@@ -258,7 +265,7 @@ impl Store {
             path: lock_path,
             source,
         })?;
-        let mut conn = Connection::open(dir.join(DB_FILE))?;
+        let mut conn = Connection::open(&db_path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use sync_core::GridMap;
+use sync_core::files::{private_dir, private_file};
 use sync_core::taxonomy::TaxonomyError;
 
 use crate::photos::LocalPhotos;
@@ -51,12 +52,15 @@ impl SetupError {
 
 /// Opens (creating if needed) the server database in `data_dir`.
 pub fn open_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| SetupError::DataDir {
-        path: data_dir.to_owned(),
-        source,
-    })?;
+    let db = data_dir.join(DB_FILE);
+    private_dir(data_dir)
+        .and_then(|()| private_file(&db))
+        .map_err(|source| SetupError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
     let epoch = uuid::Uuid::new_v4().to_string();
-    SqliteStorage::open(&data_dir.join(DB_FILE), &epoch).map_err(|source| SetupError::Database {
+    SqliteStorage::open(&db, &epoch).map_err(|source| SetupError::Database {
         path: data_dir.to_owned(),
         source,
     })

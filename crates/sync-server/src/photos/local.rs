@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use sync_core::BlobHash;
-use sync_core::files::sync_folder;
+use sync_core::files::{owner_only, private_dir, sync_folder};
 
 use super::{Append, PhotoStore, Upload};
 
@@ -55,8 +55,9 @@ impl LocalPhotos {
     /// Opens the photo folder, publishes any upload that was complete when
     /// the server stopped, and removes stale ones.
     pub fn open(data_dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(data_dir.join("photos"))?;
-        fs::create_dir_all(data_dir.join("uploads"))?;
+        private_dir(data_dir)?;
+        private_dir(&data_dir.join("photos"))?;
+        private_dir(&data_dir.join("uploads"))?;
         let store = LocalPhotos {
             root: data_dir.to_owned(),
             stripes: std::array::from_fn(|_| Mutex::new(())),
@@ -109,7 +110,7 @@ impl LocalPhotos {
     fn publish(&self, part: &Path, hash: &BlobHash) -> io::Result<()> {
         let target = self.final_path(hash);
         let dir = target.parent().expect("photo paths have a parent");
-        fs::create_dir_all(dir)?;
+        private_dir(dir)?;
         fs::rename(part, &target)?;
         sync_folder(dir)
     }
@@ -161,10 +162,13 @@ impl LocalPhotos {
     fn write_chunk(&self, part: &Path, chunk: &[u8]) -> io::Result<()> {
         let dir = part.parent().expect("parts have a folder");
         if !dir.exists() {
-            fs::create_dir_all(dir)?;
+            private_dir(dir)?;
             sync_folder(dir.parent().expect("uploads/ holds the folder"))?;
         }
-        let mut f = OpenOptions::new().create(true).append(true).open(part)?;
+        let mut f = match owner_only().append(true).open(part) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new().append(true).open(part)?,
+            opened => opened?,
+        };
         f.write_all(chunk)?;
         f.sync_all()
     }

@@ -33,6 +33,7 @@ mod open311;
 mod property;
 mod reconcile;
 mod restore;
+mod security;
 
 pub const HX01: &str = "HLT-CX-HX-01";
 pub const HX02: &str = "HLT-CX-HX-02";
@@ -88,6 +89,8 @@ pub struct Server {
     pub url: String,
     /// Port to reuse across restarts, so enrolled devices keep their URL.
     port: u16,
+    /// Run every `sync-server` command under `umask 000`.
+    pub open_umask: bool,
 }
 
 impl Default for Server {
@@ -104,7 +107,21 @@ impl Server {
             child: None,
             url: String::new(),
             port: 0,
+            open_umask: false,
         }
+    }
+
+    /// `sync-server --data-dir DIR`, under `umask 000` if asked for.
+    fn command(&self) -> Command {
+        let mut cmd = if self.open_umask {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "umask 000 && exec \"$@\"", "sh"]).arg(server_bin());
+            sh
+        } else {
+            Command::new(server_bin())
+        };
+        cmd.arg("--data-dir").arg(self.data_dir());
+        cmd
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -114,12 +131,7 @@ impl Server {
     /// Runs an operator command on the data dir and returns its stdout.
     #[track_caller]
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(server_bin())
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(args)
-            .output()
-            .expect("sync-server runs");
+        let out = self.command().args(args).output().expect("sync-server runs");
         assert!(
             out.status.success(),
             "sync-server {args:?} failed: {}",
@@ -170,9 +182,8 @@ impl Server {
     pub fn start_with(&mut self, flags: &[&str]) {
         assert!(self.child.is_none(), "server already running");
         let listen = format!("127.0.0.1:{}", self.port);
-        let mut child = Command::new(server_bin())
-            .arg("--data-dir")
-            .arg(self.data_dir())
+        let mut child = self
+            .command()
             .args(["serve", "--listen", &listen])
             .args(flags)
             .env("SYNC_SERVER_LOG", "warn")
