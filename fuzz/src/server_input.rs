@@ -35,6 +35,8 @@ pub struct Known {
 /// each other.
 pub struct World {
     dir: PathBuf,
+    /// The template store's database file.
+    template: Vec<u8>,
     device: Device,
     scope: Scope,
     epoch: String,
@@ -99,8 +101,11 @@ impl World {
         };
         let resp = sync(&storage, &caller, &request(vec![first], None, None, 100)).expect("the setup push is accepted");
         let epoch = storage.epoch().expect("the store has an epoch");
+        drop(storage);
+        let template = std::fs::read(template.join(sync_server::DB_FILE)).expect("the template reads");
         World {
             dir: dir.to_owned(),
+            template,
             device,
             scope,
             epoch,
@@ -114,8 +119,9 @@ impl World {
         let run = self.dir.join("run");
         let _ = std::fs::remove_dir_all(&run);
         std::fs::create_dir_all(&run).expect("the run folder can be made");
-        let db = sync_server::DB_FILE;
-        std::fs::copy(self.dir.join("template").join(db), run.join(db)).expect("the template copies");
+        // `write` retries the writes libFuzzer's timer signal interrupts
+        // (`fs::copy` once failed with EINTR there).
+        std::fs::write(run.join(sync_server::DB_FILE), &self.template).expect("the template copies");
         sync_server::open_storage(&run).expect("a copy of the template opens")
     }
 

@@ -7,6 +7,7 @@
 //! `{code, message, incident}` so that a person with curl can read them.
 
 mod auth;
+mod cache;
 mod dashboard;
 mod error;
 mod exports;
@@ -51,6 +52,7 @@ fn router(app: App) -> Router {
         .merge(open311::routes())
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(cache::no_store_by_default())
         .with_state(app)
 }
 

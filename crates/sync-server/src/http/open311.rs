@@ -183,15 +183,8 @@ async fn media(
         let scope = reader_scope(&app, &headers, q.api_key.as_deref())?;
         let missing = || Open311Error::new(StatusCode::NOT_FOUND, "no such photo");
         let hash = media_hash(app.storage.as_ref(), &scope, &file)?.ok_or_else(missing)?;
-        match app.photos.read(&hash) {
-            Ok(bytes) => Ok((
-                [
-                    (header::CONTENT_TYPE, "image/jpeg"),
-                    (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
-                ],
-                bytes,
-            )
-                .into_response()),
+        match super::cache::photo(&headers, &hash, || app.photos.read(&hash)) {
+            Ok(resp) => Ok(resp),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
             Err(e) => {
                 tracing::error!(error = %e, "photo storage failed");

@@ -5,8 +5,8 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 use sync_core::BlobHash;
@@ -185,8 +185,8 @@ async fn get_blob(State(app): State<App>, headers: HeaderMap, Path(hash): Path<S
         let device = any_token(&app, token)?;
         let hash = parse_hash(&hash)?;
         check_readable(&app, &device, &hash)?;
-        match app.photos.read(&hash) {
-            Ok(bytes) => Ok(([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response()),
+        match super::cache::photo(&headers, &hash, || app.photos.read(&hash)) {
+            Ok(resp) => Ok(resp),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_uploaded",

@@ -256,3 +256,63 @@ fn open311_public_needs_no_token_and_public_url_sets_media_urls() {
     // Exports stay behind a token.
     assert_eq!(get(&s.server, "/v1/exports/incidents.csv", None).status, 401);
 }
+
+/// GET `url` with the token and `If-None-Match: tag`.
+fn get_if_changed(url: &str, token: &str, tag: &str) -> u16 {
+    let resp = reqwest::blocking::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .header("if-none-match", tag)
+        .send()
+        .expect("the server answers");
+    resp.status().as_u16()
+}
+
+#[test]
+fn private_answers_are_not_stored_and_photos_are_asked_for_again_so_a_revocation_holds() {
+    let s = seed(&[]);
+    let list = get(
+        &s.server,
+        &format!("/open311/v2/requests.json?{NOVEMBER}"),
+        Some(&s.operator),
+    );
+    assert_eq!(list.header("cache-control"), "no-store");
+    for path in [
+        "/v1/exports/incidents.json",
+        "/v1/reports/daily?date=2026-11-20&community=HLT-CX-HX",
+    ] {
+        let answer = get(&s.server, path, Some(&s.operator));
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+        assert_eq!(answer.header("cache-control"), "no-store", "{path}");
+    }
+    let all = list.json();
+    let media = all[0]["media_url"].as_str().unwrap().to_owned();
+    let photo = get_url(&media, Some(&s.operator));
+    assert_eq!(photo.header("cache-control"), "private, no-cache");
+    let tag = photo.header("etag").to_owned();
+    assert!(
+        media.contains(tag.trim_matches('"')),
+        "the ETag is the photo's hash: {tag}"
+    );
+    assert_eq!(get_if_changed(&media, &s.operator, &tag), 304);
+    assert_eq!(get_if_changed(&media, &s.operator, "\"other\""), 200);
+    assert_eq!(
+        get_if_changed(&media, "not-a-token", &tag),
+        401,
+        "a 304 needs a valid token"
+    );
+
+    let list: Value = serde_json::from_str(&s.server.admin(&["device", "list", "--json"])).unwrap();
+    let op = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["worker"]["id"] == "op")
+        .unwrap();
+    s.server.admin(&["device", "revoke", op["id"].as_str().unwrap()]);
+    assert_eq!(
+        get_if_changed(&media, &s.operator, &tag),
+        401,
+        "revoked: not even a 304"
+    );
+}

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use maud::{Markup, html};
@@ -138,15 +138,8 @@ pub(super) async fn photo(State(app): State<App>, headers: HeaderMap, Path(hash)
                 (StatusCode::FORBIDDEN, "no incident of yours refers to this photo").into_response(),
             ));
         }
-        match app.photos.read(&hash) {
-            Ok(bytes) => {
-                let mime = if bytes.starts_with(b"\x89PNG") {
-                    "image/png"
-                } else {
-                    "image/jpeg"
-                };
-                Ok(secure(([(header::CONTENT_TYPE, mime)], bytes).into_response()))
-            }
+        match crate::http::cache::photo(&headers, &hash, || app.photos.read(&hash)) {
+            Ok(resp) => Ok(secure(resp)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(secure(
                 (StatusCode::NOT_FOUND, "the server does not have this photo yet").into_response(),
             )),
