@@ -106,10 +106,21 @@ pub fn guard_cell(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A CSV writer that quotes every cell that is not a number. With the
+/// cells also guarded ([`guard_cell`]), a spreadsheet that splits on tab
+/// or semicolon as well as comma still sees one text cell where a
+/// description holds `ok;=1+1`, never a formula.
+pub fn csv_writer<W: std::io::Write>(out: W) -> ::csv::Writer<W> {
+    ::csv::WriterBuilder::new()
+        .quote_style(::csv::QuoteStyle::NonNumeric)
+        .flexible(true)
+        .from_writer(out)
+}
+
 /// One row per incident under a [`CSV_COLUMNS`] header; every free-text
-/// cell goes through [`guard_cell`].
+/// cell goes through [`guard_cell`], every text cell is quoted.
 pub fn csv(incidents: &[Incident], taxonomy: &Taxonomy) -> Result<Vec<u8>, ExportError> {
-    let mut w = ::csv::Writer::from_writer(Vec::new());
+    let mut w = csv_writer(Vec::new());
     w.write_record(CSV_COLUMNS)?;
     for i in incidents {
         let (zh, en) = names(taxonomy, &i.category);

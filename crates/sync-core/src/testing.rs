@@ -53,3 +53,39 @@ pub fn assert_sqlite_whole(db: &rusqlite::Connection) {
         .expect("foreign_key_check runs");
     assert_eq!(dangling, 0, "foreign_key_check");
 }
+
+/// How many cells LibreOffice Calc turns into formulas when it opens `csv`
+/// splitting on comma, semicolon and tab alike (headless `soffice`, Debian
+/// package `libreoffice-calc`; each call has a profile of its own, so
+/// tests may call it in parallel).
+pub fn calc_formula_cells(csv: &[u8]) -> usize {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("calc-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch folder for soffice");
+    let input = dir.join("in.csv");
+    std::fs::write(&input, csv).expect("the CSV is written");
+    // CSV filter options: separators , ; tab; text delimiter "; UTF-8; from line 1.
+    let out = std::process::Command::new("soffice")
+        .arg(format!(
+            "-env:UserInstallation=file://{}",
+            dir.join("profile").display()
+        ))
+        .args([
+            "--headless",
+            "--infilter=CSV:44/59/9,34,76,1",
+            "--convert-to",
+            "fods",
+            "--outdir",
+        ])
+        .arg(&dir)
+        .arg(&input)
+        .output()
+        .expect("soffice runs (install libreoffice-calc, or run `cargo xtask test`)");
+    let sheet = std::fs::read_to_string(dir.join("in.fods"))
+        .unwrap_or_else(|e| panic!("soffice made no sheet ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let _ = std::fs::remove_dir_all(&dir);
+    sheet.matches("table:formula=").count()
+}

@@ -49,6 +49,12 @@ pub const ALL: &[Prereq] = &[
         source: Source::Apt(&["chromium"]),
     },
     Prereq {
+        name: "LibreOffice Calc",
+        used_by: "the CSV tests, which open every export in Calc splitting on tab and semicolon too",
+        probe: Probe::Runs(&["soffice", "--version"]),
+        source: Source::Apt(&["libreoffice-calc"]),
+    },
+    Prereq {
         name: "a Chinese font",
         used_by: "the dashboard test's screenshot, so Chinese text shows as a clerk sees it",
         probe: Probe::Finds(&["fc-list", ":lang=zh"]),

@@ -309,3 +309,21 @@ fn export_refuses_bad_arguments() {
         &["cannot write", "out.csv"],
     );
 }
+
+#[test]
+fn the_csv_export_holds_no_formula_under_any_separator() {
+    let cells = [
+        "=1+1", "ok;=2+2", "ok\t=3+3", "\t=4+4", "+5+5", "-6+6", "@SUM(7)", "a,=8+8",
+    ];
+    let naive = format!("a\n{}\n", cells.join(","));
+    // (Calc runs `=` formulas from CSV; `+`, `-` and `@` matter to Excel.)
+    let with_eq = cells.iter().filter(|c| c.contains('=')).count();
+    assert_eq!(sync_core::testing::calc_formula_cells(naive.as_bytes()), with_eq);
+    let dev = Device::setup();
+    for text in cells {
+        let id = dev.report(&["--category", "lawn", "--desc", text, "--address", text]);
+        dev.ok(["update", &id, &format!("--note={text}")]);
+    }
+    let csv = dev.ok(["export", "--format", "csv"]);
+    assert_eq!(sync_core::testing::calc_formula_cells(csv.as_bytes()), 0, "{csv}");
+}

@@ -155,7 +155,7 @@ fn safe_cell(s: &str) -> String {
 /// The report as CSV: the per-worker table, then a blank line and the
 /// anomalies table. Totals are left to the JSON and table forms.
 pub fn to_csv(r: &DailyReport) -> Result<Vec<u8>, csv::Error> {
-    let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+    let mut w = sync_core::export::csv_writer(Vec::new());
     w.write_record([
         "date",
         "community",
@@ -203,7 +203,7 @@ pub fn to_csv(r: &DailyReport) -> Result<Vec<u8>, csv::Error> {
     // A truly empty line between the two tables (the csv writer would quote an empty record).
     let mut bytes = w.into_inner().map_err(|e| e.into_error())?;
     bytes.push(b'\n');
-    let mut w = csv::Writer::from_writer(bytes);
+    let mut w = sync_core::export::csv_writer(bytes);
     w.write_record(["anomaly", "incident", "reporter", "figures"])?;
     for a in &r.anomalies {
         w.write_record([

@@ -45,3 +45,51 @@ fn the_server_data_dir_is_its_owners_alone_whatever_the_umask() {
         assert_eq!(*mode, want, "{name:?} is {mode:o} in {modes:?}");
     }
 }
+
+/// Text a spreadsheet would run as a formula in some cell if it split on
+/// comma, semicolon or tab and the cell were neither quoted nor guarded.
+const FORMULAS: &[&str] = &[
+    "=1+1", "ok;=2+2", "ok\t=3+3", "\t=4+4", "+5+5", "-6+6", "@SUM(7)", "a,=8+8",
+];
+
+#[test]
+fn csv_exports_and_reports_hold_no_formula_under_any_separator() {
+    // The check itself: these cells, written plainly, are formulas in Calc.
+    let naive = format!("a\n{}\n", FORMULAS.join(","));
+    // (Calc runs `=` formulas from CSV; `+`, `-` and `@` matter to Excel.)
+    let with_eq = FORMULAS.iter().filter(|c| c.contains('=')).count();
+    assert_eq!(sync_core::testing::calc_formula_cells(naive.as_bytes()), with_eq);
+
+    let mut server = Server::new();
+    server.admin(&["worker", "add", "--id", "w1", "--name", "ok;=9+9", "--grid", HX01]);
+    server.admin(&["worker", "add", "--id", "op", "--name", "op", "--role", "operator"]);
+    server.start();
+    let dev = Device::new("w1", &[HX01]);
+    dev.enroll(&server);
+    for text in FORMULAS {
+        let at = "2026-11-20T09:00:00+08:00";
+        dev.report(&["--category", "lawn", "--desc", text, "--address", text, "--at", at]);
+    }
+    dev.sync(&[]);
+    let token = server.token("op");
+    let export = crate::exports::get(&server, "/v1/exports/incidents.csv", Some(&token));
+    assert_eq!(export.status, 200);
+    let report = server.admin(&[
+        "reconcile",
+        "--date",
+        "2026-11-20",
+        "--community",
+        "HLT-CX-HX",
+        "--format",
+        "csv",
+    ]);
+    assert!(report.contains("ok;=9+9"), "the report names the worker: {report}");
+    for (what, csv) in [("the export", export.body), ("the report", report.into_bytes())] {
+        assert_eq!(
+            sync_core::testing::calc_formula_cells(&csv),
+            0,
+            "{what}:\n{}",
+            String::from_utf8_lossy(&csv)
+        );
+    }
+}
