@@ -1,9 +1,9 @@
 //! `sync-server worker|device|token`: the operator's accounts.
 
 use sync_server::accounts::{self, DeviceRow, NewWorker};
-use sync_server::storage::Role;
+use sync_server::storage::{Accounts, AuditKind, Role};
 
-use super::{Place, classify};
+use super::{Place, audit_local, classify};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WorkerCommand {
@@ -100,6 +100,14 @@ pub fn device(place: &Place<'_>, command: DeviceCommand) -> anyhow::Result<()> {
         }
         DeviceCommand::Revoke { device } => {
             accounts::revoke(&storage, &device).map_err(classify)?;
+            let account = storage.device(&device)?.map(|d| d.worker.id);
+            audit_local(
+                &storage,
+                AuditKind::Revoke,
+                account.as_deref(),
+                Some(&device),
+                "sync-server device revoke",
+            )?;
             println!("revoked {device}");
         }
     }
@@ -143,6 +151,13 @@ pub fn token(place: &Place<'_>, command: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Create { worker } = command;
     let storage = place.storage()?;
     let t = accounts::create_token(&storage, &worker).map_err(classify)?;
+    audit_local(
+        &storage,
+        AuditKind::TokenCreate,
+        Some(&worker),
+        Some(&t.id),
+        "sync-server token create",
+    )?;
     eprintln!(
         "read-only token {} for {worker} (revoke with `sync-server device revoke {}`):",
         t.id, t.id

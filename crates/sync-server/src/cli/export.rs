@@ -8,9 +8,9 @@ use sync_core::Taxonomy;
 use sync_core::export::{self, Format};
 use sync_core::files::{Access, write_whole};
 use sync_server::export::{ExportError, FilterInput, select};
-use sync_server::storage::Scope;
+use sync_server::storage::{AuditKind, Scope};
 
-use super::{Place, classify};
+use super::{Place, audit_local, classify};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -73,6 +73,12 @@ pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
         eprintln!("warning: incident {id} cannot be read and is left out of the export");
     }
     let incidents = selected.incidents;
+    let detail = format!(
+        "sync-server export --format {}: {} incidents",
+        args.format,
+        incidents.len()
+    );
+    audit_local(&storage, AuditKind::Export, None, None, &detail)?;
     let bytes = export::render(format, &incidents, taxonomy)?;
     match &args.out {
         None => {

@@ -4,6 +4,7 @@
 //! wrapped in [`Usage`], which the binary exits with 2.
 
 mod accounts;
+mod audit;
 mod export;
 mod quarantine;
 mod reconcile;
@@ -11,6 +12,7 @@ mod serve;
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// The grid workers' sync server.
@@ -54,6 +56,9 @@ enum Command {
     /// know, and bytes that made Automerge fail (docs/protocol.md).
     #[command(subcommand)]
     Quarantine(quarantine::Command),
+    /// The audit log: enrolments, revocations, sign-ins and failures,
+    /// exports, reads and refused pushes (docs/security.md).
+    Audit(audit::Args),
 }
 
 /// Where the data lives, for every subcommand.
@@ -75,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::run(&place, &args),
         Command::Reconcile(args) => reconcile::run(&place, &args),
         Command::Quarantine(c) => quarantine::run(&place, c),
+        Command::Audit(args) => audit::run(&place, &args),
     }
 }
 
@@ -118,6 +124,26 @@ fn classify<E: CallerMistake>(e: E) -> anyhow::Error {
     } else {
         e.into()
     }
+}
+
+/// Records what the operator did on the server machine in the audit log.
+fn audit_local(
+    storage: &dyn sync_server::storage::Storage,
+    kind: sync_server::storage::AuditKind,
+    account: Option<&str>,
+    device: Option<&str>,
+    detail: &str,
+) -> anyhow::Result<()> {
+    let event = sync_server::storage::AuditEvent {
+        kind,
+        account,
+        device,
+        client: sync_server::storage::LOCAL,
+        detail,
+    };
+    storage
+        .audit(&event, &sync_server::ServerTime::now().text)
+        .context("cannot write the audit log")
 }
 
 impl Place<'_> {

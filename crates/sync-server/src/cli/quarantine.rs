@@ -2,7 +2,8 @@
 
 use sync_server::sync::quarantine;
 
-use super::{Place, Usage, classify};
+use super::{Place, Usage, audit_local, classify};
+use sync_server::storage::AuditKind;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -47,12 +48,21 @@ pub fn run(place: &Place<'_>, c: Command) -> anyhow::Result<()> {
         }
         Command::Accept { id, worker } => {
             quarantine::accept(&storage, id, &worker).map_err(classify)?;
+            let detail = format!("quarantined item {id} accepted as made by {worker}'s device");
+            audit_local(&storage, AuditKind::QuarantineAccept, Some(&worker), None, &detail)?;
             eprintln!("item {id} accepted into its incident as made by {worker}'s device");
         }
         Command::Drop { id } => {
             if !quarantine::drop_item(&storage, id)? {
                 return Err(Usage(anyhow::anyhow!("there is no quarantined item {id}")).into());
             }
+            audit_local(
+                &storage,
+                AuditKind::QuarantineDrop,
+                None,
+                None,
+                &format!("quarantined item {id} dropped"),
+            )?;
             eprintln!("item {id} dropped");
         }
     }

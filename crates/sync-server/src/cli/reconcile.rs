@@ -12,7 +12,8 @@ use sync_core::files::{Access, write_whole};
 use sync_server::photos::PhotoStore;
 use sync_server::report::{self, PhotoLine, html, text};
 
-use super::{Place, classify};
+use super::{Place, audit_local, classify};
+use sync_server::storage::AuditKind;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,6 +44,8 @@ pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
     let grids = place.grids()?;
     let community = report::resolve_community(&storage, &grids, args.community.as_deref()).map_err(classify)?;
     let r = report::daily_report(&storage, &grids, &community, args.date, Utc::now()).map_err(classify)?;
+    let detail = format!("sync-server reconcile: daily report of {community} for {}", args.date);
+    audit_local(&storage, AuditKind::ReportRead, None, None, &detail)?;
     let bytes = match args.format {
         Format::Table => text::to_table(&r).into_bytes(),
         Format::Json => {

@@ -1,11 +1,13 @@
-//! Who is asking: bearer tokens checked against their stored hashes.
+//! Who is asking: bearer tokens checked against their stored hashes. Every
+//! token that fails is recorded in the audit log with the client address.
 
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::AppState;
+use super::client::{Client, audit};
 use super::error::ApiError;
 use crate::secrets::secret_hash;
-use crate::storage::{Device, Role};
+use crate::storage::{AuditKind, Device, Role};
 
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -21,10 +23,10 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// A field device that may push, upload and pull.
-pub(crate) fn field_device(app: &AppState, headers: &HeaderMap) -> Result<Device, ApiError> {
+pub(crate) fn field_device(app: &AppState, client: &Client, headers: &HeaderMap) -> Result<Device, ApiError> {
     let token =
         bearer(headers).ok_or_else(|| unauthorized("this request needs a device token (Authorization: Bearer …)"))?;
-    let device = any_token(app, token)?;
+    let device = any_token(app, client, token)?;
     if device.read_only {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -37,10 +39,10 @@ pub(crate) fn field_device(app: &AppState, headers: &HeaderMap) -> Result<Device
 
 /// A center or operator account (device or read-only token): reports,
 /// exports and the dashboard. Grid workers get 403.
-pub(crate) fn reader(app: &AppState, token: Option<&str>) -> Result<Device, ApiError> {
+pub(crate) fn reader(app: &AppState, client: &Client, token: Option<&str>) -> Result<Device, ApiError> {
     let token =
         token.ok_or_else(|| unauthorized("this request needs a center or operator token (Authorization: Bearer …)"))?;
-    let device = any_token(app, token)?;
+    let device = any_token(app, client, token)?;
     if device.worker.role == Role::Worker {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -52,12 +54,19 @@ pub(crate) fn reader(app: &AppState, token: Option<&str>) -> Result<Device, ApiE
 }
 
 /// Any valid, unrevoked token.
-pub(crate) fn any_token(app: &AppState, token: &str) -> Result<Device, ApiError> {
-    let device = app
-        .storage
-        .device_by_token(&secret_hash(token))?
-        .ok_or_else(|| unauthorized("the device token is not valid; enrol the device again"))?;
+pub(crate) fn any_token(app: &AppState, client: &Client, token: &str) -> Result<Device, ApiError> {
+    let Some(device) = app.storage.device_by_token(&secret_hash(token))? else {
+        audit(app, client, AuditKind::AuthFailed, None, "a token that is not valid")?;
+        return Err(unauthorized("the device token is not valid; enrol the device again"));
+    };
     if device.revoked_at.is_some() {
+        audit(
+            app,
+            client,
+            AuditKind::AuthFailed,
+            Some(&device),
+            "the token of a revoked device",
+        )?;
         return Err(unauthorized(
             "this device was revoked; ask the operator for a new enrolment code",
         ));

@@ -11,9 +11,11 @@ use sync_core::export::{self, Format};
 
 use super::App;
 use super::auth::{bearer, reader};
+use super::client::{Client, audit};
 use super::error::{ApiError, blocking};
 use crate::accounts::scope_of;
 use crate::export::{ExportError, FilterInput, file_name, select};
+use crate::storage::AuditKind;
 
 /// The header naming incidents an export left out because their stored
 /// documents cannot be read (empty when there are none).
@@ -25,12 +27,13 @@ pub(super) fn routes() -> Router<App> {
 
 async fn http_export(
     State(app): State<App>,
+    client: Client,
     headers: HeaderMap,
     Path(file): Path<String>,
     query: Result<Query<FilterInput>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     blocking(move || {
-        let device = reader(&app, bearer(&headers))?;
+        let device = reader(&app, &client, bearer(&headers))?;
         let format = file.strip_prefix("incidents.").and_then(Format::parse).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -44,7 +47,8 @@ async fn http_export(
         let scope = scope_of(&device, &app.grids);
         let selected = select(app.storage.as_ref(), &app.grids, &scope, &filter)?;
         let bytes = export::render(format, &selected.incidents, taxonomy).map_err(ExportError::from)?;
-        tracing::info!(device = %device.id, format = format.as_str(), incidents = selected.incidents.len(), "export");
+        let detail = format!("{file}: {} incidents", selected.incidents.len());
+        audit(&app, &client, AuditKind::Export, Some(&device), &detail)?;
         let disposition = format!("attachment; filename=\"{}\"", file_name(&filter, format));
         Ok((
             [

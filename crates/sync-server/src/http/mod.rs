@@ -8,6 +8,7 @@
 
 mod auth;
 mod cache;
+mod client;
 mod dashboard;
 mod error;
 mod exports;
@@ -72,7 +73,8 @@ pub async fn serve(
         base_url: config.open311.base_url(addr)?,
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-    axum::serve(listener, router(app))
+    let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(SetupError::Serve)

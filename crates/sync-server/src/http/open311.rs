@@ -12,13 +12,14 @@ use sync_core::Taxonomy;
 
 use super::App;
 use super::auth::{bearer, reader};
+use super::client::{Client, audit};
 use super::error::{ApiError, blocking};
 use crate::accounts::scope_of;
 use crate::open311::{
     QueryError, RequestsQuery, find_requests, media_hash, one_incident, only_json, request_id, request_stem,
     service_list, to_requests,
 };
-use crate::storage::Scope;
+use crate::storage::{AuditKind, Scope};
 
 pub(super) fn routes() -> Router<App> {
     Router::new()
@@ -73,10 +74,23 @@ fn bad_query(e: QueryRejection) -> Open311Error {
     Open311Error::new(StatusCode::BAD_REQUEST, e.body_text())
 }
 
+/// What a caller reads, for the audit log.
+struct Read<'a> {
+    kind: AuditKind,
+    detail: &'a str,
+}
+
 /// The incidents a caller may read: everything when the server is public,
-/// else the scope of a center or operator token.
-fn reader_scope(app: &App, headers: &HeaderMap, api_key: Option<&str>) -> Result<Scope, Open311Error> {
+/// else the scope of a center or operator token. The read is audited.
+fn reader_scope(
+    app: &App,
+    client: &Client,
+    headers: &HeaderMap,
+    api_key: Option<&str>,
+    read: Read<'_>,
+) -> Result<Scope, Open311Error> {
     if app.open311_public {
+        audit(app, client, read.kind, None, read.detail)?;
         return Ok(Scope::All);
     }
     let token = bearer(headers).or(api_key.filter(|k| !k.is_empty())).ok_or_else(|| {
@@ -85,7 +99,8 @@ fn reader_scope(app: &App, headers: &HeaderMap, api_key: Option<&str>) -> Result
             "this needs a center or operator token, as api_key=… or Authorization: Bearer …",
         )
     })?;
-    let device = reader(app, Some(token))?;
+    let device = reader(app, client, Some(token))?;
+    audit(app, client, read.kind, Some(&device), read.detail)?;
     Ok(scope_of(&device, &app.grids))
 }
 
@@ -122,12 +137,17 @@ async fn other(Path(file): Path<String>) -> Open311Error {
 
 async fn requests(
     State(app): State<App>,
+    client: Client,
     headers: HeaderMap,
     query: Result<Query<RequestsQuery>, QueryRejection>,
 ) -> Result<Response, Open311Error> {
     let Query(q) = query.map_err(bad_query)?;
     off_thread(move || {
-        let scope = reader_scope(&app, &headers, q.api_key.as_deref())?;
+        let read = Read {
+            kind: AuditKind::Open311Read,
+            detail: "requests.json",
+        };
+        let scope = reader_scope(&app, &client, &headers, q.api_key.as_deref(), read)?;
         let now = chrono::Utc::now().fixed_offset();
         let found = find_requests(app.storage.as_ref(), &scope, &q, now)?;
         Ok(json_ok(&to_requests(
@@ -147,6 +167,7 @@ struct KeyQuery {
 
 async fn request(
     State(app): State<App>,
+    client: Client,
     headers: HeaderMap,
     Path(file): Path<String>,
     query: Result<Query<KeyQuery>, QueryRejection>,
@@ -154,7 +175,12 @@ async fn request(
     let Query(q) = query.map_err(bad_query)?;
     off_thread(move || {
         let stem = request_stem(&file)?;
-        let scope = reader_scope(&app, &headers, q.api_key.as_deref())?;
+        let detail = format!("requests/{stem}.json");
+        let read = Read {
+            kind: AuditKind::Open311Read,
+            detail: &detail,
+        };
+        let scope = reader_scope(&app, &client, &headers, q.api_key.as_deref(), read)?;
         let id = request_id(stem)?;
         match one_incident(app.storage.as_ref(), &scope, &id)? {
             Some(i) => Ok(json_ok(&to_requests(
@@ -174,13 +200,19 @@ async fn request(
 
 async fn media(
     State(app): State<App>,
+    client: Client,
     headers: HeaderMap,
     Path(file): Path<String>,
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<Response, Open311Error> {
     let Query(q) = query.map_err(bad_query)?;
     off_thread(move || {
-        let scope = reader_scope(&app, &headers, q.api_key.as_deref())?;
+        let detail = format!("open311 media/{file}");
+        let read = Read {
+            kind: AuditKind::PhotoRead,
+            detail: &detail,
+        };
+        let scope = reader_scope(&app, &client, &headers, q.api_key.as_deref(), read)?;
         let missing = || Open311Error::new(StatusCode::NOT_FOUND, "no such photo");
         let hash = media_hash(app.storage.as_ref(), &scope, &file)?.ok_or_else(missing)?;
         match super::cache::photo(&headers, &hash, || app.photos.read(&hash)) {

@@ -13,12 +13,13 @@ use sync_core::BlobHash;
 use sync_core::protocol::{self, BlobStatus, MAX_PHOTO_BYTES};
 
 use super::auth::{any_token, bearer, field_device};
+use super::client::{Client, audit};
 use super::error::{ApiError, blocking, cbor, io_error};
 use super::{App, AppState};
 use crate::accounts::scope_of;
 use crate::clock::ServerTime;
 use crate::photos::{Append, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, Upload};
-use crate::storage::Device;
+use crate::storage::{AuditKind, Device, Role};
 
 pub(super) fn routes() -> Router<App> {
     Router::new()
@@ -80,11 +81,12 @@ fn status_for(app: &AppState, device: &Device, hash: &BlobHash) -> Result<BlobSt
 
 async fn blob_status(
     State(app): State<App>,
+    client: Client,
     headers: HeaderMap,
     Path(hash): Path<String>,
 ) -> Result<Response, ApiError> {
     blocking(move || {
-        let device = field_device(&app, &headers)?;
+        let device = field_device(&app, &client, &headers)?;
         let hash = parse_hash(&hash)?;
         check_named(&app, &device, &hash)?;
         Ok(cbor(&status_for(&app, &device, &hash)?))
@@ -100,13 +102,14 @@ struct UploadQuery {
 
 async fn put_blob(
     State(app): State<App>,
+    client: Client,
     headers: HeaderMap,
     Path(hash): Path<String>,
     Query(q): Query<UploadQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     blocking(move || {
-        let device = field_device(&app, &headers)?;
+        let device = field_device(&app, &client, &headers)?;
         let hash = parse_hash(&hash)?;
         check_named(&app, &device, &hash)?;
         if q.size > MAX_PHOTO_BYTES as u64 || body.len() > protocol::MAX_UPLOAD_CHUNK {
@@ -172,7 +175,12 @@ async fn put_blob(
     .await
 }
 
-async fn get_blob(State(app): State<App>, headers: HeaderMap, Path(hash): Path<String>) -> Result<Response, ApiError> {
+async fn get_blob(
+    State(app): State<App>,
+    client: Client,
+    headers: HeaderMap,
+    Path(hash): Path<String>,
+) -> Result<Response, ApiError> {
     blocking(move || {
         // Read-only tokens may fetch the photos of their scope too.
         let token = bearer(&headers).ok_or_else(|| {
@@ -182,9 +190,18 @@ async fn get_blob(State(app): State<App>, headers: HeaderMap, Path(hash): Path<S
                 "this request needs a token (Authorization: Bearer …)",
             )
         })?;
-        let device = any_token(&app, token)?;
+        let device = any_token(&app, &client, token)?;
         let hash = parse_hash(&hash)?;
         check_readable(&app, &device, &hash)?;
+        if device.read_only || device.worker.role != Role::Worker {
+            audit(
+                &app,
+                &client,
+                AuditKind::PhotoRead,
+                Some(&device),
+                &format!("photo {hash}"),
+            )?;
+        }
         match super::cache::photo(&headers, &hash, || app.photos.read(&hash)) {
             Ok(resp) => Ok(resp),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(

@@ -10,9 +10,12 @@ use sync_core::protocol::{EnrollRequest, EnrollResponse, ManifestReport, SyncReq
 
 use super::App;
 use super::auth::field_device;
+use super::client::{Client, audit};
 use super::error::{ApiError, blocking, cbor, decode};
+use crate::accounts::AccountError;
 use crate::accounts::{enroll_device, scope_of};
 use crate::clock::ServerTime;
+use crate::storage::AuditKind;
 use crate::sync::{Caller, report_manifest};
 
 pub(super) fn routes() -> Router<App> {
@@ -22,17 +25,34 @@ pub(super) fn routes() -> Router<App> {
         .route("/v1/manifest", post(manifest))
 }
 
-async fn enroll(State(app): State<App>, body: Bytes) -> Result<Response, ApiError> {
+async fn enroll(State(app): State<App>, client: Client, body: Bytes) -> Result<Response, ApiError> {
     let req: EnrollRequest = decode(&body)?;
     blocking(move || {
+        let known = app.storage.device(&req.device)?;
         let enrolled = enroll_device(
             app.storage.as_ref(),
             &req.code,
             &req.worker,
             &req.device,
             req.public_key.as_deref().map(|k| k.as_slice()),
-        )?;
-        tracing::info!(device = %enrolled.device_id, worker = %enrolled.worker.id, "device enrolled");
+        );
+        let enrolled = match enrolled {
+            Ok(e) => e,
+            Err(e) => {
+                if !matches!(e, AccountError::Storage(_)) {
+                    let detail = format!("worker {:?}, device {:?}: {e}", req.worker, req.device);
+                    audit(&app, &client, AuditKind::EnrolFailed, known.as_ref(), &detail)?;
+                }
+                return Err(e.into());
+            }
+        };
+        let device = app.storage.device(&enrolled.device_id)?;
+        let kind = if known.is_some() {
+            AuditKind::ReEnrol
+        } else {
+            AuditKind::Enrol
+        };
+        audit(&app, &client, kind, device.as_ref(), "enrolled with a code")?;
         Ok(cbor(&EnrollResponse {
             token: enrolled.token,
             role: enrolled.worker.role.as_str().to_owned(),
@@ -44,9 +64,9 @@ async fn enroll(State(app): State<App>, body: Bytes) -> Result<Response, ApiErro
     .await
 }
 
-async fn sync(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn sync(State(app): State<App>, client: Client, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     blocking(move || {
-        let device = field_device(&app, &headers)?;
+        let device = field_device(&app, &client, &headers)?;
         let req: SyncRequest = decode(&body)?;
         let scope = scope_of(&device, &app.grids);
         let now = ServerTime::now();
@@ -59,14 +79,25 @@ async fn sync(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result
         let resp = crate::sync::sync(app.storage.as_ref(), &caller, &req).inspect_err(|e| {
             tracing::warn!(device = %device.id, error = %e, "sync refused");
         })?;
+        drop(_guard);
+        for (id, refused) in resp.acks.iter().filter_map(|a| Some((&a.id, a.refused.as_ref()?))) {
+            let rule = refused.rule.as_deref().unwrap_or("-");
+            let detail = format!("incident {id}: {} (rule {rule}): {}", refused.code, refused.message);
+            audit(&app, &client, AuditKind::PushRefused, Some(&device), &detail)?;
+        }
         Ok(cbor(&resp))
     })
     .await
 }
 
-async fn manifest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn manifest(
+    State(app): State<App>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     blocking(move || {
-        let device = field_device(&app, &headers)?;
+        let device = field_device(&app, &client, &headers)?;
         let report: ManifestReport = decode(&body)?;
         let reply = report_manifest(app.storage.as_ref(), &device, &report, &ServerTime::now())?;
         Ok(cbor(&reply))

@@ -1,4 +1,4 @@
-//! Where the server keeps its records, behind four traits by concern, and
+//! Where the server keeps its records, behind six traits by concern, and
 //! the SQLite implementation of them that runs on the embedded defaults.
 //!
 //! The traits speak in typed records (workers, devices, changes, incident
@@ -6,9 +6,13 @@
 //! backend only has to store and query these records. Every method is
 //! blocking: async callers run them inside `spawn_blocking`.
 
+mod audit;
+mod session;
 mod sqlite;
 
+pub use audit::{AuditEvent, AuditKind, AuditLog, AuditRow, LOCAL};
 use serde::{Deserialize, Serialize};
+pub use session::{NewSession, Session, Sessions};
 pub use sqlite::SqliteStorage;
 use sync_core::Status;
 
@@ -452,6 +456,6 @@ pub trait BlobIndex {
 
 /// Everything the server keeps. Implementations make each method atomic
 /// and durable before it returns.
-pub trait Storage: Accounts + ChangeLog + ReadModel + BlobIndex + Send + Sync + 'static {}
+pub trait Storage: Accounts + ChangeLog + ReadModel + BlobIndex + AuditLog + Sessions + Send + Sync + 'static {}
 
-impl<T: Accounts + ChangeLog + ReadModel + BlobIndex + Send + Sync + 'static> Storage for T {}
+impl<T: Accounts + ChangeLog + ReadModel + BlobIndex + AuditLog + Sessions + Send + Sync + 'static> Storage for T {}

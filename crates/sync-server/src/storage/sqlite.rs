@@ -11,9 +11,10 @@ use sync_core::Status;
 use sync_core::sqlite::{Migration, migrate};
 
 use super::{
-    Accounts, BlobIndex, BlobKind, ChangeLog, Device, EnrolOutcome, Enrolment, FeedPage, FeedQuery, FeedRow,
-    IncidentFilter, IncidentWrite, NewCode, NewToken, PhotoRef, QuarantineRow, Quarantined, ReadModel, Role, Scope,
-    StorageError, StoredDoc, StoredIncident, SyncRecord, Worker,
+    Accounts, AuditEvent, AuditKind, AuditLog, AuditRow, BlobIndex, BlobKind, ChangeLog, Device, EnrolOutcome,
+    Enrolment, FeedPage, FeedQuery, FeedRow, IncidentFilter, IncidentWrite, NewCode, NewSession, NewToken, PhotoRef,
+    QuarantineRow, Quarantined, ReadModel, Role, Scope, Session, Sessions, StorageError, StoredDoc, StoredIncident,
+    SyncRecord, Worker,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -121,6 +122,35 @@ const MIGRATIONS: &[Migration] = &[
     -- The cells a device could read at its last sync, so a scope that grew
     -- since (a cell joined its community) pages the feed from the start.
     ALTER TABLE devices ADD COLUMN scope_seen TEXT;
+",
+    ),
+    Migration::sql(
+        "
+    -- The audit log (storage/audit.rs): append-only, refused by triggers
+    -- any update or delete.
+    CREATE TABLE audit_log (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        account TEXT,
+        device  TEXT,
+        client  TEXT NOT NULL,
+        detail  TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_log_at ON audit_log(at);
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    -- Dashboard sessions (storage/session.rs).
+    CREATE TABLE sessions (
+        id_hash    TEXT PRIMARY KEY,
+        device_id  TEXT NOT NULL REFERENCES devices(id),
+        csrf       TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        ended_at   TEXT
+    ) STRICT;
 ",
     ),
 ];
@@ -426,13 +456,20 @@ impl Accounts for SqliteStorage {
     }
 
     fn revoke_device(&self, id: &str, now: &str) -> Result<(), StorageError> {
-        let n = self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
             params![id, now],
         )?;
         if n == 0 {
             return Err(StorageError::NoDevice(id.to_owned()));
         }
+        tx.execute(
+            "UPDATE sessions SET ended_at = ?2 WHERE device_id = ?1 AND ended_at IS NULL",
+            params![id, now],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -762,5 +799,75 @@ impl ReadModel for SqliteStorage {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT id FROM incidents WHERE device = ?1 ORDER BY id")?;
         Ok(stmt.query_map([device], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    }
+}
+
+impl AuditLog for SqliteStorage {
+    fn audit(&self, e: &AuditEvent<'_>, at: &str) -> Result<(), StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO audit_log (at, kind, account, device, client, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        stmt.execute(params![at, e.kind.as_str(), e.account, e.device, e.client, e.detail])?;
+        Ok(())
+    }
+
+    fn audit_rows(
+        &self,
+        since: Option<&str>,
+        kind: Option<AuditKind>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, kind, account, device, client, detail FROM audit_log
+             WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR kind = ?2) ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![since, kind.map(AuditKind::as_str), limit], |r| {
+            Ok(AuditRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                account: r.get(3)?,
+                device: r.get(4)?,
+                client: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Sessions for SqliteStorage {
+    fn start_session(&self, s: &NewSession<'_>, now: &str) -> Result<(), StorageError> {
+        self.conn().execute(
+            "INSERT INTO sessions (id_hash, device_id, csrf, created_at, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![s.id_hash, s.device, s.csrf, now, s.expires_ms],
+        )?;
+        Ok(())
+    }
+
+    fn session(&self, id_hash: &str, now_ms: i64) -> Result<Option<Session>, StorageError> {
+        let found: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT device_id, csrf FROM sessions WHERE id_hash = ?1 AND ended_at IS NULL AND expires_ms > ?2",
+                params![id_hash, now_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((device, csrf)) = found else { return Ok(None) };
+        Ok(self
+            .device(&device)?
+            .filter(|d| d.revoked_at.is_none())
+            .map(|device| Session { device, csrf }))
+    }
+
+    fn end_session(&self, id_hash: &str, now: &str) -> Result<(), StorageError> {
+        self.conn().execute(
+            "UPDATE sessions SET ended_at = coalesce(ended_at, ?2) WHERE id_hash = ?1",
+            params![id_hash, now],
+        )?;
+        Ok(())
     }
 }

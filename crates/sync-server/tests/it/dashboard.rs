@@ -30,26 +30,77 @@ fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// `POST /center/sign-in` as the form sends it.
-fn sign_in(server: &Server, token: &str) -> reqwest::blocking::Response {
-    client()
-        .post(format!("{}/center/sign-in", server.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .unwrap()
+/// The `csrf` value of the first form in a page.
+pub(crate) fn form_csrf(page: &str) -> String {
+    let (_, rest) = page
+        .split_once(r#"name="csrf" value=""#)
+        .unwrap_or_else(|| panic!("no csrf field in {page}"));
+    rest.split('"').next().unwrap().to_owned()
 }
 
-/// The cookie a successful sign-in sets, as `name=value`.
+/// A cookie a response sets, as `name=value`, if it sets it non-empty.
+fn set_cookie(resp: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with(&format!("{name}=")) && !v.starts_with(&format!("{name}=;")))
+}
+
+/// The sign-in form as the server's own page serves it: its login cookie
+/// and the token the form carries.
+fn sign_in_form(server: &Server) -> (String, String) {
+    let resp = get(server, "/center", None);
+    let cookie = set_cookie(&resp, "center_login").expect("the form sets its login cookie");
+    let csrf = form_csrf(&resp.text().unwrap());
+    (cookie.split(';').next().unwrap().to_owned(), csrf)
+}
+
+/// `POST /center/sign-in` as a browser sends the form: with its cookie,
+/// its token and this server as `Origin`.
+fn sign_in(server: &Server, token: &str) -> reqwest::blocking::Response {
+    let (cookie, csrf) = sign_in_form(server);
+    post_form(
+        server,
+        "/center/sign-in",
+        Some(&cookie),
+        Some(&server.url),
+        &format!("token={token}&csrf={csrf}"),
+    )
+}
+
+/// A form POST with the cookie and `Origin` given.
+pub(crate) fn post_form(
+    server: &Server,
+    path: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    body: &str,
+) -> reqwest::blocking::Response {
+    let mut req = client()
+        .post(format!("{}{path}", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned());
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    req.send().unwrap()
+}
+
+/// The session cookie a successful sign-in sets, as `name=value`.
 #[track_caller]
 pub(crate) fn session_cookie(server: &Server, token: &str) -> String {
     let resp = sign_in(server, token);
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/center");
-    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let set = set_cookie(&resp, "center_session").expect("a sign-in sets the session cookie");
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/center", "Max-Age="] {
         assert!(set.contains(attr), "cookie lacks {attr}: {set}");
     }
+    assert!(!set.contains(token), "the cookie never holds the token");
     set.split(';').next().unwrap().to_owned()
 }
 
@@ -109,18 +160,22 @@ fn sign_in_cookie_headers_and_scope() {
     );
     assert_eq!(get(&server, "/center/style.css", None).status(), 200);
 
-    // Wrong tokens get the form again with a sentence, and no cookie.
+    // Wrong tokens get the form again with a sentence, and no session.
     for (token, status) in [("0123abcd", 401), ("not hex at all", 401)] {
         let resp = sign_in(&server, token);
         assert_eq!(resp.status(), status);
-        assert!(resp.headers().get("set-cookie").is_none());
+        assert_eq!(set_cookie(&resp, "center_session"), None);
         assert!(resp.text().unwrap().contains("role=\"alert\""));
     }
     let device_token = std::fs::read_to_string(a.dir.path().join("device.token")).unwrap();
     let resp = sign_in(&server, device_token.trim());
     assert_eq!(resp.status(), 403, "a grid worker's token is not a center's");
-    assert!(resp.headers().get("set-cookie").is_none());
-    // A forged cookie is no sign-in.
+    assert_eq!(set_cookie(&resp, "center_session"), None);
+    // A forged cookie, or the token itself as the cookie, is no sign-in.
+    for forged in ["center_session=00ff".to_owned(), format!("center_session={hx}")] {
+        let body = get(&server, "/center", Some(&forged)).text().unwrap();
+        assert!(body.contains(r#"action="/center/sign-in""#));
+    }
     let body = get(&server, "/center", Some("center_token=00ff")).text().unwrap();
     assert!(body.contains(r#"action="/center/sign-in""#));
 
@@ -177,14 +232,18 @@ fn sign_in_cookie_headers_and_scope() {
         400
     );
 
-    // Sign-out clears the cookie; a revoked token stops working at once.
-    let resp = client()
-        .post(format!("{}/center/sign-out", server.url))
-        .header("cookie", &hx_cookie)
-        .send()
-        .unwrap();
+    // Sign-out ends the session and clears the cookie; a revoked token's
+    // sessions end at once.
+    let csrf = form_csrf(&get(&server, "/center", Some(&hx_cookie)).text().unwrap());
+    let body = format!("csrf={csrf}");
+    let resp = post_form(&server, "/center/sign-out", Some(&hx_cookie), Some(&server.url), &body);
     assert_eq!(resp.status(), 303);
     assert!(resp.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    let after = get(&server, "/center", Some(&hx_cookie)).text().unwrap();
+    assert!(
+        after.contains(r#"action="/center/sign-in""#),
+        "the old cookie is no session"
+    );
     let list: Value = serde_json::from_str(&server.admin(&["device", "list", "--json"])).unwrap();
     let xs_id = list
         .as_array()
@@ -506,4 +565,56 @@ fn the_dashboard_in_headless_chromium_shows_the_scripted_day() {
     );
     b.goto(&format!("{}/center", server.url), "/center");
     assert_eq!(b.eval("!!document.getElementById('workers')"), false);
+}
+
+#[test]
+fn cross_site_sign_in_and_sign_out_are_refused() {
+    let mut server = Server::new();
+    server.add_center("hx-center", HX);
+    server.add_center("xs-center", "HLT-XS-XS");
+    let hx = server.token("hx-center");
+    let xs = server.token("xs-center");
+    server.start();
+    let evil = Some("http://evil.example");
+
+    // Login CSRF: another site posts its own center's token into the
+    // victim's browser. Without the page's login cookie (SameSite=Strict
+    // keeps it from cross-site posts), with a wrong one, or from another
+    // origin, no session starts.
+    let (cookie, csrf) = sign_in_form(&server);
+    let body = format!("token={xs}&csrf={csrf}");
+    for (cookie, origin) in [
+        (None, evil),
+        (None, Some(server.url.as_str())),
+        (Some(cookie.as_str()), evil),
+        (Some(cookie.as_str()), None),
+        (Some("center_login=0000"), Some(server.url.as_str())),
+    ] {
+        let resp = post_form(&server, "/center/sign-in", cookie, origin, &body);
+        assert_eq!(resp.status(), 403, "cookie {cookie:?}, origin {origin:?}");
+        assert_eq!(set_cookie(&resp, "center_session"), None);
+    }
+
+    // Logout CSRF: a cross-site post, or one without the session's token,
+    // leaves the session signed in.
+    let session = session_cookie(&server, &hx);
+    let csrf = form_csrf(&get(&server, "/center", Some(&session)).text().unwrap());
+    for (origin, body) in [
+        (evil, format!("csrf={csrf}")),
+        (Some(server.url.as_str()), "csrf=0000".to_owned()),
+    ] {
+        let resp = post_form(&server, "/center/sign-out", Some(&session), origin, &body);
+        assert_eq!(resp.status(), 403);
+        let page = get(&server, "/center", Some(&session)).text().unwrap();
+        assert!(
+            page.contains("signed in as hx-center"),
+            "still signed in after {origin:?}"
+        );
+    }
+    let failed: Value = serde_json::from_str(&server.admin(&["audit", "--kind", "sign-in-failed", "--json"])).unwrap();
+    assert_eq!(failed.as_array().unwrap().len(), 5, "{failed}");
+    assert!(
+        failed.as_array().unwrap().iter().all(|r| r["client"] == "127.0.0.1"),
+        "{failed}"
+    );
 }

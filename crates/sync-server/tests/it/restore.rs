@@ -355,6 +355,11 @@ fn a_restored_server_takes_back_a_lost_devices_changes_from_a_colleague() {
     assert!(listed.contains(&zhaos) && listed.contains("relayed change"), "{listed}");
     let item = listed.split_whitespace().next().unwrap().to_owned();
     server.admin(&["quarantine", "accept", &item, "--as", "w-zhao"]);
+    let audited = server.admin(&["audit", "--kind", "quarantine-accept", "--json"]);
+    assert!(
+        audited.contains("\"w-zhao\"") && audited.contains("\"local\""),
+        "{audited}"
+    );
     let on_server: Vec<String> = server_heads(&server).into_iter().map(|(id, _)| id).collect();
     assert!(on_server.contains(&zhaos), "{on_server:?}");
     assert!(!server.admin(&["quarantine", "list"]).contains(&zhaos));

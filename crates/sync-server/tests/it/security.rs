@@ -93,3 +93,120 @@ fn csv_exports_and_reports_hold_no_formula_under_any_separator() {
         );
     }
 }
+
+/// The audit log's events as (kind, account, client), oldest first.
+fn audit_events(server: &Server) -> Vec<(String, String, String)> {
+    let rows: serde_json::Value = serde_json::from_str(&server.admin(&["audit", "--json"])).unwrap();
+    let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or("-").to_owned();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (text(r, "kind"), text(r, "account"), text(r, "client")))
+        .collect()
+}
+
+#[test]
+fn the_audit_log_records_each_security_and_data_event_with_account_and_client() {
+    use crate::dashboard::{form_csrf, get as page, post_form, session_cookie};
+    use crate::exports::get;
+    let mut server = Server::new();
+    server.add_worker("w1", &[HX01]);
+    server.add_center("hx-center", "HLT-CX-HX");
+    let center = server.token("hx-center");
+    server.start();
+    // A device set up for a cell the server did not give it: its push is refused.
+    let dev = Device::new("w1", &[HX01, crate::HX02]);
+    let bad = dev.run(&["enroll", "--server", &server.url, "--code", "AAAA-BBBB-CCCC"]);
+    assert!(!bad.status.success());
+    dev.enroll(&server);
+    let id = dev.report(&["--category", "lawn", "--grid", HX01, "--photo", &fixture("curb.png")]);
+    dev.report(&["--category", "lawn", "--grid", crate::HX02]);
+    dev.sync(&[]);
+    let device_id = crate::device_id(&dev);
+    let again = server.admin(&["device", "enroll", "--worker", "w1", "--device", &device_id]);
+    dev.ok(&["enroll", "--server", &server.url, "--code", &again]);
+
+    assert_eq!(
+        get(&server, "/v1/exports/incidents.csv", Some("not-a-token")).status,
+        401
+    );
+    assert_eq!(get(&server, "/v1/exports/incidents.csv", Some(&center)).status, 200);
+    let report = get(
+        &server,
+        "/v1/reports/daily?date=2026-11-20&community=HLT-CX-HX",
+        Some(&center),
+    );
+    assert_eq!(report.status, 200);
+    let requests = get(&server, "/open311/v2/requests.json", Some(&center));
+    assert_eq!(requests.status, 200, "{}", requests.text());
+    let photo = requests.json()[0]["media_url"].as_str().unwrap().to_owned();
+    assert_eq!(crate::exports::get_url(&photo, Some(&center)).status, 200);
+
+    let session = session_cookie(&server, &center);
+    assert_eq!(
+        page(&server, &format!("/center/incidents/{id}"), Some(&session)).status(),
+        200
+    );
+    let csrf = form_csrf(&page(&server, "/center", Some(&session)).text().unwrap());
+    let out = post_form(
+        &server,
+        "/center/sign-out",
+        Some(&session),
+        Some(&server.url),
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(out.status(), 303);
+    server.admin(&["export", "--format", "json"]);
+    server.admin(&["reconcile", "--date", "2026-11-20", "--community", "HLT-CX-HX"]);
+    server.admin(&["device", "revoke", &device_id]);
+    let events = audit_events(&server);
+
+    let has = |kind: &str, account: &str, client: &str| {
+        events.iter().any(|(k, a, c)| k == kind && a == account && c == client)
+    };
+    let ip = "127.0.0.1";
+    for (kind, account, client) in [
+        ("token-create", "hx-center", "local"),
+        ("enrol-failed", "-", ip),
+        ("enrol", "w1", ip),
+        ("push-refused", "w1", ip),
+        ("re-enrol", "w1", ip),
+        ("auth-failed", "-", ip),
+        ("export", "hx-center", ip),
+        ("report-read", "hx-center", ip),
+        ("open311-read", "hx-center", ip),
+        ("photo-read", "hx-center", ip),
+        ("sign-in", "hx-center", ip),
+        ("dashboard-read", "hx-center", ip),
+        ("sign-out", "hx-center", ip),
+        ("export", "-", "local"),
+        ("report-read", "-", "local"),
+        ("revoke", "w1", "local"),
+    ] {
+        assert!(
+            has(kind, account, client),
+            "no {kind} by {account} from {client} in {events:#?}"
+        );
+    }
+    // Append-only: SQLite itself refuses to change or remove an event.
+    let db = rusqlite::Connection::open(server.data_dir().join("server.sqlite3")).unwrap();
+    for sql in ["UPDATE audit_log SET detail = 'x'", "DELETE FROM audit_log"] {
+        let err = db.execute(sql, []).unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(audit_events(&server), events);
+    let since = server.admin(&["audit", "--since", "2999-01-01"]);
+    assert_eq!(since.lines().count(), 1, "only the header: {since}");
+    let refused = std::process::Command::new(crate::server_bin())
+        .args([
+            "--data-dir",
+            server.data_dir().to_str().unwrap(),
+            "audit",
+            "--kind",
+            "nonsense",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("the kinds are"));
+}

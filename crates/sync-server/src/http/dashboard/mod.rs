@@ -1,13 +1,15 @@
 //! The community center's dashboard at `/center`: server-rendered HTML, no
 //! script, no external resources, a strict Content-Security-Policy.
 //!
-//! Sign-in takes a center or operator read-only token and keeps it in an
-//! `HttpOnly`, `SameSite=Strict` cookie scoped to `/center`; every page and
-//! photo checks it again (a revoked token stops working at once). The
+//! Sign-in takes a center or operator read-only token and starts a session
+//! (`session.rs`): the cookie holds a random id, never the token; every
+//! page and photo checks the session and its token again (a revoked token
+//! ends its sessions at once), and every form checks Origin and CSRF. The
 //! reconciliation is the same report model as the CLI and the JSON API,
 //! rendered by `report::html`; `pages.rs` has the pages.
 
 mod pages;
+mod session;
 
 use axum::Router;
 use axum::extract::{Form, State};
@@ -18,15 +20,13 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::App;
-use super::AppState;
 use super::auth;
-use super::error::{ApiError, blocking};
+use super::client::{Client, audit};
+use super::error::blocking;
 use crate::report::html::{STYLE, page};
-use crate::storage::Device;
+use crate::storage::AuditKind;
+use session::{SignedIn, signed_in};
 
-const COOKIE: &str = "center_token";
-/// How long a sign-in lasts, in seconds (12 hours: one working day).
-const SESSION_SECS: u32 = 12 * 3600;
 const CSP: &str = "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
@@ -46,7 +46,7 @@ fn secure(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Photos set their own policy (see `http::cache`).
     h.entry(header::CACHE_CONTROL)
@@ -65,32 +65,9 @@ fn html_response(status: StatusCode, page: Markup) -> Response {
     )
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| !v.is_empty())
-}
-
-/// The signed-in reader, if the cookie holds a valid center or operator token.
-fn signed_in(app: &AppState, headers: &HeaderMap) -> Result<Option<Device>, ApiError> {
-    let Some(token) = cookie_token(headers) else {
-        return Ok(None);
-    };
-    match auth::reader(app, Some(&token)) {
-        Ok(d) => Ok(Some(d)),
-        Err(e) if matches!(e.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn sign_in_page(status: StatusCode, error: Option<&str>) -> Response {
-    html_response(
+    let (nonce, set) = session::login_nonce();
+    let mut resp = html_response(
         status,
         page(
             "社区中心 Center — sign in",
@@ -99,6 +76,7 @@ fn sign_in_page(status: StatusCode, error: Option<&str>) -> Response {
                 h1 { "社区网格管理服务中心 Community center" }
                 @if let Some(e) = error { p class="error" role="alert" { (e) } }
                 form method="post" action="/center/sign-in" {
+                    input type="hidden" name="csrf" value=(nonce);
                     p { label for="token" { "Center or operator token 中心令牌" } br;
                         input type="password" id="token" name="token" size="70" autocomplete="off" required; }
                     p { button type="submit" { "Sign in 登录" } }
@@ -106,56 +84,100 @@ fn sign_in_page(status: StatusCode, error: Option<&str>) -> Response {
                 p class="muted" { "The operator makes a token with " code { "sync-server token create --worker ID" } "." }
             },
         ),
-    )
+    );
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// Back to `/center`, setting these cookies.
+fn see_center(cookies: &[String]) -> Response {
+    let mut resp = secure((StatusCode::SEE_OTHER, [(header::LOCATION, "/center")]).into_response());
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
 }
 
 #[derive(Deserialize)]
 struct SignIn {
+    #[serde(default)]
     token: String,
+    #[serde(default)]
+    csrf: String,
 }
 
-async fn sign_in(State(app): State<App>, Form(form): Form<SignIn>) -> Response {
-    let token = form.token.trim().to_owned();
-    let checked = {
-        let token = token.clone();
-        blocking(move || auth::reader(&app, Some(&token))).await
-    };
-    match checked {
-        // Only hex tokens are ever issued; anything else cannot be one and
-        // must not reach a header.
-        Ok(_) if token.chars().all(|c| c.is_ascii_hexdigit()) => {
-            let cookie = format!("{COOKIE}={token}; Path=/center; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}");
-            secure(
-                (
-                    StatusCode::SEE_OTHER,
-                    [(header::LOCATION, "/center".to_owned()), (header::SET_COOKIE, cookie)],
-                )
-                    .into_response(),
-            )
+#[derive(Deserialize)]
+struct Csrf {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Whether a sign-in form came from this server's own page.
+fn own_sign_in_form(headers: &HeaderMap, form: &SignIn) -> bool {
+    let nonce = session::cookie(headers, session::LOGIN_COOKIE);
+    session::same_origin(headers) && !form.csrf.is_empty() && nonce.as_deref() == Some(form.csrf.as_str())
+}
+
+async fn sign_in(State(app): State<App>, client: Client, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
+    let result = blocking(move || {
+        if !own_sign_in_form(&headers, &form) {
+            audit(
+                &app,
+                &client,
+                AuditKind::SignInFailed,
+                None,
+                "a sign-in form from another site or an old page",
+            )?;
+            return Ok(sign_in_page(
+                StatusCode::FORBIDDEN,
+                Some("This sign-in did not come from this server's own page; sign in again here."),
+            ));
         }
-        Ok(_) => sign_in_page(StatusCode::UNAUTHORIZED, Some("That is not a valid token.")),
-        Err(e) if e.status().is_client_error() => sign_in_page(e.status(), Some(e.message())),
-        Err(e) => sign_in_page(
-            e.status(),
+        match auth::reader(&app, &client, Some(form.token.trim())) {
+            Ok(who) => {
+                let set = session::start(&app, &who)?;
+                audit(&app, &client, AuditKind::SignIn, Some(&who), "dashboard")?;
+                let clear = session::set_cookie(session::LOGIN_COOKIE, "", 0);
+                Ok(see_center(&[set, clear]))
+            }
+            Err(e) if e.status().is_client_error() => {
+                audit(&app, &client, AuditKind::SignInFailed, None, e.message())?;
+                Ok(sign_in_page(e.status(), Some(e.message())))
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await;
+    result.unwrap_or_else(|_| {
+        sign_in_page(
+            StatusCode::SERVICE_UNAVAILABLE,
             Some("The server cannot check tokens right now; try again later."),
-        ),
-    }
+        )
+    })
 }
 
-async fn sign_out() -> Response {
-    secure(
-        (
-            StatusCode::SEE_OTHER,
-            [
-                (header::LOCATION, "/center".to_owned()),
-                (
-                    header::SET_COOKIE,
-                    format!("{COOKIE}=; Path=/center; HttpOnly; SameSite=Strict; Max-Age=0"),
-                ),
-            ],
-        )
-            .into_response(),
-    )
+async fn sign_out(State(app): State<App>, client: Client, headers: HeaderMap, Form(form): Form<Csrf>) -> Response {
+    let clear = session::set_cookie(session::SESSION_COOKIE, "", 0);
+    let result = blocking(move || {
+        let Some(s) = signed_in(&app, &client, &headers)? else {
+            return Ok(see_center(&[clear]));
+        };
+        if !session::same_origin(&headers) || form.csrf != s.csrf {
+            return Ok(error_page(
+                StatusCode::FORBIDDEN,
+                "This sign-out did not come from this server's own page; you are still signed in.",
+            ));
+        }
+        session::end(&app, &s)?;
+        audit(&app, &client, AuditKind::SignOut, Some(&s.who), "dashboard")?;
+        Ok(see_center(&[clear]))
+    })
+    .await;
+    result.unwrap_or_else(|e| error_page(e.status(), e.message()))
 }
 
 async fn style() -> Response {
@@ -177,13 +199,17 @@ fn error_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
-fn header_bar(who: &Device) -> Markup {
+fn header_bar(s: &SignedIn) -> Markup {
+    let who = &s.who;
     html! {
         header {
             div { h1 { "社区网格管理服务中心 Community center" } }
             div {
                 span class="muted" { "signed in as " (who.worker.name) " (" (who.worker.role.as_str()) ") " }
-                form class="inline" method="post" action="/center/sign-out" { button type="submit" { "Sign out 退出" } }
+                form class="inline" method="post" action="/center/sign-out" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    button type="submit" { "Sign out 退出" }
+                }
             }
         }
     }

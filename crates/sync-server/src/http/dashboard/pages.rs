@@ -13,20 +13,23 @@ use sync_core::{BlobHash, Incident, Status, Taxonomy};
 use super::{error_page, header_bar, html_response, secure, sign_in_page, signed_in};
 use crate::accounts::scope_of;
 use crate::http::App;
+use crate::http::client::{Client, audit};
 use crate::http::error::blocking;
 use crate::report::html::{Render, page, report_markup};
 use crate::report::{self, PhotoLine};
-use crate::storage::Role;
+use crate::storage::{AuditKind, Role};
 
 pub(super) async fn home(
     State(app): State<App>,
+    client: Client,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let result = blocking(move || {
-        let Some(who) = signed_in(&app, &headers)? else {
+        let Some(signed) = signed_in(&app, &client, &headers)? else {
             return Ok(sign_in_page(StatusCode::OK, None));
         };
+        let who = &signed.who;
         let asked = q.get("community").map(String::as_str).filter(|c| !c.is_empty());
         let community = match report::reader_community(app.storage.as_ref(), &app.grids, &who.worker, asked) {
             Ok(c) => c,
@@ -44,6 +47,8 @@ pub(super) async fn home(
             None => report::today(&app.grids, &community, now)?,
         };
         let r = report::daily_report(app.storage.as_ref(), &app.grids, &community, date, now)?;
+        let detail = format!("dashboard: daily report of {community} for {date}");
+        audit(&app, &client, AuditKind::ReportRead, Some(who), &detail)?;
         let communities = if who.worker.role == Role::Operator {
             report::communities_with_workers(app.storage.as_ref(), &app.grids)?
         } else {
@@ -52,7 +57,7 @@ pub(super) async fn home(
         let thumb = |p: &PhotoLine| p.thumb_verified.then(|| format!("/center/photos/{}", p.thumb));
         let title = format!("{} {} — {}", r.community.name_zh, r.community.name_en, r.date);
         let body = html! {
-            (header_bar(&who))
+            (header_bar(&signed))
             h2 { (title) }
             form method="get" action="/center" {
                 label for="date" { "Date 日期 " }
@@ -75,9 +80,14 @@ pub(super) async fn home(
     result.unwrap_or_else(|e| error_page(e.status(), e.message()))
 }
 
-pub(super) async fn incident_page(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub(super) async fn incident_page(
+    State(app): State<App>,
+    client: Client,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let result = blocking(move || {
-        let Some(who) = signed_in(&app, &headers)? else {
+        let Some(signed) = signed_in(&app, &client, &headers)? else {
             return Ok(sign_in_page(
                 StatusCode::UNAUTHORIZED,
                 Some("Sign in to see incidents."),
@@ -92,7 +102,7 @@ pub(super) async fn incident_page(State(app): State<App>, headers: HeaderMap, Pa
         let Some(stored) = app.storage.incident_doc(&id)? else {
             return Ok(error_page(StatusCode::NOT_FOUND, "The server holds no such incident."));
         };
-        if !scope_of(&who, &app.grids).allows(&stored.grid) {
+        if !scope_of(&signed.who, &app.grids).allows(&stored.grid) {
             return Ok(error_page(
                 StatusCode::FORBIDDEN,
                 "This incident is outside your community.",
@@ -108,10 +118,17 @@ pub(super) async fn incident_page(State(app): State<App>, headers: HeaderMap, Pa
                 ));
             }
         };
+        audit(
+            &app,
+            &client,
+            AuditKind::DashboardRead,
+            Some(&signed.who),
+            &format!("incident {id}"),
+        )?;
         let refs = app.storage.photo_refs(std::slice::from_ref(&id))?;
         let verified = |h: &BlobHash| refs.iter().any(|r| r.verified && r.hash == h.to_hex());
         let body = html! {
-            (header_bar(&who))
+            (header_bar(&signed))
             p { a href="/center" { "← reconciliation 返回日报" } }
             (incident_markup(&incident, &verified))
         };
@@ -124,20 +141,32 @@ pub(super) async fn incident_page(State(app): State<App>, headers: HeaderMap, Pa
     result.unwrap_or_else(|e| error_page(e.status(), e.message()))
 }
 
-pub(super) async fn photo(State(app): State<App>, headers: HeaderMap, Path(hash): Path<String>) -> Response {
+pub(super) async fn photo(
+    State(app): State<App>,
+    client: Client,
+    headers: HeaderMap,
+    Path(hash): Path<String>,
+) -> Response {
     let result = blocking(move || {
-        let Some(who) = signed_in(&app, &headers)? else {
+        let Some(signed) = signed_in(&app, &client, &headers)? else {
             return Ok(secure((StatusCode::UNAUTHORIZED, "sign in first").into_response()));
         };
         let Ok(hash) = hash.parse::<BlobHash>() else {
             return Ok(secure((StatusCode::BAD_REQUEST, "not a photo hash").into_response()));
         };
-        let scope = scope_of(&who, &app.grids);
+        let scope = scope_of(&signed.who, &app.grids);
         if app.storage.proven_kinds(&hash.to_hex(), &scope)?.is_empty() {
             return Ok(secure(
                 (StatusCode::FORBIDDEN, "no incident of yours refers to this photo").into_response(),
             ));
         }
+        audit(
+            &app,
+            &client,
+            AuditKind::PhotoRead,
+            Some(&signed.who),
+            &format!("dashboard photo {hash}"),
+        )?;
         match crate::http::cache::photo(&headers, &hash, || app.photos.read(&hash)) {
             Ok(resp) => Ok(secure(resp)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(secure(
