@@ -4,8 +4,9 @@
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::AppState;
-use super::client::{Client, audit};
+use super::client::{Client, audit, check_limit, count_failure};
 use super::error::ApiError;
+use super::limits::Door;
 use crate::secrets::secret_hash;
 use crate::storage::{AuditKind, Device, Role};
 
@@ -55,8 +56,10 @@ pub(crate) fn reader(app: &AppState, client: &Client, token: Option<&str>) -> Re
 
 /// Any valid, unrevoked token.
 pub(crate) fn any_token(app: &AppState, client: &Client, token: &str) -> Result<Device, ApiError> {
+    check_limit(app, client, Door::Token, None)?;
     let Some(device) = app.storage.device_by_token(&secret_hash(token))? else {
         audit(app, client, AuditKind::AuthFailed, None, "a token that is not valid")?;
+        count_failure(app, client, Door::Token, None)?;
         return Err(unauthorized("the device token is not valid; enrol the device again"));
     };
     if device.revoked_at.is_some() {

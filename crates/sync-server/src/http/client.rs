@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 
 use super::AppState;
 use super::error::ApiError;
+use super::limits::Door;
 use crate::clock::ServerTime;
 use crate::storage::{AuditEvent, AuditKind, Device};
 
@@ -28,6 +29,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         Ok(Client(peer))
     }
+}
+
+/// Refuses a try behind `door` from a client or account over its limit.
+pub(crate) fn check_limit(app: &AppState, client: &Client, door: Door, account: Option<&str>) -> Result<(), ApiError> {
+    app.limits
+        .check(door, client.0, account)
+        .map_err(|b| ApiError::too_many(b.retry_after))
+}
+
+/// Counts a failed try behind `door`; the start of a block is audited.
+pub(crate) fn count_failure(
+    app: &AppState,
+    client: &Client,
+    door: Door,
+    account: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Some(b) = app.limits.failed(door, client.0, account) {
+        let detail = format!("{door:?}: blocked for {} s", b.retry_after.as_secs().max(1));
+        audit(app, client, AuditKind::RateLimited, None, &detail)?;
+    }
+    Ok(())
 }
 
 /// Appends an event to the audit log and to the server's log. A failure

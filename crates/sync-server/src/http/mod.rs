@@ -12,6 +12,7 @@ mod client;
 mod dashboard;
 mod error;
 mod exports;
+mod limits;
 mod open311;
 mod photos;
 mod reports;
@@ -39,6 +40,8 @@ pub(crate) struct AppState {
     /// Open311 without a token, and the base of its `media_url`s.
     pub open311_public: bool,
     pub base_url: String,
+    /// Brute-force limits on tokens, enrolment codes and sign-ins.
+    pub limits: limits::Limits,
 }
 
 pub(crate) type App = Arc<AppState>;
@@ -71,6 +74,7 @@ pub async fn serve(
         push_lock: Mutex::new(()),
         open311_public: config.open311.public,
         base_url: config.open311.base_url(addr)?,
+        limits: limits::Limits::default(),
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
     let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -35,6 +35,7 @@ pub(super) fn routes() -> Router<App> {
 struct Open311Error {
     status: StatusCode,
     description: String,
+    retry_after: Option<u64>,
 }
 
 impl Open311Error {
@@ -42,13 +43,17 @@ impl Open311Error {
         Open311Error {
             status,
             description: description.into(),
+            retry_after: None,
         }
     }
 }
 
 impl From<ApiError> for Open311Error {
     fn from(e: ApiError) -> Self {
-        Open311Error::new(e.status(), e.message())
+        Open311Error {
+            retry_after: e.retry_after(),
+            ..Open311Error::new(e.status(), e.message())
+        }
     }
 }
 
@@ -66,7 +71,11 @@ impl From<QueryError> for Open311Error {
 impl IntoResponse for Open311Error {
     fn into_response(self) -> Response {
         let body = serde_json::json!([{"code": self.status.as_u16(), "description": self.description}]);
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 

@@ -10,8 +10,9 @@ use sync_core::protocol::{EnrollRequest, EnrollResponse, ManifestReport, SyncReq
 
 use super::App;
 use super::auth::field_device;
-use super::client::{Client, audit};
+use super::client::{Client, audit, check_limit, count_failure};
 use super::error::{ApiError, blocking, cbor, decode};
+use super::limits::Door;
 use crate::accounts::AccountError;
 use crate::accounts::{enroll_device, scope_of};
 use crate::clock::ServerTime;
@@ -28,6 +29,7 @@ pub(super) fn routes() -> Router<App> {
 async fn enroll(State(app): State<App>, client: Client, body: Bytes) -> Result<Response, ApiError> {
     let req: EnrollRequest = decode(&body)?;
     blocking(move || {
+        check_limit(&app, &client, Door::Enrol, Some(&req.worker))?;
         let known = app.storage.device(&req.device)?;
         let enrolled = enroll_device(
             app.storage.as_ref(),
@@ -42,6 +44,7 @@ async fn enroll(State(app): State<App>, client: Client, body: Bytes) -> Result<R
                 if !matches!(e, AccountError::Storage(_)) {
                     let detail = format!("worker {:?}, device {:?}: {e}", req.worker, req.device);
                     audit(&app, &client, AuditKind::EnrolFailed, known.as_ref(), &detail)?;
+                    count_failure(&app, &client, Door::Enrol, Some(&req.worker))?;
                 }
                 return Err(e.into());
             }

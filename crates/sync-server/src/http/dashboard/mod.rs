@@ -21,8 +21,9 @@ use serde::Deserialize;
 
 use super::App;
 use super::auth;
-use super::client::{Client, audit};
-use super::error::blocking;
+use super::client::{Client, audit, check_limit, count_failure};
+use super::error::{ApiError, blocking};
+use super::limits::Door;
 use crate::report::html::{STYLE, page};
 use crate::storage::AuditKind;
 use session::{SignedIn, signed_in};
@@ -91,6 +92,15 @@ fn sign_in_page(status: StatusCode, error: Option<&str>) -> Response {
     resp
 }
 
+/// The sign-in form again, saying why, with `Retry-After` when limited.
+fn refused_sign_in(e: &ApiError) -> Response {
+    let mut resp = sign_in_page(e.status(), Some(e.message()));
+    if let Some(secs) = e.retry_after() {
+        resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    }
+    resp
+}
+
 /// Back to `/center`, setting these cookies.
 fn see_center(cookies: &[String]) -> Response {
     let mut resp = secure((StatusCode::SEE_OTHER, [(header::LOCATION, "/center")]).into_response());
@@ -124,6 +134,9 @@ fn own_sign_in_form(headers: &HeaderMap, form: &SignIn) -> bool {
 
 async fn sign_in(State(app): State<App>, client: Client, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
     let result = blocking(move || {
+        if let Err(e) = check_limit(&app, &client, Door::SignIn, None) {
+            return Ok(refused_sign_in(&e));
+        }
         if !own_sign_in_form(&headers, &form) {
             audit(
                 &app,
@@ -146,7 +159,8 @@ async fn sign_in(State(app): State<App>, client: Client, headers: HeaderMap, For
             }
             Err(e) if e.status().is_client_error() => {
                 audit(&app, &client, AuditKind::SignInFailed, None, e.message())?;
-                Ok(sign_in_page(e.status(), Some(e.message())))
+                count_failure(&app, &client, Door::SignIn, None)?;
+                Ok(refused_sign_in(&e))
             }
             Err(e) => Err(e),
         }
