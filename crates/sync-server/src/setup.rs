@@ -19,6 +19,9 @@ pub struct Config {
     pub grid_map: Option<PathBuf>,
     /// Open311: public or token-only, and the base URL of `media_url`.
     pub open311: Open311Config,
+    /// At most this many connections at once (default: what the
+    /// descriptor limit allows, after raising the soft limit).
+    pub max_connections: Option<usize>,
 }
 
 /// The server database's file name in the data dir.

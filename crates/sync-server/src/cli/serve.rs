@@ -17,6 +17,10 @@ pub struct Args {
     /// (default: http://<listen address>).
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// At most this many connections at once (default: the descriptor
+    /// limit, raised to its hard maximum, less a reserve).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
@@ -27,6 +31,7 @@ pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
             public: args.open311_public,
             public_url: args.public_url,
         },
+        max_connections: args.max_connections,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {

@@ -1,12 +1,16 @@
 //! Who is asking: bearer tokens checked against their stored hashes. Every
 //! token that fails is recorded in the audit log with the client address.
 
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::client::{Client, audit, check_limit, count_failure};
 use super::error::ApiError;
+use super::error::blocking;
 use super::limits::Door;
+use super::{App, AppState};
 use crate::secrets::secret_hash;
 use crate::storage::{AuditKind, Device, Role};
 
@@ -75,4 +79,20 @@ pub(crate) fn any_token(app: &AppState, client: &Client, token: &str) -> Result<
         ));
     }
     Ok(device)
+}
+
+/// Route layer for device and photo routes: a request without a valid
+/// token is refused before a byte of its body is read.
+pub(crate) async fn token_first(State(app): State<App>, client: Client, req: Request, next: Next) -> Response {
+    let headers = req.headers().clone();
+    let checked = blocking(move || {
+        let token =
+            bearer(&headers).ok_or_else(|| unauthorized("this request needs a token (Authorization: Bearer …)"))?;
+        any_token(&app, &client, token).map(drop)
+    })
+    .await;
+    match checked {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }

@@ -42,6 +42,18 @@ impl ApiError {
         }
     }
 
+    /// 503: the server is at its limit for this kind of request.
+    pub fn busy(retry_after_secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("the server is busy with other reports and exports; try again in {retry_after_secs} s"),
+            )
+        }
+    }
+
     pub fn retry_after(&self) -> Option<u64> {
         self.retry_after
     }

@@ -13,6 +13,7 @@ mod dashboard;
 mod error;
 mod exports;
 mod limits;
+mod listen;
 mod open311;
 mod photos;
 mod reports;
@@ -20,12 +21,17 @@ mod sync;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sync_core::GridMap;
 use sync_core::protocol::MAX_BODY;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::photos::PhotoStore;
 use crate::setup::{Config, SetupError};
@@ -46,18 +52,68 @@ pub(crate) struct AppState {
 
 pub(crate) type App = Arc<AppState>;
 
+/// A whole request, body included, may take this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// A request body may pause this long between bytes.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reports, exports and Open311 lists answered at once; more get 503.
+const HEAVY_READS: usize = 4;
+
 fn router(app: App) -> Router {
+    let heavy = HeavyReads::new();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .merge(sync::routes())
-        .merge(photos::routes())
-        .merge(reports::routes())
-        .merge(exports::routes())
-        .merge(open311::routes())
-        .merge(dashboard::routes())
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .merge(sync::routes(&app))
+        .merge(photos::routes(&app))
+        .merge(heavy.guard(reports::routes()))
+        .merge(heavy.guard(exports::routes()))
+        .merge(open311::routes(&heavy))
+        .merge(dashboard::routes(&heavy))
+        // Each route with a body sets its cap (`body_cap`); this one
+        // bounds the rest, and axum's own 2 MB default is left to them.
+        .layer(body_cap(MAX_BODY))
+        .layer(DefaultBodyLimit::disable())
         .layer(cache::no_store_by_default())
+        .layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(app)
+}
+
+/// A route's body cap: 413 at once when `Content-Length` says more, and
+/// the body cut off where it sends more than that.
+pub(crate) fn body_cap(bytes: usize) -> RequestBodyLimitLayer {
+    RequestBodyLimitLayer::new(bytes)
+}
+
+/// The 503 a full heavy-read gate answers.
+async fn busy(_: axum::BoxError) -> Response {
+    error::ApiError::busy(5).into_response()
+}
+
+/// One gate shared by every heavy read: at most [`HEAVY_READS`] at once,
+/// and 503 with `Retry-After` rather than a queue when it is full.
+#[derive(Clone)]
+pub(crate) struct HeavyReads(Arc<tokio::sync::Semaphore>);
+
+impl HeavyReads {
+    fn new() -> HeavyReads {
+        HeavyReads(Arc::new(tokio::sync::Semaphore::new(HEAVY_READS)))
+    }
+
+    /// Every route of `routes` behind the gate.
+    pub fn guard<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
+        routes.route_layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(busy))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+                    self.0.clone(),
+                )),
+        )
+    }
 }
 
 /// Serves until `shutdown` completes, then finishes the requests in flight.
@@ -76,10 +132,46 @@ pub async fn serve(
         base_url: config.open311.base_url(addr)?,
         limits: limits::Limits::default(),
     });
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-    let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
+    let cap = listen::connection_cap(config.max_connections);
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = cap, "serving");
+    listen::run(listener, router(app), cap, shutdown)
         .await
         .map_err(SetupError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_heavy_read_gate_answers_503_with_retry_after_and_then_opens() {
+        let gate = HeavyReads::new();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let inside = release.clone();
+        let slow = move || {
+            let inside = inside.clone();
+            async move {
+                let _ = inside.acquire().await.expect("the release gate stays open");
+                "done"
+            }
+        };
+        let router: Router = gate.guard(Router::new().route("/", get(slow)));
+        let ask = || router.clone().oneshot(Request::get("/").body(Body::empty()).unwrap());
+        let held: Vec<_> = (0..HEAVY_READS).map(|_| tokio::spawn(ask())).collect();
+        while gate.0.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = ask().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "5");
+        release.add_permits(HEAVY_READS);
+        for h in held {
+            assert_eq!(h.await.unwrap().unwrap().status(), StatusCode::OK);
+        }
+        assert_eq!(ask().await.unwrap().status(), StatusCode::OK, "the gate opens again");
+    }
 }

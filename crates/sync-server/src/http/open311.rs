@@ -10,10 +10,10 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use sync_core::Taxonomy;
 
-use super::App;
 use super::auth::{bearer, reader};
 use super::client::{Client, audit};
 use super::error::{ApiError, blocking};
+use super::{App, HeavyReads};
 use crate::accounts::scope_of;
 use crate::open311::{
     QueryError, RequestsQuery, find_requests, media_hash, one_incident, only_json, request_id, request_stem,
@@ -21,11 +21,14 @@ use crate::open311::{
 };
 use crate::storage::{AuditKind, Scope};
 
-pub(super) fn routes() -> Router<App> {
+/// The request lists go through the heavy-read gate.
+pub(super) fn routes(heavy: &HeavyReads) -> Router<App> {
+    let lists = Router::new()
+        .route("/open311/v2/requests.json", get(requests))
+        .route("/open311/v2/requests/{file}", get(request));
     Router::new()
         .route("/open311/v2/services.json", get(services))
-        .route("/open311/v2/requests.json", get(requests))
-        .route("/open311/v2/requests/{file}", get(request))
+        .merge(heavy.guard(lists))
         .route("/open311/v2/media/{file}", get(media))
         .route("/open311/v2/{file}", get(other))
 }

@@ -6,25 +6,29 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 use sync_core::BlobHash;
 use sync_core::protocol::{self, BlobStatus, MAX_PHOTO_BYTES};
 
-use super::auth::{any_token, bearer, field_device};
+use super::auth::{any_token, bearer, field_device, token_first};
 use super::client::{Client, audit};
 use super::error::{ApiError, blocking, cbor, io_error};
-use super::{App, AppState};
+use super::{App, AppState, body_cap};
 use crate::accounts::scope_of;
 use crate::clock::ServerTime;
 use crate::photos::{Append, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, Upload};
 use crate::storage::{AuditKind, Device, Role};
 
-pub(super) fn routes() -> Router<App> {
+/// Photo routes, only with a valid token, checked before a chunk is read.
+pub(super) fn routes(app: &App) -> Router<App> {
+    let chunk = body_cap(protocol::MAX_UPLOAD_CHUNK);
     Router::new()
-        .route("/v1/blobs/{hash}", get(get_blob).put(put_blob))
+        .route("/v1/blobs/{hash}", get(get_blob).put(put_blob).layer(chunk))
         .route("/v1/blobs/{hash}/status", get(blob_status))
+        .route_layer(from_fn_with_state(app.clone(), token_first))
 }
 
 fn parse_hash(s: &str) -> Result<BlobHash, ApiError> {

@@ -4,26 +4,37 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use axum::routing::post;
-use sync_core::protocol::{EnrollRequest, EnrollResponse, ManifestReport, SyncRequest};
+use sync_core::protocol::{EnrollRequest, EnrollResponse, MAX_BODY, ManifestReport, SyncRequest};
 
-use super::App;
-use super::auth::field_device;
+use super::auth::{field_device, token_first};
 use super::client::{Client, audit, check_limit, count_failure};
 use super::error::{ApiError, blocking, cbor, decode};
 use super::limits::Door;
+use super::{App, body_cap};
 use crate::accounts::AccountError;
 use crate::accounts::{enroll_device, scope_of};
 use crate::clock::ServerTime;
 use crate::storage::AuditKind;
 use crate::sync::{Caller, report_manifest};
 
-pub(super) fn routes() -> Router<App> {
+/// How large an enrolment request may be.
+const ENROL_BODY: usize = 4 * 1024;
+/// How large a manifest report may be.
+const MANIFEST_BODY: usize = 64 * 1024;
+
+/// Enrolment, open to anyone with a small body; sync and manifest only
+/// with a valid token, checked before the body is read.
+pub(super) fn routes(app: &App) -> Router<App> {
+    let devices = Router::new()
+        .route("/v1/sync", post(sync).layer(body_cap(MAX_BODY)))
+        .route("/v1/manifest", post(manifest).layer(body_cap(MANIFEST_BODY)))
+        .route_layer(from_fn_with_state(app.clone(), token_first));
     Router::new()
-        .route("/v1/enroll", post(enroll))
-        .route("/v1/sync", post(sync))
-        .route("/v1/manifest", post(manifest))
+        .route("/v1/enroll", post(enroll).layer(body_cap(ENROL_BODY)))
+        .merge(devices)
 }
 
 async fn enroll(State(app): State<App>, client: Client, body: Bytes) -> Result<Response, ApiError> {

@@ -347,3 +347,102 @@ fn guessing_codes_tokens_and_sign_ins_is_limited_per_address_and_account_and_log
     // refused tries behind a block are not checked, so not recorded.
     assert_eq!(failed.as_array().unwrap().len(), 22, "{failed}");
 }
+
+/// Reads from `stream` until the server closes it (true) or `patience` ends.
+fn closed_by_server(stream: &mut std::net::TcpStream, patience: std::time::Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(patience)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn idle_and_slow_header_clients_cannot_lock_a_worker_out() {
+    use std::io::Write;
+    let mut server = Server::new();
+    server.add_worker("w1", &[HX01]);
+    server.start_with(&["--max-connections", "40"]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    // More idle and slow-header connections than the server takes.
+    let mut held = Vec::new();
+    for i in 0..60 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        if i % 3 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+        }
+        held.push(s);
+    }
+    let dev = Device::new("w1", &[HX01]);
+    dev.enroll(&server);
+    dev.report(&["--category", "lawn"]);
+    let synced = dev.sync(&[]);
+    assert_eq!(synced["acknowledged"], 1, "{synced}");
+    // Every held connection is closed by the server: the oldest to make
+    // room, the rest when their header time runs out.
+    let patience = std::time::Duration::from_secs(60);
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(closed_by_server(s, patience), "connection {i} is still open");
+    }
+}
+
+/// Sends a request head announcing `length` body bytes, none of them, and
+/// returns the status line the server answers with.
+fn answer_to_head(server: &Server, head: &str) -> String {
+    use std::io::{BufRead, Write};
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn bodies_are_refused_before_they_are_read_without_a_token_or_over_the_routes_cap() {
+    let mut server = Server::new();
+    server.add_worker("w1", &[HX01]);
+    server.start();
+    let big = 16 * 1024 * 1024;
+    for (what, head, status) in [
+        (
+            "a sync without a token",
+            format!("POST /v1/sync HTTP/1.1\r\nHost: x\r\nContent-Length: {big}\r\n\r\n"),
+            "401",
+        ),
+        (
+            "a sync with a wrong token",
+            format!("POST /v1/sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nContent-Length: {big}\r\n\r\n"),
+            "401",
+        ),
+        (
+            "a photo chunk without a token",
+            format!("PUT /v1/blobs/{} HTTP/1.1\r\nHost: x\r\nContent-Length: {big}\r\n\r\n", "ab".repeat(32)),
+            "401",
+        ),
+        (
+            "an enrolment the size of a sync",
+            format!("POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: {big}\r\n\r\n"),
+            "413",
+        ),
+        (
+            "a sign-in form of 1 MiB",
+            "POST /center/sign-in HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1048576\r\n\r\n".to_owned(),
+            "413",
+        ),
+    ] {
+        let line = answer_to_head(&server, &head);
+        assert!(line.starts_with(&format!("HTTP/1.1 {status}")), "{what}: {line:?}");
+    }
+    // The server is fine afterwards.
+    let dev = Device::new("w1", &[HX01]);
+    dev.enroll(&server);
+    dev.sync(&[]);
+}

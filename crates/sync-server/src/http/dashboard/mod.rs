@@ -19,11 +19,11 @@ use axum::routing::{get, post};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::App;
 use super::auth;
 use super::client::{Client, audit, check_limit, count_failure};
 use super::error::{ApiError, blocking};
 use super::limits::Door;
+use super::{App, HeavyReads, body_cap};
 use crate::report::html::{STYLE, page};
 use crate::storage::AuditKind;
 use session::{SignedIn, signed_in};
@@ -31,12 +31,21 @@ use session::{SignedIn, signed_in};
 const CSP: &str = "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-pub(super) fn routes() -> Router<App> {
-    Router::new()
+/// How large a sign-in or sign-out form may be.
+const FORM_BODY: usize = 8 * 1024;
+
+/// The reconciliation page goes through the heavy-read gate.
+pub(super) fn routes(heavy: &HeavyReads) -> Router<App> {
+    let home = Router::new()
         .route("/center", get(pages::home))
-        .route("/center/", get(pages::home))
+        .route("/center/", get(pages::home));
+    let forms = Router::new()
         .route("/center/sign-in", post(sign_in))
         .route("/center/sign-out", post(sign_out))
+        .layer(body_cap(FORM_BODY));
+    Router::new()
+        .merge(heavy.guard(home))
+        .merge(forms)
         .route("/center/style.css", get(style))
         .route("/center/incidents/{id}", get(pages::incident_page))
         .route("/center/photos/{hash}", get(pages::photo))
