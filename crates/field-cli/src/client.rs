@@ -1,16 +1,23 @@
 //! The HTTP side of talking to the sync server: CBOR in and out, retries
 //! with backoff on network trouble, and server errors as typed values.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use sync_core::protocol::{self, ErrorBody};
+
+use crate::tls::{Seen, Trust, client_config};
 
 /// How a request failed.
 #[derive(Debug)]
 pub enum CallError {
     /// The network or the server is unavailable: worth retrying later.
     Unreachable(String),
+    /// The server showed another key than at enrolment: not retried.
+    KeyChanged { pinned: String, shown: String },
+    /// The server's certificate is not valid for it: not retried.
+    Untrusted(String),
     /// The server answered with an error about this request.
     Refused { status: u16, body: ErrorBody },
 }
@@ -19,6 +26,17 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CallError::Unreachable(m) => write!(f, "the server could not be reached: {m}"),
+            CallError::Untrusted(why) => write!(
+                f,
+                "the server's certificate is not trusted ({why}); if the city runs its own CA, \
+                 enrol with --ca FILE naming its certificate"
+            ),
+            CallError::KeyChanged { pinned, shown } => write!(
+                f,
+                "the server's certificate key is not the one it had at enrolment (sha256 {pinned}, now {shown}): \
+                 someone may be between this phone and the server, so nothing was sent; if the operator \
+                 really changed the server's key, enrol again with a new code"
+            ),
             CallError::Refused { status, body } => {
                 write!(f, "the server refused ({status} {}): {}", body.code, body.message)
             }
@@ -28,8 +46,43 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// An error and its causes, as one line.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = std::error::Error::source(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = err.source();
+    }
+    out
+}
+
+/// Why rustls refused the server's certificate, if that is why `e` failed
+/// (the pin's own refusal is told apart by [`Client::key_changed`]).
+fn tls_refusal(e: &reqwest::Error) -> Option<String> {
+    // Every cause, including what an io::Error wraps (its `source` skips it).
+    let mut stack: Vec<&(dyn std::error::Error + 'static)> = vec![e];
+    while let Some(err) = stack.pop() {
+        if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
+            return (*c != rustls::CertificateError::ApplicationVerificationFailure).then(|| format!("{c:?}"));
+        }
+        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            stack.push(inner);
+        }
+        stack.extend(err.source());
+    }
+    None
+}
+
 pub struct Client {
     http: reqwest::blocking::Client,
+    /// The key the last TLS handshake showed.
+    seen: Arc<Mutex<Seen>>,
+    pinned: Option<String>,
     base: String,
     token: Option<String>,
     retries: u32,
@@ -39,14 +92,19 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str, token: Option<String>, retries: u32) -> Result<Client> {
+    pub fn new(base: &str, token: Option<String>, retries: u32, trust: &Trust) -> Result<Client> {
+        let (tls, seen) = client_config(trust)?;
         let http = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
+            .tls_backend_preconfigured(tls)
+            .https_only(base.starts_with("https://"))
             .build()
             .map_err(|e| anyhow!("cannot set up HTTP: {e}"))?;
         Ok(Client {
             http,
+            seen,
+            pinned: trust.pin.clone(),
             base: base.trim_end_matches('/').to_owned(),
             token,
             retries,
@@ -61,6 +119,9 @@ impl Client {
         let mut attempt = 0;
         loop {
             match self.once(method.clone(), path, &body) {
+                Err(CallError::Unreachable(_)) if self.key_changed().is_some() => {
+                    return Err(self.key_changed().expect("just seen"));
+                }
                 Err(CallError::Unreachable(m)) if attempt < self.retries => {
                     tracing::info!(path, attempt, error = %m, "retrying");
                     std::thread::sleep(delay);
@@ -72,6 +133,30 @@ impl Client {
         }
     }
 
+    /// A client for an enrolled device's server, trusting what enrolment
+    /// recorded.
+    pub fn for_device(data_dir: &std::path::Path, server: &str, token: String, retries: u32) -> Result<Client> {
+        let trust = Trust::load(data_dir)?;
+        Client::new(server, Some(token), retries, &trust)
+    }
+
+    /// The key the server showed, if TLS refused it for not being the pinned one.
+    pub fn key_changed(&self) -> Option<CallError> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match (&self.pinned, &seen.pin) {
+            (Some(pinned), Some(shown)) if seen.mismatch => Some(CallError::KeyChanged {
+                pinned: pinned.clone(),
+                shown: shown.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The key the last handshake showed (none over plain HTTP).
+    pub fn shown_key(&self) -> Option<String> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).pin.clone()
+    }
+
     fn once(&mut self, method: reqwest::Method, path: &str, body: &[u8]) -> Result<Vec<u8>, CallError> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
@@ -80,7 +165,10 @@ impl Client {
         if !body.is_empty() {
             req = req.header("content-type", "application/cbor").body(body.to_vec());
         }
-        let resp = req.send().map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let resp = req.send().map_err(|e| match tls_refusal(&e) {
+            Some(why) => CallError::Untrusted(why),
+            None => CallError::Unreachable(error_chain(&e)),
+        })?;
         let status = resp.status();
         let bytes = resp.bytes().map_err(|e| CallError::Unreachable(e.to_string()))?;
         self.sent += body.len() as u64;

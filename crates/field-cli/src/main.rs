@@ -20,6 +20,7 @@ mod report;
 mod show;
 mod status;
 mod sync;
+mod tls;
 mod update;
 
 /// Log, photograph and list grid incidents on this device, with or without a network.

@@ -139,7 +139,7 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
             .server
             .context("this device is not enrolled; run `field enroll` first")?
     };
-    let mut client = Client::new(&server, Some(token), retries)?;
+    let mut client = Client::for_device(data_dir, &server, token, retries)?;
     let mut summary = Summary::default();
     let bar = progress();
     sync_documents(data_dir, &mut client, &bar, &mut summary)?;
@@ -280,7 +280,7 @@ fn run_manifest_only(data_dir: &Path, retries: u32, json: bool) -> Result<()> {
         .sync_state()?
         .server
         .context("this device is not enrolled; run `field enroll` first")?;
-    let mut client = Client::new(&server, Some(token), retries)?;
+    let mut client = Client::for_device(data_dir, &server, token, retries)?;
     let (m, reply, clock) = send_manifest(data_dir, &mut client)?;
     if let Some(c) = clock {
         Store::open(data_dir)?.set_clock_offset(c.offset_ms)?;
@@ -402,7 +402,7 @@ pub fn fetch(data_dir: &Path, hashes: &[(BlobHash, &str)]) -> Result<usize> {
         .sync_state()?
         .server
         .context("this device is not enrolled")?;
-    let mut client = Client::new(&server, Some(token), 3)?;
+    let mut client = Client::for_device(data_dir, &server, token, 3)?;
     let mut fetched = 0;
     for (hash, kind) in hashes {
         if Store::open(data_dir)?.blobs().contains(hash) {

@@ -21,5 +21,5 @@ pub mod storage;
 pub mod sync;
 
 pub use clock::ServerTime;
-pub use http::serve;
+pub use http::{TlsError, TlsFiles, serve};
 pub use setup::{Config, DB_FILE, Open311Config, SetupError, load_grids, open_photos, open_storage};

@@ -22,6 +22,11 @@ pub struct Config {
     /// At most this many connections at once (default: what the
     /// descriptor limit allows, after raising the soft limit).
     pub max_connections: Option<usize>,
+    /// Serve HTTPS with this certificate chain and key instead of HTTP.
+    pub tls: Option<crate::http::TlsFiles>,
+    /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed
+    /// (the TLS proxy in front of the server); nobody else's are.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// The server database's file name in the data dir.
@@ -44,12 +49,17 @@ pub enum SetupError {
     PublicUrl(String),
     #[error("cannot serve: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::http::TlsError),
 }
 
 impl SetupError {
     /// A mistake in what the operator typed, not a failure of the machine.
     pub fn is_caller_mistake(&self) -> bool {
-        matches!(self, SetupError::PublicUrl(_) | SetupError::Grids(_))
+        matches!(
+            self,
+            SetupError::PublicUrl(_) | SetupError::Grids(_) | SetupError::Tls(_)
+        )
     }
 }
 
@@ -103,9 +113,10 @@ pub struct Open311Config {
 
 impl Open311Config {
     /// The base of absolute URLs, without a trailing slash.
-    pub fn base_url(&self, addr: SocketAddr) -> Result<String, SetupError> {
+    pub fn base_url(&self, addr: SocketAddr, tls: bool) -> Result<String, SetupError> {
+        let scheme = if tls { "https" } else { "http" };
         match &self.public_url {
-            None => Ok(format!("http://{addr}")),
+            None => Ok(format!("{scheme}://{addr}")),
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u.trim_end_matches('/').to_owned()),
             Some(u) => Err(SetupError::PublicUrl(u.clone())),
         }

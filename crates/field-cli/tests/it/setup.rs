@@ -278,12 +278,14 @@ fn categories_after_init_are_the_same_list() {
 }
 
 #[test]
-fn enroll_refuses_a_server_address_it_cannot_speak_and_stores_nothing() {
+fn enroll_refuses_a_server_address_it_should_not_speak_and_stores_nothing() {
     let dev = Device::setup();
     for (url, needle) in [
-        ("https://grid.example.org:8780", "plain http:// only"),
+        ("http://10.1.2.3:8780", "--allow-http"),
+        ("https://grid.example.org/v1", "leave `/v1` off"),
+        ("https://grid.example.org:99999", "is not a port"),
         ("http://127.0.0.1:8780 ", "spaces around it"),
-        ("127.0.0.1:8780", "must start with http://"),
+        ("127.0.0.1:8780", "must start with https://"),
     ] {
         let err = dev.fails(["enroll", "--server", url, "--code", "K7QF-M2XD-9PRT"], 2, &[needle]);
         assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");

@@ -1,7 +1,9 @@
 //! `sync-server serve`.
 
 use anyhow::Context;
-use sync_server::{Config, Open311Config};
+use std::path::PathBuf;
+
+use sync_server::{Config, Open311Config, TlsFiles};
 
 use super::{Place, classify};
 
@@ -21,6 +23,17 @@ pub struct Args {
     /// limit, raised to its hard maximum, less a reserve).
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key);
+    /// reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A TLS proxy in front of the server whose X-Forwarded-For and
+    /// X-Forwarded-Proto are believed; repeat for several.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
@@ -32,14 +45,20 @@ pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
             public_url: args.public_url,
         },
         max_connections: args.max_connections,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
+        trusted_proxies: args.trusted_proxies,
     };
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         // Tests and scripts read the bound address from this line.
-        println!("listening on http://{}", listener.local_addr()?);
+        println!("listening on {scheme}://{}", listener.local_addr()?);
         sync_server::serve(listener, &config, shutdown_signal())
             .await
             .map_err(classify)

@@ -22,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// How long a client may take to send a request head, and may idle between requests.
@@ -30,6 +31,15 @@ pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const RESERVED_FDS: u64 = 64;
 /// How long shutdown waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(20);
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a connection reached the server, for each request on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transport {
+    /// Over the server's own TLS.
+    pub tls: bool,
+}
 
 /// One connection's place.
 struct Slot {
@@ -97,6 +107,7 @@ pub(crate) fn connection_cap(max: Option<usize>) -> usize {
 pub(crate) async fn run(
     listener: TcpListener,
     router: Router,
+    tls: Option<TlsAcceptor>,
     max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -128,12 +139,23 @@ pub(crate) async fn run(
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             router: router.clone(),
+            transport: Transport { tls: tls.is_some() },
             peer,
             slot,
             slots: slots.clone(),
         };
         let watcher = graceful.watcher();
-        tokio::spawn(async move { conn.serve(TokioIo::new(stream), watcher).await });
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => conn.serve(TokioIo::new(stream), watcher).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => conn.serve(TokioIo::new(stream), watcher).await,
+                    Ok(Err(e)) => conn.refused(&format!("TLS handshake failed: {e}")),
+                    Err(_) => conn.refused("TLS handshake timed out"),
+                },
+            }
+        });
     }
     drop(listener);
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
@@ -145,19 +167,27 @@ pub(crate) async fn run(
 /// One accepted connection.
 struct Conn {
     router: Router,
+    transport: Transport,
     peer: SocketAddr,
     slot: Arc<Slot>,
     slots: Arc<Slots>,
 }
 
 impl Conn {
+    /// A connection that never got to HTTP.
+    fn refused(self, why: &str) {
+        tracing::debug!(peer = %self.peer, "{why}");
+        self.slots.leave(&self.slot);
+    }
+
     async fn serve<IO>(self, io: TokioIo<IO>, watcher: hyper_util::server::graceful::Watcher)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (router, peer, slot) = (self.router, self.peer, self.slot.clone());
+        let (router, peer, slot, transport) = (self.router, self.peer, self.slot.clone(), self.transport);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(transport);
             let busy = Busy::new(&slot);
             let answer = router.clone().oneshot(req);
             async move {

@@ -18,6 +18,7 @@ mod open311;
 mod photos;
 mod reports;
 mod sync;
+mod tls;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -48,9 +49,13 @@ pub(crate) struct AppState {
     pub base_url: String,
     /// Brute-force limits on tokens, enrolment codes and sign-ins.
     pub limits: limits::Limits,
+    /// Peers whose forwarded headers are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 pub(crate) type App = Arc<AppState>;
+
+pub use tls::{TlsError, TlsFiles};
 
 /// A whole request, body included, may take this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -129,14 +134,43 @@ pub async fn serve(
         grids: crate::setup::load_grids(config.grid_map.as_deref())?,
         push_lock: Mutex::new(()),
         open311_public: config.open311.public,
-        base_url: config.open311.base_url(addr)?,
+        base_url: config.open311.base_url(addr, config.tls.is_some())?,
         limits: limits::Limits::default(),
+        trusted_proxies: config.trusted_proxies.clone(),
     });
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => {
+            let (acceptor, cert) = tls::acceptor(files)?;
+            tokio::spawn(reload_on_hangup(cert));
+            Some(acceptor)
+        }
+    };
     let cap = listen::connection_cap(config.max_connections);
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = cap, "serving");
-    listen::run(listener, router(app), cap, shutdown)
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = cap, tls = tls.is_some(), "serving");
+    listen::run(listener, router(app), tls, cap, shutdown)
         .await
         .map_err(SetupError::Serve)
+}
+
+/// Reads the certificate files again on every SIGHUP.
+async fn reload_on_hangup(cert: Arc<tls::Certificate>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; the certificate reloads only on restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match cert.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificate"),
+                Err(e) => tracing::error!(error = %e, "the TLS certificate did not reload; the old one stays"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = cert;
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ mod property;
 mod reconcile;
 mod restore;
 mod security;
+mod tls;
 
 pub const HX01: &str = "HLT-CX-HX-01";
 pub const HX02: &str = "HLT-CX-HX-02";
@@ -222,6 +223,11 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -75,8 +75,8 @@ fn html_response(status: StatusCode, page: Markup) -> Response {
     )
 }
 
-fn sign_in_page(status: StatusCode, error: Option<&str>) -> Response {
-    let (nonce, set) = session::login_nonce();
+fn sign_in_page(client: &Client, status: StatusCode, error: Option<&str>) -> Response {
+    let (nonce, set) = session::login_nonce(client);
     let mut resp = html_response(
         status,
         page(
@@ -102,8 +102,8 @@ fn sign_in_page(status: StatusCode, error: Option<&str>) -> Response {
 }
 
 /// The sign-in form again, saying why, with `Retry-After` when limited.
-fn refused_sign_in(e: &ApiError) -> Response {
-    let mut resp = sign_in_page(e.status(), Some(e.message()));
+fn refused_sign_in(client: &Client, e: &ApiError) -> Response {
+    let mut resp = sign_in_page(client, e.status(), Some(e.message()));
     if let Some(secs) = e.retry_after() {
         resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
     }
@@ -136,17 +136,17 @@ struct Csrf {
 }
 
 /// Whether a sign-in form came from this server's own page.
-fn own_sign_in_form(headers: &HeaderMap, form: &SignIn) -> bool {
+fn own_sign_in_form(client: &Client, headers: &HeaderMap, form: &SignIn) -> bool {
     let nonce = session::cookie(headers, session::LOGIN_COOKIE);
-    session::same_origin(headers) && !form.csrf.is_empty() && nonce.as_deref() == Some(form.csrf.as_str())
+    session::same_origin(client, headers) && !form.csrf.is_empty() && nonce.as_deref() == Some(form.csrf.as_str())
 }
 
 async fn sign_in(State(app): State<App>, client: Client, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
     let result = blocking(move || {
         if let Err(e) = check_limit(&app, &client, Door::SignIn, None) {
-            return Ok(refused_sign_in(&e));
+            return Ok(refused_sign_in(&client, &e));
         }
-        if !own_sign_in_form(&headers, &form) {
+        if !own_sign_in_form(&client, &headers, &form) {
             audit(
                 &app,
                 &client,
@@ -155,21 +155,22 @@ async fn sign_in(State(app): State<App>, client: Client, headers: HeaderMap, For
                 "a sign-in form from another site or an old page",
             )?;
             return Ok(sign_in_page(
+                &client,
                 StatusCode::FORBIDDEN,
                 Some("This sign-in did not come from this server's own page; sign in again here."),
             ));
         }
         match auth::reader(&app, &client, Some(form.token.trim())) {
             Ok(who) => {
-                let set = session::start(&app, &who)?;
+                let set = session::start(&app, &client, &who)?;
                 audit(&app, &client, AuditKind::SignIn, Some(&who), "dashboard")?;
-                let clear = session::set_cookie(session::LOGIN_COOKIE, "", 0);
+                let clear = session::set_cookie(&client, session::LOGIN_COOKIE, "", 0);
                 Ok(see_center(&[set, clear]))
             }
             Err(e) if e.status().is_client_error() => {
                 audit(&app, &client, AuditKind::SignInFailed, None, e.message())?;
                 count_failure(&app, &client, Door::SignIn, None)?;
-                Ok(refused_sign_in(&e))
+                Ok(refused_sign_in(&client, &e))
             }
             Err(e) => Err(e),
         }
@@ -177,6 +178,7 @@ async fn sign_in(State(app): State<App>, client: Client, headers: HeaderMap, For
     .await;
     result.unwrap_or_else(|_| {
         sign_in_page(
+            &client,
             StatusCode::SERVICE_UNAVAILABLE,
             Some("The server cannot check tokens right now; try again later."),
         )
@@ -184,12 +186,12 @@ async fn sign_in(State(app): State<App>, client: Client, headers: HeaderMap, For
 }
 
 async fn sign_out(State(app): State<App>, client: Client, headers: HeaderMap, Form(form): Form<Csrf>) -> Response {
-    let clear = session::set_cookie(session::SESSION_COOKIE, "", 0);
+    let clear = session::set_cookie(&client, session::SESSION_COOKIE, "", 0);
     let result = blocking(move || {
         let Some(s) = signed_in(&app, &client, &headers)? else {
             return Ok(see_center(&[clear]));
         };
-        if !session::same_origin(&headers) || form.csrf != s.csrf {
+        if !session::same_origin(&client, &headers) || form.csrf != s.csrf {
             return Ok(error_page(
                 StatusCode::FORBIDDEN,
                 "This sign-out did not come from this server's own page; you are still signed in.",

@@ -27,7 +27,7 @@ pub(super) async fn home(
 ) -> Response {
     let result = blocking(move || {
         let Some(signed) = signed_in(&app, &client, &headers)? else {
-            return Ok(sign_in_page(StatusCode::OK, None));
+            return Ok(sign_in_page(&client, StatusCode::OK, None));
         };
         let who = &signed.who;
         let asked = q.get("community").map(String::as_str).filter(|c| !c.is_empty());
@@ -89,6 +89,7 @@ pub(super) async fn incident_page(
     let result = blocking(move || {
         let Some(signed) = signed_in(&app, &client, &headers)? else {
             return Ok(sign_in_page(
+                &client,
                 StatusCode::UNAUTHORIZED,
                 Some("Sign in to see incidents."),
             ));

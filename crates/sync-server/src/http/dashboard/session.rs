@@ -42,24 +42,27 @@ pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// A `Set-Cookie` value scoped to the dashboard; `max_age` 0 clears it.
-pub(super) fn set_cookie(name: &str, value: &str, max_age: u32) -> String {
-    format!("{name}={value}; Path=/center; HttpOnly; SameSite=Strict; Max-Age={max_age}")
+/// A `Set-Cookie` value scoped to the dashboard, `Secure` when the page
+/// is HTTPS; `max_age` 0 clears it.
+pub(super) fn set_cookie(client: &Client, name: &str, value: &str, max_age: u32) -> String {
+    let secure = if client.https { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/center; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
 /// A fresh sign-in form token and the cookie that holds it too.
-pub(super) fn login_nonce() -> (String, String) {
+pub(super) fn login_nonce(client: &Client) -> (String, String) {
     let nonce = random_token();
-    let set = set_cookie(LOGIN_COOKIE, &nonce, LOGIN_FORM_SECS);
+    let set = set_cookie(client, LOGIN_COOKIE, &nonce, LOGIN_FORM_SECS);
     (nonce, set)
 }
 
-/// Whether the request's `Origin` is this server (`http://` + `Host`).
+/// Whether the request's `Origin` is this server (its scheme + `Host`).
 /// Browsers send `Origin` with every form POST; a missing one is refused.
-pub(super) fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(client: &Client, headers: &HeaderMap) -> bool {
     let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let scheme = if client.https { "https://" } else { "http://" };
     match (value(header::ORIGIN), value(header::HOST)) {
-        (Some(origin), Some(host)) => origin.strip_prefix("http://") == Some(host),
+        (Some(origin), Some(host)) => origin.strip_prefix(scheme) == Some(host),
         _ => false,
     }
 }
@@ -91,7 +94,7 @@ pub(super) fn signed_in(app: &AppState, client: &Client, headers: &HeaderMap) ->
 }
 
 /// Starts a session for `who`; returns the `Set-Cookie` value.
-pub(super) fn start(app: &AppState, who: &Device) -> Result<String, ApiError> {
+pub(super) fn start(app: &AppState, client: &Client, who: &Device) -> Result<String, ApiError> {
     let id = random_token();
     let now = ServerTime::now();
     let session = NewSession {
@@ -101,7 +104,7 @@ pub(super) fn start(app: &AppState, who: &Device) -> Result<String, ApiError> {
         expires_ms: now.ms + i64::from(SESSION_SECS) * 1000,
     };
     app.storage.start_session(&session, &now.text)?;
-    Ok(set_cookie(SESSION_COOKIE, &id, SESSION_SECS))
+    Ok(set_cookie(client, SESSION_COOKIE, &id, SESSION_SECS))
 }
 
 pub(super) fn end(app: &AppState, s: &SignedIn) -> Result<(), ApiError> {
