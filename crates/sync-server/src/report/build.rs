@@ -583,7 +583,7 @@ mod tests {
         }
         assert_eq!(r.day_start, "2026-11-20T00:00:00+08:00");
         let csv = String::from_utf8(to_csv(&r).unwrap()).unwrap();
-        assert!(csv.contains(",w-nodevice,'=SUM(A1),"), "{csv}");
+        assert!(csv.contains(",\"w-nodevice\",\"'=SUM(A1)\","), "{csv}");
         assert_eq!(r.day_end, "2026-11-21T00:00:00+08:00");
     }
 }
