@@ -618,3 +618,24 @@ fn cross_site_sign_in_and_sign_out_are_refused() {
         "{failed}"
     );
 }
+
+/// The sign-in form as a browser using `http` submits it: the form page
+/// first (its login cookie and token), then the post with `origin`.
+pub(crate) fn sign_in_via(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    origin: &str,
+    token: &str,
+) -> reqwest::blocking::Response {
+    let form = http.get(format!("{base}/center")).send().unwrap();
+    let cookie = set_cookie(&form, "center_login").expect("the form sets its login cookie");
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let csrf = form_csrf(&form.text().unwrap());
+    http.post(format!("{base}/center/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .header("origin", origin)
+        .body(format!("token={token}&csrf={csrf}"))
+        .send()
+        .unwrap()
+}

@@ -304,25 +304,7 @@ fn guessing_codes_tokens_and_sign_ins_is_limited_per_address_and_account_and_log
 
     // The dashboard's sign-in, through its own form, from a fifth address.
     let browser = client_from([127, 0, 0, 5]);
-    let sign_in = |token: &str| {
-        let form = browser.get(format!("{}/center", server.url)).send().unwrap();
-        let cookie = form.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        let csrf = crate::dashboard::form_csrf(&form.text().unwrap());
-        browser
-            .post(format!("{}/center/sign-in", server.url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", cookie)
-            .header("origin", &server.url)
-            .body(format!("token={token}&csrf={csrf}"))
-            .send()
-            .unwrap()
-    };
+    let sign_in = |token: &str| crate::dashboard::sign_in_via(&browser, &server.url, &server.url, token);
     let statuses: Vec<u16> = (0..12)
         .map(|i| sign_in(&format!("{i:064x}")).status().as_u16())
         .collect();

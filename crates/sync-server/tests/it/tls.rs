@@ -140,15 +140,7 @@ fn the_dashboard_cookie_is_secure_over_https() {
     let form = http.get(format!("{}/center", server.url)).send().unwrap();
     let login = form.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(login.contains("; Secure"), "{login}");
-    let csrf = crate::dashboard::form_csrf(&form.text().unwrap());
-    let signed = http
-        .post(format!("{}/center/sign-in", server.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", login.split(';').next().unwrap())
-        .header("origin", &server.url)
-        .body(format!("token={token}&csrf={csrf}"))
-        .send()
-        .unwrap();
+    let signed = crate::dashboard::sign_in_via(&http, &server.url, &server.url, &token);
     assert_eq!(signed.status(), 303);
     let session: Vec<&str> = signed
         .headers()
@@ -164,23 +156,7 @@ fn the_dashboard_cookie_is_secure_over_https() {
     );
     // The http:// origin of the same host is another origin.
     let plain_origin = server.url.replacen("https://", "http://", 1);
-    let form = http.get(format!("{}/center", server.url)).send().unwrap();
-    let login = form.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let csrf = crate::dashboard::form_csrf(&form.text().unwrap());
-    let refused = http
-        .post(format!("{}/center/sign-in", server.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", login)
-        .header("origin", plain_origin)
-        .body(format!("token={token}&csrf={csrf}"))
-        .send()
-        .unwrap();
+    let refused = crate::dashboard::sign_in_via(&http, &server.url, &plain_origin, &token);
     assert_eq!(refused.status(), 403);
 }
 
