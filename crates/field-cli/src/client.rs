@@ -176,7 +176,7 @@ impl Client {
         if status.is_success() {
             return Ok(bytes.to_vec());
         }
-        if status.is_server_error() || status.as_u16() == 429 {
+        if status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
             return Err(CallError::Unreachable(format!("HTTP {status}")));
         }
         let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {

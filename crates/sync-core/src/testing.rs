@@ -89,3 +89,23 @@ pub fn calc_formula_cells(csv: &[u8]) -> usize {
     let _ = std::fs::remove_dir_all(&dir);
     sheet.matches("table:formula=").count()
 }
+
+/// Every folder and file under `root` (root itself as ""), with its
+/// permission bits and whether it is a folder, sorted by path.
+#[cfg(unix)]
+pub fn modes_under(root: &std::path::Path) -> Vec<(String, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).expect("a listed path exists");
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path).expect("a folder lists");
+            stack.extend(entries.map(|e| e.expect("an entry reads").path()));
+        }
+        let name = path.strip_prefix(root).expect("under the root").display().to_string();
+        out.push((name, meta.permissions().mode() & 0o7777, meta.is_dir()));
+    }
+    out.sort();
+    out
+}

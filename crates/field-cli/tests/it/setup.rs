@@ -295,23 +295,6 @@ fn enroll_refuses_a_server_address_it_should_not_speak_and_stores_nothing() {
     assert!(status["server"].is_null(), "no server recorded: {status}");
 }
 
-/// Every folder and file under `root` with its permission bits.
-fn modes_under(root: &std::path::Path) -> Vec<(String, u32)> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(path) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        if meta.is_dir() {
-            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-        }
-        let name = path.strip_prefix(root).unwrap().display().to_string();
-        out.push((name, meta.permissions().mode() & 0o7777));
-    }
-    out.sort();
-    out
-}
-
 /// `field ARGS` under `umask 000`, the most permissive a user could set.
 fn field_with_open_umask(data_dir: &std::path::Path, args: &[&str]) {
     let field = assert_cmd::cargo::cargo_bin("field");
@@ -339,15 +322,14 @@ fn the_data_dir_and_everything_in_it_are_its_owners_alone_whatever_the_umask() {
         field_with_open_umask(&dir, &["init", "--worker", WORKER, "--grid", HX01]);
         let photo = crate::fixture("manhole-exif.jpg");
         field_with_open_umask(&dir, &["report", "--category", "manhole-cover", "--photo", &photo]);
-        let modes = modes_under(&dir);
-        assert!(modes.iter().any(|(n, _)| n == "field.sqlite3"), "{modes:?}");
+        let modes = sync_core::testing::modes_under(&dir);
+        assert!(modes.iter().any(|(n, _, _)| n == "field.sqlite3"), "{modes:?}");
         assert!(
-            modes.iter().any(|(n, _)| n.starts_with("blobs/") && n.len() > 70),
+            modes.iter().any(|(n, _, _)| n.starts_with("blobs/") && n.len() > 70),
             "{modes:?}"
         );
-        for (name, mode) in &modes {
-            let is_dir = dir.join(name).is_dir();
-            let want = if is_dir { 0o700 } else { 0o600 };
+        for (name, mode, is_dir) in &modes {
+            let want = if *is_dir { 0o700 } else { 0o600 };
             assert_eq!(*mode, want, "{name:?} is {mode:o} in {modes:?}");
         }
     }
