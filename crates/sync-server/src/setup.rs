@@ -27,6 +27,27 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed
     /// (the TLS proxy in front of the server); nobody else's are.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long a request and the pauses in its body may take.
+    pub timeouts: Timeouts,
+}
+
+/// Bounds on slow clients once a request head has arrived (the head
+/// itself must arrive within the listener's fixed header timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A whole request, body included; 408 past it.
+    pub request: std::time::Duration,
+    /// A request body's longest pause between bytes; 408 past it.
+    pub body_idle: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            request: std::time::Duration::from_secs(300),
+            body_idle: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// The server database's file name in the data dir.

@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use sync_server::{Config, Open311Config, TlsFiles};
+use sync_server::{Config, Open311Config, Timeouts, TlsFiles};
 
 use super::{Place, classify};
 
@@ -34,6 +35,12 @@ pub struct Args {
     /// X-Forwarded-Proto are believed; repeat for several.
     #[arg(long = "trusted-proxy", value_name = "IP")]
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// A whole request, body included, may take this many seconds (408 past it).
+    #[arg(long, value_name = "SECS", default_value_t = Timeouts::default().request.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout: u64,
+    /// A request body may pause this many seconds between bytes (408 past it).
+    #[arg(long, value_name = "SECS", default_value_t = Timeouts::default().body_idle.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_idle_timeout: u64,
 }
 
 pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
@@ -50,6 +57,10 @@ pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
             .zip(args.tls_key)
             .map(|(cert, key)| TlsFiles { cert, key }),
         trusted_proxies: args.trusted_proxies,
+        timeouts: Timeouts {
+            request: Duration::from_secs(args.request_timeout),
+            body_idle: Duration::from_secs(args.body_idle_timeout),
+        },
     };
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -2,13 +2,14 @@
 //! token that fails is recorded in the audit log with the client address.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::client::{Client, audit, check_limit, count_failure};
 use super::error::ApiError;
 use super::error::blocking;
+use super::in_flight::InFlight;
 use super::limits::Door;
 use super::{App, AppState};
 use crate::secrets::secret_hash;
@@ -82,17 +83,29 @@ pub(crate) fn any_token(app: &AppState, client: &Client, token: &str) -> Result<
 }
 
 /// Route layer for device and photo routes: a request without a valid
-/// token is refused before a byte of its body is read.
+/// token is refused before a byte of its body is read, and so is one with
+/// a body from a device that has its share of them in progress.
 pub(crate) async fn token_first(State(app): State<App>, client: Client, req: Request, next: Next) -> Response {
     let headers = req.headers().clone();
+    let state = app.clone();
     let checked = blocking(move || {
         let token =
             bearer(&headers).ok_or_else(|| unauthorized("this request needs a token (Authorization: Bearer …)"))?;
-        any_token(&app, &client, token).map(drop)
+        any_token(&state, &client, token)
     })
     .await;
-    match checked {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
+    let device = match checked {
+        Ok(device) => device,
+        Err(e) => return e.into_response(),
+    };
+    let slot = match *req.method() {
+        Method::GET | Method::HEAD => None,
+        _ => match InFlight::take(&app.in_flight, &device.id) {
+            Some(slot) => Some(slot),
+            None => return ApiError::device_busy().into_response(),
+        },
+    };
+    let response = next.run(req).await;
+    drop(slot);
+    response
 }

@@ -1,5 +1,8 @@
 //! [`ApiError`]: the one place errors become status codes and JSON bodies.
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sync_core::protocol::{self, ErrorBody};
@@ -50,6 +53,21 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 format!("the server is busy with other reports and exports; try again in {retry_after_secs} s"),
+            )
+        }
+    }
+
+    /// 429: this device already has its share of requests in progress.
+    pub fn device_busy() -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "device_busy",
+                format!(
+                    "this device already has {} requests in progress; try again in 1 s",
+                    super::in_flight::PER_DEVICE
+                ),
             )
         }
     }
@@ -153,6 +171,38 @@ impl From<ExportError> for ApiError {
             }
         }
     }
+}
+
+/// A whole request body, its failures said as the protocol says them:
+/// 408 when it paused past the body timeout, 413 past the route's cap,
+/// 400 when the client broke it off.
+pub(crate) struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Body, ApiError> {
+        Bytes::from_request(req, state).await.map(Body).map_err(body_error)
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    let timed_out = std::iter::successors(Some(&rejection as &(dyn std::error::Error + 'static)), |e| e.source())
+        .any(|e| e.is::<tower_http::timeout::TimeoutError>());
+    if timed_out {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body stopped arriving; send it again",
+        );
+    }
+    let status = rejection.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "bad_body"
+    };
+    ApiError::new(status, code, rejection.body_text())
 }
 
 pub(crate) fn io_error(e: std::io::Error) -> ApiError {

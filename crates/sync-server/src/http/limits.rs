@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 
 /// Failures allowed at once before the limit starts.
 pub(crate) const BURST: u32 = 10;
@@ -42,8 +44,12 @@ pub(crate) struct Blocked {
     pub retry_after: Duration,
 }
 
+/// One cell per failure, each key its own bucket; a check says how many
+/// are left.
+type Cells = RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock, StateInformationMiddleware>;
+
 pub(crate) struct Limits {
-    cells: DefaultKeyedRateLimiter<Key>,
+    cells: Cells,
     blocked: Mutex<HashMap<Key, Instant>>,
 }
 
@@ -54,7 +60,7 @@ impl Default for Limits {
             .expect("the period is not zero")
             .allow_burst(burst);
         Limits {
-            cells: DefaultKeyedRateLimiter::keyed(quota),
+            cells: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
             blocked: Mutex::new(HashMap::new()),
         }
     }
@@ -89,13 +95,16 @@ impl Limits {
         let mut started = None;
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
         for key in keys(door, client, account) {
-            if let Err(not_until) = self.cells.check_key(&key) {
-                let wait = not_until
-                    .wait_time_from(DefaultClock::default().now())
-                    .max(Duration::from_secs(1));
-                blocked.insert(key, Instant::now() + wait);
-                started = Some(Blocked { retry_after: wait });
-            }
+            // The failure that takes the last cell starts the block, so
+            // each new cell buys exactly one more checked try.
+            let wait = match self.cells.check_key(&key) {
+                Ok(state) if state.remaining_burst_capacity() > 0 => continue,
+                Ok(_) => REFILL,
+                Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
+            };
+            let wait = wait.max(Duration::from_secs(1));
+            blocked.insert(key, Instant::now() + wait);
+            started = Some(Blocked { retry_after: wait });
         }
         if blocked.len() > 10_000 {
             let now = Instant::now();
@@ -115,13 +124,14 @@ mod tests {
         let limits = Limits::default();
         let me = Some(IpAddr::from([10, 0, 0, 1]));
         let other = Some(IpAddr::from([10, 0, 0, 2]));
-        for _ in 0..BURST {
+        for _ in 0..BURST - 1 {
             assert!(limits.check(Door::Enrol, me, Some("w1")).is_ok());
             assert!(limits.failed(Door::Enrol, me, Some("w1")).is_none());
         }
+        assert!(limits.check(Door::Enrol, me, Some("w1")).is_ok());
         let started = limits
             .failed(Door::Enrol, me, Some("w1"))
-            .expect("the burst is used up");
+            .expect("the last failure of the burst starts the block");
         assert!(started.retry_after <= REFILL);
         assert!(limits.check(Door::Enrol, me, None).is_err(), "the address is blocked");
         assert!(

@@ -12,6 +12,7 @@ mod client;
 mod dashboard;
 mod error;
 mod exports;
+mod in_flight;
 mod limits;
 mod listen;
 mod open311;
@@ -22,7 +23,6 @@ mod tls;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -35,7 +35,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::photos::PhotoStore;
-use crate::setup::{Config, SetupError};
+use crate::setup::{Config, SetupError, Timeouts};
 use crate::storage::Storage;
 
 pub(crate) struct AppState {
@@ -49,6 +49,8 @@ pub(crate) struct AppState {
     pub base_url: String,
     /// Brute-force limits on tokens, enrolment codes and sign-ins.
     pub limits: limits::Limits,
+    /// Requests with bodies in progress, per device.
+    pub in_flight: Arc<in_flight::InFlight>,
     /// Peers whose forwarded headers are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
@@ -57,14 +59,10 @@ pub(crate) type App = Arc<AppState>;
 
 pub use tls::{TlsError, TlsFiles};
 
-/// A whole request, body included, may take this long.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
-/// A request body may pause this long between bytes.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reports, exports and Open311 lists answered at once; more get 503.
 const HEAVY_READS: usize = 4;
 
-fn router(app: App) -> Router {
+fn router(app: App, timeouts: Timeouts) -> Router {
     let heavy = HeavyReads::new();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -79,10 +77,10 @@ fn router(app: App) -> Router {
         .layer(body_cap(MAX_BODY))
         .layer(DefaultBodyLimit::disable())
         .layer(cache::no_store_by_default())
-        .layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT))
+        .layer(RequestBodyTimeoutLayer::new(timeouts.body_idle))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            timeouts.request,
         ))
         .with_state(app)
 }
@@ -136,6 +134,7 @@ pub async fn serve(
         open311_public: config.open311.public,
         base_url: config.open311.base_url(addr, config.tls.is_some())?,
         limits: limits::Limits::default(),
+        in_flight: Arc::default(),
         trusted_proxies: config.trusted_proxies.clone(),
     });
     let tls = match &config.tls {
@@ -148,7 +147,7 @@ pub async fn serve(
     };
     let cap = listen::connection_cap(config.max_connections);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = cap, tls = tls.is_some(), "serving");
-    listen::run(listener, router(app), tls, cap, shutdown)
+    listen::run(listener, router(app, config.timeouts), tls, cap, shutdown)
         .await
         .map_err(SetupError::Serve)
 }

@@ -3,7 +3,6 @@
 //! the caller's scope names.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::from_fn_with_state;
@@ -15,7 +14,7 @@ use sync_core::protocol::{self, BlobStatus, MAX_PHOTO_BYTES};
 
 use super::auth::{any_token, bearer, field_device, token_first};
 use super::client::{Client, audit};
-use super::error::{ApiError, blocking, cbor, io_error};
+use super::error::{ApiError, Body, blocking, cbor, io_error};
 use super::{App, AppState, body_cap};
 use crate::accounts::scope_of;
 use crate::clock::ServerTime;
@@ -110,7 +109,7 @@ async fn put_blob(
     headers: HeaderMap,
     Path(hash): Path<String>,
     Query(q): Query<UploadQuery>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     blocking(move || {
         let device = field_device(&app, &client, &headers)?;

@@ -1,7 +1,6 @@
 //! `POST /v1/enroll`, `POST /v1/sync` and `POST /v1/manifest`.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::middleware::from_fn_with_state;
@@ -11,7 +10,7 @@ use sync_core::protocol::{EnrollRequest, EnrollResponse, MAX_BODY, ManifestRepor
 
 use super::auth::{field_device, token_first};
 use super::client::{Client, audit, check_limit, count_failure};
-use super::error::{ApiError, blocking, cbor, decode};
+use super::error::{ApiError, Body, blocking, cbor, decode};
 use super::limits::Door;
 use super::{App, body_cap};
 use crate::accounts::AccountError;
@@ -37,7 +36,7 @@ pub(super) fn routes(app: &App) -> Router<App> {
         .merge(devices)
 }
 
-async fn enroll(State(app): State<App>, client: Client, body: Bytes) -> Result<Response, ApiError> {
+async fn enroll(State(app): State<App>, client: Client, Body(body): Body) -> Result<Response, ApiError> {
     let req: EnrollRequest = decode(&body)?;
     blocking(move || {
         check_limit(&app, &client, Door::Enrol, Some(&req.worker))?;
@@ -78,7 +77,12 @@ async fn enroll(State(app): State<App>, client: Client, body: Bytes) -> Result<R
     .await
 }
 
-async fn sync(State(app): State<App>, client: Client, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn sync(
+    State(app): State<App>,
+    client: Client,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     blocking(move || {
         let device = field_device(&app, &client, &headers)?;
         let req: SyncRequest = decode(&body)?;
@@ -108,7 +112,7 @@ async fn manifest(
     State(app): State<App>,
     client: Client,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     blocking(move || {
         let device = field_device(&app, &client, &headers)?;
