@@ -314,6 +314,7 @@ fn a_restored_server_takes_back_a_lost_devices_changes_from_a_colleague() {
     server.add_worker("w-li", &[HX02]);
     server.add_worker("w-wang", &[HX02]);
     server.add_worker("w-zhao", &[HX02]);
+    server.add_worker("w-sun", &[HX02]);
     server.admin(&["worker", "add", "--id", "op", "--name", "运维", "--role", "operator"]);
     server.start();
     let li = Device::new("w-li", &[HX02]);
@@ -330,11 +331,15 @@ fn a_restored_server_takes_back_a_lost_devices_changes_from_a_colleague() {
     zhao.enroll(&server);
     let zhaos = zhao.report(&["--category", "lawn"]);
     assert_eq!(zhao.sync(&[])["acknowledged"], 1);
-    assert_eq!(wang.sync(&[])["new_incidents"], 2);
+    let sun = Device::new("w-sun", &[HX02]);
+    sun.enroll(&server);
+    let suns = sun.report(&["--category", "clutter", "--desc", "测试用，作废"]);
+    assert_eq!(sun.sync(&[])["acknowledged"], 1);
+    assert_eq!(wang.sync(&[])["new_incidents"], 3);
 
-    // The disk fails; the backup comes back. Li's and Zhao's phones are lost.
+    // The disk fails; the backup comes back. Li's, Zhao's and Sun's phones are lost.
     restore(&mut server, old.path());
-    drop((li, zhao));
+    drop((li, zhao, sun));
     let synced = wang.sync(&[]);
     assert!(synced["resets"].as_u64().unwrap() >= 1, "{synced}");
     let on_server: Vec<String> = server_heads(&server).into_iter().map(|(id, _)| id).collect();
@@ -353,8 +358,11 @@ fn a_restored_server_takes_back_a_lost_devices_changes_from_a_colleague() {
     // Zhao's device is unknown to the restored server: its change waits.
     let listed = server.admin(&["quarantine", "list"]);
     assert!(listed.contains(&zhaos) && listed.contains("relayed change"), "{listed}");
-    let item = listed.split_whitespace().next().unwrap().to_owned();
-    server.admin(&["quarantine", "accept", &item, "--as", "w-zhao"]);
+    let item_of = |incident: &str| {
+        let line = listed.lines().find(|l| l.contains(incident)).unwrap();
+        line.split_whitespace().next().unwrap().to_owned()
+    };
+    server.admin(&["quarantine", "accept", &item_of(&zhaos), "--as", "w-zhao"]);
     let audited = server.admin(&["audit", "--kind", "quarantine-accept", "--json"]);
     assert!(
         audited.contains("\"w-zhao\"") && audited.contains("\"local\""),
@@ -363,5 +371,17 @@ fn a_restored_server_takes_back_a_lost_devices_changes_from_a_colleague() {
     let on_server: Vec<String> = server_heads(&server).into_iter().map(|(id, _)| id).collect();
     assert!(on_server.contains(&zhaos), "{on_server:?}");
     assert!(!server.admin(&["quarantine", "list"]).contains(&zhaos));
+
+    // Sun's report was a test: the operator drops it, and the log says so.
+    let dropped = item_of(&suns);
+    server.admin(&["quarantine", "drop", &dropped]);
+    let audited = server.admin(&["audit", "--kind", "quarantine-drop", "--json"]);
+    assert!(
+        audited.contains(&format!("quarantined item {dropped} dropped")) && audited.contains("\"local\""),
+        "{audited}"
+    );
+    assert!(!server.admin(&["quarantine", "list"]).contains(&suns));
+    let on_server: Vec<String> = server_heads(&server).into_iter().map(|(id, _)| id).collect();
+    assert!(!on_server.contains(&suns), "{on_server:?}");
     assert_server_feed_consistent(&server);
 }
