@@ -109,6 +109,17 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Adds the workers (the operator's `worker add`), then starts serving.
     pub fn start(bins: &Binaries, workers: &[Worker]) -> Result<ServerProcess> {
+        ServerProcess::start_with(bins, workers, &[], None)
+    }
+
+    /// As [`ServerProcess::start`], with more `serve` arguments, and with
+    /// the process's descriptor limit (soft and hard) set to `nofile`.
+    pub fn start_with(
+        bins: &Binaries,
+        workers: &[Worker],
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Result<ServerProcess> {
         let dir = tempfile::Builder::new().prefix("bench-server-").tempdir()?;
         {
             let storage = sync_server::open_storage(dir.path())?;
@@ -124,10 +135,21 @@ impl ServerProcess {
                 sync_server::accounts::add_worker(&storage, &grids, &new)?;
             }
         }
-        let mut child = Command::new(&bins.server)
+        // util-linux's prlimit sets the limit and then runs the server in
+        // its own process, so the child's pid is the server's.
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(&bins.server);
+                c
+            }
+            None => Command::new(&bins.server),
+        };
+        let mut child = command
             .arg("--data-dir")
             .arg(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("SYNC_SERVER_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -315,6 +337,27 @@ fn post(http: &reqwest::blocking::Client, url: &str, token: Option<&str>, body: 
         String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>()
     );
     Ok(bytes)
+}
+
+/// Runs the `field` binary on the data dir `dir` and waits for it; the
+/// time from spawning it to its exit.
+pub fn run_field(field: &Path, dir: &Path, args: &[&str]) -> Result<Duration> {
+    let start = Instant::now();
+    let out = Command::new(field)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("FIELD_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run field")?;
+    let took = start.elapsed();
+    ensure!(
+        out.status.success(),
+        "field {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(took)
 }
 
 /// The device clock, as `field` reads it.

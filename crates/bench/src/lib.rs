@@ -17,6 +17,7 @@ pub mod harness;
 pub mod load;
 pub mod local;
 pub mod machine;
+pub mod network;
 pub mod stats;
 pub mod sync;
 pub mod table;
@@ -52,6 +53,16 @@ pub const INGEST_P99: &str = "server ingest: request latency p99";
 pub const PULL: &str = "fresh device pulling a community";
 pub const RSS: &str = "server memory after ingest (VmRSS)";
 pub const RSS_PEAK: &str = "server peak memory during ingest (VmHWM)";
+pub const HELD_SYNC: &str = "`field sync` while hostile connections are held";
+pub const HELD_SYNC_1024: &str = "`field sync` while they are held, 1,024 descriptors";
+pub const HELD_STALE: &str = "idle or slow-header connections open past the header timeout (10 s) + 1 s";
+pub const HELD_BODIES: &str = "slow bodies still open at the end of the hold";
+pub const BODIES_RSS: &str = "server RSS rise, unauthenticated half-sent bodies";
+pub const BODIES_RSS_ENROLLED: &str = "server RSS rise, an enrolled device's half-sent bodies";
+pub const GUESS_CODES: &str = "enrolment-code guesses checked after the burst";
+pub const GUESS_TOKENS: &str = "token guesses checked after the burst";
+pub const TLS_SYNC: &str = "no-op `field sync` over HTTPS (new TLS handshake), whole process";
+pub const PLAIN_SYNC: &str = "no-op `field sync` over plain HTTP, whole process";
 
 /// Every figure, in table order; each is one row of the table.
 pub const FIGURES: &[&str] = &[
@@ -83,6 +94,16 @@ pub const FIGURES: &[&str] = &[
     PULL,
     RSS,
     RSS_PEAK,
+    HELD_SYNC,
+    HELD_SYNC_1024,
+    HELD_STALE,
+    HELD_BODIES,
+    BODIES_RSS,
+    BODIES_RSS_ENROLLED,
+    GUESS_CODES,
+    GUESS_TOKENS,
+    TLS_SYNC,
+    PLAIN_SYNC,
 ];
 
 /// Text after this line in an existing output file is kept when the bench
@@ -104,6 +125,9 @@ pub enum Group {
     Ingest,
     /// Server memory after a large ingest.
     Memory,
+    /// Hostile network clients: held connections, half-sent bodies,
+    /// guessing, and TLS.
+    Network,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +154,7 @@ pub struct Sizes {
     pub ingest_per_device: usize,
     pub rss_devices: usize,
     pub rss_per_device: usize,
+    pub network: network::NetSizes,
 }
 
 impl Sizes {
@@ -145,6 +170,7 @@ impl Sizes {
             ingest_per_device: 200,
             rss_devices: 10,
             rss_per_device: 10_000,
+            network: network::NetSizes::full(),
         }
     }
 
@@ -159,6 +185,7 @@ impl Sizes {
             ingest_per_device: 20,
             rss_devices: 10,
             rss_per_device: 20,
+            network: network::NetSizes::quick(),
         }
     }
 }
@@ -209,6 +236,7 @@ pub fn run(config: &Config) -> Result<Report> {
     phase(Group::Sync, &|| sync::figures(&bins, &sizes, runs))?;
     phase(Group::Ingest, &|| load::ingest(&bins, &sizes, runs))?;
     phase(Group::Memory, &|| load::memory(&bins, &sizes, runs))?;
+    phase(Group::Network, &|| network::figures(&bins, &sizes))?;
     rows.sort_by_key(|r| FIGURES.iter().position(|f| *f == r.figure).unwrap_or(usize::MAX));
     if config.only.is_empty() {
         let made: Vec<&str> = rows.iter().map(|r| r.figure).collect();
@@ -409,4 +437,25 @@ const METHOD: &str = "\
   community in pages of 2,000 changes, merged into its store. Rate = new incidents ÷ whole sync time.
 - **Server memory.** A fresh server process ingests the incidents from devices in separate cells (so
   nothing is pulled back); then `VmRSS` and `VmHWM` are read from `/proc/<pid>/status`. MB = 10⁶ bytes.
+- **Held hostile connections.** A fresh server with two workers in one cell. An enrolled colleague's
+  device opens slow bodies (a sync head with its token and `Content-Length: 1000000`, then one byte a
+  second), slow headers (an unfinished head, one byte a second) and idle connections (nothing sent),
+  all from 127.0.0.1, and keeps them going for the window; meanwhile the other worker runs six no-op
+  `field sync` processes spread over it (each figure is their median, min and max). This runs twice:
+  with the server's default descriptor limit (which it raises to the hard maximum) and under
+  `prlimit --nofile=1024`. *Open past the header timeout* counts idle and slow-header connections the
+  server had not closed 11 s after they opened, over both runs; *slow bodies still open* counts the
+  enrolled device's slow bodies at the end of the default-limit window (the body timeout does not end
+  them, since they never pause 30 s; the 300 s request timeout does).
+- **Half-sent bodies.** Sync requests announcing 16 MiB, half of each body sent, all held open at once;
+  the server's `VmRSS` before and 1 s after. First without a token (refused before the body is read),
+  then with the enrolled colleague's token (the body is buffered up to the route's cap).
+- **Guessing.** For the window, one client from 127.0.0.2 posts enrolment requests with wrong codes and
+  one from 127.0.0.3 posts syncs with wrong tokens, each as fast as one keep-alive connection allows;
+  the figure is the tries the server answered with something other than 429 after its first 429,
+  per minute. *Checked before the first 429* is the burst.
+- **TLS.** Two servers, one with `--tls-cert`/`--tls-key` (a certificate for 127.0.0.1 from a
+  throw-away CA made with rcgen, which `field enroll --ca` trusts), one on plain HTTP; the same no-op
+  `field sync` process, alternately against each. Each process opens a new connection, so each HTTPS
+  sample includes a full handshake and the certificate's fingerprint check.
 ";

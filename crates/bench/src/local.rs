@@ -1,10 +1,9 @@
 //! Figures on the device alone: logging incidents, `field report` as a
 //! process, and the photo pipeline.
 
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use sync_core::{IncidentDoc, Store};
 use uuid::Uuid;
 
@@ -14,7 +13,7 @@ use crate::stats::{Runs, percentile};
 use crate::table::{Row, Target};
 use crate::{Sizes, progress};
 
-const CELL: &str = "HLT-CX-HX-01";
+pub const CELL: &str = "HLT-CX-HX-01";
 
 pub fn logging(sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
     let cells = vec![CELL.to_owned()];
@@ -70,24 +69,7 @@ pub fn logging(sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
 /// outside: process start, opening the store, the durable commit, exit.
 pub fn field_report(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
     let dir = tempfile::Builder::new().prefix("bench-field-").tempdir()?;
-    let field = |args: &[&str]| -> Result<std::time::Duration> {
-        let start = Instant::now();
-        let out = Command::new(&bins.field)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .env("FIELD_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run field")?;
-        let took = start.elapsed();
-        ensure!(
-            out.status.success(),
-            "field {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(took)
-    };
+    let field = |args: &[&str]| crate::harness::run_field(&bins.field, dir.path(), args);
     field(&["init", "--worker", "w-report", "--grid", CELL])?;
     let report = [
         "report",
