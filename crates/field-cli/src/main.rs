@@ -15,6 +15,7 @@ mod enroll;
 mod export;
 mod init;
 mod list;
+mod lock;
 mod photos;
 mod report;
 mod show;
@@ -22,6 +23,8 @@ mod status;
 mod sync;
 mod tls;
 mod update;
+mod wake;
+mod watch;
 
 /// Log, photograph and list grid incidents on this device, with or without a network.
 #[derive(Debug, Parser)]
@@ -55,7 +58,8 @@ enum Command {
     Export(export::Args),
     /// Exchange a one-time code from the operator for this device's token.
     Enroll(enroll::Args),
-    /// Send what is new to the server and receive what is new from it.
+    /// Send what is new to the server and receive what is new from it
+    /// (with --watch, whenever the server can be reached).
     Sync(sync::Args),
     /// Fetch an incident's display photos (or originals) for offline use; prints their paths.
     Photos(photos::Args),

@@ -90,6 +90,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     };
     let mut doc = IncidentDoc::create(&new, session.profile.actor())?;
     session.store.save(&mut doc, &photos, now)?;
+    crate::wake::nudge(data_dir);
     emit(format!("{id}\n").as_bytes())?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use sync_core::Profile;
 use sync_core::store::StatusSummary;
 
 use crate::app::{Session, emit, print_json};
+use crate::watch::state::Watcher;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,6 +25,8 @@ struct Report<'a> {
     last_sync: Option<&'a str>,
     /// Incidents the server refused, kept here and offered again after the next local edit.
     refused: Vec<Refused>,
+    /// Whether `field sync --watch` runs, and what it last did.
+    watcher: Watcher,
 }
 
 #[derive(Serialize)]
@@ -43,6 +46,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         .into_iter()
         .map(|(id, code, reason)| Refused { id, code, reason })
         .collect();
+    let watcher = Watcher::of(data_dir)?;
     if args.json {
         return print_json(&Report {
             data_dir: data_dir.display().to_string(),
@@ -51,6 +55,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
             server: sync.server.as_deref(),
             last_sync: sync.last_sync.as_deref(),
             refused,
+            watcher,
         });
     }
     let p = &session.profile;
@@ -76,6 +81,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     );
     let _ = writeln!(out, "server     {}", sync.server.as_deref().unwrap_or("not enrolled"));
     let _ = writeln!(out, "last sync  {}", sync.last_sync.as_deref().unwrap_or("never"));
+    let _ = writeln!(out, "watcher    {}", watcher.line());
     for r in &refused {
         let _ = writeln!(out, "refused    {} ({}): {}", r.id, r.code, r.reason);
     }

@@ -1,4 +1,6 @@
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -6,11 +8,13 @@ use serde::Serialize;
 use sync_core::protocol::{
     self, BlobStatus, ClockSample, MAX_PULL, ManifestReply, ManifestReport, SyncResponse, clock_sample,
 };
-use sync_core::sync::{Outgoing, PhotoLevel};
+use sync_core::sync::{Outgoing, PendingBlob, PhotoLevel};
 use sync_core::{BlobHash, Store};
 
 use crate::app::{emit, load_token, now, print_json};
 use crate::client::{CallError, Client};
+use crate::lock;
+use crate::watch::plan::Link;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,9 +28,23 @@ pub struct Args {
     /// (a few hundred bytes), without pushing, uploading or pulling.
     #[arg(long, conflicts_with = "photos")]
     manifest_only: bool,
-    /// Print a JSON summary.
+    /// Print a JSON summary (with --watch, one JSON line per round).
     #[arg(long)]
     json: bool,
+    /// Keep running: sync whenever the server can be reached and there is
+    /// something to send, and pull others' changes every --pull-every.
+    #[arg(long, conflicts_with = "manifest_only")]
+    watch: bool,
+    /// With --watch: seconds between syncs when nothing new is logged here.
+    #[arg(long, value_name = "SECS", default_value_t = 600, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pull_every: u64,
+    /// With --watch: the first wait, in seconds, before probing an
+    /// unreachable server again; each next wait doubles.
+    #[arg(long, value_name = "SECS", default_value_t = 5, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    retry_from: u64,
+    /// With --watch: the longest wait, in seconds, between probes.
+    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    retry_up_to: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -74,6 +92,12 @@ pub struct Summary {
     /// This device's clock minus the server's, read on the round trip with
     /// the least delay; reported in the next manifest.
     pub clock_offset_ms: Option<i64>,
+    /// Photo files left for a faster link (`PhotoPlan::ByLink`).
+    pub photos_deferred: usize,
+    /// The link's upload speed as the photo uploads measured it.
+    pub link_bytes_per_sec: Option<f64>,
+    /// A stop was asked for; what is left goes on the next sync.
+    pub stopped: bool,
     #[serde(skip)]
     clock: Option<ClockSample>,
 }
@@ -99,37 +123,83 @@ struct ManifestSummary {
     in_step: bool,
 }
 
+/// How far photo uploads go on one sync.
+#[derive(Debug, Clone, Copy)]
+pub enum PhotoPlan {
+    /// Up to this tier, whatever the link.
+    Up(PhotoLevel),
+    /// Up to `cap`, and only as far as the link's measured speed allows.
+    ByLink { cap: PhotoLevel, link: Link },
+}
+
+/// Never set: a one-off `field sync` runs to its end.
+static NEVER: AtomicBool = AtomicBool::new(false);
+
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     if args.manifest_only {
         return run_manifest_only(data_dir, args.retries, args.json);
     }
-    let summary = sync(data_dir, args.photos.into(), args.retries)?;
+    if args.watch {
+        return crate::watch::run(
+            data_dir,
+            &crate::watch::Options {
+                cap: args.photos.into(),
+                pull_every: Duration::from_secs(args.pull_every),
+                retry: (
+                    Duration::from_secs(args.retry_from),
+                    Duration::from_secs(args.retry_up_to),
+                ),
+                json: args.json,
+            },
+        );
+    }
+    let _one_at_a_time = match lock::try_take(data_dir, lock::SYNC_LOCK)? {
+        Some(held) => held,
+        None => {
+            eprintln!("another sync of this device is running (a watcher or another `field sync`); waiting for it");
+            lock::take(data_dir, lock::SYNC_LOCK)?
+        }
+    };
+    let summary = sync(data_dir, PhotoPlan::Up(args.photos.into()), args.retries, &NEVER)?;
     if args.json {
         return print_json(&summary);
     }
-    let mut line = format!(
-        "synced: pushed {} incidents, pulled {} changes ({} new incidents), uploaded {} photo files, {} round trips",
-        summary.acknowledged,
-        summary.pulled_changes,
-        summary.new_incidents,
-        summary.photos_uploaded,
-        summary.round_trips
-    );
-    if !summary.refused.is_empty() {
-        line.push_str(&format!(
-            "; {} refused by the server (see `field status`)",
-            summary.refused.len()
-        ));
-    }
-    if summary.waiting > 0 {
-        line.push_str(&format!("; {} wait for other devices' changes", summary.waiting));
-    }
-    eprintln!("{line}");
+    eprintln!("{}", summary.line());
     emit(b"")
 }
 
-/// One whole sync: documents, then photos, then thumbnails of others' incidents.
-pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary> {
+impl Summary {
+    /// The one line a person reads after a sync.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "synced: pushed {} incidents, pulled {} changes ({} new incidents), uploaded {} photo files, {} round trips",
+            self.acknowledged, self.pulled_changes, self.new_incidents, self.photos_uploaded, self.round_trips
+        );
+        if !self.refused.is_empty() {
+            line.push_str(&format!(
+                "; {} refused by the server (see `field status`)",
+                self.refused.len()
+            ));
+        }
+        if self.waiting > 0 {
+            line.push_str(&format!("; {} wait for other devices' changes", self.waiting));
+        }
+        if self.photos_deferred > 0 {
+            line.push_str(&format!(
+                "; {} photo files wait for a faster link",
+                self.photos_deferred
+            ));
+        }
+        if self.stopped {
+            line.push_str("; stopped early, the rest goes next time");
+        }
+        line
+    }
+}
+
+/// One whole sync: documents, then photos, then thumbnails of others'
+/// incidents. When `stop` is set it ends after the request in flight.
+pub fn sync(data_dir: &Path, photos: PhotoPlan, retries: u32, stop: &AtomicBool) -> Result<Summary> {
     let token = load_token(data_dir)?;
     let server = {
         let store = Store::open(data_dir)?;
@@ -142,11 +212,11 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
     let mut client = Client::for_device(data_dir, &server, token, retries)?;
     let mut summary = Summary::default();
     let bar = progress();
-    sync_documents(data_dir, &mut client, &bar, &mut summary)?;
-    upload_photos(data_dir, &mut client, &bar, level, &mut summary)?;
+    sync_documents(data_dir, &mut client, &bar, &mut summary, stop)?;
+    upload_photos(data_dir, &mut client, &bar, photos, &mut summary, stop)?;
     // Thumbnails of others' incidents, so a worker can check a case offline.
     let wanted = Store::open(data_dir)?.wanted_thumbs()?;
-    fetch_thumbs(data_dir, &mut client, &wanted, &mut summary);
+    fetch_thumbs(data_dir, &mut client, &wanted, &mut summary, stop);
     // The last request's manifest assumed its push would be acknowledged
     // and knew nothing of the photo uploads after it; when that is not how
     // things stand now, tell the server, so the center's reconciliation
@@ -170,9 +240,19 @@ pub fn sync(data_dir: &Path, level: PhotoLevel, retries: u32) -> Result<Summary>
 
 /// Documents. Each round is: build from the store, send, apply in one
 /// transaction. The store is closed while the request is in flight.
-fn sync_documents(data_dir: &Path, client: &mut Client, bar: &ProgressBar, summary: &mut Summary) -> Result<()> {
+fn sync_documents(
+    data_dir: &Path,
+    client: &mut Client,
+    bar: &ProgressBar,
+    summary: &mut Summary,
+    stop: &AtomicBool,
+) -> Result<()> {
     let mut stalled = 0;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            summary.stopped = true;
+            return Ok(());
+        }
         let out = {
             let mut store = Store::open(data_dir)?;
             store.next_sync_request(now().timestamp_millis(), MAX_PULL, PUSH_DOCS, PUSH_BYTES)?
@@ -225,16 +305,35 @@ fn send_documents(data_dir: &Path, client: &mut Client, out: &Outgoing) -> Resul
     Client::cbor::<SyncResponse>(&bytes)
 }
 
-/// Photos, cheapest first, up to `level`.
+/// Photos, cheapest first, up to the plan's tier. By the link, every chunk
+/// is timed, and a tier the link is too slow for gets one probe of
+/// [`PROBE`] bytes a sync (kept on the server: uploads resume); if the
+/// link is still too slow, that file and the rest wait for the next sync.
 fn upload_photos(
     data_dir: &Path,
     client: &mut Client,
     bar: &ProgressBar,
-    level: PhotoLevel,
+    photos: PhotoPlan,
     summary: &mut Summary,
+    stop: &AtomicBool,
 ) -> Result<()> {
-    let pending = Store::open(data_dir)?.pending_uploads(level)?;
-    for blob in pending {
+    let (cap, mut link) = match photos {
+        PhotoPlan::Up(level) => (level, None),
+        PhotoPlan::ByLink { cap, link } => (cap, Some(link)),
+    };
+    let pending = Store::open(data_dir)?.pending_uploads(cap)?;
+    let mut probed = false;
+    for (i, blob) in pending.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            summary.stopped = true;
+            break;
+        }
+        let fits = link.is_none_or(|l| l.level(cap).includes(&blob.kind));
+        if !fits && probed {
+            summary.photos_deferred = pending.len() - i;
+            break;
+        }
+        probed |= !fits;
         bar.set_message(format!(
             "photos: {} {} ({}), {} moved",
             blob.kind,
@@ -242,19 +341,52 @@ fn upload_photos(
             HumanBytes(blob.size),
             HumanBytes(client.sent + client.received)
         ));
-        match upload(data_dir, client, &blob.hash, blob.size) {
-            Ok(sent) => {
+        match upload_blob(data_dir, client, blob, cap, link.as_mut()) {
+            Ok(Some(sent)) => {
                 Store::open(data_dir)?.mark_uploaded(&blob.hash, now())?;
                 summary.photos_uploaded += 1;
                 summary.photo_bytes_uploaded += sent;
+            }
+            Ok(None) => {
+                summary.photos_deferred = pending.len() - i;
+                break;
             }
             Err(UploadError::Skip(reason)) => tracing::warn!(hash = %blob.hash, "photo not uploaded: {reason}"),
             Err(UploadError::Fatal(e)) => return Err(e).context(pending_note(data_dir)),
         }
     }
+    summary.link_bytes_per_sec = link.and_then(|l| l.bytes_per_sec());
     Ok(())
 }
 
+/// On a link measured too slow for a tier, this much of the tier's next
+/// file goes to measure the link again.
+const PROBE: usize = 32 * 1024;
+
+/// Uploads one file; with a `link` too slow for its tier, only a probe
+/// first, and the rest only if the probe shows the link is fast enough
+/// now. `None`: the probe went, the rest waits.
+fn upload_blob(
+    data_dir: &Path,
+    client: &mut Client,
+    blob: &PendingBlob,
+    cap: PhotoLevel,
+    mut link: Option<&mut Link>,
+) -> Result<Option<u64>, UploadError> {
+    let fits = |link: &Option<&mut Link>| link.as_ref().is_none_or(|l| l.level(cap).includes(&blob.kind));
+    let mut sent = 0;
+    if !fits(&link) {
+        let probe = upload(data_dir, client, blob, Some(PROBE), link.as_deref_mut())?;
+        sent += probe.bytes;
+        if probe.complete {
+            return Ok(Some(sent));
+        }
+        if !fits(&link) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(sent + upload(data_dir, client, blob, None, link)?.bytes))
+}
 /// Sends the manifest alone; the server's answer and, from a server that
 /// gives its time, a clock reading.
 fn send_manifest(
@@ -272,6 +404,16 @@ fn send_manifest(
     let reply = Client::cbor::<ManifestReply>(&bytes)?;
     let clock = (reply.server_time_ms != 0).then(|| clock_sample(sent, now().timestamp_millis(), reply.server_time_ms));
     Ok((manifest, reply, clock))
+}
+
+/// Tells the server where this device stands before anything else moves
+/// (after being offline, so the center sees it at once).
+pub fn manifest_first(data_dir: &Path, client: &mut Client) -> Result<()> {
+    let (_, _, clock) = send_manifest(data_dir, client)?;
+    if let Some(c) = clock {
+        Store::open(data_dir)?.set_clock_offset(c.offset_ms)?;
+    }
+    Ok(())
 }
 
 fn run_manifest_only(data_dir: &Path, retries: u32, json: bool) -> Result<()> {
@@ -335,9 +477,22 @@ enum UploadError {
     Fatal(anyhow::Error),
 }
 
-/// Uploads one blob from where the server's copy ends. Returns bytes sent.
-fn upload(data_dir: &Path, client: &mut Client, hash: &BlobHash, size: u64) -> Result<u64, UploadError> {
-    let path = format!("/v1/blobs/{hash}");
+/// What one call of [`upload`] sent.
+struct Sent {
+    bytes: u64,
+    complete: bool,
+}
+
+/// Uploads a blob from where the server's copy ends, all of it or one
+/// chunk of at most `at_most` bytes, timing each chunk for `link`.
+fn upload(
+    data_dir: &Path,
+    client: &mut Client,
+    blob: &PendingBlob,
+    at_most: Option<usize>,
+    mut link: Option<&mut Link>,
+) -> Result<Sent, UploadError> {
+    let path = format!("/v1/blobs/{}", blob.hash);
     let status = |client: &mut Client| -> Result<BlobStatus, UploadError> {
         match client.call(reqwest::Method::GET, &format!("{path}/status"), Vec::new()) {
             Ok(bytes) => Client::cbor(&bytes).map_err(UploadError::Fatal),
@@ -346,15 +501,18 @@ fn upload(data_dir: &Path, client: &mut Client, hash: &BlobHash, size: u64) -> R
         }
     };
     let mut st = status(client)?;
+    let mut sent = Sent {
+        bytes: 0,
+        complete: st.complete,
+    };
     if st.complete {
-        return Ok(0);
+        return Ok(sent);
     }
     let bytes = Store::open(data_dir)
-        .and_then(|s| Ok(s.blobs().read(hash)?))
+        .and_then(|s| Ok(s.blobs().read(&blob.hash)?))
         .map_err(|e| UploadError::Fatal(e.into()))?;
-    let mut sent = 0u64;
     let mut conflicts = 0;
-    while !st.complete {
+    while !st.complete && (at_most.is_none() || sent.bytes == 0) {
         let start = st.received as usize;
         // At the end already (a server stopped before publishing): an empty
         // chunk asks it to verify what it holds.
@@ -363,11 +521,15 @@ fn upload(data_dir: &Path, client: &mut Client, hash: &BlobHash, size: u64) -> R
                 "the server holds more bytes than the photo has".into(),
             ));
         }
-        let end = (start + CHUNK).min(bytes.len());
-        let url = format!("{path}?offset={start}&size={size}");
+        let end = (start + at_most.unwrap_or(CHUNK).min(CHUNK)).min(bytes.len());
+        let url = format!("{path}?offset={start}&size={}", blob.size);
+        let timed = Instant::now();
         match client.call(reqwest::Method::PUT, &url, bytes[start..end].to_vec()) {
             Ok(resp) => {
-                sent += (end - start) as u64;
+                sent.bytes += (end - start) as u64;
+                if let Some(link) = link.as_deref_mut() {
+                    link.observe((end - start) as u64, timed.elapsed());
+                }
                 st = Client::cbor(&resp).map_err(UploadError::Fatal)?;
             }
             Err(CallError::Refused { status: 409, .. }) if conflicts < 3 => {
@@ -378,11 +540,16 @@ fn upload(data_dir: &Path, client: &mut Client, hash: &BlobHash, size: u64) -> R
             Err(e) => return Err(UploadError::Fatal(e.into())),
         }
     }
+    sent.complete = st.complete;
     Ok(sent)
 }
 
-fn fetch_thumbs(data_dir: &Path, client: &mut Client, wanted: &[BlobHash], summary: &mut Summary) {
+fn fetch_thumbs(data_dir: &Path, client: &mut Client, wanted: &[BlobHash], summary: &mut Summary, stop: &AtomicBool) {
     for hash in wanted {
+        if stop.load(Ordering::Relaxed) {
+            summary.stopped = true;
+            return;
+        }
         match client.call(reqwest::Method::GET, &format!("/v1/blobs/{hash}"), Vec::new()) {
             Ok(bytes) => match Store::open(data_dir).and_then(|mut s| s.add_fetched_blob(hash, &bytes, "thumb", now()))
             {

@@ -46,6 +46,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     let refs: Vec<_> = photos.iter().map(|p| p.photo.clone()).collect();
     doc.add_photos(&refs)?;
     let incident = session.store.save(&mut doc, &photos, now)?;
+    crate::wake::nudge(data_dir);
     eprintln!(
         "updated {}: {}, {} notes, {} photos",
         incident.id,

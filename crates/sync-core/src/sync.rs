@@ -41,6 +41,11 @@ impl PhotoLevel {
             PhotoLevel::All => &["thumb", "display", "original"],
         }
     }
+
+    /// Whether a photo file of `kind` ("thumb", "display", "original") goes at this level.
+    pub fn includes(self, kind: &str) -> bool {
+        self.kinds().contains(&kind)
+    }
 }
 
 /// What the device remembers about its server.

@@ -147,7 +147,7 @@ fn readers_still_work(server: &Server, victim: &str, description: &str) {
     assert_eq!(page.status().as_u16(), 200);
 }
 
-fn today() -> String {
+pub fn today() -> String {
     chrono::Utc::now()
         .with_timezone(&chrono_tz::Asia::Shanghai)
         .format("%Y-%m-%d")

@@ -31,10 +31,12 @@ mod harness_checks;
 mod manifest;
 mod open311;
 mod property;
+mod proxy;
 mod reconcile;
 mod restore;
 mod security;
 mod tls;
+mod watch;
 
 pub const HX01: &str = "HLT-CX-HX-01";
 pub const HX02: &str = "HLT-CX-HX-02";

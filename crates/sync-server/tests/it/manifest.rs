@@ -10,7 +10,7 @@ use crate::*;
 const CELL: &str = "HLT-CX-HX-01";
 
 /// The `sync` object of the device's row in `sync-server device list --json`.
-fn sync_row(server: &Server, dev: &Device) -> Value {
+pub fn sync_row(server: &Server, dev: &Device) -> Value {
     let device_id = dev.status()["profile"]["device"]
         .as_str()
         .expect("status names the device")
