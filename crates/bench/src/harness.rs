@@ -135,38 +135,29 @@ impl ServerProcess {
                 sync_server::accounts::add_worker(&storage, &grids, &new)?;
             }
         }
-        // util-linux's prlimit sets the limit and then runs the server in
-        // its own process, so the child's pid is the server's.
-        let mut command = match nofile {
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(&bins.server);
-                c
-            }
-            None => Command::new(&bins.server),
-        };
-        let mut child = command
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("SYNC_SERVER_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start sync-server")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout piped")?).read_line(&mut line)?;
-        let Some(url) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            bail!("sync-server did not start (it printed {line:?})");
-        };
-        Ok(ServerProcess {
-            url: url.to_owned(),
-            dir,
-            child,
-        })
+        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", args, nofile)?;
+        Ok(ServerProcess { url, dir, child })
+    }
+
+    /// SIGKILL; the data dir stays for [`ServerProcess::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Serves the same data dir on the same address again.
+    pub fn restart(&mut self, bins: &Binaries) -> Result<()> {
+        self.kill();
+        let addr = self
+            .url
+            .split("://")
+            .nth(1)
+            .context("the server's URL has no scheme")?
+            .to_owned();
+        let (child, url) = spawn_server(bins, self.dir.path(), &addr, &[], None)?;
+        ensure!(url == self.url, "the server came back on {url}, not {}", self.url);
+        self.child = child;
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -187,9 +178,47 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+/// Starts `sync-server serve` on `dir` and `listen`, with the descriptor
+/// limit (soft and hard) set to `nofile`; the child and its URL.
+fn spawn_server(
+    bins: &Binaries,
+    dir: &Path,
+    listen: &str,
+    args: &[&str],
+    nofile: Option<u64>,
+) -> Result<(Child, String)> {
+    // util-linux's prlimit sets the limit and then runs the server in
+    // its own process, so the child's pid is the server's.
+    let mut command = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(&bins.server);
+            c
+        }
+        None => Command::new(&bins.server),
+    };
+    let mut child = command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", listen])
+        .args(args)
+        .env("SYNC_SERVER_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start sync-server")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout piped")?).read_line(&mut line)?;
+    let Some(url) = line.trim().strip_prefix("listening on ") else {
+        let _ = child.kill();
+        bail!("sync-server did not start (it printed {line:?})");
+    };
+    Ok((child, url.to_owned()))
 }
 
 /// One request and its response, as the device saw them.
@@ -337,6 +366,43 @@ fn post(http: &reqwest::blocking::Client, url: &str, token: Option<&str>, body: 
         String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>()
     );
     Ok(bytes)
+}
+
+/// A `field` data dir enrolled with a server, run as whole processes.
+pub struct FieldDir {
+    pub bin: PathBuf,
+    pub dir: TempDir,
+}
+
+impl FieldDir {
+    /// Set up for `worker` in the bench's cell, enrolled (trusting `ca` if
+    /// given), one incident logged and synced, so later syncs have nothing
+    /// to do.
+    pub fn enrolled(bins: &Binaries, server: &ServerProcess, worker: &str, ca: Option<&Path>) -> Result<FieldDir> {
+        let field = FieldDir {
+            bin: bins.field.clone(),
+            dir: tempfile::Builder::new().prefix("bench-field-").tempdir()?,
+        };
+        field.run(&["init", "--worker", worker, "--grid", crate::local::CELL])?;
+        let code = server.code(worker)?;
+        let mut enroll = vec!["enroll", "--server", &server.url, "--code", &code];
+        let ca_text = ca.map(|p| p.to_string_lossy().into_owned());
+        if let Some(ca) = &ca_text {
+            enroll.extend(["--ca", ca]);
+        }
+        field.run(&enroll)?;
+        field.run(&["report", "--category", "lawn", "--desc", "草坪被车轧坏"])?;
+        field.run(&["sync"])?;
+        Ok(field)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Result<Duration> {
+        run_field(&self.bin, self.dir.path(), args)
+    }
+
+    pub fn sync_ms(&self) -> Result<f64> {
+        Ok(self.run(&["sync"])?.as_secs_f64() * 1e3)
+    }
 }
 
 /// Runs the `field` binary on the data dir `dir` and waits for it; the

@@ -21,6 +21,7 @@ pub mod network;
 pub mod stats;
 pub mod sync;
 pub mod table;
+pub mod watch;
 
 use machine::Machine;
 use table::Row;
@@ -63,6 +64,13 @@ pub const GUESS_CODES: &str = "enrolment-code guesses checked after the burst";
 pub const GUESS_TOKENS: &str = "token guesses checked after the burst";
 pub const TLS_SYNC: &str = "no-op `field sync` over HTTPS (new TLS handshake), whole process";
 pub const PLAIN_SYNC: &str = "no-op `field sync` over plain HTTP, whole process";
+pub const WATCH_CPU_ONLINE: &str = "`field sync --watch` idle CPU, online";
+pub const WATCH_WAKE_ONLINE: &str = "`field sync --watch` wake-ups, online";
+pub const WATCH_CPU_OFFLINE: &str = "`field sync --watch` idle CPU, offline";
+pub const WATCH_WAKE_OFFLINE: &str = "`field sync --watch` wake-ups, offline";
+pub const WATCH_PROBES_OFFLINE: &str = "`field sync --watch` probes of the absent server";
+pub const WATCH_BACK: &str = "server back → the record logged offline stored";
+pub const WATCH_BACK_BEYOND: &str = "… beyond the watcher's scheduled probe";
 
 /// Every figure, in table order; each is one row of the table.
 pub const FIGURES: &[&str] = &[
@@ -104,6 +112,13 @@ pub const FIGURES: &[&str] = &[
     GUESS_TOKENS,
     TLS_SYNC,
     PLAIN_SYNC,
+    WATCH_CPU_ONLINE,
+    WATCH_WAKE_ONLINE,
+    WATCH_CPU_OFFLINE,
+    WATCH_WAKE_OFFLINE,
+    WATCH_PROBES_OFFLINE,
+    WATCH_BACK,
+    WATCH_BACK_BEYOND,
 ];
 
 /// Text after this line in an existing output file is kept when the bench
@@ -128,6 +143,8 @@ pub enum Group {
     /// Hostile network clients: held connections, half-sent bodies,
     /// guessing, and TLS.
     Network,
+    /// `field sync --watch`: idle cost, and how soon it syncs after an outage.
+    Watch,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +172,8 @@ pub struct Sizes {
     pub rss_devices: usize,
     pub rss_per_device: usize,
     pub network: network::NetSizes,
+    /// Each idle window of the watcher.
+    pub watch_window: std::time::Duration,
 }
 
 impl Sizes {
@@ -171,6 +190,7 @@ impl Sizes {
             rss_devices: 10,
             rss_per_device: 10_000,
             network: network::NetSizes::full(),
+            watch_window: std::time::Duration::from_secs(60),
         }
     }
 
@@ -186,6 +206,7 @@ impl Sizes {
             rss_devices: 10,
             rss_per_device: 20,
             network: network::NetSizes::quick(),
+            watch_window: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -237,6 +258,7 @@ pub fn run(config: &Config) -> Result<Report> {
     phase(Group::Ingest, &|| load::ingest(&bins, &sizes, runs))?;
     phase(Group::Memory, &|| load::memory(&bins, &sizes, runs))?;
     phase(Group::Network, &|| network::figures(&bins, &sizes))?;
+    phase(Group::Watch, &|| watch::figures(&bins, &sizes))?;
     rows.sort_by_key(|r| FIGURES.iter().position(|f| *f == r.figure).unwrap_or(usize::MAX));
     if config.only.is_empty() {
         let made: Vec<&str> = rows.iter().map(|r| r.figure).collect();
@@ -458,4 +480,15 @@ const METHOD: &str = "\
   throw-away CA made with rcgen, which `field enroll --ca` trusts), one on plain HTTP; the same no-op
   `field sync` process, alternately against each. Each process opens a new connection, so each HTTPS
   sample includes a full handshake and the certificate's fingerprint check.
+- **Watcher.** A release `field sync --watch --json` with its defaults (pull every 600 s, probes from 5 s
+  up to 300 s) on an enrolled device of a fresh server, after its first sync. *Idle CPU* is the process's
+  user + system time (`/proc/<pid>/stat`, exited threads included) over the window ÷ the window;
+  *wake-ups* are the voluntary and involuntary context switches of its live threads (`/proc/<pid>/task/*`)
+  over the window, per minute (a thread that ends inside the window, such as an HTTP client's, is not
+  counted); *probes* are the rounds it logged. Online: the server answering, nothing logged. Offline:
+  the server is killed, one `field report` wakes the watcher, and the window starts. Then the server is
+  started again on the same address and data dir; *server back → stored* is the time until the `at` of
+  the watcher's next `synced` line (written after the sync that stored the record; the device's outbox
+  is then checked empty), and *beyond the scheduled probe* subtracts the wait to the probe the watcher
+  had written in `watch.json` before the server came back.
 ";

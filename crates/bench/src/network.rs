@@ -16,7 +16,7 @@ use anyhow::{Context, Result, ensure};
 use sync_core::protocol::{self, EnrollRequest, PROTOCOL_VERSION};
 use tempfile::TempDir;
 
-use crate::harness::{Binaries, ServerProcess, Worker, run_field};
+use crate::harness::{Binaries, FieldDir, ServerProcess, Worker};
 use crate::local::CELL;
 use crate::machine::rss_of;
 use crate::stats::Runs;
@@ -125,42 +125,6 @@ pub fn figures(bins: &Binaries, sizes: &Sizes) -> Result<Vec<Row>> {
     rows.extend(guessing(bins, net)?);
     rows.extend(tls(bins, net)?);
     Ok(rows)
-}
-
-/// A `field` data dir enrolled with a server, run as whole processes.
-struct Field {
-    bin: PathBuf,
-    dir: TempDir,
-}
-
-impl Field {
-    /// Set up for [`FIELD_WORKER`], enrolled (trusting `ca` if given), one
-    /// incident logged and synced, so later syncs have nothing to do.
-    fn enrolled(bins: &Binaries, server: &ServerProcess, ca: Option<&Path>) -> Result<Field> {
-        let field = Field {
-            bin: bins.field.clone(),
-            dir: tempfile::Builder::new().prefix("bench-net-field-").tempdir()?,
-        };
-        field.run(&["init", "--worker", FIELD_WORKER, "--grid", CELL])?;
-        let code = server.code(FIELD_WORKER)?;
-        let mut enroll = vec!["enroll", "--server", &server.url, "--code", &code];
-        let ca_text = ca.map(|p| p.to_string_lossy().into_owned());
-        if let Some(ca) = &ca_text {
-            enroll.extend(["--ca", ca]);
-        }
-        field.run(&enroll)?;
-        field.run(&["report", "--category", "lawn", "--desc", "草坪被车轧坏"])?;
-        field.run(&["sync"])?;
-        Ok(field)
-    }
-
-    fn run(&self, args: &[&str]) -> Result<Duration> {
-        run_field(&self.bin, self.dir.path(), args)
-    }
-
-    fn sync_ms(&self) -> Result<f64> {
-        Ok(self.run(&["sync"])?.as_secs_f64() * 1e3)
-    }
 }
 
 /// A server with the field worker and a hostile colleague in one cell.
@@ -291,7 +255,7 @@ fn hold(bins: &Binaries, net: &NetSizes, nofile: Option<u64>) -> Result<Hold> {
         net.hold.as_secs()
     ));
     let (server, token, _hostile) = server_and_hostile(bins, nofile)?;
-    let field = Field::enrolled(bins, &server, None)?;
+    let field = FieldDir::enrolled(bins, &server, FIELD_WORKER, None)?;
     let addr = addr_of(&server)?;
     let mut held = Vec::new();
     for (kind, n) in [
@@ -549,8 +513,8 @@ fn tls(bins: &Binaries, net: &NetSizes) -> Result<Vec<Row>> {
     let https = server(bins, &tls_args, None)?;
     let http = server(bins, &[], None)?;
     ensure!(https.url.starts_with("https://"), "the TLS server serves {}", https.url);
-    let secure = Field::enrolled(bins, &https, Some(&ca))?;
-    let plain = Field::enrolled(bins, &http, None)?;
+    let secure = FieldDir::enrolled(bins, &https, FIELD_WORKER, Some(&ca))?;
+    let plain = FieldDir::enrolled(bins, &http, FIELD_WORKER, None)?;
     let (mut over_tls, mut over_http) = (Vec::new(), Vec::new());
     for _ in 0..net.tls_syncs {
         over_tls.push(secure.sync_ms()?);
