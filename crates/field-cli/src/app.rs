@@ -84,9 +84,11 @@ impl Session {
         }
     }
 
-    pub fn require_category(&self, code: &str) -> Result<()> {
-        self.taxonomy.require(code).map_err(|e| UsageError(e.to_string()))?;
-        Ok(())
+    /// The category code for what the worker typed: a code, or its
+    /// Chinese or English name.
+    pub fn category_code(&self, input: &str) -> Result<String> {
+        let category = self.taxonomy.resolve(input).map_err(|e| UsageError(e.to_string()))?;
+        Ok(category.code.clone())
     }
 
     /// Reads, checks and stages photos. Any bad photo fails the whole
@@ -113,7 +115,7 @@ pub fn random_seed() -> Result<[u8; 32]> {
 }
 
 pub fn parse_status(s: &str) -> Result<Status> {
-    s.parse::<Status>().map_err(|e| UsageError(e.to_string()).into())
+    Status::from_input(s).map_err(|e| UsageError(e.to_string()).into())
 }
 
 pub fn parse_date(s: &str) -> Result<NaiveDate> {
@@ -135,6 +137,11 @@ pub fn emit(bytes: &[u8]) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to standard output"),
         _ => Ok(()),
     }
+}
+
+/// `1 incident`, `2 incidents`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// A table with no borders that lines up Chinese and Latin text.

@@ -46,19 +46,44 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-/// An error and its causes, as one line.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = std::error::Error::source(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = err.source();
+/// Why a request failed, in a worker's words: what happened and what may
+/// be wrong, not the HTTP library's phrasing.
+fn network_error(e: &reqwest::Error) -> String {
+    let host = e
+        .url()
+        .map(|u| {
+            format!(
+                "{}:{}",
+                u.host_str().unwrap_or("?"),
+                u.port_or_known_default().unwrap_or(0)
+            )
+        })
+        .unwrap_or_else(|| "the server".to_owned());
+    let io_kind = causes(e).find_map(|c| c.downcast_ref::<std::io::Error>().map(std::io::Error::kind));
+    let root = causes(e).last().map_or_else(|| e.to_string(), |c| c.to_string());
+    use std::io::ErrorKind::*;
+    if e.is_timeout() {
+        return format!("no answer from {host} in time (a slow or lost link, or a busy server)");
     }
-    out
+    match io_kind {
+        Some(ConnectionRefused) => {
+            format!("nothing answers at {host} (is the server running, and is the address right?)")
+        }
+        Some(NetworkUnreachable | HostUnreachable) => format!("no route to {host} (no signal or no network?)"),
+        Some(ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof) => {
+            format!("the connection to {host} broke off")
+        }
+        _ if root.contains("dns error") || root.contains("failed to lookup address") => {
+            format!("the name in {host} cannot be looked up (no network, or a mistyped address)")
+        }
+        _ if e.is_connect() => format!("cannot connect to {host}: {root}"),
+        _ => format!("the exchange with {host} failed: {root}"),
+    }
+}
+
+/// `e`'s causes, the first one's own source first.
+fn causes(e: &reqwest::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(e), |c| c.source())
 }
 
 /// Why rustls refused the server's certificate, if that is why `e` failed
@@ -167,10 +192,10 @@ impl Client {
         }
         let resp = req.send().map_err(|e| match tls_refusal(&e) {
             Some(why) => CallError::Untrusted(why),
-            None => CallError::Unreachable(error_chain(&e)),
+            None => CallError::Unreachable(network_error(&e)),
         })?;
         let status = resp.status();
-        let bytes = resp.bytes().map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let bytes = resp.bytes().map_err(|e| CallError::Unreachable(network_error(&e)))?;
         self.sent += body.len() as u64;
         self.received += bytes.len() as u64;
         if status.is_success() {

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use sync_core::export;
 use sync_core::files::{Access, write_whole};
 
-use crate::app::{Session, emit};
+use crate::app::{Session, count, emit};
 use crate::list::Filter;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -37,16 +37,20 @@ pub struct Args {
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
-    let filter = args.filter.parse()?;
+    let mut filter = args.filter.parse()?;
     let session = Session::open(data_dir)?;
-    Filter::check(&filter, &session)?;
+    Filter::check(&mut filter, &session)?;
     let incidents = session.store.incidents(&filter, &session.profile.actor())?;
     let bytes = export::render(args.format.into(), &incidents, &session.taxonomy)?;
     match &args.out {
         None => emit(&bytes),
         Some(path) => {
             write_whole(path, &bytes, Access::Default).with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("wrote {} incidents to {}", incidents.len(), path.display());
+            eprintln!(
+                "wrote {} to {}",
+                count(incidents.len() as u64, "incident", "incidents"),
+                path.display()
+            );
             Ok(())
         }
     }

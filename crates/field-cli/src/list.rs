@@ -9,10 +9,10 @@ use crate::app::{Session, emit, parse_date, parse_status, print_json, short_time
 /// Filters shared by `field list` and `field export`.
 #[derive(Debug, clap::Args)]
 pub struct Filter {
-    /// Only incidents with this status.
+    /// Only incidents with this status (a code such as in-progress, or its Chinese name).
     #[arg(long)]
     status: Option<String>,
-    /// Only incidents of this category code.
+    /// Only incidents of this category (a code or its name).
     #[arg(long)]
     category: Option<String>,
     /// Only incidents captured on this day (YYYY-MM-DD, device calendar).
@@ -30,10 +30,11 @@ impl Filter {
         })
     }
 
-    /// Checks the category against the device's list.
-    pub fn check(filter: &ListFilter, session: &Session) -> Result<()> {
+    /// Turns the category the worker typed (a code or a name) into its
+    /// code, or explains which exist.
+    pub fn check(filter: &mut ListFilter, session: &Session) -> Result<()> {
         if let Some(c) = &filter.category {
-            session.require_category(c)?;
+            filter.category = Some(session.category_code(c)?);
         }
         Ok(())
     }
@@ -56,10 +57,22 @@ struct JsonRow<'a> {
     category_en: Option<&'a str>,
 }
 
+/// How much of a description `field list` shows.
+const DESCRIPTION_CHARS: usize = 16;
+
+/// The first `n` characters of `text` on one line, with `…` if it goes on.
+fn cut(text: &str, n: usize) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(n) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
+}
+
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
-    let filter = args.filter.parse()?;
+    let mut filter = args.filter.parse()?;
     let session = Session::open(data_dir)?;
-    Filter::check(&filter, &session)?;
+    Filter::check(&mut filter, &session)?;
     let rows = session.store.list(&filter)?;
     if args.json {
         let out: Vec<_> = rows
@@ -79,7 +92,17 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         eprintln!("no incidents match");
         return Ok(());
     }
-    let mut t = table(&["ID", "CAPTURED", "STATUS", "CATEGORY", "GRID", "PHOTOS", "SYNC"]);
+    let mut t = table(&[
+        "ID",
+        "CAPTURED",
+        "STATUS",
+        "CATEGORY",
+        "GRID",
+        "REPORTER",
+        "DESCRIPTION",
+        "PHOTOS",
+        "SYNC",
+    ]);
     for r in &rows {
         t.add_row([
             r.id.to_string(),
@@ -87,6 +110,8 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
             format!("{} {}", r.status.name_zh(), r.status),
             session.category_label(&r.category),
             r.grid.clone(),
+            r.reporter.clone(),
+            cut(&r.description, DESCRIPTION_CHARS),
             r.photos.to_string(),
             if r.unsynced { "pending" } else { "synced" }.to_owned(),
         ]);

@@ -8,7 +8,7 @@ use crate::app::{Session, emit, now, usage};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// What is wrong, as a category code (see `field categories`).
+    /// What is wrong: a category code or its Chinese or English name (see `field categories`).
     #[arg(long, value_name = "CODE")]
     category: String,
     /// A description in the worker's words.
@@ -67,14 +67,14 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     };
 
     let mut session = Session::open(data_dir)?;
-    session.require_category(&args.category)?;
+    let category = session.category_code(&args.category)?;
     let grid = choose_grid(&session, args.grid.as_deref(), args.lat.zip(args.lon))?;
     let photos = session.prepare_photos(&args.photos, now)?;
 
     let id = IncidentId::new(now.timestamp_millis().max(0) as u64, rand_bytes());
     let new = NewIncident {
         id,
-        category: args.category,
+        category,
         description: args.description,
         location: Location {
             lat: args.lat,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sync_core::Profile;
 use sync_core::store::StatusSummary;
 
-use crate::app::{Session, emit, print_json};
+use crate::app::{Session, count, emit, print_json};
 use crate::watch::state::Watcher;
 
 #[derive(Debug, clap::Args)]
@@ -76,8 +76,9 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     }
     let _ = writeln!(
         out,
-        "unsynced   {} incidents, {} photo files",
-        summary.unsynced_incidents, summary.unsynced_blobs
+        "unsynced   {}, {}",
+        count(summary.unsynced_incidents as u64, "incident", "incidents"),
+        count(summary.unsynced_blobs as u64, "photo file", "photo files")
     );
     let _ = writeln!(out, "server     {}", sync.server.as_deref().unwrap_or("not enrolled"));
     let _ = writeln!(out, "last sync  {}", sync.last_sync.as_deref().unwrap_or("never"));

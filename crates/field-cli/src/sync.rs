@@ -11,7 +11,7 @@ use sync_core::protocol::{
 use sync_core::sync::{Outgoing, PendingBlob, PhotoLevel};
 use sync_core::{BlobHash, Store};
 
-use crate::app::{emit, load_token, now, print_json};
+use crate::app::{count, emit, load_token, now, print_json};
 use crate::client::{CallError, Client};
 use crate::lock;
 use crate::watch::plan::Link;
@@ -172,8 +172,12 @@ impl Summary {
     /// The one line a person reads after a sync.
     pub fn line(&self) -> String {
         let mut line = format!(
-            "synced: pushed {} incidents, pulled {} changes ({} new incidents), uploaded {} photo files, {} round trips",
-            self.acknowledged, self.pulled_changes, self.new_incidents, self.photos_uploaded, self.round_trips
+            "synced: pushed {}, pulled {} ({} new), uploaded {}, {}",
+            count(self.acknowledged as u64, "incident", "incidents"),
+            count(self.pulled_changes as u64, "change", "changes"),
+            count(self.new_incidents as u64, "incident", "incidents"),
+            count(self.photos_uploaded as u64, "photo file", "photo files"),
+            count(u64::from(self.round_trips), "round trip", "round trips"),
         );
         if !self.refused.is_empty() {
             line.push_str(&format!(
@@ -182,7 +186,8 @@ impl Summary {
             ));
         }
         if self.waiting > 0 {
-            line.push_str(&format!("; {} wait for other devices' changes", self.waiting));
+            let n = count(self.waiting as u64, "incident waits", "incidents wait");
+            line.push_str(&format!("; {n} for other devices' changes"));
         }
         if self.photos_deferred > 0 {
             line.push_str(&format!(
@@ -439,17 +444,15 @@ fn run_manifest_only(data_dir: &Path, retries: u32, json: bool) -> Result<()> {
         return print_json(&summary);
     }
     if reply.in_step {
-        eprintln!(
-            "in step: the server holds all {} incidents logged on this device",
-            m.own.unwrap_or_default().count
-        );
+        let own = count(m.own.unwrap_or_default().count, "incident", "incidents");
+        eprintln!("in step: the server holds all {own} logged on this device");
     } else {
         eprintln!(
-            "not in step: the server holds {} of the {} incidents logged on this device; {} incidents and {} photo files wait to sync",
+            "not in step: the server holds {} of the {} logged on this device; {} and {} wait to sync",
             reply.server_own,
-            m.own.unwrap_or_default().count,
-            m.pending_docs,
-            m.pending_photos
+            count(m.own.unwrap_or_default().count, "incident", "incidents"),
+            count(m.pending_docs, "incident", "incidents"),
+            count(m.pending_photos, "photo file", "photo files"),
         );
     }
     emit(b"")
@@ -465,8 +468,9 @@ fn progress() -> ProgressBar {
 fn pending_note(data_dir: &Path) -> String {
     match Store::open(data_dir).and_then(|s| s.manifest()) {
         Ok(m) => format!(
-            "sync stopped; {} incidents and {} photo files wait for the next sync, nothing is lost",
-            m.pending_docs, m.pending_photos
+            "sync stopped; {} and {} wait for the next sync, nothing is lost",
+            count(m.pending_docs, "incident", "incidents"),
+            count(m.pending_photos, "photo file", "photo files"),
         ),
         Err(_) => "sync stopped; nothing is lost".into(),
     }

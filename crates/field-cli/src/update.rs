@@ -5,7 +5,7 @@ use anyhow::Result;
 use sync_core::rules::{self, Author, Rule};
 use sync_core::{IncidentDoc, Status};
 
-use crate::app::{Session, now, parse_status, usage};
+use crate::app::{Session, count, now, parse_status, usage};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,11 +48,11 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     let incident = session.store.save(&mut doc, &photos, now)?;
     crate::wake::nudge(data_dir);
     eprintln!(
-        "updated {}: {}, {} notes, {} photos",
+        "updated {}: {}, {}, {}",
         incident.id,
         incident.status,
-        incident.notes.len(),
-        incident.photos.len()
+        count(incident.notes.len() as u64, "note", "notes"),
+        count(incident.photos.len() as u64, "photo", "photos")
     );
     Ok(())
 }

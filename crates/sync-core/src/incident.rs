@@ -128,8 +128,8 @@ pub enum Status {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatusError {
-    #[error("unknown status `{given}`; valid statuses are: {}", Status::names().join(", "))]
-    Unknown { given: String },
+    #[error("unknown status `{given}`;{hint} valid statuses are: {}", Status::listed())]
+    Unknown { given: String, hint: String },
     #[error("cannot move an incident from `{from}` to `{to}`; from `{from}` it can go to: {}", allowed_list(*from))]
     Transition { from: Status, to: Status },
 }
@@ -183,6 +183,15 @@ impl Status {
 
     pub fn names() -> Vec<&'static str> {
         Status::ALL.iter().map(|s| s.as_str()).collect()
+    }
+
+    /// Every status as `code (中文名)`, for messages.
+    fn listed() -> String {
+        Status::ALL
+            .iter()
+            .map(|s| format!("{} ({})", s.as_str(), s.name_zh()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The statuses an incident may move to from this one.
@@ -240,7 +249,29 @@ impl FromStr for Status {
         Status::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| StatusError::Unknown { given: s.to_owned() })
+            .ok_or_else(|| StatusError::Unknown {
+                given: s.to_owned(),
+                hint: String::new(),
+            })
+    }
+}
+
+impl Status {
+    /// A status as a person types it: the code in any case with `-` or
+    /// `_` (`in-progress`), or the Chinese name (`已派遣`). Stored data is
+    /// read with the strict `FromStr`.
+    pub fn from_input(s: &str) -> Result<Status, StatusError> {
+        let key = crate::names::key(s);
+        Status::ALL
+            .into_iter()
+            .find(|st| crate::names::key(st.as_str()) == key || st.name_zh() == s.trim())
+            .ok_or_else(|| {
+                let known: Vec<&str> = Status::ALL.iter().flat_map(|st| [st.as_str(), st.name_zh()]).collect();
+                StatusError::Unknown {
+                    given: s.to_owned(),
+                    hint: crate::names::did_you_mean(crate::names::nearest(s, &known)),
+                }
+            })
     }
 }
 

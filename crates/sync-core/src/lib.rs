@@ -13,6 +13,7 @@ pub mod calendar;
 pub mod export;
 pub mod files;
 pub mod incident;
+pub mod names;
 #[cfg(feature = "photo")]
 pub mod photo;
 pub mod protocol;

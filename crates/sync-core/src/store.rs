@@ -131,6 +131,8 @@ pub struct IncidentRow {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     pub description: String,
+    /// The worker who reported it.
+    pub reporter: String,
     pub photos: u32,
     pub notes: u32,
     /// Whether changes wait for a server's acknowledgement.
@@ -232,6 +234,14 @@ const MIGRATIONS: &[Migration] = &[
     ) STRICT;
     ",
     ),
+    Migration {
+        sql: "
+    -- Who reported each incident, for `field list`; filled from the
+    -- documents by `backfill_reporter`.
+    ALTER TABLE incidents ADD COLUMN reporter TEXT NOT NULL DEFAULT '';
+    ",
+        backfill: Some(backfill_reporter),
+    },
 ];
 
 impl Store {
@@ -571,7 +581,7 @@ impl Store {
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT i.id, i.category, i.status, i.grid, i.captured_at, i.lat, i.lon, i.description,
-                    i.photos, i.notes, o.incident_id IS NOT NULL
+                    i.photos, i.notes, o.incident_id IS NOT NULL, i.reporter
              FROM incidents i LEFT JOIN outbox o ON o.incident_id = i.id
              WHERE (?1 IS NULL OR i.status = ?1)
                AND (?2 IS NULL OR i.category = ?2)
@@ -597,12 +607,14 @@ impl Store {
                     r.get::<_, u32>(8)?,
                     r.get::<_, u32>(9)?,
                     r.get::<_, bool>(10)?,
+                    r.get::<_, String>(11)?,
                 ))
             },
         )?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, category, status, grid, captured_at, lat, lon, description, photos, notes, unsynced) = row?;
+            let (id, category, status, grid, captured_at, lat, lon, description, photos, notes, unsynced, reporter) =
+                row?;
             let bad = |what: &str| StoreError::Meta {
                 what: "incident columns",
                 reason: format!("{what} of {id} is unreadable"),
@@ -616,6 +628,7 @@ impl Store {
                 lat,
                 lon,
                 description,
+                reporter,
                 photos,
                 notes,
                 unsynced,
@@ -770,14 +783,14 @@ pub(crate) fn write_incident(
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
-                                lat, lon, description, photos, notes, updated_at, heads, device)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                                lat, lon, description, photos, notes, updated_at, heads, device, reporter)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, category = excluded.category,
             status = excluded.status, grid = excluded.grid, captured_at = excluded.captured_at,
             captured_date = excluded.captured_date, captured_ms = excluded.captured_ms,
             lat = excluded.lat, lon = excluded.lon, description = excluded.description,
             photos = excluded.photos, notes = excluded.notes, updated_at = excluded.updated_at,
-            heads = excluded.heads, device = excluded.device",
+            heads = excluded.heads, device = excluded.device, reporter = excluded.reporter",
     )?
     .execute(params![
         incident.id.to_string(),
@@ -796,12 +809,26 @@ pub(crate) fn write_incident(
         rfc3339(&now),
         heads_to_bytes(heads),
         incident.device,
+        incident.reporter,
     ])?;
     Ok(())
 }
 
 /// Fills the `device` column of a store made before it existed.
 fn backfill_device(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    backfill_column(tx, "UPDATE incidents SET device = ?2 WHERE id = ?1", |i| i.device)
+}
+
+fn backfill_reporter(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    backfill_column(tx, "UPDATE incidents SET reporter = ?2 WHERE id = ?1", |i| i.reporter)
+}
+
+/// Fills a new projected column from every stored document with `update`.
+fn backfill_column(
+    tx: &rusqlite::Transaction<'_>,
+    update: &str,
+    value: fn(Incident) -> String,
+) -> rusqlite::Result<()> {
     let rows: Vec<(String, Vec<u8>)> = {
         let mut stmt = tx.prepare("SELECT id, doc FROM incidents")?;
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -809,8 +836,8 @@ fn backfill_device(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     };
     for (id, doc) in rows {
         // Every stored document passed validation when it was written.
-        let device = IncidentDoc::read_saved(&doc).map(|i| i.device).unwrap_or_default();
-        tx.execute("UPDATE incidents SET device = ?2 WHERE id = ?1", params![id, device])?;
+        let v = IncidentDoc::read_saved(&doc).map(value).unwrap_or_default();
+        tx.execute(update, params![id, v])?;
     }
     Ok(())
 }

@@ -22,8 +22,8 @@ pub enum TaxonomyError {
     },
     #[error("the {what} file is not valid: {reason}")]
     Invalid { what: &'static str, reason: String },
-    #[error("unknown category `{code}`; valid categories are: {valid}")]
-    UnknownCategory { code: String, valid: String },
+    #[error("unknown category `{code}`;{hint} valid categories are: {valid}")]
+    UnknownCategory { code: String, hint: String, valid: String },
     #[error("unknown grid cell `{id}`; valid cells are: {valid}")]
     UnknownCell { id: String, valid: String },
     #[error("unknown community `{id}`; known communities are: {valid}")]
@@ -99,8 +99,41 @@ impl Taxonomy {
     pub fn require(&self, code: &str) -> Result<&Category, TaxonomyError> {
         self.get(code).ok_or_else(|| TaxonomyError::UnknownCategory {
             code: code.to_owned(),
-            valid: self.codes().join(", "),
+            hint: String::new(),
+            valid: self.listed(),
         })
+    }
+
+    /// A category as a person types it: the code in any case with `-` or
+    /// `_` (`manhole_cover`), or its Chinese or English name (`井盖破损`,
+    /// `Manhole cover`); a near miss gets "did you mean".
+    pub fn resolve(&self, input: &str) -> Result<&Category, TaxonomyError> {
+        let key = crate::names::key(input);
+        let found = self.categories.iter().find(|c| {
+            crate::names::key(&c.code) == key || c.name_zh == input.trim() || crate::names::key(&c.name_en) == key
+        });
+        found.ok_or_else(|| {
+            let known: Vec<&str> = self
+                .categories
+                .iter()
+                .flat_map(|c| [c.code.as_str(), c.name_zh.as_str()])
+                .collect();
+            TaxonomyError::UnknownCategory {
+                code: input.chars().take(80).collect(),
+                hint: crate::names::did_you_mean(crate::names::nearest(input, &known)),
+                valid: self.listed(),
+            }
+        })
+    }
+
+    /// Every category as `code (中文名)`, for messages.
+    fn listed(&self) -> String {
+        let all: Vec<String> = self
+            .categories
+            .iter()
+            .map(|c| format!("{} ({})", c.code, c.name_zh))
+            .collect();
+        all.join(", ")
     }
 
     pub fn codes(&self) -> Vec<&str> {

@@ -133,9 +133,10 @@ impl FilterInput {
                 community: c.clone(),
             });
         }
-        let status = given(&self.status).map(|s| shown(s).parse::<Status>()).transpose()?;
+        // As a person types them: codes in any case, or the names.
+        let status = given(&self.status).map(|s| Status::from_input(&shown(s))).transpose()?;
         let category = given(&self.category)
-            .map(|c| taxonomy.require(&shown(c)).map(|c| c.code.clone()))
+            .map(|c| taxonomy.resolve(&shown(c)).map(|c| c.code.clone()))
             .transpose()?;
         Ok(ExportFilter {
             from,

@@ -85,7 +85,9 @@ fn list_refuses_bad_filters() {
     #[rustfmt::skip]
     let cases: &[(&[&str], &[&str])] = &[
         (&["--status", "open"], &["unknown status `open`", "reported", "in_progress", "duplicate"]),
-        (&["--status", "Reported"], &["unknown status"]),
+        (&["--status", "已完成"], &["unknown status `已完成`", "closed (已结案)"]),
+        (&["--status", "resolvd"], &["did you mean `resolved`?"]),
+        (&["--category", "井盖"], &["did you mean `井盖破损`?"]),
         (&["--category", "grass"], &["unknown category `grass`", "lawn"]),
         (&["--date", "2026-13-01"], &["`2026-13-01` is not a date; use YYYY-MM-DD"]),
         (&["--date", "20-11-2026"], &["YYYY-MM-DD"]),

@@ -184,3 +184,38 @@ fn reports_started_together_all_land() {
     stored.sort();
     assert_eq!(stored, printed);
 }
+
+#[test]
+fn categories_and_statuses_are_taken_as_a_worker_types_them() {
+    let dev = Device::setup();
+    for (typed, code) in [
+        ("井盖破损", "manhole-cover"),
+        ("Manhole_Cover", "manhole-cover"),
+        (" sidewalk_slab ", "sidewalk-slab"),
+        ("Broken Manhole Cover", "manhole-cover"),
+    ] {
+        let id = dev.report(&[
+            "--category",
+            typed,
+            "--desc",
+            "一块很长的描述：路边的井盖缺失，晚上看不见，行人和车辆都有危险",
+        ]);
+        assert_eq!(s(&dev.show(&id), "category"), code, "typed {typed:?}");
+    }
+    let id = dev.ids(&[])[0].clone();
+    for (typed, status) in [
+        ("已派遣", "dispatched"),
+        ("In-Progress", "in_progress"),
+        ("已处置", "resolved"),
+    ] {
+        dev.ok(["update", &id, "--status", typed]);
+        assert_eq!(s(&dev.show(&id), "status"), status, "typed {typed:?}");
+    }
+    assert_eq!(dev.ids(&["--status", "已处置"]), [id.clone()]);
+    assert_eq!(dev.ids(&["--category", "道板破损"]).len(), 1);
+    // The table names the reporter and shows the start of the description.
+    let table = dev.ok(["list"]);
+    assert!(table.contains("REPORTER") && table.contains(WORKER), "{table}");
+    assert!(table.contains("一块很长的描述：路边的井盖缺失，…"), "{table}");
+    assert!(!table.contains("行人和车辆"), "{table}");
+}

@@ -173,7 +173,7 @@ fn init_can_install_a_city_category_list() {
     dev.fails(
         ["report", "--category", "lawn"],
         2,
-        &["unknown category `lawn`", "snow, manhole-cover"],
+        &["unknown category `lawn`", "snow (积雪), manhole-cover (井盖)"],
     );
 }
 

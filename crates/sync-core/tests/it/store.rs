@@ -636,7 +636,7 @@ fn a_store_from_before_the_device_column_learns_its_own_incidents_at_open() {
     // Put the database back to schema 1, as an older build left it.
     let conn = rusqlite::Connection::open(dir.path().join(sync_core::store::DB_FILE)).unwrap();
     conn.execute_batch(
-        "DROP TABLE parked; DROP TABLE change_sigs; DROP INDEX incidents_device; ALTER TABLE incidents DROP COLUMN device; PRAGMA user_version = 1;",
+        "DROP TABLE parked; DROP TABLE change_sigs; DROP INDEX incidents_device; ALTER TABLE incidents DROP COLUMN device; ALTER TABLE incidents DROP COLUMN reporter; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

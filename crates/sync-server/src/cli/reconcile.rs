@@ -17,9 +17,9 @@ use sync_server::storage::AuditKind;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The day, in the community's time zone.
+    /// The day, in the community's time zone (default: today there).
     #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
-    date: NaiveDate,
+    date: Option<NaiveDate>,
     /// The community; may be left out when only one community has workers.
     #[arg(long)]
     community: Option<String>,
@@ -43,8 +43,13 @@ pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
     let storage = place.storage()?;
     let grids = place.grids()?;
     let community = report::resolve_community(&storage, &grids, args.community.as_deref()).map_err(classify)?;
-    let r = report::daily_report(&storage, &grids, &community, args.date, Utc::now()).map_err(classify)?;
-    let detail = format!("sync-server reconcile: daily report of {community} for {}", args.date);
+    let now = Utc::now();
+    let date = match args.date {
+        Some(d) => d,
+        None => report::today(&grids, &community, now).map_err(classify)?,
+    };
+    let r = report::daily_report(&storage, &grids, &community, date, now).map_err(classify)?;
+    let detail = format!("sync-server reconcile: daily report of {community} for {date}");
     audit_local(&storage, AuditKind::ReportRead, None, None, &detail)?;
     let bytes = match args.format {
         Format::Table => text::to_table(&r).into_bytes(),

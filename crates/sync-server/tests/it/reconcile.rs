@@ -618,3 +618,27 @@ fn revoked_id(server: &Server, worker: &str) -> String {
         .map(|d| d["id"].as_str().unwrap().to_owned())
         .expect("the token is listed")
 }
+
+#[test]
+fn reconcile_without_a_date_is_today_in_the_communitys_zone() {
+    let (server, _token) = anomaly_server(&[("w1", &[HX01])]);
+    let dev = Device::new("w1", &[HX01]);
+    dev.enroll(&server);
+    let id = dev.report(&["--category", "lawn"]);
+    dev.sync(&[]);
+    let out = server.admin(&["reconcile", "--community", HX, "--format", "json"]);
+    let today: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(today["date"], crate::guard::today(), "{today}");
+    assert!(
+        today["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == id.as_str()),
+        "{today}"
+    );
+    assert_eq!(
+        timeless(today),
+        timeless(reconcile_json(&server, &crate::guard::today()))
+    );
+}
