@@ -158,11 +158,16 @@ impl Client {
         }
     }
 
-    /// A client for an enrolled device's server, trusting what enrolment
-    /// recorded.
-    pub fn for_device(data_dir: &std::path::Path, server: &str, token: String, retries: u32) -> Result<Client> {
+    /// A client for this enrolled device's server, with its token,
+    /// trusting what enrolment recorded.
+    pub fn for_device(data_dir: &std::path::Path, retries: u32) -> Result<Client> {
+        let token = crate::app::load_token(data_dir)?;
+        let server = sync_core::Store::open(data_dir)?
+            .sync_state()?
+            .server
+            .ok_or_else(|| anyhow!("this device is not enrolled; run `field enroll` first"))?;
         let trust = Trust::load(data_dir)?;
-        Client::new(server, Some(token), retries, &trust)
+        Client::new(&server, Some(token), retries, &trust)
     }
 
     /// The key the server showed, if TLS refused it for not being the pinned one.

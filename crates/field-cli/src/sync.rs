@@ -11,7 +11,7 @@ use sync_core::protocol::{
 use sync_core::sync::{Outgoing, PendingBlob, PhotoLevel};
 use sync_core::{BlobHash, Store};
 
-use crate::app::{count, emit, load_token, now, print_json};
+use crate::app::{count, emit, now, print_json};
 use crate::client::{CallError, Client};
 use crate::lock;
 use crate::watch::plan::Link;
@@ -205,16 +205,8 @@ impl Summary {
 /// One whole sync: documents, then photos, then thumbnails of others'
 /// incidents. When `stop` is set it ends after the request in flight.
 pub fn sync(data_dir: &Path, photos: PhotoPlan, retries: u32, stop: &AtomicBool) -> Result<Summary> {
-    let token = load_token(data_dir)?;
-    let server = {
-        let store = Store::open(data_dir)?;
-        store.profile()?;
-        store
-            .sync_state()?
-            .server
-            .context("this device is not enrolled; run `field enroll` first")?
-    };
-    let mut client = Client::for_device(data_dir, &server, token, retries)?;
+    Store::open(data_dir)?.profile()?;
+    let mut client = Client::for_device(data_dir, retries)?;
     let mut summary = Summary::default();
     let bar = progress();
     sync_documents(data_dir, &mut client, &bar, &mut summary, stop)?;
@@ -422,12 +414,7 @@ pub fn manifest_first(data_dir: &Path, client: &mut Client) -> Result<()> {
 }
 
 fn run_manifest_only(data_dir: &Path, retries: u32, json: bool) -> Result<()> {
-    let token = load_token(data_dir)?;
-    let server = Store::open(data_dir)?
-        .sync_state()?
-        .server
-        .context("this device is not enrolled; run `field enroll` first")?;
-    let mut client = Client::for_device(data_dir, &server, token, retries)?;
+    let mut client = Client::for_device(data_dir, retries)?;
     let (m, reply, clock) = send_manifest(data_dir, &mut client)?;
     if let Some(c) = clock {
         Store::open(data_dir)?.set_clock_offset(c.offset_ms)?;
@@ -568,12 +555,7 @@ fn fetch_thumbs(data_dir: &Path, client: &mut Client, wanted: &[BlobHash], summa
 
 /// Fetches display copies or originals of one incident on demand.
 pub fn fetch(data_dir: &Path, hashes: &[(BlobHash, &str)]) -> Result<usize> {
-    let token = load_token(data_dir)?;
-    let server = Store::open(data_dir)?
-        .sync_state()?
-        .server
-        .context("this device is not enrolled")?;
-    let mut client = Client::for_device(data_dir, &server, token, 3)?;
+    let mut client = Client::for_device(data_dir, 3)?;
     let mut fetched = 0;
     for (hash, kind) in hashes {
         if Store::open(data_dir)?.blobs().contains(hash) {

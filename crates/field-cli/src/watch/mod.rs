@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
-use sync_core::Store;
 use sync_core::sync::PhotoLevel;
 
 use crate::app::{load_token, now};
@@ -141,11 +140,7 @@ fn round(data_dir: &Path, opts: &Options, link: Link, offline: bool, stop: &Atom
 }
 
 fn try_round(data_dir: &Path, opts: &Options, link: Link, offline: bool, stop: &AtomicBool) -> Result<Outcome> {
-    let server = Store::open(data_dir)?
-        .sync_state()?
-        .server
-        .context("this device is not enrolled; run `field enroll` first")?;
-    let mut client = Client::for_device(data_dir, &server, load_token(data_dir)?, 0)?;
+    let mut client = Client::for_device(data_dir, 0)?;
     client.call(reqwest::Method::GET, "/healthz", Vec::new())?;
     let Some(_one_at_a_time) = lock::try_take(data_dir, lock::SYNC_LOCK)? else {
         return Ok(Outcome::Busy);
