@@ -79,6 +79,7 @@ fn decode_message() {
         push,
         manifest: manifest(Some(OwnDigest::of(["a", "b"]))),
         want: vec![wanted],
+        account: None,
     };
     write(
         "decode_message",
@@ -138,6 +139,7 @@ fn decode_message() {
         more: true,
         ask_own: true,
         thumbs: vec!["ab".repeat(32)],
+        account: None,
     };
     write(
         "decode_message",
@@ -150,6 +152,7 @@ fn decode_message() {
         worker: "w-fuzz".into(),
         device: docs::device_uuid().to_string(),
         public_key: Some(vec![0x3c; 32].into()),
+        label: None,
     };
     write(
         "decode_message",

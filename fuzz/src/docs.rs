@@ -47,6 +47,7 @@ pub fn valid_doc(n: u8, grid: &str) -> IncidentDoc {
         device: device_uuid().to_string(),
         captured_at: at(0),
         photos: vec![],
+        case: None,
     };
     let mut doc = IncidentDoc::create(&new, device_actor()).expect("the seed incident is valid");
     doc.set_status(Status::Dispatched, "w-fuzz", at(1))

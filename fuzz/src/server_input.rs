@@ -77,6 +77,7 @@ fn request(push: Vec<PushDoc>, epoch: Option<String>, cursor: Option<Cursor>, pu
             own: Default::default(),
             clock_offset_ms: None,
         },
+        account: None,
     }
 }
 
@@ -84,7 +85,7 @@ impl World {
     /// Builds the template store under `dir` (a scratch folder the caller owns).
     pub fn new(dir: &Path) -> World {
         let template = dir.join("template");
-        let storage = sync_server::open_storage(&template).expect("the template store opens");
+        let storage = sync_server::create_storage(&template).expect("the template store is made");
         let device = enrolled_device(&storage);
         let scope = sync_server::accounts::scope_of(&device, &GridMap::builtin());
         let known = [known(0, IN_SCOPE), known(1, IN_SCOPE), known(2, OUT_OF_SCOPE)];
@@ -195,6 +196,7 @@ fn enrolled_device(storage: &SqliteStorage) -> Device {
         role: Role::Worker,
         community: None,
         grids: vec![IN_SCOPE.into()],
+        retired_at: None,
     };
     storage.add_worker(&worker, &now.text).expect("the worker is added");
     let code = NewCode {
@@ -212,6 +214,7 @@ fn enrolled_device(storage: &SqliteStorage) -> Device {
         actor: uuid.as_bytes(),
         token_hash: TOKEN,
         public_key: None,
+        label: None,
     };
     let outcome = storage.enroll(&enrolment, now.ms, &now.text).expect("enrolment runs");
     assert!(matches!(outcome, EnrolOutcome::Enrolled(_)), "{outcome:?}");

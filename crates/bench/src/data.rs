@@ -120,6 +120,7 @@ impl Reporter {
             device: self.device.to_string(),
             captured_at,
             photos: vec![],
+            case: None,
         }
     }
 
@@ -403,6 +404,8 @@ mod tests {
             device: Uuid::from_bytes([1; 16]),
             grids: vec!["HLT-CX-HX-01".into()],
             role: None,
+            label: None,
+            number: None,
         };
         let mut r = Reporter::new(&profile, 1);
         let (a, b) = (r.incident(), r.incident());

@@ -122,7 +122,7 @@ impl ServerProcess {
     ) -> Result<ServerProcess> {
         let dir = tempfile::Builder::new().prefix("bench-server-").tempdir()?;
         {
-            let storage = sync_server::open_storage(dir.path())?;
+            let storage = sync_server::create_storage(dir.path())?;
             let grids = sync_core::GridMap::builtin();
             for w in workers {
                 let new = sync_server::accounts::NewWorker {
@@ -265,6 +265,7 @@ impl Device {
             worker: worker.to_owned(),
             device: profile.device.to_string(),
             public_key: Some(serde_bytes::ByteBuf::from(key.public().to_vec())),
+            label: None,
         };
         let resp = post(
             &http,

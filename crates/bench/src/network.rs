@@ -416,6 +416,7 @@ fn wrong_code(http: &reqwest::blocking::Client, url: &str, i: usize) -> Result<u
         worker: HOSTILE_WORKER.to_owned(),
         device: uuid::Uuid::from_u128(i as u128).to_string(),
         public_key: None,
+        label: None,
     };
     let resp = http
         .post(format!("{url}/v1/enroll"))

@@ -114,6 +114,58 @@ pub fn random_seed() -> Result<[u8; 32]> {
     Ok(seed)
 }
 
+/// Refuses a text over its limit before anything is stored, in the words
+/// a worker can act on (the server would refuse it at every sync).
+pub fn check_text(flag: &str, text: &str, limit: usize) -> Result<()> {
+    if text.len() <= limit {
+        return Ok(());
+    }
+    usage(format!(
+        "{flag} is {} characters ({} bytes); the limit is {limit} bytes, about {} Chinese characters",
+        text.chars().count(),
+        text.len(),
+        limit / 3
+    ))
+}
+
+/// A position as `--lat` and `--lon` give it, in range.
+pub fn check_point(lat: f64, lon: f64) -> Result<()> {
+    if !(-90.0..=90.0).contains(&lat) {
+        return usage(format!("--lat {lat} is outside -90..90"));
+    }
+    if !(-180.0..=180.0).contains(&lon) {
+        return usage(format!("--lon {lon} is outside -180..180"));
+    }
+    Ok(())
+}
+
+/// A warning on stderr: the command goes on.
+pub fn warn(msg: impl fmt::Display) {
+    eprintln!("warning: {msg}");
+}
+
+/// Warns of a point that lies outside the cell it is filed under.
+pub fn warn_outside(grids: &GridMap, cell: &str, point: Option<(f64, f64)>) {
+    let Some((lat, lon)) = point else {
+        return;
+    };
+    if grids.cell_contains(cell, lat, lon) != Some(false) {
+        return;
+    }
+    let inside: Vec<String> = grids
+        .cells_containing(lat, lon)
+        .iter()
+        .map(|p| p.cell.id.clone())
+        .collect();
+    let there = match inside.as_slice() {
+        [] => "in none of the known cells".to_owned(),
+        cells => format!("in {}", cells.join(", ")),
+    };
+    warn(format!(
+        "the position {lat}, {lon} lies outside cell {cell} ({there}); the record keeps both"
+    ));
+}
+
 pub fn parse_status(s: &str) -> Result<Status> {
     Status::from_input(s).map_err(|e| UsageError(e.to_string()).into())
 }

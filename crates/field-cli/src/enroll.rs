@@ -51,6 +51,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         worker: session.profile.worker.clone(),
         device: session.profile.device.to_string(),
         public_key: Some(serde_bytes::ByteBuf::from(key.public().to_vec())),
+        label: session.profile.label.clone(),
     };
     let bytes = client
         .call(reqwest::Method::POST, "/v1/enroll", protocol::encode(&req))
@@ -60,9 +61,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     trust.save(data_dir)?;
     save_token(data_dir, &resp.token)?;
     session.store.set_server(&args.server, &resp.epoch)?;
-    if let Some(role) = sync_core::account::Role::parse(&resp.role) {
-        session.store.set_role(role)?;
-    }
+    let moved = adopt_account(&mut session, &resp)?;
     let pinned = trust
         .pin
         .as_deref()
@@ -70,7 +69,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         .unwrap_or_default();
     emit(
         format!(
-            "device {} enrolled at {} for {} ({}) in {}{pinned}\n",
+            "device {} enrolled at {} for {} ({}) in {}{moved}{pinned}\n",
             session.profile.device,
             args.server,
             resp.worker,
@@ -79,6 +78,33 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         )
         .as_bytes(),
     )
+}
+
+/// The server is the authority for the account: its role, its name and
+/// the cells this device may report in replace what `field init` said;
+/// with the device's number, what was logged before gets case numbers.
+/// Says how the cells changed, if they did.
+fn adopt_account(session: &mut Session, resp: &EnrollResponse) -> Result<String> {
+    let was = session.profile.grids.clone();
+    let account = sync_core::protocol::Account {
+        role: resp.role.clone(),
+        name: resp.name.clone().unwrap_or_default(),
+        grids: resp.grids.clone(),
+        number: resp.number,
+    };
+    session.store.adopt_account(&account)?;
+    let numbered = session.store.number_own_cases(crate::app::now())?;
+    if numbered > 0 {
+        let n = crate::app::count(
+            numbered as u64,
+            "incident its case number",
+            "incidents their case numbers",
+        );
+        eprintln!("gave {n} logged before the enrolment");
+    }
+    Ok((!resp.grids.is_empty() && resp.grids != was)
+        .then(|| format!(" (the server's cells; this device had {})", was.join(", ")))
+        .unwrap_or_default())
 }
 
 /// Whether `host` (from a URL) names this machine.

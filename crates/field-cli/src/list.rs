@@ -94,6 +94,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     }
     let mut t = table(&[
         "ID",
+        "CASE",
         "CAPTURED",
         "STATUS",
         "CATEGORY",
@@ -106,6 +107,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     for r in &rows {
         t.add_row([
             r.id.to_string(),
+            r.case.as_ref().map(ToString::to_string).unwrap_or_default(),
             short_time(&r.captured_at),
             format!("{} {}", r.status.name_zh(), r.status),
             session.category_label(&r.category),

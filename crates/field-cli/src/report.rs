@@ -1,10 +1,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use chrono::DateTime;
+use chrono::{DateTime, FixedOffset};
 use sync_core::{IncidentDoc, IncidentId, Location, NewIncident};
 
-use crate::app::{Session, emit, now, usage};
+use sync_core::rules::limits;
+
+use crate::app::{Session, check_point, check_text, emit, now, short_time, usage, warn, warn_outside};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,40 +40,17 @@ pub struct Args {
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
-    if let Some(lat) = args.lat
-        && !(-90.0..=90.0).contains(&lat)
-    {
-        return usage(format!("--lat {lat} is outside -90..90"));
-    }
-    if let Some(lon) = args.lon
-        && !(-180.0..=180.0).contains(&lon)
-    {
-        return usage(format!("--lon {lon} is outside -180..180"));
-    }
-    if let Some(acc) = args.accuracy
-        && !(acc.is_finite() && acc >= 0.0)
-    {
-        return usage(format!("--accuracy {acc} must be a distance in metres, 0 or more"));
-    }
+    check_args(&args)?;
     let now = now();
-    let captured_at = match &args.at {
-        None => now,
-        Some(s) => match DateTime::parse_from_rfc3339(s) {
-            Ok(t) => t,
-            Err(_) => {
-                return usage(format!(
-                    "--at `{s}` is not an RFC 3339 time such as 2026-11-20T09:15:00+08:00"
-                ));
-            }
-        },
-    };
-
+    let captured_at = captured_at(args.at.as_deref(), now)?;
     let mut session = Session::open(data_dir)?;
     let category = session.category_code(&args.category)?;
     let grid = choose_grid(&session, args.grid.as_deref(), args.lat.zip(args.lon))?;
+    warn_outside(&session.grids, &grid, args.lat.zip(args.lon));
     let photos = session.prepare_photos(&args.photos, now)?;
 
     let id = IncidentId::new(now.timestamp_millis().max(0) as u64, rand_bytes());
+    let case = session.store.case_for(&grid, now)?;
     let new = NewIncident {
         id,
         category,
@@ -87,12 +66,54 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         device: session.profile.device.to_string(),
         captured_at,
         photos: photos.iter().map(|p| p.photo.clone()).collect(),
+        case: case.clone(),
     };
     let mut doc = IncidentDoc::create(&new, session.profile.actor())?;
     session.store.save(&mut doc, &photos, now)?;
     crate::wake::nudge(data_dir);
+    if let Some(case) = case {
+        eprintln!("case {case}");
+    }
     emit(format!("{id}\n").as_bytes())?;
     Ok(())
+}
+
+/// What can be refused before the store is opened.
+fn check_args(args: &Args) -> Result<()> {
+    if let Some((lat, lon)) = args.lat.zip(args.lon) {
+        check_point(lat, lon)?;
+    }
+    if let Some(acc) = args.accuracy
+        && !(acc.is_finite() && acc >= 0.0)
+    {
+        return usage(format!("--accuracy {acc} must be a distance in metres, 0 or more"));
+    }
+    check_text("--desc", &args.description, limits::MAX_DESCRIPTION)?;
+    if let Some(address) = &args.address {
+        check_text("--address", address, limits::MAX_ADDRESS)?;
+    }
+    Ok(())
+}
+
+/// `--at`, or now; a time well ahead of the device's clock is kept with a warning.
+fn captured_at(at: Option<&str>, now: DateTime<FixedOffset>) -> Result<DateTime<FixedOffset>> {
+    let Some(s) = at else {
+        return Ok(now);
+    };
+    let Ok(t) = DateTime::parse_from_rfc3339(s) else {
+        return usage(format!(
+            "--at `{s}` is not an RFC 3339 time such as 2026-11-20T09:15:00+08:00"
+        ));
+    };
+    if t > now + chrono::TimeDelta::minutes(5) {
+        warn(format!(
+            "--at {} is {} ahead of this device's clock ({}); check the date",
+            short_time(&t),
+            ahead(t - now),
+            short_time(&now)
+        ));
+    }
+    Ok(t)
 }
 
 fn choose_grid(session: &Session, given: Option<&str>, point: Option<(f64, f64)>) -> Result<String> {
@@ -121,6 +142,14 @@ fn choose_grid(session: &Session, given: Option<&str>, point: Option<(f64, f64)>
             "this worker patrols several cells ({}); say which with --grid",
             mine.join(", ")
         )),
+    }
+}
+
+/// `3 days` or `5 hours`, for a time ahead of the clock.
+fn ahead(d: chrono::TimeDelta) -> String {
+    match d.num_days() {
+        0 => crate::app::count(d.num_hours().max(1) as u64, "hour", "hours"),
+        n => crate::app::count(n as u64, "day", "days"),
     }
 }
 

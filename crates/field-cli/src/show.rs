@@ -44,6 +44,9 @@ fn render(session: &Session, i: &Incident) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "incident  {}", i.id);
+    if let Some(case) = &i.case {
+        let _ = writeln!(s, "case      {case}");
+    }
     let _ = writeln!(s, "category  {}", session.category_label(&i.category));
     let mut status = format!("{} {}", i.status.name_zh(), i.status);
     if !i.status_conflicts.is_empty() {

@@ -98,6 +98,10 @@ pub struct Summary {
     pub link_bytes_per_sec: Option<f64>,
     /// A stop was asked for; what is left goes on the next sync.
     pub stopped: bool,
+    /// The worker's cells as the server now has them, when the operator
+    /// changed them since this device last heard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cells: Option<Vec<String>>,
     #[serde(skip)]
     clock: Option<ClockSample>,
 }
@@ -198,6 +202,12 @@ impl Summary {
         if self.stopped {
             line.push_str("; stopped early, the rest goes next time");
         }
+        if let Some(cells) = &self.cells {
+            line.push_str(&format!(
+                "; the server says this worker's cells are {}",
+                cells.join(", ")
+            ));
+        }
         line
     }
 }
@@ -205,7 +215,9 @@ impl Summary {
 /// One whole sync: documents, then photos, then thumbnails of others'
 /// incidents. When `stop` is set it ends after the request in flight.
 pub fn sync(data_dir: &Path, photos: PhotoPlan, retries: u32, stop: &AtomicBool) -> Result<Summary> {
-    Store::open(data_dir)?.profile()?;
+    // Incidents logged before the server numbered this device get their
+    // case numbers now, so this sync carries them.
+    Store::open(data_dir)?.number_own_cases(now())?;
     let mut client = Client::for_device(data_dir, retries)?;
     let mut summary = Summary::default();
     let bar = progress();
@@ -276,6 +288,9 @@ fn sync_documents(
         summary.acknowledged += applied.acknowledged;
         summary.pulled_changes += applied.pulled_changes;
         summary.new_incidents += applied.new_incidents;
+        if let Some(account) = applied.account.filter(|a| !a.grids.is_empty()) {
+            summary.cells = Some(account.grids);
+        }
         if applied.reset {
             summary.resets += 1;
         }

@@ -2,10 +2,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use sync_core::rules::{self, Author, Rule};
-use sync_core::{IncidentDoc, Status};
+use sync_core::account::Role;
+use sync_core::rules::{self, Author, Rule, limits};
+use sync_core::{Correction, Incident, IncidentDoc, Status};
 
-use crate::app::{Session, count, now, parse_status, usage};
+use crate::app::{Session, check_point, check_text, count, now, parse_status, usage, warn_outside};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,21 +21,66 @@ pub struct Args {
     /// Add a photo (JPEG or PNG); repeat for several.
     #[arg(long = "photo", value_name = "PATH")]
     photos: Vec<PathBuf>,
+    #[command(flatten)]
+    fix: Fix,
+}
+
+/// Corrections of what was reported, by the reporter or the center; each
+/// leaves a `correction` note in the incident's history.
+#[derive(Debug, Default, clap::Args)]
+struct Fix {
+    /// Correct the category (a code, or its Chinese or English name).
+    #[arg(long, value_name = "CODE")]
+    category: Option<String>,
+    /// Correct the description.
+    #[arg(long = "desc", value_name = "TEXT", allow_hyphen_values = true)]
+    description: Option<String>,
+    /// Correct the latitude (with --lon).
+    #[arg(long, requires = "lon", allow_hyphen_values = true)]
+    lat: Option<f64>,
+    /// Correct the longitude (with --lat).
+    #[arg(long, requires = "lat", allow_hyphen_values = true)]
+    lon: Option<f64>,
+    /// Correct the street address or landmark.
+    #[arg(long, allow_hyphen_values = true)]
+    address: Option<String>,
+    /// Move the incident to another of this worker's cells.
+    #[arg(long, value_name = "CELL")]
+    grid: Option<String>,
+}
+
+impl Fix {
+    fn is_empty(&self) -> bool {
+        self.category.is_none()
+            && self.description.is_none()
+            && self.lat.is_none()
+            && self.address.is_none()
+            && self.grid.is_none()
+    }
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
-    if args.status.is_none() && args.note.is_none() && args.photos.is_empty() {
-        return usage("nothing to change; give --status, --note or --photo");
+    if args.status.is_none() && args.note.is_none() && args.photos.is_empty() && args.fix.is_empty() {
+        return usage(
+            "nothing to change; give --status, --note, --photo, or a correction (--category, --desc, --lat/--lon, --address, --grid)",
+        );
     }
     let status = args.status.as_deref().map(parse_status).transpose()?;
-    if args.note.as_deref().is_some_and(|n| n.trim().is_empty()) {
-        return usage("--note is empty");
+    if let Some(note) = &args.note {
+        if note.trim().is_empty() {
+            return usage("--note is empty");
+        }
+        check_text("--note", note, limits::MAX_NOTE)?;
     }
     let mut session = Session::open(data_dir)?;
     let id = session.store.resolve(&args.id)?;
     let mut doc = session.store.load(&id, session.profile.actor())?;
     let now = now();
     let who = session.profile.worker.clone();
+    if !args.fix.is_empty() {
+        let fix = correction(&session, &doc.read()?, &args.fix)?;
+        doc.correct(&fix, &who, now)?;
+    }
     if let Some(status) = status {
         check_role(&session, &doc, status)?;
         doc.set_status(status, &who, now)?;
@@ -57,6 +103,45 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The correction asked for, checked as the server would check it.
+fn correction(session: &Session, incident: &Incident, fix: &Fix) -> Result<Correction> {
+    let me = &session.profile.worker;
+    if session.profile.role == Some(Role::Worker) && &incident.reporter != me {
+        return usage(format!(
+            "only the reporter ({}) or the center corrects an incident",
+            incident.reporter
+        ));
+    }
+    if let Some(d) = &fix.description {
+        check_text("--desc", d, limits::MAX_DESCRIPTION)?;
+    }
+    let mut location = incident.location.clone();
+    if let Some((lat, lon)) = fix.lat.zip(fix.lon) {
+        check_point(lat, lon)?;
+        (location.lat, location.lon, location.accuracy_m) = (Some(lat), Some(lon), None);
+    }
+    if let Some(a) = &fix.address {
+        check_text("--address", a, limits::MAX_ADDRESS)?;
+        location.address = Some(a.clone()).filter(|a| !a.trim().is_empty());
+    }
+    if let Some(cell) = &fix.grid
+        && !session.profile.grids.contains(cell)
+    {
+        return usage(format!(
+            "grid cell `{cell}` is not one of this worker's cells ({}); the server would refuse it",
+            session.profile.grids.join(", ")
+        ));
+    }
+    let grid = fix.grid.clone().unwrap_or_else(|| incident.grid.clone());
+    warn_outside(&session.grids, &grid, location.point());
+    Ok(Correction {
+        category: fix.category.as_deref().map(|c| session.category_code(c)).transpose()?,
+        description: fix.description.clone(),
+        location: Some(location),
+        grid: fix.grid.clone(),
+    })
+}
+
 /// Once the server has said this device's role, a move the role may not
 /// make is refused here, in the words the server would use, rather than
 /// kept on the device and refused at every sync.
@@ -69,6 +154,7 @@ fn check_role(session: &Session, doc: &IncidentDoc, to: Status) -> Result<()> {
         account: &session.profile.worker,
         device: &device,
         role,
+        number: None,
     };
     match rules::check_move(&doc.read()?, to, &author) {
         Err(e) if e.rule == Rule::Role => anyhow::bail!("{}", e.detail),

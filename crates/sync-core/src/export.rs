@@ -17,8 +17,9 @@ use crate::{GridMap, Incident, Taxonomy};
 pub use crate::calendar::DEFAULT_ZONE;
 
 /// The CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 17] = [
+pub const CSV_COLUMNS: [&str; 18] = [
     "id",
+    "case",
     "captured_at",
     "category",
     "category_zh",
@@ -127,6 +128,7 @@ pub fn csv(incidents: &[Incident], taxonomy: &Taxonomy) -> Result<Vec<u8>, Expor
         let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
         w.write_record([
             i.id.to_string(),
+            i.case.as_ref().map(ToString::to_string).unwrap_or_default(),
             rfc3339(&i.captured_at),
             guard_cell(&i.category).into_owned(),
             guard_cell(zh).into_owned(),
@@ -166,6 +168,7 @@ pub fn geojson(incidents: &[Incident], taxonomy: &Taxonomy) -> Value {
                 "geometry": geometry,
                 "properties": {
                     "id": i.id.to_string(),
+                    "case": i.case.as_ref().map(ToString::to_string),
                     "category": i.category,
                     "category_zh": zh,
                     "category_en": en,

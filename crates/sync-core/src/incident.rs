@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::blob::BlobHash;
+use crate::case::CaseNumber;
 
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -57,6 +58,12 @@ impl IncidentId {
     /// by the caller so that this crate reads neither clock nor RNG.
     pub fn new(unix_ms: u64, random: [u8; 10]) -> Self {
         IncidentId(uuid::Builder::from_unix_timestamp_millis(unix_ms, &random).into_uuid())
+    }
+
+    /// When the id was made (its UUIDv7 time), in UTC.
+    pub fn logged_at(&self) -> Option<DateTime<FixedOffset>> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos).map(|t| t.fixed_offset())
     }
 
     pub fn as_uuid(&self) -> &Uuid {
@@ -362,6 +369,8 @@ pub struct StatusChange {
 #[derive(Debug, Clone)]
 pub struct NewIncident {
     pub id: IncidentId,
+    /// Left out on a device the server has not numbered yet.
+    pub case: Option<CaseNumber>,
     pub category: String,
     pub description: String,
     pub location: Location,
@@ -376,6 +385,10 @@ pub struct NewIncident {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     pub id: IncidentId,
+    /// The case number people use; given at creation, or once later by the
+    /// device that made the incident (one logged before its enrolment).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub case: Option<CaseNumber>,
     pub schema: u64,
     pub category: String,
     pub description: String,
@@ -461,9 +474,10 @@ fn commit(doc: &mut AutoCommit) {
 /// The containers made with the document, never replaced.
 const CONTAINERS: [&str; 4] = ["location", "status_history", "notes", "photos"];
 /// Every key the root of an incident document has.
-const ROOT_KEYS: [&str; 13] = [
+const ROOT_KEYS: [&str; 14] = [
     "schema",
     "id",
+    "case",
     "category",
     "description",
     "location",
@@ -490,6 +504,9 @@ impl IncidentDoc {
         let d = &mut doc;
         d.put(ROOT, "schema", SCHEMA_VERSION).expect(WRITE);
         d.put(ROOT, "id", new.id.to_string()).expect(WRITE);
+        if let Some(case) = &new.case {
+            d.put(ROOT, "case", case.to_string()).expect(WRITE);
+        }
         d.put(ROOT, "category", new.category.as_str()).expect(WRITE);
         d.put(ROOT, "description", new.description.as_str()).expect(WRITE);
         let loc = d.put_object(ROOT, "location", ObjType::Map).expect(WRITE);
@@ -698,6 +715,17 @@ impl IncidentDoc {
         Ok(true)
     }
 
+    /// Gives an incident logged before its device was numbered its case
+    /// number; false when it has one already (which never changes).
+    pub fn set_case(&mut self, case: &CaseNumber) -> Result<bool, DocError> {
+        if self.read()?.case.is_some() {
+            return Ok(false);
+        }
+        self.doc.put(ROOT, "case", case.to_string()).expect(WRITE);
+        commit(&mut self.doc);
+        Ok(true)
+    }
+
     /// Every change of the document, oldest first.
     pub fn all_changes(&mut self) -> Vec<Change> {
         self.doc.get_changes(&[])
@@ -764,8 +792,12 @@ impl IncidentDoc {
         let status_history = read_status_history(d, &root, zone)?;
         let notes = read_notes(d, &root, zone)?;
         let photos = read_photos(d, &root, zone)?;
+        let case = opt_text(&root, "case", "case")?
+            .map(|c| c.parse::<CaseNumber>().map_err(|e| schema_err("case", e.to_string())))
+            .transpose()?;
         Ok(Incident {
             id,
+            case,
             schema,
             category: text(&root, "category", "category")?,
             description: text(&root, "description", "description")?,
@@ -978,7 +1010,11 @@ fn put_note(
 }
 
 fn existing(d: &AutoCommit, key: &str) -> Result<ObjId, SchemaError> {
-    let kind = if key == "photos" { ObjType::Map } else { ObjType::List };
+    let kind = if matches!(key, "photos" | "location") {
+        ObjType::Map
+    } else {
+        ObjType::List
+    };
     object(d, &ROOT, key, key, kind)
 }
 
@@ -1178,6 +1214,7 @@ mod tests {
             device: "dev-a".into(),
             captured_at: t("2026-11-20T09:15:30+08:00"),
             photos: vec![],
+            case: None,
         }
     }
 

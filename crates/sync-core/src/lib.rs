@@ -10,6 +10,7 @@
 pub mod account;
 pub mod blob;
 pub mod calendar;
+pub mod case;
 pub mod export;
 pub mod files;
 pub mod incident;
@@ -27,6 +28,6 @@ pub mod taxonomy;
 pub mod testing;
 
 pub use blob::{BlobHash, BlobStore};
-pub use incident::{Incident, IncidentDoc, IncidentId, Location, NewIncident, PhotoRef, Status};
+pub use incident::{Correction, Incident, IncidentDoc, IncidentId, Location, NewIncident, PhotoRef, Status};
 pub use store::{ListFilter, Profile, Store, StoreError};
 pub use taxonomy::{Category, GridMap, Taxonomy};

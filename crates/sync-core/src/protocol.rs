@@ -333,6 +333,40 @@ pub struct SyncRequest {
         with = "compact::text_list"
     )]
     pub want: Vec<String>,
+    /// The [`Account::tag`] of what the device holds of its account; the
+    /// server answers with the account when it differs.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<Tag8>,
+}
+
+/// What the server holds of a device's account: the authority for its
+/// role, its name and the cells it may report in (a center's: its
+/// community's; an operator's: none, it sees every cell).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    #[serde(rename = "r")]
+    pub role: String,
+    #[serde(rename = "n")]
+    pub name: String,
+    #[serde(rename = "g")]
+    pub grids: Vec<String>,
+    /// The server's number of the calling device, which its case numbers carry.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
+}
+
+impl Account {
+    /// A short digest both sides compute, so a sync carries the account
+    /// only when the device's copy is out of date.
+    pub fn tag(&self) -> Tag8 {
+        let mut h = blake3::Hasher::new();
+        for part in [&self.role, &self.name].into_iter().chain(&self.grids) {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update(&self.number.map_or(0, u64::from).to_le_bytes());
+        Tag8::of(h.finalize().as_bytes())
+    }
 }
 
 /// A pushed incident the server did not store, and why. An answer lists
@@ -424,6 +458,10 @@ pub struct SyncResponse {
         with = "compact::text_list"
     )]
     pub thumbs: Vec<String>,
+    /// The device's account, when the request's tag showed its copy out
+    /// of date (or it sent none).
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<Account>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,16 +473,25 @@ pub struct EnrollRequest {
     /// The device's ed25519 public key, which verifies its changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<serde_bytes::ByteBuf>,
+    /// What the worker calls the device ("李华's phone"), for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
     pub token: String,
     pub worker: String,
+    /// The worker's name as the operator keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub role: String,
     /// Grid cells the device may read and write.
     pub grids: Vec<String>,
     pub epoch: String,
+    /// The server's number of this device, which its case numbers carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
 }
 
 /// How far a photo upload has got on the server.
@@ -698,6 +745,43 @@ mod tests {
     }
 
     #[test]
+    fn an_account_tag_changes_with_every_part() {
+        let a = Account {
+            role: "worker".into(),
+            name: "李华".into(),
+            grids: vec!["A".into(), "B".into()],
+            number: Some(7),
+        };
+        let mut tags = vec![a.tag()];
+        for b in [
+            Account {
+                role: "center".into(),
+                ..a.clone()
+            },
+            Account {
+                name: "李".into(),
+                ..a.clone()
+            },
+            Account {
+                grids: vec!["A".into()],
+                ..a.clone()
+            },
+            Account {
+                grids: vec!["AB".into()],
+                ..a.clone()
+            },
+            Account {
+                grids: vec!["B".into(), "A".into()],
+                ..a.clone()
+            },
+        ] {
+            tags.push(b.tag());
+        }
+        let distinct: std::collections::HashSet<_> = tags.iter().collect();
+        assert_eq!(distinct.len(), tags.len(), "{tags:?}");
+    }
+
+    #[test]
     fn round_trip_and_garbage() {
         let req = SyncRequest {
             version: PROTOCOL_VERSION,
@@ -717,6 +801,7 @@ mod tests {
                 pending_photos: 0,
                 own: Some(OwnDigest::of(["a", "b"])),
             },
+            account: Some(Tag8([5; 8])),
         };
         let bytes = encode(&req);
         assert!(bytes.len() < 120, "no-op request is {} bytes", bytes.len());
@@ -756,6 +841,12 @@ mod tests {
             more: false,
             ask_own: false,
             thumbs: vec![hash.clone(), "x".into()],
+            account: Some(Account {
+                role: "worker".into(),
+                name: "李华".into(),
+                grids: vec!["HLT-CX-HX-01".into()],
+                number: Some(12),
+            }),
         };
         assert_eq!(decode::<SyncResponse>(&encode(&resp)).unwrap(), resp);
         // Bytes of another length are no id.
@@ -791,6 +882,7 @@ mod tests {
             more: false,
             ask_own: false,
             thumbs: vec![],
+            account: None,
         };
         // {t: ms, k: [seq, 8 bytes]}
         assert_eq!(encode(&idle).len(), 1 + 2 + 9 + 2 + 1 + 5 + 9);

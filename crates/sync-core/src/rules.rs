@@ -108,6 +108,9 @@ pub struct Author<'a> {
     pub account: &'a str,
     pub device: &'a str,
     pub role: Role,
+    /// The server's number of the device, which its case numbers carry;
+    /// `None` where it is not known (the rule on it is then not checked).
+    pub number: Option<u32>,
 }
 
 /// The roles besides the operator's that may move an incident from `from`
@@ -219,7 +222,40 @@ fn check_creation(after: &Incident, author: &Author<'_>) -> Result<(), RuleBroke
             "a new incident starts `reported`, with one history entry by its reporter",
         ));
     }
+    check_case(None, after, author)?;
     check_new_entries(&after.notes, &[], after, author)
+}
+
+/// A case number is given by the device that made the incident, carries
+/// that device's number, and never changes once given.
+fn check_case(before: Option<&Incident>, after: &Incident, author: &Author<'_>) -> Result<(), RuleBroken> {
+    let Some(case) = &after.case else {
+        return match before.and_then(|b| b.case.as_ref()) {
+            Some(_) => Err(broken(Rule::Fixed, "the case number is fixed once given")),
+            None => Ok(()),
+        };
+    };
+    match before.map(|b| b.case.as_ref()) {
+        Some(Some(old)) if old == case => return Ok(()),
+        Some(Some(_)) => return Err(broken(Rule::Fixed, "the case number is fixed once given")),
+        _ => {}
+    }
+    if after.device != author.device {
+        return Err(broken(
+            Rule::Author,
+            "only the device that made an incident gives it its case number",
+        ));
+    }
+    match author.number {
+        Some(n) if n != case.device() => Err(broken(
+            Rule::Author,
+            format!(
+                "case number {case} names device {}, but this device is number {n}",
+                case.device()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_update(before: &Incident, after: &Incident, author: &Author<'_>) -> Result<(), RuleBroken> {
@@ -251,6 +287,7 @@ fn check_update(before: &Incident, after: &Incident, author: &Author<'_>) -> Res
         ));
     }
     check_status(before, after, new_history.len(), author)?;
+    check_case(Some(before), after, author)?;
     check_correction(before, after, &new_notes, author)
 }
 
@@ -337,21 +374,20 @@ fn check_correction(
     let content = before.category != after.category
         || before.description != after.description
         || before.location != after.location;
-    let moved = before.grid != after.grid;
-    if !content && !moved {
+    if !content && before.grid == after.grid {
         return Ok(());
     }
+    // A move to another cell is a correction too: the reporter files it in
+    // the right one of its own cells (the server's scope check keeps it
+    // there), the center in any cell of its community.
     let center = matches!(author.role, Role::Center | Role::Operator);
-    if !(center || (!moved && author.account == before.reporter)) {
+    if !(center || author.account == before.reporter) {
         return Err(broken(
             Rule::Correction,
-            match moved {
-                true => "only the center moves an incident to another grid cell".to_owned(),
-                false => format!(
-                    "only the reporter ({}) or the center corrects an incident",
-                    before.reporter
-                ),
-            },
+            format!(
+                "only the reporter ({}) or the center corrects an incident",
+                before.reporter
+            ),
         ));
     }
     if !new_notes.iter().any(|n| n.kind == NoteKind::Correction) {
@@ -689,16 +725,19 @@ mod tests {
         account: "w-li",
         device: "dev-li",
         role: Role::Worker,
+        number: None,
     };
     const WANG: Author<'static> = Author {
         account: "w-wang",
         device: "dev-wang",
         role: Role::Worker,
+        number: None,
     };
     const CENTER: Author<'static> = Author {
         account: "center-hx",
         device: "dev-center",
         role: Role::Center,
+        number: None,
     };
 
     fn t(s: &str) -> DateTime<FixedOffset> {
@@ -724,6 +763,7 @@ mod tests {
             device: by.device.into(),
             captured_at: t("09:00:00"),
             photos: vec![],
+            case: None,
         }
     }
 
@@ -921,17 +961,20 @@ mod tests {
         )
         .unwrap();
         refused(push(&mut server, &mut wang), Rule::Correction);
+        // The colleague may not move it either; the reporter may (the
+        // server's scope check keeps the reporter to its own cells).
+        let mut wang = copy_for(&mut server, &WANG);
+        let move_to = |cell: &str| Correction {
+            grid: Some(cell.into()),
+            ..Correction::default()
+        };
+        wang.correct(&move_to("HLT-CX-HX-01"), WANG.account, t("10:02:00"))
+            .unwrap();
+        refused(push(&mut server, &mut wang), Rule::Correction);
         let mut li = copy_for(&mut server, &LI);
-        li.correct(
-            &Correction {
-                grid: Some("HLT-CX-HX-01".into()),
-                ..Correction::default()
-            },
-            LI.account,
-            t("10:02:00"),
-        )
-        .unwrap();
-        refused(push(&mut server, &mut li), Rule::Correction);
+        li.correct(&move_to("HLT-CX-HX-03"), LI.account, t("10:02:30")).unwrap();
+        push(&mut server, &mut li).unwrap();
+        assert_eq!(server.incident().unwrap().grid, "HLT-CX-HX-03");
         let mut center = copy_for(&mut server, &CENTER);
         center
             .correct(

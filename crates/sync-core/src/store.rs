@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::account::Role;
 use crate::blob::{BlobError, BlobHash, BlobStore};
+use crate::case::CaseNumber;
 use crate::files;
 use crate::incident::{DocError, Incident, IncidentDoc, IncidentId, PhotoRef, Status, rfc3339};
 #[cfg(feature = "photo")]
@@ -57,7 +58,7 @@ pub enum StoreError {
     NotFound(String),
     #[error("`{prefix}` matches more than one incident ({examples}); give more of the id")]
     Ambiguous { prefix: String, examples: String },
-    #[error("`{0}` is not an incident id or id prefix (hex digits and dashes, at least 4)")]
+    #[error("`{0}` is not an incident id or a start or end of one (hex digits and dashes, at least 4)")]
     BadPrefix(String),
     #[error("incident {id} is stored but cannot be read: {source}")]
     Corrupt {
@@ -82,10 +83,17 @@ pub struct Profile {
     /// A UUID made at init; its bytes are the device's Automerge actor id.
     pub device: Uuid,
     pub grids: Vec<String>,
+    /// The server's number of this device (at enrolment), which its case
+    /// numbers carry; `None` before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
     /// The role the server granted at enrolment; `None` before it. Edits
     /// are checked against the role table once it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// What the worker calls this device (`field init --label`), sent at enrolment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl Profile {
@@ -124,6 +132,8 @@ pub struct ListFilter {
 #[derive(Debug, Clone, Serialize)]
 pub struct IncidentRow {
     pub id: IncidentId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case: Option<CaseNumber>,
     pub category: String,
     pub status: Status,
     pub grid: String,
@@ -242,6 +252,15 @@ const MIGRATIONS: &[Migration] = &[
     ",
         backfill: Some(backfill_reporter),
     },
+    Migration::sql(
+        "
+    -- Case numbers (case.rs): projected for lookups; the counter of each
+    -- day's cases on this device.
+    ALTER TABLE incidents ADD COLUMN case_no TEXT;
+    CREATE INDEX incidents_case_no ON incidents(case_no);
+    CREATE TABLE case_counters (day TEXT PRIMARY KEY, n INTEGER NOT NULL) STRICT;
+    ",
+    ),
 ];
 
 impl Store {
@@ -338,15 +357,15 @@ impl Store {
         for g in grids {
             map.require_cell(g)?;
         }
-        let (device, role) = match self.profile() {
+        let (device, role, label, number) = match self.profile() {
             Ok(p) if p.worker != worker => {
                 return Err(StoreError::OtherWorker {
                     existing: p.worker,
                     requested: worker.to_owned(),
                 });
             }
-            Ok(p) => (p.device, p.role),
-            Err(StoreError::NotInitialised) => (new_device, None),
+            Ok(p) => (p.device, p.role, p.label, p.number),
+            Err(StoreError::NotInitialised) => (new_device, None, None, None),
             Err(e) => return Err(e),
         };
         let profile = Profile {
@@ -355,6 +374,8 @@ impl Store {
             device,
             grids: grids.to_vec(),
             role,
+            label,
+            number,
         };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
@@ -370,7 +391,7 @@ impl Store {
         Ok(profile)
     }
 
-    pub(crate) fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -410,8 +431,16 @@ impl Store {
 
     /// Keeps the role the server granted at enrolment.
     pub fn set_role(&mut self, role: Role) -> Result<(), StoreError> {
+        self.change_profile(|p| p.role = Some(role))
+    }
+
+    /// Changes the stored profile in place (the label, or what the
+    /// server says of the account); the device id never changes.
+    pub fn change_profile(&mut self, change: impl FnOnce(&mut Profile)) -> Result<(), StoreError> {
         let mut profile = self.profile()?;
-        profile.role = Some(role);
+        let device = profile.device;
+        change(&mut profile);
+        profile.device = device;
         self.set_meta("profile", &serde_json::to_string(&profile).expect("profile serialises"))
     }
 
@@ -543,15 +572,23 @@ impl Store {
         Ok(incidents)
     }
 
-    /// Turns what a user typed (a whole id or a unique prefix) into an id.
+    /// Turns what a user typed into an id: a whole id, or a unique start
+    /// or end of one (at least 4 characters, any case).
     pub fn resolve(&self, given: &str) -> Result<IncidentId, StoreError> {
+        if let Some(id) = self.by_case(given)? {
+            return Ok(id);
+        }
         let given = given.trim().to_ascii_lowercase();
         if given.len() < 4 || !given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             return Err(StoreError::BadPrefix(given));
         }
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id FROM incidents WHERE id >= ?1 AND id < ?1 || 'g' ORDER BY id LIMIT 3")?;
+        // A unique start or end: ids made minutes apart share their first
+        // characters, so the end is often the shorter thing to type.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM incidents WHERE id >= ?1 AND id < ?1 || 'g'
+             UNION SELECT id FROM incidents WHERE substr(id, -length(?1)) = ?1
+             ORDER BY id LIMIT 3",
+        )?;
         let ids: Vec<String> = stmt.query_map([&given], |r| r.get(0))?.collect::<Result<_, _>>()?;
         match ids.as_slice() {
             [] => Err(StoreError::NotFound(given)),
@@ -561,6 +598,96 @@ impl Store {
                 examples: many.join(", "),
             }),
         }
+    }
+
+    /// The incident whose case number is `given`, with or without its
+    /// community (`HX-261203-7-4`, `261203-7-4`), in any case.
+    fn by_case(&self, given: &str) -> Result<Option<IncidentId>, StoreError> {
+        let given = given.trim().to_ascii_uppercase();
+        if given.split('-').count() < 3 {
+            return Ok(None);
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM incidents WHERE case_no = ?1 OR substr(case_no, -length(?1) - 1) = '-' || ?1
+             ORDER BY id LIMIT 3",
+        )?;
+        let ids: Vec<String> = stmt.query_map([&given], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        match ids.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(one.parse().ok()),
+            many => Err(StoreError::Ambiguous {
+                prefix: given,
+                examples: many.join(", "),
+            }),
+        }
+    }
+
+    /// The next case number of this device for `day` in `community`, or
+    /// `None` before the server has numbered the device. Each number is
+    /// taken once, in its own transaction: a report that then fails leaves
+    /// a gap, never a number used twice.
+    pub fn take_case_number(&mut self, community: &str, day: NaiveDate) -> Result<Option<CaseNumber>, StoreError> {
+        let Some(device) = self.profile()?.number else {
+            return Ok(None);
+        };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n: i64 = tx.query_row(
+            "INSERT INTO case_counters (day, n) VALUES (?1, 1)
+             ON CONFLICT(day) DO UPDATE SET n = n + 1 RETURNING n",
+            [day.to_string()],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(u32::try_from(n)
+            .ok()
+            .map(|n| CaseNumber::new(community, day, device, n)))
+    }
+
+    /// The case number for a new incident in `grid`, logged at `now`:
+    /// the community's day, this device's number and the day's next count.
+    pub fn case_for(&mut self, grid: &str, now: DateTime<FixedOffset>) -> Result<Option<CaseNumber>, StoreError> {
+        let map = self.grid_map()?;
+        let Some(cell) = map.cell(grid) else {
+            return Ok(None);
+        };
+        let tz = crate::calendar::zone(&cell.community.timezone).unwrap_or(crate::calendar::DEFAULT_ZONE);
+        let day = now.with_timezone(&tz).date_naive();
+        self.take_case_number(&cell.community.id.clone(), day)
+    }
+
+    /// Gives every incident this device made before the server numbered
+    /// it its case number (by the day it was logged); how many it numbered.
+    pub fn number_own_cases(&mut self, now: DateTime<FixedOffset>) -> Result<usize, StoreError> {
+        let profile = self.profile()?;
+        if profile.number.is_none() {
+            return Ok(0);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM incidents WHERE case_no IS NULL AND device = ?1 ORDER BY id")?;
+        let ids: Vec<String> = stmt
+            .query_map([profile.device.to_string()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        drop(stmt);
+        let mut numbered = 0;
+        for id in ids.iter().filter_map(|i| i.parse::<IncidentId>().ok()) {
+            let mut doc = self.load(&id, profile.actor())?;
+            let incident = doc.read().map_err(|e| StoreError::Corrupt {
+                id: id.to_string(),
+                source: Box::new(e.into()),
+            })?;
+            let logged = id.logged_at().unwrap_or(now);
+            let Some(case) = self.case_for(&incident.grid, logged)? else {
+                continue;
+            };
+            doc.set_case(&case).map_err(|e| StoreError::Corrupt {
+                id: id.to_string(),
+                source: Box::new(e),
+            })?;
+            self.save(&mut doc, &[], now)?;
+            numbered += 1;
+        }
+        Ok(numbered)
     }
 
     /// Loads an incident's document, validated.
@@ -581,60 +708,36 @@ impl Store {
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<IncidentRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT i.id, i.category, i.status, i.grid, i.captured_at, i.lat, i.lon, i.description,
-                    i.photos, i.notes, o.incident_id IS NOT NULL, i.reporter
+                    i.photos, i.notes, o.incident_id IS NOT NULL, i.reporter, i.case_no
              FROM incidents i LEFT JOIN outbox o ON o.incident_id = i.id
              WHERE (?1 IS NULL OR i.status = ?1)
                AND (?2 IS NULL OR i.category = ?2)
                AND (?3 IS NULL OR i.captured_date = ?3)
              ORDER BY i.captured_ms, i.id",
         )?;
-        let rows = stmt.query_map(
-            params![
-                filter.status.map(|s| s.as_str()),
-                filter.category,
-                filter.date.map(|d| d.to_string())
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<f64>>(5)?,
-                    r.get::<_, Option<f64>>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, u32>(8)?,
-                    r.get::<_, u32>(9)?,
-                    r.get::<_, bool>(10)?,
-                    r.get::<_, String>(11)?,
-                ))
-            },
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, category, status, grid, captured_at, lat, lon, description, photos, notes, unsynced, reporter) =
-                row?;
-            let bad = |what: &str| StoreError::Meta {
-                what: "incident columns",
-                reason: format!("{what} of {id} is unreadable"),
-            };
-            out.push(IncidentRow {
-                id: id.parse().map_err(|_| bad("the id"))?,
-                category,
-                status: status.parse().map_err(|_| bad("the status"))?,
-                grid,
-                captured_at: DateTime::parse_from_rfc3339(&captured_at).map_err(|_| bad("the capture time"))?,
-                lat,
-                lon,
-                description,
-                reporter,
-                photos,
-                notes,
-                unsynced,
-            });
-        }
-        Ok(out)
+        let params = params![
+            filter.status.map(|s| s.as_str()),
+            filter.category,
+            filter.date.map(|d| d.to_string())
+        ];
+        let rows = stmt.query_map(params, |r| {
+            Ok(ListedRow {
+                id: r.get(0)?,
+                category: r.get(1)?,
+                status: r.get(2)?,
+                grid: r.get(3)?,
+                captured_at: r.get(4)?,
+                lat: r.get(5)?,
+                lon: r.get(6)?,
+                description: r.get(7)?,
+                photos: r.get(8)?,
+                notes: r.get(9)?,
+                unsynced: r.get(10)?,
+                reporter: r.get(11)?,
+                case: r.get(12)?,
+            })
+        })?;
+        rows.map(|row| row?.typed()).collect()
     }
 
     /// Every incident matching `filter`, read in full from its document.
@@ -783,14 +886,15 @@ pub(crate) fn write_incident(
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO incidents (id, doc, category, status, grid, captured_at, captured_date, captured_ms,
-                                lat, lon, description, photos, notes, updated_at, heads, device, reporter)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                                lat, lon, description, photos, notes, updated_at, heads, device, reporter, case_no)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, category = excluded.category,
             status = excluded.status, grid = excluded.grid, captured_at = excluded.captured_at,
             captured_date = excluded.captured_date, captured_ms = excluded.captured_ms,
             lat = excluded.lat, lon = excluded.lon, description = excluded.description,
             photos = excluded.photos, notes = excluded.notes, updated_at = excluded.updated_at,
-            heads = excluded.heads, device = excluded.device, reporter = excluded.reporter",
+            heads = excluded.heads, device = excluded.device, reporter = excluded.reporter,
+            case_no = excluded.case_no",
     )?
     .execute(params![
         incident.id.to_string(),
@@ -810,8 +914,55 @@ pub(crate) fn write_incident(
         heads_to_bytes(heads),
         incident.device,
         incident.reporter,
+        incident.case.as_ref().map(ToString::to_string),
     ])?;
     Ok(())
+}
+
+/// A row of `Store::list` as SQLite holds it.
+struct ListedRow {
+    id: String,
+    category: String,
+    status: String,
+    grid: String,
+    captured_at: String,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    description: String,
+    photos: u32,
+    notes: u32,
+    unsynced: bool,
+    reporter: String,
+    case: Option<String>,
+}
+
+impl ListedRow {
+    fn typed(self) -> Result<IncidentRow, StoreError> {
+        let bad = |what: &str| StoreError::Meta {
+            what: "incident columns",
+            reason: format!("{what} of {} is unreadable", self.id),
+        };
+        Ok(IncidentRow {
+            id: self.id.parse().map_err(|_| bad("the id"))?,
+            case: self
+                .case
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|_| bad("the case number"))?,
+            status: self.status.parse().map_err(|_| bad("the status"))?,
+            captured_at: DateTime::parse_from_rfc3339(&self.captured_at).map_err(|_| bad("the capture time"))?,
+            category: self.category,
+            grid: self.grid,
+            lat: self.lat,
+            lon: self.lon,
+            description: self.description,
+            reporter: self.reporter,
+            photos: self.photos,
+            notes: self.notes,
+            unsynced: self.unsynced,
+        })
+    }
 }
 
 /// Fills the `device` column of a store made before it existed.

@@ -15,12 +15,14 @@ use chrono::{DateTime, FixedOffset};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
+use crate::account::Role;
 use crate::blob::BlobHash;
 use crate::incident::{Incident, IncidentDoc, IncidentId, Sealed, decode_change, rfc3339};
 use crate::protocol::{
-    Ack, Cursor, FeedChange, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
+    Account, Ack, Cursor, FeedChange, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest,
+    SyncResponse,
 };
-use crate::store::{Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
+use crate::store::{Profile, Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
 
 /// How far photo uploads go on this sync, cheapest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -85,6 +87,9 @@ pub struct Applied {
     pub reset: bool,
     /// Whether the server has more feed pages or the device more to push.
     pub more: bool,
+    /// The account as the server now has it, when it differed from the
+    /// device's copy; the profile has taken it in.
+    pub account: Option<Account>,
 }
 
 /// A photo blob waiting to be uploaded.
@@ -93,6 +98,33 @@ pub struct PendingBlob {
     pub hash: BlobHash,
     pub kind: String,
     pub size: u64,
+}
+
+/// The meta key of the account as the server last sent it.
+const ACCOUNT: &str = "account";
+
+/// Takes in the server's account: the role, the name and (when the server
+/// lists any) the cells replace the profile's; kept as sent, so the next
+/// request's tag matches.
+fn take_account(tx: &rusqlite::Transaction<'_>, mut profile: Profile, a: &Account) -> Result<(), StoreError> {
+    profile.role = Role::parse(&a.role).or(profile.role);
+    if !a.name.is_empty() {
+        profile.name = Some(a.name.clone());
+    }
+    if !a.grids.is_empty() {
+        profile.grids = a.grids.clone();
+    }
+    profile.number = a.number.or(profile.number);
+    let put = "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)";
+    tx.execute(
+        put,
+        params!["profile", serde_json::to_string(&profile).expect("profile serialises")],
+    )?;
+    tx.execute(
+        put,
+        params![ACCOUNT, serde_json::to_string(a).expect("account serialises")],
+    )?;
+    Ok(())
 }
 
 /// The meta key of the last measured clock offset.
@@ -227,6 +259,7 @@ impl Store {
                 cursor: state.cursor,
                 pull_limit,
                 push,
+                account: self.account()?.map(|a| a.tag()),
             },
             pushed,
             change_bytes,
@@ -242,6 +275,7 @@ impl Store {
         now: DateTime<FixedOffset>,
     ) -> Result<Applied, StoreError> {
         let mut state = self.sync_state()?;
+        let profile = self.profile()?;
         let mut applied = Applied {
             reset: resp.reset,
             ..Applied::default()
@@ -279,8 +313,33 @@ impl Store {
         // incidents' whole histories, in this same sync.
         let newly_parked = parked(&tx)? > parked_before;
         applied.more = advance(&tx, &mut state, resp, applied.reset, &out.request.manifest, now)? || newly_parked;
+        if let Some(account) = &resp.account {
+            take_account(&tx, profile, account)?;
+            applied.account = Some(account.clone());
+        }
         tx.commit()?;
         Ok(applied)
+    }
+
+    /// Takes in the account the server sent at enrolment, as a sync's
+    /// answer would.
+    pub fn adopt_account(&mut self, account: &Account) -> Result<(), StoreError> {
+        let profile = self.profile()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        take_account(&tx, profile, account)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The account as the server last sent it, if it has.
+    pub fn account(&self) -> Result<Option<Account>, StoreError> {
+        match self.meta(ACCOUNT)? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| StoreError::Meta {
+                what: "account",
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// Thumbnails of others' incidents that this device still lacks.

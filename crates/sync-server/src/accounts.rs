@@ -5,6 +5,7 @@
 
 use sync_core::GridMap;
 use sync_core::account::{BadWorkerId, check_worker_id};
+use sync_core::protocol::EnrollRequest;
 use sync_core::taxonomy::TaxonomyError;
 
 use crate::clock::ServerTime;
@@ -22,6 +23,16 @@ pub enum AccountError {
     NeedsCell,
     #[error("a center account needs --community")]
     NeedsCommunity,
+    #[error("the name is empty; give the person's name with --name")]
+    EmptyName,
+    #[error("a grid worker's community follows from its cells; leave out --community")]
+    WorkerCommunity,
+    #[error("{0} account sees what its role allows, not cells; leave out --grid")]
+    CellsForReader(&'static str),
+    #[error("an operator account sees every community; leave out --community")]
+    OperatorCommunity,
+    #[error("`{prefix}` starts the ids of several devices ({}); give more of it", .matches.join(", "))]
+    AmbiguousDevice { prefix: String, matches: Vec<String> },
     #[error("--ttl-hours must be between 1 and 720")]
     BadTtl,
     #[error("no worker `{0}`; add it first with `sync-server worker add`")]
@@ -32,6 +43,8 @@ pub enum AccountError {
     BadDeviceId,
     #[error("the device's public key must be 32 bytes (an ed25519 key)")]
     BadPublicKey,
+    #[error("a device label is 1 to 64 characters of text, without control characters")]
+    BadLabel,
     #[error("the enrolment code is unknown, used, expired, or for another worker")]
     BadCode,
     #[error(
@@ -71,26 +84,102 @@ pub struct NewWorker<'a> {
 /// Adds a worker. Workers need grid cells; centers need a community.
 pub fn add_worker(storage: &dyn Storage, grids: &GridMap, new: &NewWorker<'_>) -> Result<Worker, AccountError> {
     check_worker_id(new.id)?;
-    for cell in new.cells {
-        grids.require_cell(cell)?;
-    }
-    if let Some(c) = new.community {
-        grids.require_community(c)?;
-    }
-    match new.role {
-        Role::Worker if new.cells.is_empty() => return Err(AccountError::NeedsCell),
-        Role::Center if new.community.is_none() => return Err(AccountError::NeedsCommunity),
-        _ => {}
-    }
     let worker = Worker {
         id: new.id.to_owned(),
-        name: new.name.to_owned(),
+        name: new.name.trim().to_owned(),
         role: new.role,
         community: new.community.map(str::to_owned),
-        grids: new.cells.to_vec(),
+        grids: dedup(new.cells),
+        retired_at: None,
     };
+    check_account(&worker, grids)?;
     storage.add_worker(&worker, &ServerTime::now().text)?;
     Ok(worker)
+}
+
+/// What `sync-server worker update` changes; `None` keeps the old value.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerUpdate {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    /// The whole new list of cells.
+    pub cells: Option<Vec<String>>,
+    pub community: Option<String>,
+}
+
+/// Changes a worker's name, role, cells or community. A new role drops
+/// what it has no use for (a center's community when it becomes a grid
+/// worker, a worker's cells when it becomes a center) and must be given
+/// what it needs; the result is checked as `worker add` checks a new one.
+/// Devices see the change at their next sync.
+pub fn update_worker(
+    storage: &dyn Storage,
+    grids: &GridMap,
+    id: &str,
+    change: &WorkerUpdate,
+) -> Result<(Worker, Worker), AccountError> {
+    let before = storage
+        .worker(id)?
+        .ok_or_else(|| AccountError::NoWorker(id.to_owned()))?;
+    if before.retired_at.is_some() {
+        return Err(StorageError::Retired(id.to_owned()).into());
+    }
+    let mut after = before.clone();
+    if let Some(role) = change.role.filter(|r| *r != before.role) {
+        after.role = role;
+        after.community = None;
+        after.grids.clear();
+    }
+    if let Some(name) = &change.name {
+        after.name = name.trim().to_owned();
+    }
+    if let Some(cells) = &change.cells {
+        after.grids = dedup(cells);
+    }
+    if let Some(community) = &change.community {
+        after.community = Some(community.clone());
+    }
+    check_account(&after, grids)?;
+    storage.update_worker(&after)?;
+    Ok((before, after))
+}
+
+/// Retires a worker: its devices and tokens stop working at once, its
+/// unused codes are void, and its name stays on what it reported.
+pub fn retire_worker(storage: &dyn Storage, id: &str) -> Result<Worker, AccountError> {
+    let worker = storage
+        .worker(id)?
+        .ok_or_else(|| AccountError::NoWorker(id.to_owned()))?;
+    storage.retire_worker(id, &ServerTime::now().text)?;
+    Ok(worker)
+}
+
+/// What each role needs and may not have.
+fn check_account(w: &Worker, grids: &GridMap) -> Result<(), AccountError> {
+    if w.name.is_empty() {
+        return Err(AccountError::EmptyName);
+    }
+    for cell in &w.grids {
+        grids.require_cell(cell)?;
+    }
+    if let Some(c) = &w.community {
+        grids.require_community(c)?;
+    }
+    match w.role {
+        Role::Worker if w.grids.is_empty() => Err(AccountError::NeedsCell),
+        Role::Worker if w.community.is_some() => Err(AccountError::WorkerCommunity),
+        Role::Center if w.community.is_none() => Err(AccountError::NeedsCommunity),
+        Role::Center if !w.grids.is_empty() => Err(AccountError::CellsForReader("a center")),
+        Role::Operator if !w.grids.is_empty() => Err(AccountError::CellsForReader("an operator")),
+        Role::Operator if w.community.is_some() => Err(AccountError::OperatorCommunity),
+        _ => Ok(()),
+    }
+}
+
+/// The cells in the order given, each once.
+fn dedup(cells: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    cells.iter().filter(|c| seen.insert(c.as_str())).cloned().collect()
 }
 
 /// A one-time enrolment code and when it expires (RFC 3339, UTC).
@@ -187,17 +276,14 @@ pub struct Enrolled {
 
 /// Exchanges a one-time code for a device token. The device id is a UUID
 /// whose 16 bytes become the device's Automerge actor id.
-pub fn enroll_device(
-    storage: &dyn Storage,
-    code: &str,
-    worker: &str,
-    device: &str,
-    public_key: Option<&[u8]>,
-) -> Result<Enrolled, AccountError> {
-    let device = uuid::Uuid::try_parse(device).map_err(|_| AccountError::BadDeviceId)?;
+pub fn enroll_device(storage: &dyn Storage, req: &EnrollRequest) -> Result<Enrolled, AccountError> {
+    let device = uuid::Uuid::try_parse(&req.device).map_err(|_| AccountError::BadDeviceId)?;
+    let public_key = req.public_key.as_deref().map(|k| k.as_slice());
     if public_key.is_some_and(|k| k.len() != 32) {
         return Err(AccountError::BadPublicKey);
     }
+    let label = req.label.as_deref().map(check_label).transpose()?;
+    let (code, worker) = (&req.code, req.worker.as_str());
     // One spelling per device, whatever the client sent.
     let device_id = device.hyphenated().to_string();
     let token = random_token();
@@ -209,6 +295,7 @@ pub fn enroll_device(
         actor: device.as_bytes(),
         token_hash: &secret_hash(&token),
         public_key,
+        label,
     };
     let worker = match storage.enroll(&enrolment, now.ms, &now.text)? {
         EnrolOutcome::Enrolled(w) => w,
@@ -221,6 +308,16 @@ pub fn enroll_device(
         token,
         worker,
     })
+}
+
+/// A label as the device list shows it: trimmed, short, printable.
+pub fn check_label(label: &str) -> Result<&str, AccountError> {
+    let label = label.trim();
+    let n = label.chars().count();
+    if n == 0 || n > 64 || label.chars().any(char::is_control) {
+        return Err(AccountError::BadLabel);
+    }
+    Ok(label)
 }
 
 /// A device and how its last manifest compares with what the server holds.
@@ -242,8 +339,47 @@ pub fn devices(storage: &dyn Storage) -> Result<Vec<DeviceRow>, AccountError> {
         .collect()
 }
 
-pub fn revoke(storage: &dyn Storage, device: &str) -> Result<(), AccountError> {
-    Ok(storage.revoke_device(device, &ServerTime::now().text)?)
+/// Revokes a device or token named by its id or a unique start of it;
+/// the full id of what was revoked.
+pub fn revoke(storage: &dyn Storage, device: &str) -> Result<Device, AccountError> {
+    let found = find_device(storage, device)?;
+    storage.revoke_device(&found.id, &ServerTime::now().text)?;
+    Ok(found)
+}
+
+/// The device or token whose id is `given` or starts with it (any case).
+pub fn find_device(storage: &dyn Storage, given: &str) -> Result<Device, AccountError> {
+    let given = given.trim().to_ascii_lowercase();
+    if let Some(d) = storage.device(&given)? {
+        return Ok(d);
+    }
+    let mut matches: Vec<Device> = if given.is_empty() {
+        Vec::new()
+    } else {
+        storage
+            .devices()?
+            .into_iter()
+            .filter(|d| d.id.starts_with(&given))
+            .collect()
+    };
+    match matches.len() {
+        0 => Err(AccountError::NoDevice(given.chars().take(80).collect())),
+        1 => Ok(matches.remove(0)),
+        _ => Err(AccountError::AmbiguousDevice {
+            prefix: given,
+            matches: matches.into_iter().map(|d| d.id).collect(),
+        }),
+    }
+}
+
+/// The cells an account works in, as its devices are told: a worker's
+/// own, a center's whole community, none for an operator (it sees all).
+pub fn cells_of(worker: &Worker, grids: &GridMap) -> Vec<String> {
+    match worker.role {
+        Role::Worker => worker.grids.clone(),
+        Role::Center => grids.community_cells(worker.community.as_deref().unwrap_or_default()),
+        Role::Operator => Vec::new(),
+    }
 }
 
 /// Where a device or token may read and write.

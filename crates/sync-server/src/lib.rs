@@ -22,4 +22,6 @@ pub mod sync;
 
 pub use clock::ServerTime;
 pub use http::{TlsError, TlsFiles, serve};
-pub use setup::{Config, DB_FILE, Open311Config, SetupError, Timeouts, load_grids, open_photos, open_storage};
+pub use setup::{
+    Config, DB_FILE, Open311Config, SetupError, Timeouts, create_storage, load_grids, open_photos, open_storage,
+};

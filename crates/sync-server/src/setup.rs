@@ -58,6 +58,13 @@ pub const DB_FILE: &str = "server.sqlite3";
 pub enum SetupError {
     #[error("cannot create {}: {source}", path.display())]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{} holds no server database; make one with `sync-server init --data-dir {}`, or give the --data-dir of the existing server",
+        .0.display(), .0.display()
+    )]
+    NoServer(PathBuf),
+    #[error("{} holds a server database already; nothing was changed", .0.display())]
+    Exists(PathBuf),
     #[error("cannot open the server database in {}: {source}", path.display())]
     Database { path: PathBuf, source: StorageError },
     #[error("cannot open the photo folder in {}: {source}", path.display())]
@@ -79,13 +86,42 @@ impl SetupError {
     pub fn is_caller_mistake(&self) -> bool {
         matches!(
             self,
-            SetupError::PublicUrl(_) | SetupError::Grids(_) | SetupError::Tls(_)
+            SetupError::PublicUrl(_)
+                | SetupError::Grids(_)
+                | SetupError::Tls(_)
+                | SetupError::NoServer(_)
+                | SetupError::Exists(_)
         )
     }
 }
 
-/// Opens (creating if needed) the server database in `data_dir`.
+/// Makes a new server in `data_dir` (`sync-server init`): the folder if
+/// need be, a database with a new epoch, and the photo folder. Refuses a
+/// folder that already holds a server database, which stays untouched.
+pub fn create_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
+    if data_dir.join(DB_FILE).exists() {
+        return Err(SetupError::Exists(shown(data_dir)));
+    }
+    private_dir(data_dir).map_err(|source| SetupError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let storage = open_db(data_dir)?;
+    open_photos(data_dir)?;
+    Ok(storage)
+}
+
+/// Opens the server database of an existing data dir. A folder with no
+/// server database is refused rather than started afresh: a mistyped
+/// `--data-dir` must not become a new, empty server with a new epoch.
 pub fn open_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
+    if !data_dir.join(DB_FILE).is_file() {
+        return Err(SetupError::NoServer(shown(data_dir)));
+    }
+    open_db(data_dir)
+}
+
+fn open_db(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
     let db = data_dir.join(DB_FILE);
     private_dir(data_dir)
         .and_then(|()| private_file(&db))
@@ -98,6 +134,12 @@ pub fn open_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
         path: data_dir.to_owned(),
         source,
     })
+}
+
+/// The folder as the operator should read it: absolute, so a relative
+/// `--data-dir` typed in the wrong folder is plain to see.
+fn shown(data_dir: &Path) -> PathBuf {
+    std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned())
 }
 
 /// Opens the photo folder in `data_dir`, finishing uploads a stop interrupted.

@@ -163,9 +163,9 @@ fn show_refuses_ids_it_does_not_have() {
     let cases: &[(&str, &[&str])] = &[
         ("ffffffff", &["no incident matches `ffffffff`"]),
         (&other, &["no incident matches"]),
-        ("abc", &["`abc` is not an incident id or id prefix"]),
-        ("xyz-1234", &["is not an incident id or id prefix"]),
-        ("../../etc", &["is not an incident id or id prefix"]),
+        ("abc", &["`abc` is not an incident id or a start or end of one"]),
+        ("xyz-1234", &["is not an incident id or a start or end of one"]),
+        ("../../etc", &["is not an incident id or a start or end of one"]),
     ];
     for (given, needles) in cases {
         dev.fails(["show", given], 1, needles);

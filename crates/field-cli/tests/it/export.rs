@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 
 use crate::{Device, HX01, IN_HX02, WORKER, s};
 
-const HEADER: [&str; 17] = [
+const HEADER: [&str; 18] = [
     "id",
+    "case",
     "captured_at",
     "category",
     "category_zh",

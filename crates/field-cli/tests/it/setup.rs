@@ -31,12 +31,73 @@ fn init_prints_the_device_line_and_re_init_keeps_the_device() {
     assert_eq!(s(&status["profile"], "worker"), WORKER);
     assert_eq!(s(&status["profile"], "name"), "张伟");
 
-    // Again for the same worker with other cells: same device, new cells.
-    let again = dev.ok(["init", "--worker", WORKER, "--grid", HX03]);
+    // The same again changes nothing and says so.
+    let same = dev.ok([
+        "init", "--worker", WORKER, "--name", "张伟", "--grid", HX01, "--grid", HX02,
+    ]);
+    assert!(same.ends_with("; nothing changed\n"), "{same:?}");
+    // Left out, the name and cells are kept, not dropped.
+    let kept = dev.ok(["init", "--worker", WORKER]);
+    assert!(kept.contains("(张伟)") && kept.contains("nothing changed"), "{kept:?}");
+
+    // Other cells, a new name or a new categories file are refused without
+    // --change, naming each change, and nothing is touched.
+    let file = dev.path().join("cats.json");
+    std::fs::write(
+        &file,
+        r#"{"version": 2, "categories": [{"code": "snow", "name_zh": "积雪", "name_en": "Snow", "group": "event"}]}"#,
+    )
+    .unwrap();
+    let asked = [
+        "init",
+        "--worker",
+        WORKER,
+        "--name",
+        "张薇",
+        "--grid",
+        HX03,
+        "--categories",
+        file.to_str().unwrap(),
+    ];
+    dev.fails(
+        asked,
+        2,
+        &[
+            &format!("drop cell {HX01}, {HX02}"),
+            &format!("add cell {HX03}"),
+            "change the name to 张薇",
+            "replace the categories list",
+            "--change",
+        ],
+    );
+    let status = dev.json(["status", "--json"]);
+    assert_eq!(status["profile"]["grids"], serde_json::json!([HX01, HX02]));
+    assert_eq!(s(&status["profile"], "name"), "张伟");
+
+    // With --change: same device, new cells, name and list.
+    let mut changed = asked.to_vec();
+    changed.push("--change");
+    let again = dev.ok(changed);
     assert_eq!(device_in(&again), device);
     let status = dev.json(["status", "--json"]);
     assert_eq!(s(&status["profile"], "device"), device);
     assert_eq!(status["profile"]["grids"], serde_json::json!([HX03]));
+    assert_eq!(s(&status["profile"], "name"), "张薇");
+    assert_eq!(dev.json(["categories", "--json"]).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn init_keeps_a_label_for_the_operators_device_list() {
+    let dev = Device::empty();
+    let out = dev.ok(["init", "--worker", WORKER, "--grid", HX01, "--label", "  李华的手机 "]);
+    assert!(out.contains("(李华的手机) is set up"), "{out:?}");
+    assert_eq!(s(&dev.json(["status", "--json"])["profile"], "label"), "李华的手机");
+    dev.fails(
+        ["init", "--worker", WORKER, "--label", "  "],
+        2,
+        &["--label is 1 to 64 characters"],
+    );
+    dev.fails(["init", "--worker", WORKER, "--label", "x\u{7}"], 2, &["--label"]);
 }
 
 #[test]

@@ -129,14 +129,14 @@ fn an_edit_over_a_limit_is_refused_and_nothing_is_stored() {
     let long = "漏".repeat(3_000); // 9,000 bytes of UTF-8
     dev.fails(
         ["update", &id, "--note", &long],
-        1,
-        &["a note is 9000 bytes; the limit is 8192"],
+        2,
+        &["--note is 3000 characters (9000 bytes); the limit is 8192 bytes"],
     );
     assert_eq!(dev.show(&id), before);
     dev.fails(
         ["report", "--category", "lawn", "--desc", &long],
-        1,
-        &["the description is 9000 bytes; the limit is 8192"],
+        2,
+        &["--desc is 3000 characters (9000 bytes); the limit is 8192 bytes"],
     );
     assert_eq!(dev.list(&[]).len(), 1, "the over-long report is not stored");
 }
@@ -186,7 +186,7 @@ fn update_refuses_bad_arguments() {
     let before = dev.show(&id);
     #[rustfmt::skip]
     let usage: &[(&[&str], &[&str])] = &[
-        (&["update", &id], &["nothing to change; give --status, --note or --photo"]),
+        (&["update", &id], &["nothing to change; give --status, --note, --photo, or a correction"]),
         (&["update", &id, "--status", "done"], &["unknown status `done`", "in_progress"]),
         (&["update", &id, "--note", "  "], &["--note is empty"]),
         (&["update"], &["<ID>"]),
@@ -200,4 +200,100 @@ fn update_refuses_bad_arguments() {
         &["no incident matches `ffffffff`"],
     );
     assert_eq!(dev.show(&id), before);
+}
+
+#[test]
+fn corrections_are_kept_in_the_history_and_bad_ones_store_nothing() {
+    let dev = Device::init(&[crate::HX01, crate::HX02]);
+    let mut args = vec!["--category", "lawn", "--desc", "草坪", "--grid", crate::HX02];
+    args.extend(crate::IN_HX02);
+    let id = dev.report(&args);
+    let stderr = dev
+        .field([
+            "update",
+            &id,
+            "--category",
+            "井盖破损",
+            "--desc",
+            "其实是井盖",
+            "--address",
+            "鹤乡路12号",
+        ])
+        .success()
+        .get_output()
+        .stderr
+        .clone();
+    assert!(
+        String::from_utf8_lossy(&stderr).starts_with("updated"),
+        "no warning for a point in its cell"
+    );
+    let shown = dev.show(&id);
+    assert_eq!(s(&shown, "category"), "manhole-cover");
+    assert_eq!(s(&shown, "description"), "其实是井盖");
+    assert_eq!(s(&shown["location"], "address"), "鹤乡路12号");
+    assert_eq!(shown["location"]["lat"], 41.1205, "the point is kept");
+    let note = &shown["notes"][0];
+    assert_eq!(s(note, "kind"), "correction");
+    assert_eq!(
+        s(note, "text"),
+        "category: lawn → manhole-cover; description corrected; location corrected"
+    );
+
+    // A point moved out of the cell is kept, with a warning naming the cell it is in.
+    let out = dev
+        .field(["update", &id, "--lat", "41.122", "--lon", "122.066"])
+        .success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("lies outside cell HLT-CX-HX-02 (in HLT-CX-HX-01)"),
+        "{err}"
+    );
+
+    let before = dev.show(&id);
+    let long = "长".repeat(3000);
+    for (args, needles) in [
+        (vec!["--grid", crate::HX03], vec!["not one of this worker's cells"]),
+        (vec!["--category", "lawnn"], vec!["did you mean"]),
+        (
+            vec!["--desc", long.as_str()],
+            vec!["--desc is 3000 characters (9000 bytes); the limit is 8192 bytes"],
+        ),
+        (vec!["--lat", "91", "--lon", "122"], vec!["--lat 91 is outside -90..90"]),
+    ] {
+        let mut all = vec!["update", id.as_str()];
+        all.extend(args);
+        dev.fails(&all, 2, &needles);
+    }
+    assert_eq!(dev.show(&id), before, "a refused correction stores nothing");
+}
+
+#[test]
+fn a_report_too_long_is_refused_and_one_dated_ahead_is_warned_of() {
+    let dev = Device::setup();
+    let long = "长".repeat(15_000);
+    dev.fails(
+        ["report", "--category", "lawn", "--desc", &long],
+        2,
+        &["the limit is 8192 bytes"],
+    );
+    assert_eq!(dev.json(["list", "--json"]), serde_json::json!([]));
+    let out = dev
+        .field(["report", "--category", "lawn", "--at", "2099-01-05T10:00:00+08:00"])
+        .success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("warning: --at 2099-01-05 10:00 is") && err.contains("days ahead"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_incident_is_found_by_a_unique_end_of_its_id() {
+    let dev = Device::setup();
+    let a = dev.report(&["--category", "lawn"]);
+    let b = dev.report(&["--category", "clutter"]);
+    // Made moments apart, the two ids share their start.
+    dev.fails(["show", &a[..8]], 1, &["matches more than one incident"]);
+    assert_eq!(s(&dev.show(&a[a.len() - 6..]), "id"), a);
+    assert_eq!(s(&dev.show(&b[b.len() - 6..].to_uppercase()), "id"), b);
 }

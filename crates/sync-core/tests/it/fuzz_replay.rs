@@ -83,6 +83,7 @@ fn page(changes: &[&[u8]]) -> sync_core::protocol::SyncResponse {
         more: false,
         ask_own: false,
         thumbs: vec![],
+        account: None,
     }
 }
 

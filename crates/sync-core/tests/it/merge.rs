@@ -162,6 +162,7 @@ fn new_incident() -> impl Strategy<Value = NewIncident> {
                     device,
                     captured_at,
                     photos,
+                    case: None,
                 }
             },
         )
@@ -335,6 +336,7 @@ fn expected_new(new: &NewIncident) -> Incident {
         }],
         notes: vec![],
         photos,
+        case: new.case.clone(),
     }
 }
 
@@ -637,6 +639,7 @@ fn a_concurrent_move_to_the_value_automerge_already_shows_is_not_lost() {
         device: "dev-a".into(),
         captured_at: crate::t("2026-11-20T09:15:30+08:00"),
         photos: vec![],
+        case: None,
     };
     let at = |s: &str| crate::t(&format!("2026-11-20T{s}+08:00"));
     use Status::*;

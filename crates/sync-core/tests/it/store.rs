@@ -67,6 +67,7 @@ fn new_incident(id: IncidentId, category: &str, captured_at: DateTime<FixedOffse
         device: DEVICE.to_string(),
         captured_at,
         photos: vec![],
+        case: None,
     }
 }
 
@@ -385,7 +386,7 @@ fn ids_resolve_from_whole_ids_and_unique_prefixes_only() {
     }
     assert_eq!(
         store.resolve("%").unwrap_err().to_string(),
-        "`%` is not an incident id or id prefix (hex digits and dashes, at least 4)"
+        "`%` is not an incident id or a start or end of one (hex digits and dashes, at least 4)"
     );
 }
 
@@ -636,7 +637,8 @@ fn a_store_from_before_the_device_column_learns_its_own_incidents_at_open() {
     // Put the database back to schema 1, as an older build left it.
     let conn = rusqlite::Connection::open(dir.path().join(sync_core::store::DB_FILE)).unwrap();
     conn.execute_batch(
-        "DROP TABLE parked; DROP TABLE change_sigs; DROP INDEX incidents_device; ALTER TABLE incidents DROP COLUMN device; ALTER TABLE incidents DROP COLUMN reporter; PRAGMA user_version = 1;",
+        "DROP TABLE parked; DROP TABLE change_sigs; DROP INDEX incidents_device; ALTER TABLE incidents DROP COLUMN device; ALTER TABLE incidents DROP COLUMN reporter;
+         DROP TABLE case_counters; DROP INDEX incidents_case_no; ALTER TABLE incidents DROP COLUMN case_no; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

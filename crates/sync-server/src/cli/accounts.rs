@@ -1,7 +1,9 @@
 //! `sync-server worker|device|token`: the operator's accounts.
 
-use sync_server::accounts::{self, DeviceRow, NewWorker};
-use sync_server::storage::{Accounts, AuditKind, Role};
+use chrono_tz::Tz;
+use sync_core::GridMap;
+use sync_server::accounts::{self, DeviceRow, NewWorker, WorkerUpdate};
+use sync_server::storage::{Accounts, AuditKind, Role, Storage, WaitingCode, Worker};
 
 use super::{Place, audit_local, classify};
 
@@ -22,6 +24,28 @@ pub enum WorkerCommand {
         #[arg(long, default_value = "worker", value_parser = ["worker", "center", "operator"])]
         role: String,
     },
+    /// List workers and accounts, retired ones last.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a worker's name, cells, role or community; devices learn it at their next sync.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The worker's cells from now on (all of them); repeat for several.
+        #[arg(long = "grid", value_name = "CELL")]
+        grids: Vec<String>,
+        /// A new role; what the old role had and the new one does not use is dropped.
+        #[arg(long, value_parser = ["worker", "center", "operator"])]
+        role: Option<String>,
+        /// The community a center account sees.
+        #[arg(long)]
+        community: Option<String>,
+    },
+    /// Retire a worker: its devices and tokens stop working at once; its records stay.
+    Retire { id: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -38,12 +62,17 @@ pub enum DeviceCommand {
         #[arg(long, value_name = "DEVICE")]
         device: Option<String>,
     },
-    /// List enrolled devices.
+    /// List enrolled devices and tokens, and the enrolment codes not used yet.
     List {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a device: its token stops working at once.
+    /// List the enrolment codes neither used nor expired (the codes themselves are not kept).
+    Codes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device or token by its id or a unique start of it: it stops working at once.
     Revoke { device: String },
 }
 
@@ -57,25 +86,96 @@ pub enum TokenCommand {
 }
 
 pub fn worker(place: &Place<'_>, command: WorkerCommand) -> anyhow::Result<()> {
-    let WorkerCommand::Add {
-        id,
-        name,
-        grids,
-        community,
-        role,
-    } = command;
     let storage = place.storage()?;
-    let map = place.grids()?;
-    let new = NewWorker {
-        id: &id,
-        name: &name,
-        role: Role::parse(&role).expect("clap checked the role"),
-        cells: &grids,
-        community: community.as_deref(),
-    };
-    let w = accounts::add_worker(&storage, &map, &new).map_err(classify)?;
-    println!("added {} {} ({}) {}", w.role.as_str(), w.id, w.name, w.grids.join(", "));
+    match command {
+        WorkerCommand::Add {
+            id,
+            name,
+            grids,
+            community,
+            role,
+        } => {
+            let new = NewWorker {
+                id: &id,
+                name: &name,
+                role: Role::parse(&role).expect("clap checked the role"),
+                cells: &grids,
+                community: community.as_deref(),
+            };
+            let w = accounts::add_worker(&storage, &place.grids()?, &new).map_err(classify)?;
+            audit_local(&storage, AuditKind::WorkerAdd, Some(&id), None, &describe(&w))?;
+            println!("added {}", describe(&w));
+        }
+        WorkerCommand::List { json } => {
+            let mut workers = storage.workers()?;
+            workers.sort_by_key(|w| w.retired_at.is_some());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&workers)?);
+            } else {
+                print_workers(&workers, &place.grids()?);
+            }
+        }
+        WorkerCommand::Update {
+            id,
+            name,
+            grids,
+            role,
+            community,
+        } => {
+            let change = WorkerUpdate {
+                name,
+                role: role.as_deref().map(|r| Role::parse(r).expect("clap checked the role")),
+                cells: (!grids.is_empty()).then_some(grids),
+                community,
+            };
+            let (before, after) = accounts::update_worker(&storage, &place.grids()?, &id, &change).map_err(classify)?;
+            let detail = format!("{} → {}", describe(&before), describe(&after));
+            audit_local(&storage, AuditKind::WorkerUpdate, Some(&id), None, &detail)?;
+            println!("updated {}", describe(&after));
+        }
+        WorkerCommand::Retire { id } => {
+            let w = accounts::retire_worker(&storage, &id).map_err(classify)?;
+            audit_local(
+                &storage,
+                AuditKind::WorkerRetire,
+                Some(&id),
+                None,
+                "sync-server worker retire",
+            )?;
+            println!("retired {}; its devices and tokens no longer work", describe(&w));
+        }
+    }
     Ok(())
+}
+
+/// `worker w-li (李华) HLT-CX-HX-01, HLT-CX-HX-02`.
+fn describe(w: &Worker) -> String {
+    let sees = match w.role {
+        Role::Worker => w.grids.join(", "),
+        Role::Center => format!("community {}", w.community.as_deref().unwrap_or("?")),
+        Role::Operator => "every community".to_owned(),
+    };
+    format!("{} {} ({}) {sees}", w.role.as_str(), w.id, w.name)
+}
+
+fn print_workers(workers: &[Worker], grids: &GridMap) {
+    let mut t = table(&["ID", "NAME", "ROLE", "SEES", "RETIRED"]);
+    for w in workers {
+        let sees = match w.role {
+            Role::Worker => w.grids.join(" "),
+            Role::Center => w.community.clone().unwrap_or_default(),
+            Role::Operator => "all".to_owned(),
+        };
+        let retired = w.retired_at.as_deref().map(|t| local_time(t, zone_of(w, grids)));
+        t.add_row(vec![
+            w.id.clone(),
+            w.name.clone(),
+            w.role.as_str().to_owned(),
+            sees,
+            retired.unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
 }
 
 pub fn device(place: &Place<'_>, command: DeviceCommand) -> anyhow::Result<()> {
@@ -95,32 +195,53 @@ pub fn device(place: &Place<'_>, command: DeviceCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
             } else {
-                print_devices(&devices);
+                let grids = place.grids()?;
+                print_devices(&devices, &grids);
+                let codes = storage.waiting_codes(sync_server::ServerTime::now().ms)?;
+                if !codes.is_empty() {
+                    println!("\nenrolment codes not used yet:");
+                    print_codes(&storage, &codes, &grids)?;
+                }
+            }
+        }
+        DeviceCommand::Codes { json } => {
+            let codes = storage.waiting_codes(sync_server::ServerTime::now().ms)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&codes)?);
+            } else {
+                print_codes(&storage, &codes, &place.grids()?)?;
             }
         }
         DeviceCommand::Revoke { device } => {
-            accounts::revoke(&storage, &device).map_err(classify)?;
-            let account = storage.device(&device)?.map(|d| d.worker.id);
+            let d = accounts::revoke(&storage, &device).map_err(classify)?;
             audit_local(
                 &storage,
                 AuditKind::Revoke,
-                account.as_deref(),
-                Some(&device),
+                Some(&d.worker.id),
+                Some(&d.id),
                 "sync-server device revoke",
             )?;
-            println!("revoked {device}");
+            println!("revoked {} of {} ({})", d.id, d.worker.id, d.worker.name);
         }
     }
     Ok(())
 }
 
-fn print_devices(devices: &[DeviceRow]) {
-    println!(
-        "{:<38} {:<12} {:<8} {:<26} {:<26} {:<16} SYNC",
-        "DEVICE", "WORKER", "ROLE", "ENROLLED", "LAST SYNC", "STATE"
-    );
+fn print_devices(devices: &[DeviceRow], grids: &GridMap) {
+    let mut t = table(&[
+        "DEVICE",
+        "WORKER",
+        "NAME",
+        "LABEL",
+        "ROLE",
+        "ENROLLED",
+        "LAST SYNC",
+        "STATE",
+        "SYNC",
+    ]);
     for row in devices {
         let d = &row.device;
+        let tz = zone_of(&d.worker, grids);
         let state = match (d.revoked_at.is_some(), d.read_only) {
             (true, _) => "revoked",
             (false, true) => "read-only token",
@@ -134,17 +255,72 @@ fn print_devices(devices: &[DeviceRow]) {
                 s.server_own, s.device_own, s.pending_docs, s.pending_photos
             ),
         };
-        println!(
-            "{:<38} {:<12} {:<8} {:<26} {:<26} {:<16} {}",
-            d.id,
-            d.worker.id,
-            d.worker.role.as_str(),
-            d.enrolled_at,
-            d.last_sync_at.as_deref().unwrap_or("never"),
-            state,
-            sync
-        );
+        t.add_row(vec![
+            d.id.clone(),
+            d.worker.id.clone(),
+            d.worker.name.clone(),
+            d.label.clone().unwrap_or_default(),
+            d.worker.role.as_str().to_owned(),
+            local_time(&d.enrolled_at, tz),
+            d.last_sync_at
+                .as_deref()
+                .map_or("never".to_owned(), |s| local_time(s, tz)),
+            state.to_owned(),
+            sync,
+        ]);
     }
+    println!("{t}");
+}
+
+/// The codes made but not yet used, so the operator sees who still has to enrol.
+fn print_codes(storage: &dyn Storage, codes: &[WaitingCode], grids: &GridMap) -> anyhow::Result<()> {
+    let mut t = table(&["WORKER", "NAME", "FOR", "MADE", "EXPIRES"]);
+    for c in codes {
+        let Some(w) = storage.worker(&c.worker)? else {
+            continue;
+        };
+        let tz = zone_of(&w, grids);
+        let expires = chrono::DateTime::from_timestamp_millis(c.expires_ms).map(|t| t.with_timezone(&tz));
+        t.add_row(vec![
+            w.id.clone(),
+            w.name.clone(),
+            c.device.clone().unwrap_or_else(|| "a new device".to_owned()),
+            local_time(&c.created_at, tz),
+            expires.map(|t| t.format(LOCAL_TIME).to_string()).unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+const LOCAL_TIME: &str = "%Y-%m-%d %H:%M";
+
+/// `2026-12-01 19:08` in the zone, or the stored text if it does not parse.
+fn local_time(rfc3339: &str, tz: Tz) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t.with_timezone(&tz).format(LOCAL_TIME).to_string(),
+        Err(_) => rfc3339.to_owned(),
+    }
+}
+
+/// The time zone of the account's community (its first cell's, for a
+/// grid worker); the default zone for an operator.
+fn zone_of(w: &Worker, grids: &GridMap) -> Tz {
+    let community = match &w.community {
+        Some(c) => grids.community(c),
+        None => w.grids.first().and_then(|g| grids.cell(g)).map(|p| p.community),
+    };
+    community
+        .and_then(|c| sync_core::calendar::zone(&c.timezone))
+        .unwrap_or(sync_core::calendar::DEFAULT_ZONE)
+}
+
+/// A borderless table whose columns line up Chinese and Latin text.
+fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_header(header.iter().copied());
+    t
 }
 
 pub fn token(place: &Place<'_>, command: TokenCommand) -> anyhow::Result<()> {

@@ -37,6 +37,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Make a new server: the data dir, its database and photo folder.
+    Init,
     /// Serve devices over HTTP until SIGINT or SIGTERM.
     Serve(serve::Args),
     /// Manage workers and center accounts.
@@ -73,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         grid_map: cli.grid_map.as_deref(),
     };
     match cli.command {
+        Command::Init => serve::init(&place).map(drop),
         Command::Serve(args) => serve::run(&place, args),
         Command::Worker(c) => accounts::worker(&place, c),
         Command::Device(c) => accounts::device(&place, c),

@@ -10,6 +10,10 @@ use super::{Place, classify};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Make the data dir first if it holds no server yet (as `sync-server
+    /// init`); without it, a folder with no server database is refused.
+    #[arg(long)]
+    init: bool,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8780")]
     listen: String,
@@ -43,7 +47,25 @@ pub struct Args {
     body_idle_timeout: u64,
 }
 
+/// `sync-server init`: a new data dir, told on stderr.
+pub fn init(place: &Place<'_>) -> anyhow::Result<sync_server::storage::SqliteStorage> {
+    use sync_server::storage::ChangeLog;
+    let storage = sync_server::create_storage(place.data_dir).map_err(classify)?;
+    let shown = std::path::absolute(place.data_dir).unwrap_or_else(|_| place.data_dir.to_owned());
+    eprintln!(
+        "made a new server in {} (epoch {}); add workers with `sync-server worker add`",
+        shown.display(),
+        storage.epoch()?
+    );
+    Ok(storage)
+}
+
 pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
+    if args.init && !place.data_dir.join(sync_server::DB_FILE).exists() {
+        init(place)?;
+    }
+    // Refuse a folder with no server before taking the port.
+    drop(place.storage()?);
     let config = Config {
         data_dir: place.data_dir.to_owned(),
         grid_map: place.grid_map.map(ToOwned::to_owned),

@@ -41,13 +41,7 @@ async fn enroll(State(app): State<App>, client: Client, Body(body): Body) -> Res
     blocking(move || {
         check_limit(&app, &client, Door::Enrol, Some(&req.worker))?;
         let known = app.storage.device(&req.device)?;
-        let enrolled = enroll_device(
-            app.storage.as_ref(),
-            &req.code,
-            &req.worker,
-            &req.device,
-            req.public_key.as_deref().map(|k| k.as_slice()),
-        );
+        let enrolled = enroll_device(app.storage.as_ref(), &req);
         let enrolled = match enrolled {
             Ok(e) => e,
             Err(e) => {
@@ -69,9 +63,11 @@ async fn enroll(State(app): State<App>, client: Client, Body(body): Body) -> Res
         Ok(cbor(&EnrollResponse {
             token: enrolled.token,
             role: enrolled.worker.role.as_str().to_owned(),
+            grids: crate::accounts::cells_of(&enrolled.worker, &app.grids),
             worker: enrolled.worker.id,
-            grids: enrolled.worker.grids,
+            name: Some(enrolled.worker.name),
             epoch: app.storage.epoch()?,
+            number: device.as_ref().and_then(|d| d.number),
         }))
     })
     .await

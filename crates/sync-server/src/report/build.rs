@@ -207,6 +207,7 @@ fn incident_lines(day: &Day<'_>, todays: &[&Loaded]) -> Vec<IncidentLine> {
             let cat = taxonomy.get(&l.row.category);
             IncidentLine {
                 id: id.clone(),
+                case: l.incident.case.as_ref().map(ToString::to_string),
                 reporter: l.row.reporter.clone(),
                 category: l.row.category.clone(),
                 category_zh: cat.map(|c| c.name_zh.clone()).unwrap_or_default(),
@@ -232,7 +233,7 @@ fn incident_lines(day: &Day<'_>, todays: &[&Loaded]) -> Vec<IncidentLine> {
 fn workers_of_day(known: &[Worker], cells: &[String], incidents: &[IncidentLine]) -> Vec<Worker> {
     let mut workers: Vec<Worker> = known
         .iter()
-        .filter(|w| w.role == Role::Worker && w.grids.iter().any(|g| cells.contains(g)))
+        .filter(|w| w.role == Role::Worker && w.retired_at.is_none() && w.grids.iter().any(|g| cells.contains(g)))
         .cloned()
         .collect();
     for i in incidents {
@@ -247,6 +248,7 @@ fn workers_of_day(known: &[Worker], cells: &[String], incidents: &[IncidentLine]
                     role: Role::Worker,
                     community: None,
                     grids: Vec::new(),
+                    retired_at: None,
                 });
             workers.push(w);
         }
@@ -507,6 +509,7 @@ mod tests {
                 role: Role::Worker,
                 community: None,
                 grids: vec![(*cell).into()],
+                retired_at: None,
             };
             storage.add_worker(&worker, "2026-11-01T00:00:00Z").unwrap();
         }
@@ -541,6 +544,7 @@ mod tests {
                 actor: &[i as u8; 16],
                 token_hash: &format!("token-{i}"),
                 public_key: None,
+                label: None,
             };
             let outcome = storage.enroll(&enrolment, 0, "2026-11-01T00:00:00Z").unwrap();
             assert!(matches!(outcome, EnrolOutcome::Enrolled(_)), "{outcome:?}");

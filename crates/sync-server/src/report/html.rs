@@ -148,13 +148,16 @@ fn incidents_section(r: &DailyReport, how: &Render<'_>) -> Markup {
         @if r.incidents.is_empty() { p class="muted" { "none 无" } } @else {
             table {
                 thead { tr {
-                    th { "id" } th { "worker" } th { "category 类别" } th { "status 状态" }
+                    th { "case 案件 · id" } th { "worker" } th { "category 类别" } th { "status 状态" }
                     th { "captured (device) 采集" } th { "received (server) 接收" } th { "photos 照片" }
                 } }
                 tbody {
                     @for i in &r.incidents {
                         tr data-incident=(i.id) {
-                            td { (incident_ref(&i.id, how.link_incidents)) }
+                            td {
+                                @if let Some(case) = &i.case { strong { (case) } br; }
+                                (incident_ref(&i.id, how.link_incidents))
+                            }
                             td { (i.reporter) }
                             td { (i.category_zh) br; span class="muted" { (i.category_en) } }
                             td { (i.status) }

@@ -212,6 +212,8 @@ pub struct MissingPhoto {
 #[derive(Debug, Clone, Serialize)]
 pub struct IncidentLine {
     pub id: String,
+    /// The case number people use (`HX-261203-7-4`), once the device has one.
+    pub case: Option<String>,
     pub reporter: String,
     pub category: String,
     pub category_zh: String,

@@ -41,10 +41,14 @@ pub enum AuditKind {
     QuarantineDrop,
     /// A client over a brute-force limit.
     RateLimited,
+    /// The operator added, changed or retired a worker or account.
+    WorkerAdd,
+    WorkerUpdate,
+    WorkerRetire,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 18] = [
+    pub const ALL: [AuditKind; 21] = [
         AuditKind::Enrol,
         AuditKind::ReEnrol,
         AuditKind::EnrolFailed,
@@ -63,6 +67,9 @@ impl AuditKind {
         AuditKind::QuarantineAccept,
         AuditKind::QuarantineDrop,
         AuditKind::RateLimited,
+        AuditKind::WorkerAdd,
+        AuditKind::WorkerUpdate,
+        AuditKind::WorkerRetire,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +92,9 @@ impl AuditKind {
             AuditKind::QuarantineAccept => "quarantine-accept",
             AuditKind::QuarantineDrop => "quarantine-drop",
             AuditKind::RateLimited => "rate-limited",
+            AuditKind::WorkerAdd => "worker-add",
+            AuditKind::WorkerUpdate => "worker-update",
+            AuditKind::WorkerRetire => "worker-retire",
         }
     }
 

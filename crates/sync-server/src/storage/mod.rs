@@ -28,6 +28,8 @@ pub enum StorageError {
     NoDevice(String),
     #[error("worker `{0}` already exists")]
     WorkerExists(String),
+    #[error("worker `{0}` is retired")]
+    Retired(String),
     /// A stored value that no version of this server writes.
     #[error("the server database holds a damaged {what}: {value}")]
     Damaged { what: &'static str, value: String },
@@ -38,7 +40,10 @@ impl StorageError {
     pub fn is_caller_mistake(&self) -> bool {
         matches!(
             self,
-            StorageError::NoWorker(_) | StorageError::NoDevice(_) | StorageError::WorkerExists(_)
+            StorageError::NoWorker(_)
+                | StorageError::NoDevice(_)
+                | StorageError::WorkerExists(_)
+                | StorageError::Retired(_)
         )
     }
 }
@@ -53,6 +58,10 @@ pub struct Worker {
     pub role: Role,
     pub community: Option<String>,
     pub grids: Vec<String>,
+    /// When the operator retired the account (`sync-server worker
+    /// retire`): its devices and tokens are revoked, its name stays on its
+    /// incidents.
+    pub retired_at: Option<String>,
 }
 
 /// A device's last manifest as the server keeps it: what the device said
@@ -100,6 +109,11 @@ pub struct Device {
     /// The cells the device could read at its last sync ([`Scope::seen`]).
     #[serde(skip)]
     pub scope_seen: Option<String>,
+    /// What the worker called the device at `field init --label`.
+    pub label: Option<String>,
+    /// The server's number of a field device, given at its first
+    /// enrolment and carried by its case numbers; `None` for a token.
+    pub number: Option<u32>,
 }
 
 /// A device exchanging a one-time code for a token.
@@ -114,6 +128,8 @@ pub struct Enrolment<'a> {
     pub token_hash: &'a str,
     /// The device's ed25519 public key, when it sent one.
     pub public_key: Option<&'a [u8]>,
+    /// The device's label, when it has one.
+    pub label: Option<&'a str>,
 }
 
 /// A one-time enrolment code as the server keeps it.
@@ -125,6 +141,16 @@ pub struct NewCode<'a> {
     /// The enrolled device this code may enrol again (a reinstalled app
     /// that kept its data dir); `None`: new devices only.
     pub device: Option<&'a str>,
+    pub expires_ms: i64,
+}
+
+/// An enrolment code not yet used (the code itself is kept only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaitingCode {
+    pub worker: String,
+    /// The device a re-enrolment code is for.
+    pub device: Option<String>,
+    pub created_at: String,
     pub expires_ms: i64,
 }
 
@@ -222,6 +248,7 @@ pub struct IncidentWrite {
     pub captured_at: String,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
+    pub case_no: Option<String>,
     pub new_changes: Vec<NewChange>,
     pub blob_refs: Vec<BlobRef>,
 }
@@ -387,7 +414,14 @@ pub trait Accounts {
     fn worker(&self, id: &str) -> Result<Option<Worker>, StorageError>;
     /// Every worker and account, by id.
     fn workers(&self) -> Result<Vec<Worker>, StorageError>;
+    /// Replaces a worker's name, role, community and cells.
+    fn update_worker(&self, worker: &Worker) -> Result<(), StorageError>;
+    /// Marks the worker retired and, in the same step, revokes its devices
+    /// and tokens, ends its sessions and voids its unused codes.
+    fn retire_worker(&self, id: &str, now: &str) -> Result<(), StorageError>;
     fn add_enrol_code(&self, code: &NewCode<'_>, now: &str) -> Result<(), StorageError>;
+    /// Enrolment codes neither used nor expired at `now_ms`, oldest first.
+    fn waiting_codes(&self, now_ms: i64) -> Result<Vec<WaitingCode>, StorageError>;
     /// Uses up a code and registers the device in one step; anything but
     /// `Enrolled` uses nothing up and changes nothing.
     fn enroll(&self, enrolment: &Enrolment<'_>, now_ms: i64, now: &str) -> Result<EnrolOutcome, StorageError>;

@@ -14,7 +14,7 @@ use super::{
     Accounts, AuditEvent, AuditKind, AuditLog, AuditRow, BlobIndex, BlobKind, ChangeLog, Device, EnrolOutcome,
     Enrolment, FeedPage, FeedQuery, FeedRow, IncidentFilter, IncidentWrite, NewCode, NewSession, NewToken, PhotoRef,
     QuarantineRow, Quarantined, ReadModel, Role, Scope, Session, Sessions, StorageError, StoredDoc, StoredIncident,
-    SyncRecord, Worker,
+    SyncRecord, WaitingCode, Worker,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -153,6 +153,28 @@ const MIGRATIONS: &[Migration] = &[
     ) STRICT;
 ",
     ),
+    Migration::sql(
+        "
+    -- The operator's people (issue: worker list|update|retire, device labels).
+    ALTER TABLE workers ADD COLUMN retired_at TEXT;
+    ALTER TABLE devices ADD COLUMN label TEXT;
+",
+    ),
+    Migration::sql(
+        "
+    -- Case numbers (sync_core::case): each field device's number, given at
+    -- its first enrolment (devices enrolled before, in enrolment order),
+    -- and each incident's case number, projected for lookups.
+    ALTER TABLE devices ADD COLUMN number INTEGER;
+    UPDATE devices SET number = (
+        SELECT count(*) FROM devices d2
+        WHERE d2.kind = 'device' AND (d2.enrolled_at, d2.id) <= (devices.enrolled_at, devices.id)
+    ) WHERE kind = 'device';
+    CREATE UNIQUE INDEX devices_number ON devices(number);
+    ALTER TABLE incidents ADD COLUMN case_no TEXT;
+    CREATE INDEX incidents_case_no ON incidents(case_no);
+",
+    ),
 ];
 
 /// SQL: reference `r` was proven by the device whose push brought it in.
@@ -187,6 +209,17 @@ impl SqliteStorage {
         // transaction rolled back on drop), so a poisoned lock is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A worker's cells, written afresh.
+fn put_grids(tx: &rusqlite::Transaction<'_>, worker: &str, grids: &[String]) -> Result<(), StorageError> {
+    for g in grids {
+        tx.execute(
+            "INSERT OR IGNORE INTO worker_grids (worker_id, grid) VALUES (?1, ?2)",
+            params![worker, g],
+        )?;
+    }
+    Ok(())
 }
 
 /// A scope as a query parameter: `NULL` for all, else a JSON array for `json_each`.
@@ -256,15 +289,20 @@ fn kind_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<BlobKind> {
 
 fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageError> {
     let row = conn
-        .query_row("SELECT name, role, community FROM workers WHERE id = ?1", [id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })
+        .query_row(
+            "SELECT name, role, community, retired_at FROM workers WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            },
+        )
         .optional()?;
-    let Some((name, role, community)) = row else {
+    let Some((name, role, community, retired_at)) = row else {
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached("SELECT grid FROM worker_grids WHERE worker_id = ?1 ORDER BY grid")?;
@@ -275,11 +313,12 @@ fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageErr
         role: Role::parse(&role).ok_or_else(|| damaged("worker role", role))?,
         community,
         grids,
+        retired_at,
     }))
 }
 
 const DEVICE_COLUMNS: &str = "id, worker_id, actor, enrolled_at, revoked_at, last_sync_at, manifest, \
-     clock_offset_ms, kind, public_key, scope_seen FROM devices";
+     clock_offset_ms, kind, public_key, scope_seen, label, number FROM devices";
 
 fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, StorageError> {
     let worker_id: String = r.get(1)?;
@@ -297,6 +336,8 @@ fn device_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<Device, S
         read_only: r.get::<_, String>(8)? == "token",
         public_key: r.get(9)?,
         scope_seen: r.get(10)?,
+        label: r.get(11)?,
+        number: r.get(12)?,
     })
 }
 
@@ -314,14 +355,69 @@ impl Accounts for SqliteStorage {
             "INSERT INTO workers (id, name, role, community, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![w.id, w.name, w.role.as_str(), w.community, now],
         )?;
-        for g in &w.grids {
-            tx.execute(
-                "INSERT OR IGNORE INTO worker_grids (worker_id, grid) VALUES (?1, ?2)",
-                params![w.id, g],
-            )?;
-        }
+        put_grids(&tx, &w.id, &w.grids)?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn update_worker(&self, w: &Worker) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE workers SET name = ?2, role = ?3, community = ?4 WHERE id = ?1",
+            params![w.id, w.name, w.role.as_str(), w.community],
+        )?;
+        if n == 0 {
+            return Err(StorageError::NoWorker(w.id.clone()));
+        }
+        tx.execute("DELETE FROM worker_grids WHERE worker_id = ?1", [&w.id])?;
+        put_grids(&tx, &w.id, &w.grids)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn retire_worker(&self, id: &str, now: &str) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE workers SET retired_at = coalesce(retired_at, ?2) WHERE id = ?1",
+            params![id, now],
+        )?;
+        if n == 0 {
+            return Err(StorageError::NoWorker(id.to_owned()));
+        }
+        tx.execute(
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE worker_id = ?1",
+            params![id, now],
+        )?;
+        tx.execute(
+            "UPDATE sessions SET ended_at = ?2 WHERE ended_at IS NULL
+             AND device_id IN (SELECT id FROM devices WHERE worker_id = ?1)",
+            params![id, now],
+        )?;
+        tx.execute(
+            "UPDATE enrol_codes SET used_at = ?2 WHERE worker_id = ?1 AND used_at IS NULL",
+            params![id, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn waiting_codes(&self, now_ms: i64) -> Result<Vec<WaitingCode>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT worker_id, device_id, created_at, expires_ms FROM enrol_codes
+             WHERE used_at IS NULL AND expires_ms > ?1 ORDER BY created_at, worker_id",
+        )?;
+        let rows = stmt.query_map([now_ms], |r| {
+            Ok(WaitingCode {
+                worker: r.get(0)?,
+                device: r.get(1)?,
+                created_at: r.get(2)?,
+                expires_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn worker(&self, id: &str) -> Result<Option<Worker>, StorageError> {
@@ -343,8 +439,10 @@ impl Accounts for SqliteStorage {
 
     fn add_enrol_code(&self, code: &NewCode<'_>, now: &str) -> Result<(), StorageError> {
         let conn = self.conn();
-        if load_worker(&conn, code.worker)?.is_none() {
-            return Err(StorageError::NoWorker(code.worker.to_owned()));
+        match load_worker(&conn, code.worker)? {
+            None => return Err(StorageError::NoWorker(code.worker.to_owned())),
+            Some(w) if w.retired_at.is_some() => return Err(StorageError::Retired(w.id)),
+            Some(_) => {}
         }
         conn.execute(
             "INSERT INTO enrol_codes (code_hash, worker_id, device_id, expires_ms, created_at)
@@ -392,10 +490,11 @@ impl Accounts for SqliteStorage {
             params![e.code_hash, now],
         )?;
         tx.execute(
-            "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at, public_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at, public_key, label, number)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT coalesce(max(number), 0) + 1 FROM devices))
              ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, enrolled_at = excluded.enrolled_at,
-                 public_key = coalesce(excluded.public_key, public_key)",
-            params![e.device, e.worker, e.actor, e.token_hash, now, e.public_key],
+                 public_key = coalesce(excluded.public_key, public_key), label = coalesce(excluded.label, label)",
+            params![e.device, e.worker, e.actor, e.token_hash, now, e.public_key, e.label],
         )?;
         let w = load_worker(&tx, e.worker)?.ok_or_else(|| StorageError::NoWorker(e.worker.to_owned()))?;
         tx.commit()?;
@@ -434,8 +533,10 @@ impl Accounts for SqliteStorage {
 
     fn add_token(&self, t: &NewToken<'_>, now: &str) -> Result<(), StorageError> {
         let conn = self.conn();
-        if load_worker(&conn, t.worker)?.is_none() {
-            return Err(StorageError::NoWorker(t.worker.to_owned()));
+        match load_worker(&conn, t.worker)? {
+            None => return Err(StorageError::NoWorker(t.worker.to_owned())),
+            Some(w) if w.retired_at.is_some() => return Err(StorageError::Retired(w.id)),
+            Some(_) => {}
         }
         conn.execute(
             "INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, 'token')",
@@ -642,12 +743,12 @@ fn read_page(mut rows: rusqlite::Rows<'_>, q: &FeedQuery<'_>) -> rusqlite::Resul
 fn put_incident(tx: &rusqlite::Transaction<'_>, w: &IncidentWrite, now: &str) -> Result<(), StorageError> {
     tx.prepare_cached(
         "INSERT INTO incidents (id, doc, heads, grid, category, status, reporter, device, captured_at,
-                                lat, lon, first_received_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+                                lat, lon, first_received_at, updated_at, case_no)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)
          ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, heads = excluded.heads, grid = excluded.grid,
             category = excluded.category, status = excluded.status, reporter = excluded.reporter,
             device = excluded.device, captured_at = excluded.captured_at, lat = excluded.lat, lon = excluded.lon,
-            updated_at = excluded.updated_at",
+            updated_at = excluded.updated_at, case_no = excluded.case_no",
     )?
     .execute(params![
         w.id,
@@ -661,7 +762,8 @@ fn put_incident(tx: &rusqlite::Transaction<'_>, w: &IncidentWrite, now: &str) ->
         w.captured_at,
         w.lat,
         w.lon,
-        now
+        now,
+        w.case_no
     ])?;
     Ok(())
 }

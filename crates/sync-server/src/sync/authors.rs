@@ -17,6 +17,7 @@ pub(super) struct Owner {
     account: String,
     device: String,
     role: Role,
+    number: Option<u32>,
 }
 
 impl Owner {
@@ -25,6 +26,7 @@ impl Owner {
             account: d.worker.id.clone(),
             device: d.id.clone(),
             role: d.worker.role,
+            number: d.number,
         }
     }
 
@@ -33,6 +35,7 @@ impl Owner {
             account: &self.account,
             device: &self.device,
             role: self.role,
+            number: self.number,
         }
     }
 }

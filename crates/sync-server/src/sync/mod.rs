@@ -13,8 +13,8 @@ use automerge::{Change, ChangeHash};
 pub use manifest::{ManifestStatus, manifest_status, report_manifest};
 use sync_core::incident::Sealed;
 use sync_core::protocol::{
-    Ack, Cursor, FeedChange, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION, PushDoc,
-    Refusal, SyncRequest, SyncResponse, Tag8,
+    Account, Ack, Cursor, FeedChange, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION,
+    PushDoc, Refusal, SyncRequest, SyncResponse, Tag8,
 };
 use sync_core::rules::{Admission, Rule, RuleBroken, limits};
 use sync_core::{Incident, IncidentDoc, IncidentId, Taxonomy};
@@ -115,7 +115,20 @@ pub fn sync(storage: &dyn Storage, caller: &Caller<'_>, req: &SyncRequest) -> Re
         more: page.more,
         ask_own,
         thumbs: page.thumbs,
+        account: Some(account_of(caller)).filter(|a| req.account != Some(a.tag())),
     })
+}
+
+/// The caller's account as its devices are told it: the server is the
+/// authority for a device's role, name and cells.
+fn account_of(caller: &Caller<'_>) -> Account {
+    let w = &caller.device.worker;
+    Account {
+        role: w.role.as_str().to_owned(),
+        name: w.name.clone(),
+        grids: caller.scope.cells().map(<[String]>::to_vec).unwrap_or_default(),
+        number: caller.device.number,
+    }
 }
 
 /// Whether the answer names the epoch: on a reset, when the device named
@@ -556,6 +569,7 @@ pub(super) fn write_of(id: &str, sealed: Sealed, read: &Incident, new_changes: V
         captured_at: sync_core::incident::rfc3339(&read.captured_at),
         lat: read.location.lat,
         lon: read.location.lon,
+        case_no: read.case.as_ref().map(ToString::to_string),
         new_changes,
         blob_refs,
     }

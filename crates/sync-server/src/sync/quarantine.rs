@@ -67,10 +67,14 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
     let actor = change.actor_id().to_bytes();
     let device =
         uuid::Uuid::from_slice(actor).map_or_else(|_| change.actor_id().to_string(), |u| u.hyphenated().to_string());
+    // The device is unknown here (that is why the change waited), so its
+    // number is too: the case-number rule checks only that the device that
+    // made the incident gave it.
     let author = Author {
         account: &who.id,
         device: &device,
         role: who.role,
+        number: None,
     };
     let existing = storage.incident_doc(&incident)?;
     let run = catch_unwind(AssertUnwindSafe(|| -> Result<_, String> {

@@ -229,6 +229,7 @@ fn new_incident(n: u8, grid: &str, device: &uuid::Uuid) -> NewIncident {
         device: device.to_string(),
         captured_at: chrono::DateTime::parse_from_rfc3339("2026-11-20T09:15:30+08:00").unwrap(),
         photos: vec![],
+        case: None,
     }
 }
 
@@ -271,6 +272,7 @@ fn request(push: Vec<PushDoc>) -> SyncRequest {
             pending_photos: 0,
             own: Default::default(),
         },
+        account: None,
     }
 }
 
@@ -388,6 +390,7 @@ fn broken_and_hostile_pushes_are_refused_store_nothing_and_the_server_keeps_serv
         ("a text body", b"{\"version\": 1}".to_vec(), 400, "malformed", None),
         ("CBOR of another message", protocol::encode(&EnrollRequest {
             version: PROTOCOL_VERSION, code: "X".into(), worker: "w-li".into(), device: s.uuid.to_string(), public_key: None,
+            label: None,
         }), 400, "malformed", None),
         ("a request as protocol version 1 wrote it", protocol::encode(&serde_json::json!({
             "version": 1, "device_time_ms": 1, "epoch": null, "cursor": null, "pull_limit": 100, "push": [],
@@ -623,6 +626,7 @@ fn another_spelling_of_a_device_id_cannot_enrol_as_a_second_device() {
             worker: "w-wang".into(),
             device: spelling.clone(),
             public_key: None,
+            label: None,
         });
         if got.status == 200 {
             let resp: EnrollResponse = protocol::decode(&got.body).unwrap();
@@ -784,6 +788,7 @@ fn wrong_used_expired_and_other_workers_codes_get_401_bad_code() {
         worker: worker.to_owned(),
         device: uuid::Uuid::new_v4().to_string(),
         public_key: None,
+        label: None,
     };
 
     let used = server.code("w-li");
@@ -1102,12 +1107,14 @@ fn the_same_chunk_sent_concurrently_is_stored_once() {
 #[test]
 fn an_incident_the_server_refuses_is_held_and_the_rest_still_sync() {
     let mut server = Server::new();
-    // The device is set up for two cells; the server assigned only one.
+    // The device was set up for two cells and used offline before its
+    // enrolment; the server assigned only one. (Once enrolled, the device
+    // itself refuses a report outside the server's cells.)
     server.add_worker("w-zhao", &[HX01]);
     server.start();
     let dev = Device::new("w-zhao", &[HX01, HX02]);
-    dev.enroll(&server);
     let refused = dev.report(&["--category", "manhole-cover", "--grid", HX02, "--desc", "not mine"]);
+    dev.enroll(&server);
     let fine = dev.report(&["--category", "manhole-cover", "--grid", HX01, "--desc", "mine"]);
 
     let synced = dev.sync(&[]);

@@ -82,7 +82,11 @@ fn mistakes_exit_2_and_failures_exit_1_whatever_the_command() {
     let bad_map = server.data_dir().join("grids-bad.json");
     std::fs::write(&bad_map, "{ not json").unwrap();
     let (code, err) = admin_fails(&server, &["--grid-map", bad_map.to_str().unwrap(), "device", "list"]);
-    assert_eq!(code, 0, "device list reads no grid file: {err}");
+    assert_eq!(
+        code, 2,
+        "device list reads the grid file for each community's time zone: {err}"
+    );
+    assert!(err.contains("grids file is not valid"), "{err}");
     let (code, err) = admin_fails(
         &server,
         &[
@@ -104,7 +108,7 @@ fn a_data_dir_that_cannot_be_used_is_a_failure_not_a_mistake() {
     let out = Command::new(server_bin())
         .arg("--data-dir")
         .arg(&file)
-        .args(["device", "list"])
+        .args(["init"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

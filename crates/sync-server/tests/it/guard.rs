@@ -38,6 +38,7 @@ fn push_as_is(server: &Server, dev: &Device, docs: Vec<PushDoc>) -> SyncResponse
             own: Default::default(),
             clock_offset_ms: None,
         },
+        account: None,
     };
     let resp = reqwest::blocking::Client::new()
         .post(format!("{}/v1/sync", server.url))
@@ -81,6 +82,7 @@ fn new_in_hx02(dev: &Device, id: IncidentId, reporter: &str, category: &str) -> 
         device: uuid.to_string(),
         captured_at: chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00+08:00").unwrap(),
         photos: vec![],
+        case: None,
     };
     let doc = IncidentDoc::create(&new, ActorId::from(uuid.as_bytes())).unwrap();
     (new, doc)
@@ -724,4 +726,64 @@ fn a_change_in_a_colleagues_name_without_their_signature_is_refused() {
     assert!(refusal(&resp, &c.victim).message.contains("is not signed"));
     readers_still_work(&c.server, &c.victim, "井盖缺了一角");
     assert_eq!(c.li.show(&c.victim)["notes"].as_array().unwrap().len(), 1);
+}
+
+/// The server's number of a device, from `device list --json`.
+fn number_of(server: &Server, dev: &Device) -> u32 {
+    let list: Value = serde_json::from_str(&server.admin(&["device", "list", "--json"])).unwrap();
+    let id = device_id(dev);
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id.as_str())
+        .unwrap();
+    row["number"].as_u64().expect("a field device has a number") as u32
+}
+
+#[test]
+fn a_case_number_carries_its_own_devices_number_and_never_changes() {
+    use sync_core::case::CaseNumber;
+    let c = cell();
+    let (li_no, wang_no) = (number_of(&c.server, &c.li), number_of(&c.server, &c.wang));
+    assert_ne!(li_no, wang_no);
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+    let made = |case: u32, n: u8| {
+        let id = IncidentId::new(1_763_600_002_000 + u64::from(n), [n; 10]);
+        let (mut new, _) = new_in_hx02(&c.wang, id, "w-wang", "clutter");
+        new.case = Some(CaseNumber::new("HLT-CX-HX", day, case, 1));
+        let uuid: uuid::Uuid = device_id(&c.wang).parse().unwrap();
+        let mut doc = IncidentDoc::create(&new, ActorId::from(uuid.as_bytes())).unwrap();
+        (new.id.to_string(), doc_push(doc.automerge(), &new.id.to_string(), &[]))
+    };
+    // Wang's device names Li's device in a case number: refused.
+    let (forged, push_forged) = made(li_no, 1);
+    assert_rule(
+        &push(&c.server, &c.wang, vec![push_forged]),
+        &forged,
+        "author",
+        "a case number of Li's device",
+    );
+    // Its own number lands.
+    let (own, push_own) = made(wang_no, 2);
+    let resp = push(&c.server, &c.wang, vec![push_own]);
+    assert!(resp.acks.iter().all(|a| a.id != own), "{:?}", resp.acks);
+    // Changing it afterwards is refused, by its own device too.
+    let mut copy = server_copy(&c.server, &c.wang, &own);
+    let heads = copy.get_heads();
+    let other = CaseNumber::new("HLT-CX-HX", day, wang_no, 2).to_string();
+    copy.put(ROOT, "case", other.as_str()).unwrap();
+    copy.commit();
+    assert_rule(
+        &push(&c.server, &c.wang, vec![doc_push(&mut copy, &own, &heads)]),
+        &own,
+        "fixed_field",
+        "a changed case number",
+    );
+    let csv = c
+        .server
+        .admin(&["export", "--format", "csv", "--community", "HLT-CX-HX"]);
+    assert!(csv.contains(&format!("HX-261121-{wang_no}-1")), "{csv}");
+    assert!(!csv.contains(&other), "{csv}");
+    readers_still_work(&c.server, &c.victim, "井盖缺了一角");
 }

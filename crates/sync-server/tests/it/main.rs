@@ -30,6 +30,7 @@ mod guard;
 mod harness_checks;
 mod manifest;
 mod open311;
+mod operator;
 mod property;
 mod proxy;
 mod reconcile;
@@ -37,6 +38,7 @@ mod restore;
 mod security;
 mod tls;
 mod watch;
+mod worker;
 
 pub const HX01: &str = "HLT-CX-HX-01";
 pub const HX02: &str = "HLT-CX-HX-02";
@@ -103,8 +105,15 @@ impl Default for Server {
 }
 
 impl Server {
-    /// A new, empty data dir, with no workers yet; not running.
+    /// A new server (`sync-server init`), with no workers yet; not running.
     pub fn new() -> Server {
+        let server = Server::uninitialised();
+        server.admin(&["init"]);
+        server
+    }
+
+    /// An empty folder where no `sync-server init` has run.
+    pub fn uninitialised() -> Server {
         Server {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,

@@ -164,6 +164,7 @@ impl World {
                         } else {
                             vec![HX02.into()]
                         },
+                        retired_at: None,
                     },
                     &rfc3339(&now),
                 )
@@ -206,6 +207,7 @@ impl World {
                         actor: uuid.as_bytes(),
                         token_hash: &token,
                         public_key: Some(&key.public()),
+                        label: None,
                     },
                     now_ms,
                     &rfc3339(&now),
@@ -276,6 +278,7 @@ impl World {
             device: profile.device.to_string(),
             captured_at: now,
             photos: vec![],
+            case: None,
         };
         let mut doc = IncidentDoc::create(&new, profile.actor()).unwrap();
         rep.store.save(&mut doc, &[], now).unwrap();
@@ -298,6 +301,7 @@ impl World {
             account: &rep.worker,
             device: &device,
             role: rep.device.worker.role,
+            number: None,
         };
         // Only the moves this replica's role may make, as `field` offers.
         let next: Vec<_> = incident

@@ -101,9 +101,10 @@ fn the_audit_log_records_each_security_and_data_event_with_account_and_client() 
     let dev = Device::new("w1", &[HX01, crate::HX02]);
     let bad = dev.run(&["enroll", "--server", &server.url, "--code", "AAAA-BBBB-CCCC"]);
     assert!(!bad.status.success());
+    // Logged before the enrolment, when the device still had the cell.
+    dev.report(&["--category", "lawn", "--grid", crate::HX02]);
     dev.enroll(&server);
     let id = dev.report(&["--category", "lawn", "--grid", HX01, "--photo", &fixture("curb.png")]);
-    dev.report(&["--category", "lawn", "--grid", crate::HX02]);
     dev.sync(&[]);
     let device_id = crate::device_id(&dev);
     let again = server.admin(&["device", "enroll", "--worker", "w1", "--device", &device_id]);
@@ -211,6 +212,7 @@ fn enrol_status(http: &reqwest::blocking::Client, server: &Server, worker: &str,
         worker: worker.to_owned(),
         device: uuid::Uuid::now_v7().to_string(),
         public_key: None,
+        label: None,
     };
     let resp = http
         .post(format!("{}/v1/enroll", server.url))
