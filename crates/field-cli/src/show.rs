@@ -104,10 +104,33 @@ fn render(session: &Session, i: &Incident) -> String {
             let _ = writeln!(s, "  {} {}: {}", short_time(&n.at), n.author, n.text);
         }
     }
+    history(session, i, &mut s);
+    s
+}
+
+/// The status history, a line per move, dispatches with their department.
+fn history(session: &Session, i: &Incident, s: &mut String) {
+    use std::fmt::Write as _;
     let _ = writeln!(s, "\nhistory");
     for h in &i.status_history {
         let from = h.from.map(|f| format!("{f} → ")).unwrap_or_default();
-        let _ = writeln!(s, "  {} {}{} by {}", short_time(&h.at), from, h.to, h.by);
+        let to = match &h.dispatch {
+            Some(x) => format!(
+                "{} to {}, due {}",
+                h.to,
+                department_name(session, &x.department),
+                short_time(&x.deadline)
+            ),
+            None => h.to.to_string(),
+        };
+        let _ = writeln!(s, "  {} {}{} by {}", short_time(&h.at), from, to, h.by);
     }
-    s
+}
+
+/// `市政 Municipal works`, or the bare code for a department this device's list lacks.
+fn department_name(session: &Session, code: &str) -> String {
+    match session.taxonomy.department(code) {
+        Some(d) => format!("{} {}", d.name_zh, d.name_en),
+        None => code.to_owned(),
+    }
 }

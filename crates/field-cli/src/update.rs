@@ -2,11 +2,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use chrono::{DateTime, FixedOffset, TimeDelta};
 use sync_core::account::Role;
+use sync_core::incident::Dispatch;
 use sync_core::rules::{self, Author, Rule, limits};
 use sync_core::{Correction, Incident, IncidentDoc, Status};
 
-use crate::app::{Session, check_point, check_text, count, now, parse_status, usage, warn_outside};
+use crate::app::{Session, UsageError, check_point, check_text, count, now, parse_status, usage, warn_outside};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,6 +23,14 @@ pub struct Args {
     /// Add a photo (JPEG or PNG); repeat for several.
     #[arg(long = "photo", value_name = "PATH")]
     photos: Vec<PathBuf>,
+    /// Dispatch to this department (a code, or its Chinese or English name;
+    /// by default the category's); implies --status dispatched.
+    #[arg(long, value_name = "DEPT")]
+    department: Option<String>,
+    /// The dispatch's time limit: hours or days from now (`24h`, `3d`) or
+    /// an RFC 3339 time; by default the category's.
+    #[arg(long, value_name = "WHEN", requires = "department")]
+    deadline: Option<String>,
     #[command(flatten)]
     fix: Fix,
 }
@@ -60,12 +70,23 @@ impl Fix {
 }
 
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
-    if args.status.is_none() && args.note.is_none() && args.photos.is_empty() && args.fix.is_empty() {
+    if args.status.is_none()
+        && args.note.is_none()
+        && args.photos.is_empty()
+        && args.fix.is_empty()
+        && args.department.is_none()
+    {
         return usage(
             "nothing to change; give --status, --note, --photo, or a correction (--category, --desc, --lat/--lon, --address, --grid)",
         );
     }
-    let status = args.status.as_deref().map(parse_status).transpose()?;
+    let status = match (args.status.as_deref().map(parse_status).transpose()?, &args.department) {
+        (None, Some(_)) => Some(Status::Dispatched),
+        (Some(s), Some(_)) if s != Status::Dispatched => {
+            return usage("--department goes with a dispatch; leave out --status or give --status dispatched");
+        }
+        (s, _) => s,
+    };
     if let Some(note) = &args.note {
         if note.trim().is_empty() {
             return usage("--note is empty");
@@ -83,7 +104,13 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     }
     if let Some(status) = status {
         check_role(&session, &doc, status)?;
-        doc.set_status(status, &who, now)?;
+        match dispatch_of(&session, &doc.read()?, status, &args, now)? {
+            Some(x) => {
+                eprintln!("{}", dispatched_text(&session, &x));
+                doc.dispatch(&x, &who, now)?;
+            }
+            None => doc.set_status(status, &who, now)?,
+        }
     }
     if let Some(note) = &args.note {
         doc.add_note(&who, note, now)?;
@@ -101,6 +128,77 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
         count(incident.photos.len() as u64, "photo", "photos")
     );
     Ok(())
+}
+
+/// The department and deadline of a move to `dispatched`: as given, or
+/// the category's (none when the taxonomy names neither).
+fn dispatch_of(
+    session: &Session,
+    incident: &Incident,
+    to: Status,
+    args: &Args,
+    now: DateTime<FixedOffset>,
+) -> Result<Option<Dispatch>> {
+    if to != Status::Dispatched {
+        return Ok(None);
+    }
+    let category = session.taxonomy.get(&incident.category);
+    let department = match &args.department {
+        Some(d) => session
+            .taxonomy
+            .resolve_department(d)
+            .map_err(|e| UsageError(e.to_string()))?
+            .code
+            .clone(),
+        None => match category.and_then(|c| c.department.clone()) {
+            Some(d) => d,
+            None => return Ok(None),
+        },
+    };
+    let deadline = match &args.deadline {
+        Some(text) => parse_deadline(text, now)?,
+        None => {
+            let hours = category.and_then(|c| c.time_limit_hours).unwrap_or(72);
+            now + TimeDelta::hours(i64::from(hours))
+        }
+    };
+    if deadline <= now {
+        return usage("--deadline must be after now");
+    }
+    Ok(Some(Dispatch { department, deadline }))
+}
+
+/// `24h`, `3d`, or an RFC 3339 time.
+fn parse_deadline(text: &str, now: DateTime<FixedOffset>) -> Result<DateTime<FixedOffset>> {
+    let t = text.trim();
+    let span = |n: &str, unit: i64| {
+        n.parse::<i64>()
+            .ok()
+            .filter(|n| (1..=366 * 24).contains(n))
+            .map(|n| n * unit)
+    };
+    let hours = match t.char_indices().last() {
+        Some((i, 'h')) => span(&t[..i], 1),
+        Some((i, 'd')) => span(&t[..i], 24),
+        _ => None,
+    };
+    if let Some(h) = hours {
+        return Ok(now + TimeDelta::hours(h));
+    }
+    DateTime::parse_from_rfc3339(t).or_else(|_| {
+        usage(format!(
+            "--deadline `{t}` is not a time limit such as 24h or 3d, nor an RFC 3339 time"
+        ))
+    })
+}
+
+/// `dispatched to 市政 Municipal works, due 2026-12-04 13:00`.
+fn dispatched_text(session: &Session, x: &Dispatch) -> String {
+    let name = session
+        .taxonomy
+        .department(&x.department)
+        .map_or(x.department.clone(), |d| format!("{} {}", d.name_zh, d.name_en));
+    format!("dispatched to {name}, due {}", crate::app::short_time(&x.deadline))
 }
 
 /// The correction asked for, checked as the server would check it.

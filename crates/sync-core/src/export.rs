@@ -17,7 +17,7 @@ use crate::{GridMap, Incident, Taxonomy};
 pub use crate::calendar::DEFAULT_ZONE;
 
 /// The CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 18] = [
+pub const CSV_COLUMNS: [&str; 20] = [
     "id",
     "case",
     "captured_at",
@@ -36,6 +36,8 @@ pub const CSV_COLUMNS: [&str; 18] = [
     "photos",
     "notes",
     "last_note",
+    "department",
+    "deadline",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +147,8 @@ pub fn csv(incidents: &[Incident], taxonomy: &Taxonomy) -> Result<Vec<u8>, Expor
             i.photos.len().to_string(),
             i.notes.len().to_string(),
             guard_cell(i.notes.last().map(|n| n.text.as_str()).unwrap_or("")).into_owned(),
+            guard_cell(i.dispatch().map_or("", |d| d.department.as_str())).into_owned(),
+            i.dispatch().map(|d| rfc3339(&d.deadline)).unwrap_or_default(),
         ])?;
     }
     w.into_inner().map_err(|e| ExportError(e.into_error().into()))
@@ -181,6 +185,8 @@ pub fn geojson(incidents: &[Incident], taxonomy: &Taxonomy) -> Value {
                     "reporter": i.reporter,
                     "photos": i.photos.len(),
                     "notes": i.notes.len(),
+                    "department": i.dispatch().map(|d| d.department.clone()),
+                    "deadline": i.dispatch().map(|d| rfc3339(&d.deadline)),
                 }
             })
         })

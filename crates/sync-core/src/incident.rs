@@ -363,6 +363,17 @@ pub struct StatusChange {
     pub to: Status,
     pub at: DateTime<FixedOffset>,
     pub by: String,
+    /// A dispatch's department and time limit (处置时限).
+    #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
+    pub dispatch: Option<Dispatch>,
+}
+
+/// Where a case was dispatched and by when it is to be handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// A department code of the taxonomy.
+    pub department: String,
+    pub deadline: DateTime<FixedOffset>,
 }
 
 /// What a worker supplies to log a new incident.
@@ -404,6 +415,19 @@ pub struct Incident {
     pub status_history: Vec<StatusChange>,
     pub notes: Vec<Note>,
     pub photos: Vec<PhotoRef>,
+}
+
+impl Incident {
+    /// The last dispatch: its department and deadline.
+    pub fn dispatch(&self) -> Option<&Dispatch> {
+        self.status_history.iter().rev().find_map(|h| h.dispatch.as_ref())
+    }
+
+    /// Dispatched or in progress past its deadline at `now`.
+    pub fn overdue(&self, now: DateTime<FixedOffset>) -> bool {
+        matches!(self.status, Status::Dispatched | Status::InProgress)
+            && self.dispatch().is_some_and(|d| d.deadline < now)
+    }
 }
 
 /// A document that does not match the incident schema.
@@ -656,6 +680,22 @@ impl IncidentDoc {
 
     /// Moves the incident along the workflow; refuses moves it does not allow.
     pub fn set_status(&mut self, to: Status, by: &str, now: DateTime<FixedOffset>) -> Result<(), DocError> {
+        self.move_to(to, None, by, now)
+    }
+
+    /// Dispatches the case to a department with a deadline: a move to
+    /// `dispatched` whose history entry names both.
+    pub fn dispatch(&mut self, dispatch: &Dispatch, by: &str, now: DateTime<FixedOffset>) -> Result<(), DocError> {
+        self.move_to(Status::Dispatched, Some(dispatch), by, now)
+    }
+
+    fn move_to(
+        &mut self,
+        to: Status,
+        dispatch: Option<&Dispatch>,
+        by: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<(), DocError> {
         let from = self.read()?.status;
         if !from.can_move_to(to) {
             return Err(StatusError::Transition { from, to }.into());
@@ -668,7 +708,11 @@ impl IncidentDoc {
         d.delete(ROOT, "status").expect(WRITE);
         d.put(ROOT, "status", to.as_str()).expect(WRITE);
         let history = existing(d, "status_history")?;
-        put_status_change(d, &history, Some(from), to, now, by);
+        let entry = put_status_change(d, &history, Some(from), to, now, by);
+        if let Some(x) = dispatch {
+            d.put(&entry, "department", x.department.as_str()).expect(WRITE);
+            d.put(&entry, "deadline", stamp(&x.deadline)).expect(WRITE);
+        }
         commit(d);
         Ok(())
     }
@@ -869,11 +913,20 @@ fn read_status_history(d: &AutoCommit, root: &Fields, zone: FixedOffset) -> Resu
             .map(|s| status("from", s))
             .transpose()?;
         let to = status("to", text(&entry, "to", &format!("{path}.to"))?)?;
+        let department = opt_text(&entry, "department", &format!("{path}.department"))?;
+        let dispatch = match department {
+            None => None,
+            Some(department) => Some(Dispatch {
+                department,
+                deadline: instant(&entry, "deadline", &format!("{path}.deadline"), zone)?,
+            }),
+        };
         out.push(StatusChange {
             from,
             to,
             at: instant(&entry, "at", &format!("{path}.at"), zone)?,
             by: text(&entry, "by", &format!("{path}.by"))?,
+            dispatch,
         });
     }
     Ok(out)
@@ -1025,7 +1078,7 @@ fn put_status_change(
     to: Status,
     at: DateTime<FixedOffset>,
     by: &str,
-) {
+) -> ObjId {
     let idx = d.length(history);
     let entry = d.insert_object(history, idx, ObjType::Map).expect(WRITE);
     if let Some(from) = from {
@@ -1034,6 +1087,7 @@ fn put_status_change(
     d.put(&entry, "to", to.as_str()).expect(WRITE);
     d.put(&entry, "at", stamp(&at)).expect(WRITE);
     d.put(&entry, "by", by).expect(WRITE);
+    entry
 }
 
 fn put_photo(d: &mut AutoCommit, photos: &ObjId, photo: &PhotoRef) {

@@ -10,7 +10,8 @@ pub fn key(s: &str) -> String {
 /// The candidate nearest to `given`, if `given` looks like a slip for it:
 /// at most two edits away (a swap of neighbours is one) and fewer than
 /// half the characters of either, or a part of exactly one candidate
-/// (`井盖` for `井盖破损`).
+/// (`井盖` for `井盖破损`), or what exactly one candidate is a part of
+/// (`城管局` for `城管`).
 pub fn nearest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let given = key(given);
     let len = given.chars().count();
@@ -23,7 +24,10 @@ pub fn nearest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let containing: Vec<&str> = candidates
         .iter()
         .copied()
-        .filter(|c| len >= 2 && key(c).contains(&given))
+        .filter(|c| {
+            let c = key(c);
+            len >= 2 && c.chars().count() >= 2 && (c.contains(&given) || given.contains(&c))
+        })
         .collect();
     close.or(match containing[..] {
         [only] => Some(only),

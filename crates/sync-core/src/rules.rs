@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use automerge::{ActorId, Change, ChangeHash};
 
 use crate::account::Role;
-use crate::incident::{Incident, IncidentDoc, IncidentId, Note, NoteKind, Status};
+use crate::incident::{Incident, IncidentDoc, IncidentId, Note, NoteKind, Status, StatusChange};
 use crate::taxonomy::Taxonomy;
 
 /// Sizes that real use fits comfortably, the same on both sides.
@@ -66,6 +66,8 @@ pub enum Rule {
     Role,
     /// A category the taxonomy does not have.
     Category,
+    /// A dispatch without a department of the taxonomy or a sound deadline.
+    Department,
     /// Something is larger than [`limits`] allow.
     Limit,
 }
@@ -83,6 +85,7 @@ impl Rule {
             Rule::Workflow => "workflow",
             Rule::Role => "role",
             Rule::Category => "category",
+            Rule::Department => "department",
             Rule::Limit => "limit",
         }
     }
@@ -189,6 +192,10 @@ pub fn check_change(
         None => check_creation(after, author)?,
         Some(before) => check_update(before, after, author)?,
     }
+    // Entries may be added anywhere among the old ones (two devices at once).
+    let old = before.map_or(&[][..], |b| b.status_history.as_slice());
+    let added: Vec<&StatusChange> = after.status_history.iter().filter(|h| !old.contains(h)).collect();
+    check_dispatches(&added, taxonomy)?;
     if before.is_none_or(|b| b.category != after.category) && taxonomy.get(&after.category).is_none() {
         return Err(broken(
             Rule::Category,
@@ -224,6 +231,36 @@ fn check_creation(after: &Incident, author: &Author<'_>) -> Result<(), RuleBroke
     }
     check_case(None, after, author)?;
     check_new_entries(&after.notes, &[], after, author)
+}
+
+/// A new history entry names a department only when it dispatches, one
+/// the taxonomy lists, with a deadline after the dispatch and within a year.
+fn check_dispatches(added: &[&StatusChange], taxonomy: &Taxonomy) -> Result<(), RuleBroken> {
+    for h in added {
+        let Some(x) = &h.dispatch else {
+            continue;
+        };
+        if h.to != Status::Dispatched {
+            return Err(broken(
+                Rule::Department,
+                "only a move to `dispatched` names a department",
+            ));
+        }
+        if taxonomy.department(&x.department).is_none() {
+            return Err(broken(
+                Rule::Department,
+                format!("`{}` is not a department of the taxonomy", x.department),
+            ));
+        }
+        let span = x.deadline - h.at;
+        if span <= chrono::TimeDelta::zero() || span > chrono::TimeDelta::days(366) {
+            return Err(broken(
+                Rule::Department,
+                "a dispatch's deadline comes after the dispatch, within a year",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A case number is given by the device that made the incident, carries
@@ -1030,5 +1067,32 @@ mod tests {
                 assert_eq!(!roles_for(from, to).is_empty(), from.can_move_to(to), "{from} → {to}");
             }
         }
+    }
+
+    #[test]
+    fn a_dispatch_names_a_listed_department_and_a_deadline_after_it() {
+        use crate::incident::Dispatch;
+        let (mut server, _) = reported();
+        let to = |department: &str, hours: i64| Dispatch {
+            department: department.into(),
+            deadline: t("10:00:00") + chrono::TimeDelta::hours(hours),
+        };
+        for (bad, why) in [
+            (to("nowhere", 24), "not a department"),
+            (to("shizheng", -1), "after the dispatch"),
+        ] {
+            let mut center = copy_for(&mut server, &CENTER);
+            center.dispatch(&bad, CENTER.account, t("10:00:00")).unwrap();
+            assert!(refused(push(&mut server, &mut center), Rule::Department).contains(why));
+        }
+        let mut center = copy_for(&mut server, &CENTER);
+        center
+            .dispatch(&to("shizheng", 24), CENTER.account, t("10:00:00"))
+            .unwrap();
+        push(&mut server, &mut center).unwrap();
+        let incident = server.incident().unwrap();
+        assert_eq!(incident.dispatch(), Some(&to("shizheng", 24)));
+        assert!(!incident.overdue(t("10:00:00") + chrono::TimeDelta::hours(23)));
+        assert!(incident.overdue(t("10:00:00") + chrono::TimeDelta::hours(25)));
     }
 }

@@ -24,6 +24,8 @@ pub enum TaxonomyError {
     Invalid { what: &'static str, reason: String },
     #[error("unknown category `{code}`;{hint} valid categories are: {valid}")]
     UnknownCategory { code: String, hint: String, valid: String },
+    #[error("unknown department `{code}`;{hint} valid departments are: {valid}")]
+    UnknownDepartment { code: String, hint: String, valid: String },
     #[error("unknown grid cell `{id}`; valid cells are: {valid}")]
     UnknownCell { id: String, valid: String },
     #[error("unknown community `{id}`; known communities are: {valid}")]
@@ -54,12 +56,30 @@ pub struct Category {
     pub name_zh: String,
     pub name_en: String,
     pub group: CategoryGroup,
+    /// The department a case of this kind usually goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    /// The time limit (处置时限) a dispatch gives by default, in hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_hours: Option<u32>,
 }
 
+/// A department cases are dispatched to (城管, 市政, 园林 …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Department {
+    pub code: String,
+    pub name_zh: String,
+    pub name_en: String,
+}
+
+/// A city's categories and the departments that handle them, from one
+/// file (`fixtures/categories.json` by default; a city installs its own).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Taxonomy {
     pub version: u32,
     pub categories: Vec<Category>,
+    #[serde(default)]
+    pub departments: Vec<Department>,
 }
 
 impl Taxonomy {
@@ -82,7 +102,52 @@ impl Taxonomy {
                 reason: "it lists no category".into(),
             });
         }
+        taxonomy.check_departments()?;
         Ok(taxonomy)
+    }
+
+    /// Each department once; each category's department one of them and
+    /// its time limit between 1 hour and a year.
+    fn check_departments(&self) -> Result<(), TaxonomyError> {
+        let invalid = |reason: String| TaxonomyError::Invalid {
+            what: "categories",
+            reason,
+        };
+        let mut seen = std::collections::HashSet::new();
+        if let Some(d) = self.departments.iter().find(|d| !seen.insert(d.code.as_str())) {
+            return Err(invalid(format!("department code `{}` appears twice", d.code)));
+        }
+        for c in &self.categories {
+            if let Some(d) = c.department.as_deref().filter(|d| self.department(d).is_none()) {
+                return Err(invalid(format!(
+                    "category `{}` names department `{d}`, which is not listed",
+                    c.code
+                )));
+            }
+            if c.time_limit_hours.is_some_and(|h| !(1..=24 * 366).contains(&h)) {
+                return Err(invalid(format!(
+                    "category `{}` has a time limit outside 1 hour to a year",
+                    c.code
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn department(&self, code: &str) -> Option<&Department> {
+        self.departments.iter().find(|d| d.code == code)
+    }
+
+    /// A department as a person types it: its code in any case, or its
+    /// Chinese or English name; a near miss gets "did you mean".
+    pub fn resolve_department(&self, input: &str) -> Result<&Department, TaxonomyError> {
+        find_named(&self.departments, input, |d| [&d.code, &d.name_zh, &d.name_en]).map_err(|hint| {
+            TaxonomyError::UnknownDepartment {
+                code: input.chars().take(80).collect(),
+                hint,
+                valid: listed(&self.departments, |d| [&d.code, &d.name_zh]),
+            }
+        })
     }
 
     /// The shipped category list, parsed once per process.
@@ -108,19 +173,10 @@ impl Taxonomy {
     /// `_` (`manhole_cover`), or its Chinese or English name (`井盖破损`,
     /// `Manhole cover`); a near miss gets "did you mean".
     pub fn resolve(&self, input: &str) -> Result<&Category, TaxonomyError> {
-        let key = crate::names::key(input);
-        let found = self.categories.iter().find(|c| {
-            crate::names::key(&c.code) == key || c.name_zh == input.trim() || crate::names::key(&c.name_en) == key
-        });
-        found.ok_or_else(|| {
-            let known: Vec<&str> = self
-                .categories
-                .iter()
-                .flat_map(|c| [c.code.as_str(), c.name_zh.as_str()])
-                .collect();
+        find_named(&self.categories, input, |c| [&c.code, &c.name_zh, &c.name_en]).map_err(|hint| {
             TaxonomyError::UnknownCategory {
                 code: input.chars().take(80).collect(),
-                hint: crate::names::did_you_mean(crate::names::nearest(input, &known)),
+                hint,
                 valid: self.listed(),
             }
         })
@@ -128,17 +184,44 @@ impl Taxonomy {
 
     /// Every category as `code (中文名)`, for messages.
     fn listed(&self) -> String {
-        let all: Vec<String> = self
-            .categories
-            .iter()
-            .map(|c| format!("{} ({})", c.code, c.name_zh))
-            .collect();
-        all.join(", ")
+        listed(&self.categories, |c| [&c.code, &c.name_zh])
     }
 
     pub fn codes(&self) -> Vec<&str> {
         self.categories.iter().map(|c| c.code.as_str()).collect()
     }
+}
+
+/// The item whose code (in any case, `-` or `_`), Chinese name or English
+/// name is `input`; else the "did you mean" hint for it.
+fn find_named<'a, T>(items: &'a [T], input: &str, names: impl Fn(&T) -> [&String; 3]) -> Result<&'a T, String> {
+    let key = crate::names::key(input);
+    let found = items.iter().find(|item| {
+        let [code, zh, en] = names(item);
+        crate::names::key(code) == key || zh == input.trim() || crate::names::key(en) == key
+    });
+    found.ok_or_else(|| {
+        let known: Vec<&str> = items
+            .iter()
+            .flat_map(|item| {
+                let [code, zh, _] = names(item);
+                [code.as_str(), zh.as_str()]
+            })
+            .collect();
+        crate::names::did_you_mean(crate::names::nearest(input, &known))
+    })
+}
+
+/// `code (中文名), …`, for messages.
+fn listed<T>(items: &[T], names: impl Fn(&T) -> [&String; 2]) -> String {
+    let all: Vec<String> = items
+        .iter()
+        .map(|item| {
+            let [code, zh] = names(item);
+            format!("{code} ({zh})")
+        })
+        .collect();
+    all.join(", ")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

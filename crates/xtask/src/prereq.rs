@@ -55,6 +55,12 @@ pub const ALL: &[Prereq] = &[
         source: Source::Apt(&["libreoffice-calc"]),
     },
     Prereq {
+        name: "libfaketime",
+        used_by: "sync-server's overdue test, which dispatches a case from a device whose clock says three days ago",
+        probe: Probe::Runs(&["faketime", "2026-01-01 00:00:00", "true"]),
+        source: Source::Apt(&["faketime"]),
+    },
+    Prereq {
         name: "a Chinese font",
         used_by: "the dashboard test's screenshot, so Chinese text shows as a clerk sees it",
         probe: Probe::Finds(&["fc-list", ":lang=zh"]),

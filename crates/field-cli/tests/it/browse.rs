@@ -209,7 +209,9 @@ fn show_text_has_names_notes_and_history() {
         "\nnotes\n  ".into(),
         format!(" {WORKER}: 已联系市政\n"),
         format!("\nhistory\n  2026-11-20 09:15 reported by {WORKER}\n"),
-        format!("reported → dispatched by {WORKER}\n"),
+        // A plain dispatch goes to the category's department with its time limit.
+        "reported → dispatched to 市政 Municipal works, due ".into(),
+        format!(" by {WORKER}\n"),
     ] {
         assert!(text.contains(&want), "{want:?} missing from:\n{text}");
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{Device, HX01, IN_HX02, WORKER, s};
 
-const HEADER: [&str; 18] = [
+const HEADER: [&str; 20] = [
     "id",
     "case",
     "captured_at",
@@ -27,6 +27,8 @@ const HEADER: [&str; 18] = [
     "photos",
     "notes",
     "last_note",
+    "department",
+    "deadline",
 ];
 
 /// Parses CSV into its header and one map per row.

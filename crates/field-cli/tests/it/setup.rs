@@ -309,6 +309,8 @@ fn categories_before_init_list_the_builtin_twelve() {
             "name_zh": "井盖破损",
             "name_en": "Broken manhole cover",
             "group": "facility",
+            "department": "shizheng",
+            "time_limit_hours": 24,
         })
     );
 

@@ -264,6 +264,7 @@ fn apply(doc: &mut IncidentDoc, edit: &Edit, made: &mut Made) {
                 to,
                 at: kept(*at),
                 by: by.clone(),
+                dispatch: None,
             });
             made.status = Some(to);
             let after = doc.read().expect("document reads after a status change");
@@ -333,6 +334,7 @@ fn expected_new(new: &NewIncident) -> Incident {
             to: Status::Reported,
             at: kept(new.captured_at),
             by: new.reporter.clone(),
+            dispatch: None,
         }],
         notes: vec![],
         photos,

@@ -103,6 +103,7 @@ pub fn daily_report(
         workers,
         totals: totals(&incidents),
         open_over_3_days: open_cases(&day),
+        overdue: overdue_cases(&day),
         incidents,
         anomalies,
         unreadable: day.unreadable.clone(),
@@ -455,6 +456,36 @@ fn totals(incidents: &[IncidentLine]) -> Totals {
 }
 
 /// Open for more than three days at the cut-off (end of day, or now).
+/// Every case of the community past its deadline at the cut-off, the
+/// longest overdue first.
+fn overdue_cases(day: &Day<'_>) -> Vec<OverdueCase> {
+    let taxonomy = Taxonomy::builtin();
+    let cutoff = day.cutoff.fixed_offset();
+    let mut out: Vec<OverdueCase> = day
+        .all
+        .iter()
+        .filter(|l| l.incident.overdue(cutoff))
+        .filter_map(|l| {
+            let d = l.incident.dispatch()?;
+            Some(OverdueCase {
+                id: l.row.id.clone(),
+                case: l.incident.case.as_ref().map(ToString::to_string),
+                category: l.row.category.clone(),
+                status: l.row.status.as_str().to_owned(),
+                department: d.department.clone(),
+                department_zh: taxonomy
+                    .department(&d.department)
+                    .map(|x| x.name_zh.clone())
+                    .unwrap_or_default(),
+                deadline: sync_core::incident::rfc3339(&d.deadline),
+                hours_overdue: (cutoff - d.deadline).num_hours(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|o| std::cmp::Reverse(o.hours_overdue));
+    out
+}
+
 fn open_cases(day: &Day<'_>) -> Vec<OpenIncident> {
     day.all
         .iter()

@@ -86,6 +86,7 @@ pub fn report_markup(r: &DailyReport, how: &Render<'_>) -> Markup {
         (incidents_section(r, how))
         (totals_section(r))
         (open_section(r, how))
+        (overdue_section(r, how))
         (anomalies_section(r, how))
         @for id in &r.unreadable {
             p class="bad" { "Incident " (id) " cannot be read and is left out of this report. 无法读取" }
@@ -217,6 +218,30 @@ fn open_section(r: &DailyReport, how: &Render<'_>) -> Markup {
                     @for o in &r.open_over_3_days {
                         tr { td { (incident_ref(&o.id, how.link_incidents)) } td { (o.reporter) }
                              td { (o.category) } td { (o.status) } td class="num" { (o.days_open) } }
+                    }
+                }
+            }
+        }
+    }
+    }
+}
+
+fn overdue_section(r: &DailyReport, how: &Render<'_>) -> Markup {
+    html! {
+    section id="overdue" {
+        h2 { "超过处置时限 Past the time limit (" (r.overdue.len()) ")" }
+        @if !r.overdue.is_empty() {
+            table {
+                thead { tr { th { "case 案件" } th { "department 部门" } th { "deadline 期限" }
+                             th { "over by 超时" } th { "status 状态" } } }
+                tbody {
+                    @for o in &r.overdue {
+                        tr data-overdue=(o.id) {
+                            td { @if let Some(c) = &o.case { strong { (c) } br; } (incident_ref(&o.id, how.link_incidents)) }
+                            td { (o.department_zh) " " span class="muted" { (o.department) } }
+                            td { (o.deadline) } td class="num bad" { (super::text::hours_text(o.hours_overdue)) }
+                            td { (o.status) }
+                        }
                     }
                 }
             }

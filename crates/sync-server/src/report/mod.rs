@@ -83,6 +83,8 @@ pub struct DailyReport {
     pub incidents: Vec<IncidentLine>,
     pub totals: Totals,
     pub open_over_3_days: Vec<OpenIncident>,
+    /// Dispatched cases past their deadline (处置时限) at the cut-off.
+    pub overdue: Vec<OverdueCase>,
     pub anomalies: Vec<Anomaly>,
     /// Stored incidents of the community whose documents cannot be read:
     /// left out of every figure above and named here for the operator.
@@ -274,6 +276,21 @@ pub struct OpenIncident {
     pub days_open: i64,
 }
 
+/// A dispatched or in-progress case whose deadline has passed.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverdueCase {
+    pub id: String,
+    pub case: Option<String>,
+    pub category: String,
+    pub status: String,
+    pub department: String,
+    pub department_zh: String,
+    /// RFC 3339, in the offset the dispatching device had.
+    pub deadline: String,
+    /// Whole hours from the deadline to the report's cut-off.
+    pub hours_overdue: i64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Anomaly {
@@ -344,6 +361,16 @@ impl Anomaly {
         }
     }
 
+    /// The kind in Chinese and English, for people.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Anomaly::PhotoFar { .. } => "照片位置偏离 photo far",
+            Anomaly::OutsideCell { .. } => "不在网格内 outside cell",
+            Anomaly::CapturedAfterReceipt { .. } => "采集晚于接收 captured late",
+            Anomaly::LikelyDuplicate { .. } => "疑似重复 duplicate",
+        }
+    }
+
     /// One sentence with the figures, in English and Chinese.
     pub fn describe(&self) -> String {
         match self {
@@ -360,7 +387,8 @@ impl Anomaly {
                 ahead_s,
                 ..
             } => format!(
-                "captured at {captured_at}, {ahead_s} s after the server received it at {received_at} 采集时间晚于接收时间"
+                "captured at {captured_at}, {} after the server received it at {received_at} 采集时间晚于接收时间",
+                text::span_text(*ahead_s)
             ),
             Anomaly::LikelyDuplicate {
                 other,

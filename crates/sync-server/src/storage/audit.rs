@@ -45,10 +45,12 @@ pub enum AuditKind {
     WorkerAdd,
     WorkerUpdate,
     WorkerRetire,
+    /// The center dispatched, moved, noted or marked a case from the dashboard.
+    CenterAction,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 21] = [
+    pub const ALL: [AuditKind; 22] = [
         AuditKind::Enrol,
         AuditKind::ReEnrol,
         AuditKind::EnrolFailed,
@@ -70,6 +72,7 @@ impl AuditKind {
         AuditKind::WorkerAdd,
         AuditKind::WorkerUpdate,
         AuditKind::WorkerRetire,
+        AuditKind::CenterAction,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +98,7 @@ impl AuditKind {
             AuditKind::WorkerAdd => "worker-add",
             AuditKind::WorkerUpdate => "worker-update",
             AuditKind::WorkerRetire => "worker-retire",
+            AuditKind::CenterAction => "center-action",
         }
     }
 

@@ -420,6 +420,12 @@ pub trait Accounts {
     /// and tokens, ends its sessions and voids its unused codes.
     fn retire_worker(&self, id: &str, now: &str) -> Result<(), StorageError>;
     fn add_enrol_code(&self, code: &NewCode<'_>, now: &str) -> Result<(), StorageError>;
+    /// The signing seed (hex) the server keeps for a reader token's
+    /// changes made from the dashboard, once it has made one.
+    fn token_key(&self, token: &str) -> Result<Option<String>, StorageError>;
+    /// Keeps a reader token's seed and registers its public key, unless it
+    /// has one already.
+    fn set_token_key(&self, token: &str, seed_hex: &str, public: &[u8]) -> Result<(), StorageError>;
     /// Enrolment codes neither used nor expired at `now_ms`, oldest first.
     fn waiting_codes(&self, now_ms: i64) -> Result<Vec<WaitingCode>, StorageError>;
     /// Uses up a code and registers the device in one step; anything but
@@ -463,6 +469,8 @@ pub trait ReadModel {
     fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError>;
     /// Every photo these incidents reference.
     fn photo_refs(&self, incidents: &[String]) -> Result<Vec<PhotoRef>, StorageError>;
+    /// The incident whose id or case number is `given`, and its cell.
+    fn find_incident(&self, given: &str) -> Result<Option<(String, String)>, StorageError>;
     /// Ids of the incidents created on `device`, ascending.
     fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError>;
 }

@@ -175,6 +175,13 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX incidents_case_no ON incidents(case_no);
 ",
     ),
+    Migration::sql(
+        "
+    -- The center acting from its dashboard (sync/center.rs): the seed of
+    -- the key the server signs a reader token's changes with.
+    ALTER TABLE devices ADD COLUMN server_seed TEXT;
+",
+    ),
 ];
 
 /// SQL: reference `r` was proven by the device whose push brought it in.
@@ -403,6 +410,30 @@ impl Accounts for SqliteStorage {
         Ok(())
     }
 
+    fn token_key(&self, token: &str) -> Result<Option<String>, StorageError> {
+        let conn = self.conn();
+        let seed = conn
+            .query_row(
+                "SELECT server_seed FROM devices WHERE id = ?1 AND kind = 'token'",
+                [token],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?;
+        Ok(seed.flatten())
+    }
+
+    fn set_token_key(&self, token: &str, seed_hex: &str, public: &[u8]) -> Result<(), StorageError> {
+        let n = self.conn().execute(
+            "UPDATE devices SET server_seed = ?2, public_key = ?3
+             WHERE id = ?1 AND kind = 'token' AND server_seed IS NULL AND public_key IS NULL",
+            params![token, seed_hex, public],
+        )?;
+        match n {
+            0 => Err(StorageError::NoDevice(token.to_owned())),
+            _ => Ok(()),
+        }
+    }
+
     fn waiting_codes(&self, now_ms: i64) -> Result<Vec<WaitingCode>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -513,7 +544,11 @@ impl Accounts for SqliteStorage {
 
     fn device_by_actor(&self, actor: &[u8]) -> Result<Option<Device>, StorageError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} WHERE actor = ?1 AND kind = 'device'"))?;
+        // A reader token is an author too once the center acts from its
+        // dashboard (it then has a key).
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} WHERE actor = ?1 AND (kind = 'device' OR public_key IS NOT NULL)"
+        ))?;
         let mut rows = stmt.query([actor])?;
         match rows.next()? {
             Some(r) => Ok(Some(device_from_row(&conn, r)?)),
@@ -895,6 +930,19 @@ impl ReadModel for SqliteStorage {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn find_incident(&self, given: &str) -> Result<Option<(String, String)>, StorageError> {
+        let given = given.trim();
+        let found = self
+            .conn()
+            .query_row(
+                "SELECT id, grid FROM incidents WHERE id = lower(?1) OR case_no = upper(?1) LIMIT 1",
+                [given],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(found)
     }
 
     fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError> {

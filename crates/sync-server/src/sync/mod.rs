@@ -3,6 +3,7 @@
 //! [`SyncError`]s that the HTTP layer turns into status codes.
 
 mod authors;
+pub mod center;
 mod manifest;
 pub mod quarantine;
 

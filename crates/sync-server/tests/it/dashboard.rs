@@ -557,6 +557,35 @@ fn the_dashboard_in_headless_chromium_shows_the_scripted_day() {
         assert!(body.contains(needle), "incident page lacks {needle}");
     }
 
+    // Dispatch it through the page, as the clerk would: department,
+    // time limit and a note; the worker's device then pulls it.
+    b.eval(
+        "const f = document.querySelector('#actions input[name=action][value=dispatch]').form; \
+         f.department.value = 'shizheng'; f.hours.value = '12'; f.note.value = '请市政12小时内处理'; \
+         f.submit(); true",
+    );
+    b.wait_until(
+        "document.readyState === 'complete' && document.body.innerText.includes('dispatched')",
+        "the dispatch did not come back to the incident page",
+    );
+    assert_eq!(
+        b.eval("!!document.querySelector('#actions input[name=action][value=dispatch]')"),
+        json!(false),
+        "a dispatched case offers no second dispatch"
+    );
+    day.zhao.sync(&[]);
+    let seen = day.zhao.show(&manhole_id);
+    assert_eq!(seen["status"], "dispatched");
+    let last = seen["status_history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["by"].as_str(), last["department"].as_str()),
+        (Some("hx-center"), Some("shizheng"))
+    );
+    let deadline = chrono::DateTime::parse_from_rfc3339(last["deadline"].as_str().unwrap()).unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(last["at"].as_str().unwrap()).unwrap();
+    assert_eq!((deadline - at).num_hours(), 12);
+    assert!(day.zhao.ok(&["show", &manhole_id]).contains("请市政12小时内处理"));
+
     // Sign out: the next visit shows the form.
     b.eval("document.querySelector('form[action=\"/center/sign-out\"]').submit(); true");
     b.wait_until(

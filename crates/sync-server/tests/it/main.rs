@@ -18,11 +18,13 @@ pub use sync_core::testing::XorShift64;
 use tempfile::TempDir;
 
 mod adversarial;
+mod center;
 mod cli;
 mod convergence;
 mod crash;
 mod cut;
 mod dashboard;
+mod dispatch;
 mod enrolment;
 mod exports;
 mod fuzz_replay;

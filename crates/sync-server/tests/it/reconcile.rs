@@ -236,9 +236,22 @@ fn the_scripted_day_shows_who_is_in_step_complete_and_pending() {
 
     // The other formats carry the same rows.
     let table = server.admin(&["reconcile", "--date", &day.date, "--community", HX]);
-    for needle in ["w-zhao", "w-qian", "w-sun", "not_in_step", "incomplete", "鹤乡社区"] {
+    for needle in ["w-zhao", "w-qian", "w-sun", "未同步完", "缺照片", "鹤乡社区", "网格员"] {
         assert!(table.contains(needle), "table lacks {needle}:\n{table}");
     }
+    // It fits a 120-column terminal, and names each incomplete incident.
+    for line in table.lines() {
+        assert!(
+            display_width(line) <= 120,
+            "{} columns: {line}\n{table}",
+            display_width(line)
+        );
+    }
+    let named = table
+        .lines()
+        .filter(|l| l.starts_with("缺照片 incomplete:") && l.contains("w-qian"))
+        .count();
+    assert_eq!(named, 2, "钱's two incomplete incidents are named:\n{table}");
     let csv = server.admin(&["reconcile", "--date", &day.date, "--format", "csv"]);
     let mut rows = csv::ReaderBuilder::new()
         .flexible(true)
@@ -499,6 +512,12 @@ fn incidents_open_for_more_than_three_days_are_listed() {
 }
 
 /// Runs `sync-server ARGS` on the data dir; exit code and stderr.
+/// Columns a terminal gives `line`: two for each wide (CJK) character.
+fn display_width(line: &str) -> usize {
+    let wide = |c: char| matches!(c as u32, 0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6);
+    line.chars().map(|c| if wide(c) { 2 } else { 1 }).sum()
+}
+
 pub fn admin_fails(server: &Server, args: &[&str]) -> (i32, String) {
     let out = Command::new(server_bin())
         .arg("--data-dir")

@@ -8,6 +8,7 @@
 //! reconciliation is the same report model as the CLI and the JSON API,
 //! rendered by `report::html`; `pages.rs` has the pages.
 
+mod actions;
 mod pages;
 mod session;
 
@@ -42,6 +43,7 @@ pub(super) fn routes(heavy: &HeavyReads) -> Router<App> {
     let forms = Router::new()
         .route("/center/sign-in", post(sign_in))
         .route("/center/sign-out", post(sign_out))
+        .route("/center/incidents/{id}/act", post(actions::act_on))
         .layer(body_cap(FORM_BODY));
     Router::new()
         .merge(heavy.guard(home))

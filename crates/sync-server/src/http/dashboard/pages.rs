@@ -132,6 +132,7 @@ pub(super) async fn incident_page(
             (header_bar(&signed))
             p { a href="/center" { "← reconciliation 返回日报" } }
             (incident_markup(&incident, &verified))
+            (super::actions::forms(&signed, &incident))
         };
         Ok(html_response(
             StatusCode::OK,
