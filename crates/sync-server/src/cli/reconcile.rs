@@ -70,7 +70,7 @@ pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
                     base64::engine::general_purpose::STANDARD.encode(bytes)
                 ))
             };
-            html::standalone_html(&r, &thumb).into_bytes()
+            html::standalone_html(&r, &thumb, grids.community(&r.community.id)).into_bytes()
         }
     };
     match &args.out {

@@ -64,6 +64,8 @@ pub struct Render<'a> {
     /// `src` of a photo's thumbnail, or `None` to show it as missing.
     pub thumb: &'a dyn Fn(&PhotoLine) -> Option<String>,
     pub link_incidents: bool,
+    /// The community's cells, for the map.
+    pub community: Option<&'a sync_core::taxonomy::Community>,
 }
 
 /// A photo hash, shortened for alt text.
@@ -83,6 +85,7 @@ pub fn incident_ref(id: &str, links: bool) -> Markup {
 pub fn report_markup(r: &DailyReport, how: &Render<'_>) -> Markup {
     html! {
         (workers_section(r, how))
+        @if let Some(c) = how.community { (super::map::map_section(c, &r.incidents)) }
         (incidents_section(r, how))
         (totals_section(r))
         (open_section(r, how))
@@ -276,14 +279,18 @@ fn anomalies_section(r: &DailyReport, how: &Render<'_>) -> Markup {
 }
 
 /// A standalone HTML file of the report (`sync-server reconcile --format html`).
-pub fn standalone_html(r: &DailyReport, thumb: &dyn Fn(&PhotoLine) -> Option<String>) -> String {
+pub fn standalone_html(
+    r: &DailyReport,
+    thumb: &dyn Fn(&PhotoLine) -> Option<String>,
+    community: Option<&sync_core::taxonomy::Community>,
+) -> String {
     let title = format!("{} {} 日报 {}", r.community.name_zh, r.community.name_en, r.date);
     page(
         &title,
         true,
         html! {
             h1 { (title) }
-            (report_markup(r, &Render { thumb, link_incidents: false }))
+            (report_markup(r, &Render { thumb, link_incidents: false, community }))
         },
     )
     .into_string()

@@ -8,6 +8,7 @@
 mod anomalies;
 mod build;
 pub mod html;
+mod map;
 pub mod text;
 
 pub use build::daily_report;

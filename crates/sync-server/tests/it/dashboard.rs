@@ -435,6 +435,23 @@ impl Drop for Browser {
     }
 }
 
+/// A PNG of the map's SVG alone.
+fn map_screenshot(b: &mut Browser) -> Vec<u8> {
+    let rect = b.eval(
+        "(() => { const r = document.querySelector('#map svg').getBoundingClientRect(); \
+         return [r.left + scrollX, r.top + scrollY, r.width, r.height]; })()",
+    );
+    let [x, y, w, h] = [0, 1, 2, 3].map(|i| rect[i].as_f64().unwrap());
+    let r = b.call(
+        "Page.captureScreenshot",
+        json!({"format": "png", "captureBeyondViewport": true,
+               "clip": {"x": x, "y": y, "width": w, "height": h, "scale": 1}}),
+    );
+    base64::engine::general_purpose::STANDARD
+        .decode(r["data"].as_str().unwrap())
+        .unwrap()
+}
+
 fn text_of(b: &mut Browser, selector: &str) -> String {
     b.eval(&format!(
         "(document.querySelector({}) || {{innerText: ''}}).innerText",
@@ -520,6 +537,37 @@ fn the_dashboard_in_headless_chromium_shows_the_scripted_day() {
         colours.len() > 50,
         "the screenshot is blank ({} colours)",
         colours.len()
+    );
+
+    // The map: the community's four cells, the day's cases as points
+    // coloured by status, drawn as SVG by the server; a screenshot of it
+    // shows the cells' fill and the points' colour.
+    assert_eq!(b.eval("document.querySelectorAll('#map path.cell').length"), 4);
+    let placed = day.zhao.list().len() + day.qian.list().len() + day.sun.list().len();
+    let points = b
+        .eval("document.querySelectorAll('#map circle.case').length")
+        .as_u64()
+        .unwrap() as usize;
+    assert_eq!(points, 3, "the three incidents with a position, of {placed}");
+    assert_eq!(
+        b.eval("Array.from(document.querySelectorAll('#map circle.case')).every(c => c.dataset.status === 'reported')"),
+        json!(true)
+    );
+    let map = map_screenshot(&mut b);
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("map.png"), &map).unwrap();
+    let map = image::load_from_memory(&map)
+        .expect("the map screenshot is a PNG")
+        .to_rgb8();
+    let near = |p: &image::Rgb<u8>, c: [u8; 3]| p.0.iter().zip(c).all(|(a, b)| a.abs_diff(b) <= 8);
+    let cell_fill = map.pixels().filter(|p| near(p, [0xee, 0xf3, 0xf8])).count();
+    let reported = map.pixels().filter(|p| near(p, [0xd7, 0x30, 0x1f])).count();
+    assert!(
+        cell_fill > 10_000,
+        "the cells are drawn ({cell_fill} pixels of their fill)"
+    );
+    assert!(
+        reported > 20 * points,
+        "the points are drawn ({reported} red pixels for {points} points)"
     );
 
     // An incident page: the display photo, notes and status history.

@@ -107,18 +107,37 @@ pub fn scripted_day() -> ScriptedDay {
         &fixture("manhole-exif.jpg"),
     ]);
     zhao.ok(&["update", &manhole, "--note", "已通知市政"]);
-    zhao.report(&["--category", "clutter", "--desc", "楼道堆物"]);
+    // Three incidents carry a position, for the map (each inside its cell).
+    zhao.report(&[
+        "--category",
+        "clutter",
+        "--desc",
+        "楼道堆物",
+        "--lat",
+        "41.122",
+        "--lon",
+        "122.066",
+    ]);
     zhao.sync(&[]);
 
     // 钱: records only, on a poor link.
-    qian.report(&["--category", "curb-stone", "--photo", &fixture("curb.png")]);
+    qian.report(&[
+        "--category",
+        "curb-stone",
+        "--photo",
+        &fixture("curb.png"),
+        "--lat",
+        "41.1205",
+        "--lon",
+        "122.0712",
+    ]);
     qian.report(&["--category", "lawn", "--photo", &fixture("wide-2400x1000.jpg")]);
     let s = qian.sync(&["--photos", "none"]);
     assert_eq!(s["acknowledged"], 2);
     assert_eq!(s["photos_uploaded"], 0);
 
     // 孙: a morning sync, then two more incidents and only the manifest.
-    sun.report(&["--category", "illegal-parking"]);
+    sun.report(&["--category", "illegal-parking", "--lat", "41.118", "--lon", "122.066"]);
     sun.sync(&[]);
     sun.report(&["--category", "road-surface"]);
     sun.report(&["--category", "sidewalk-slab"]);

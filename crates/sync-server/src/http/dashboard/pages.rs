@@ -72,7 +72,11 @@ pub(super) async fn home(
                 }
                 " " button type="submit" { "Show 查看" }
             }
-            (report_markup(&r, &Render { thumb: &thumb, link_incidents: true }))
+            (report_markup(&r, &Render {
+                thumb: &thumb,
+                link_incidents: true,
+                community: app.grids.community(&r.community.id),
+            }))
         };
         Ok(html_response(StatusCode::OK, page(&title, false, body)))
     })
