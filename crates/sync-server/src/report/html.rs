@@ -68,6 +68,20 @@ pub struct Render<'a> {
     pub community: Option<&'a sync_core::taxonomy::Community>,
 }
 
+/// A status's Chinese name, or the code as stored when it is none.
+fn status_zh(code: &str) -> &str {
+    code.parse::<sync_core::Status>().map_or(code, |s| s.name_zh())
+}
+
+/// The first `n` characters of `text` on one line, with `…` if it goes on.
+fn cut(text: &str, n: usize) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(n) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
+}
+
 /// A photo hash, shortened for alt text.
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
@@ -123,7 +137,7 @@ fn workers_section(r: &DailyReport, how: &Render<'_>) -> Markup {
                                     span class="bad" { (i.missing_photos) " missing" } }
                             }
                         }
-                        td { (w.last_sync_at.as_deref().unwrap_or("never 从未")) }
+                        td { (w.last_sync_at.as_deref().map_or("never 从未".to_owned(), |t| r.local(t))) }
                         td {
                             @match w.in_step {
                                 Some(true) => span class="ok" { "yes 是" },
@@ -152,7 +166,8 @@ fn incidents_section(r: &DailyReport, how: &Render<'_>) -> Markup {
         @if r.incidents.is_empty() { p class="muted" { "none 无" } } @else {
             table {
                 thead { tr {
-                    th { "case 案件 · id" } th { "worker" } th { "category 类别" } th { "status 状态" }
+                    th { "case 案件 · id" } th { "worker 网格员" } th { "category 类别" } th { "status 状态" }
+                    th { "description 描述" }
                     th { "captured (device) 采集" } th { "received (server) 接收" } th { "photos 照片" }
                 } }
                 tbody {
@@ -162,11 +177,12 @@ fn incidents_section(r: &DailyReport, how: &Render<'_>) -> Markup {
                                 @if let Some(case) = &i.case { strong { (case) } br; }
                                 (incident_ref(&i.id, how.link_incidents))
                             }
-                            td { (i.reporter) }
+                            td { (r.name_of(&i.reporter)) br; span class="muted" { (i.reporter) } }
                             td { (i.category_zh) br; span class="muted" { (i.category_en) } }
-                            td { (i.status) }
-                            td { (i.captured_at) }
-                            td { (i.received_at) }
+                            td { (status_zh(&i.status)) br; span class="muted" { (i.status) } }
+                            td class="desc" { (cut(&i.description, 40)) }
+                            td { (r.local(&i.captured_at)) }
+                            td { (r.local(&i.received_at)) }
                             td {
                                 @for p in &i.photos {
                                     @match (how.thumb)(p) {
@@ -219,8 +235,8 @@ fn open_section(r: &DailyReport, how: &Render<'_>) -> Markup {
                 thead { tr { th { "id" } th { "worker" } th { "category" } th { "status" } th { "days" } } }
                 tbody {
                     @for o in &r.open_over_3_days {
-                        tr { td { (incident_ref(&o.id, how.link_incidents)) } td { (o.reporter) }
-                             td { (o.category) } td { (o.status) } td class="num" { (o.days_open) } }
+                        tr { td { (incident_ref(&o.id, how.link_incidents)) } td { (r.name_of(&o.reporter)) }
+                             td { (o.category) } td { (status_zh(&o.status)) " " (o.status) } td class="num" { (o.days_open) } }
                     }
                 }
             }
@@ -264,10 +280,10 @@ fn anomalies_section(r: &DailyReport, how: &Render<'_>) -> Markup {
                 tbody {
                     @for a in &r.anomalies {
                         tr data-anomaly=(a.kind()) {
-                            td { (a.kind()) }
+                            td { (a.label()) }
                             td { (incident_ref(a.incident(), how.link_incidents))
                                  @if let Some(i) = by_id.get(a.incident()) { " " span class="muted" { (i.category_zh) } } }
-                            td { (a.reporter()) }
+                            td { (r.name_of(a.reporter())) }
                             td { (a.describe()) }
                         }
                     }

@@ -404,6 +404,29 @@ impl Anomaly {
     }
 }
 
+/// An RFC 3339 time in the community's zone, in `format` (`%m-%d %H:%M`);
+/// the stored text when it does not parse.
+pub fn local_time(rfc3339: &str, tz: &str, format: &str) -> String {
+    let zone = sync_core::calendar::zone(tz).unwrap_or(sync_core::calendar::DEFAULT_ZONE);
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t.with_timezone(&zone).format(format).to_string(),
+        Err(_) => rfc3339.to_owned(),
+    }
+}
+
+impl DailyReport {
+    /// A worker's name by id, for tables that name people; the id when
+    /// the report has no row for them.
+    pub fn name_of<'a>(&'a self, id: &'a str) -> &'a str {
+        self.workers.iter().find(|w| w.id == id).map_or(id, |w| w.name.as_str())
+    }
+
+    /// A time of this report as the center reads it: `12-03 19:08` local.
+    pub fn local(&self, rfc3339: &str) -> String {
+        local_time(rfc3339, &self.community.timezone, "%m-%d %H:%M")
+    }
+}
+
 fn known_communities(grids: &GridMap) -> String {
     grids
         .communities()

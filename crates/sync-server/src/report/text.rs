@@ -25,15 +25,6 @@ fn table(header: &[(&str, &str)]) -> Table {
     t
 }
 
-/// An RFC 3339 time as `12-03 19:08` in the community's zone.
-fn local(rfc3339: &str, tz: &str) -> String {
-    let zone = sync_core::calendar::zone(tz).unwrap_or(sync_core::calendar::DEFAULT_ZONE);
-    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
-        Ok(t) => t.with_timezone(&zone).format("%m-%d %H:%M").to_string(),
-        Err(_) => rfc3339.to_owned(),
-    }
-}
-
 /// A clock offset as a person reads it: `+7 min 30 s`.
 pub fn offset_text(ms: i64) -> String {
     let s = ms / 1000;
@@ -95,9 +86,7 @@ fn workers_table(r: &DailyReport) -> Table {
             format!("{}/{}", w.captured, w.received),
             format!("{}/{}", w.photos_referenced, w.photos_verified),
             format!("{} ({missing})", w.incomplete.len()),
-            w.last_sync_at
-                .as_deref()
-                .map_or("从未 never".into(), |s| local(s, &r.community.timezone)),
+            w.last_sync_at.as_deref().map_or("从未 never".into(), |s| r.local(s)),
             yes_no(w.in_step).to_owned(),
             waiting_text(w),
             w.clock_offset_ms.map(offset_text).unwrap_or_default(),
@@ -211,7 +200,7 @@ fn overdue_table(r: &DailyReport) -> Option<Table> {
         t.add_row([
             o.case.clone().unwrap_or_else(|| o.id.clone()),
             format!("{} {}", o.department_zh, o.department),
-            local(&o.deadline, &r.community.timezone),
+            r.local(&o.deadline),
             hours_text(o.hours_overdue),
             o.status.clone(),
         ]);

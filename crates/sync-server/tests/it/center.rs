@@ -220,3 +220,43 @@ fn forged_cross_site_and_impossible_posts_change_nothing() {
     d.server.start();
     assert_eq!(d.status_on_server(&d.a), "dispatched");
 }
+
+#[test]
+fn the_operator_picks_any_community_and_acts_there() {
+    let d = desk();
+    d.server.add_worker("w-zhang", &["HLT-XS-XS-01"]);
+    d.server
+        .admin(&["worker", "add", "--id", "op", "--name", "运维", "--role", "operator"]);
+    let zhang = Device::new("w-zhang", &["HLT-XS-XS-01"]);
+    zhang.enroll(&d.server);
+    let theirs = zhang.report(&["--category", "lawn"]);
+    zhang.sync(&[]);
+    let op = session_cookie(&d.server, &d.server.token("op"));
+    // No community asked: the first one, with a picker of every one that has workers.
+    let page = get(&d.server, "/center", Some(&op));
+    assert_eq!(page.status(), 200);
+    let page = page.text().unwrap();
+    assert!(page.contains(r#"<select name="community">"#), "{page}");
+    assert!(page.contains("HLT-CX-HX") && page.contains("HLT-XS-XS"), "{page}");
+    let xs = get(&d.server, "/center?community=HLT-XS-XS", Some(&op)).text().unwrap();
+    assert!(xs.contains("兴盛"), "the picked community's report: {xs}");
+    // The incident page names the worker, and the operator may act there.
+    let page = get(&d.server, &format!("/center/incidents/{theirs}"), Some(&op))
+        .text()
+        .unwrap();
+    assert!(
+        page.contains("w-zhang (w-zhang)") && page.contains("派遣 Dispatch"),
+        "{page}"
+    );
+    let csrf = form_csrf(&page);
+    let resp = d.post_as(
+        &theirs,
+        "action=dispatch&department=yuanlin&hours=48",
+        Some(&op),
+        Some(&d.server.url),
+        &csrf,
+    );
+    assert_eq!(resp.status(), 303);
+    zhang.sync(&[]);
+    assert_eq!(zhang.show(&theirs)["status"], "dispatched");
+}

@@ -30,7 +30,18 @@ pub(super) async fn home(
             return Ok(sign_in_page(&client, StatusCode::OK, None));
         };
         let who = &signed.who;
-        let asked = q.get("community").map(String::as_str).filter(|c| !c.is_empty());
+        let communities = if who.worker.role == Role::Operator {
+            report::communities_with_workers(app.storage.as_ref(), &app.grids)?
+        } else {
+            Vec::new()
+        };
+        // The operator sees every community: the first one with workers
+        // until the picker on the page chooses another.
+        let asked = q
+            .get("community")
+            .map(String::as_str)
+            .filter(|c| !c.is_empty())
+            .or(communities.first().map(String::as_str));
         let community = match report::reader_community(app.storage.as_ref(), &app.grids, &who.worker, asked) {
             Ok(c) => c,
             Err(e) => {
@@ -49,11 +60,6 @@ pub(super) async fn home(
         let r = report::daily_report(app.storage.as_ref(), &app.grids, &community, date, now)?;
         let detail = format!("dashboard: daily report of {community} for {date}");
         audit(&app, &client, AuditKind::ReportRead, Some(who), &detail)?;
-        let communities = if who.worker.role == Role::Operator {
-            report::communities_with_workers(app.storage.as_ref(), &app.grids)?
-        } else {
-            Vec::new()
-        };
         let thumb = |p: &PhotoLine| p.thumb_verified.then(|| format!("/center/photos/{}", p.thumb));
         let title = format!("{} {} — {}", r.community.name_zh, r.community.name_en, r.date);
         let body = html! {
@@ -131,11 +137,18 @@ pub(super) async fn incident_page(
             &format!("incident {id}"),
         )?;
         let refs = app.storage.photo_refs(std::slice::from_ref(&id))?;
+        let names: HashMap<String, String> = app.storage.workers()?.into_iter().map(|w| (w.id, w.name)).collect();
+        let tz = app
+            .grids
+            .cell(&incident.grid)
+            .map_or(sync_core::calendar::DEFAULT_TIMEZONE.to_owned(), |p| {
+                p.community.timezone.clone()
+            });
         let verified = |h: &BlobHash| refs.iter().any(|r| r.verified && r.hash == h.to_hex());
         let body = html! {
             (header_bar(&signed))
             p { a href="/center" { "← reconciliation 返回日报" } }
-            (incident_markup(&incident, &verified))
+            (incident_markup(&incident, &verified, &Shown { names: &names, tz: &tz }))
             (super::actions::forms(&signed, &incident))
         };
         Ok(html_response(
@@ -191,22 +204,56 @@ pub(super) async fn photo(
 }
 
 /// One incident: its fields, photos, notes and status history.
-fn incident_markup(incident: &Incident, verified: &dyn Fn(&BlobHash) -> bool) -> Markup {
-    let cat = Taxonomy::builtin().get(&incident.category);
+/// How the incident page names people and times: workers by name, times
+/// in the community's zone.
+struct Shown<'a> {
+    names: &'a HashMap<String, String>,
+    tz: &'a str,
+}
+
+impl Shown<'_> {
+    fn who(&self, id: &str) -> String {
+        match self.names.get(id) {
+            Some(name) => format!("{name} ({id})"),
+            None => id.to_owned(),
+        }
+    }
+
+    fn at(&self, t: &chrono::DateTime<chrono::FixedOffset>) -> String {
+        report::local_time(&sync_core::incident::rfc3339(t), self.tz, "%Y-%m-%d %H:%M")
+    }
+}
+
+fn incident_markup(incident: &Incident, verified: &dyn Fn(&BlobHash) -> bool, shown: &Shown<'_>) -> Markup {
+    let taxonomy = Taxonomy::builtin();
+    let cat = taxonomy.get(&incident.category);
     let status_zh = |s: Status| s.name_zh();
     html! {
-        h2 { "Incident 事件 " code { (incident.id) } }
+        h2 { "Incident 事件 " @if let Some(c) = &incident.case { strong { (c) } " " } code { (incident.id) } }
         table {
             tr { th { "category 类别" } td { @if let Some(c) = cat { (c.name_zh) " / " (c.name_en) } @else { (incident.category) } } }
-            tr { th { "status 状态" } td { (incident.status.as_str()) " " (status_zh(incident.status)) } }
+            tr { th { "status 状态" } td { (status_zh(incident.status)) " " (incident.status.as_str())
+                @if !incident.status_conflicts.is_empty() {
+                    br; span class="bad" { "status conflict 状态冲突: also "
+                        @for s in &incident.status_conflicts { (status_zh(*s)) " " (s.as_str()) " " }
+                        "— set at the same time on another device; the next move settles it" }
+                }
+            } }
+            @if let Some(d) = incident.dispatch() {
+                tr { th { "dispatched to 派遣部门" } td {
+                    @if let Some(x) = taxonomy.department(&d.department) { (x.name_zh) " " (x.name_en) } @else { (d.department) }
+                    " · deadline 期限 " (shown.at(&d.deadline))
+                    @if incident.overdue(chrono::Utc::now().fixed_offset()) { " " span class="bad" { "overdue 超时" } }
+                } }
+            }
             tr { th { "description 描述" } td { (incident.description) } }
             tr { th { "grid 网格" } td { (incident.grid) } }
             tr { th { "location 位置" } td {
                 @if let Some((lat, lon)) = incident.location.point() { (format!("{lat:.6}, {lon:.6}")) " " }
                 @if let Some(a) = &incident.location.address { (a) }
             } }
-            tr { th { "worker 网格员" } td { (incident.reporter) } }
-            tr { th { "captured 采集 (device)" } td { (sync_core::incident::rfc3339(&incident.captured_at)) } }
+            tr { th { "worker 网格员" } td { (shown.who(&incident.reporter)) } }
+            tr { th { "captured 采集 (device)" } td { (shown.at(&incident.captured_at)) } }
         }
         h2 { "照片 Photos (" (incident.photos.len()) ")" }
         @for p in &incident.photos {
@@ -224,15 +271,15 @@ fn incident_markup(incident: &Incident, verified: &dyn Fn(&BlobHash) -> bool) ->
             }
         }
         h2 { "备注 Notes (" (incident.notes.len()) ")" }
-        ul { @for n in &incident.notes { li { (sync_core::incident::rfc3339(&n.at)) " " strong { (n.author) } ": " (n.text) } } }
+        ul { @for n in &incident.notes { li { (shown.at(&n.at)) " " strong { (shown.who(&n.author)) } ": " (n.text) } } }
         h2 { "状态记录 Status history" }
         table {
             thead { tr { th { "at" } th { "from" } th { "to" } th { "by" } } }
             tbody { @for h in &incident.status_history { tr {
-                td { (sync_core::incident::rfc3339(&h.at)) }
-                td { @if let Some(f) = h.from { (f.as_str()) " " (status_zh(f)) } }
-                td { (h.to.as_str()) " " (status_zh(h.to)) }
-                td { (h.by) }
+                td { (shown.at(&h.at)) }
+                td { @if let Some(f) = h.from { (status_zh(f)) " " (f.as_str()) } }
+                td { (status_zh(h.to)) " " (h.to.as_str()) }
+                td { (shown.who(&h.by)) }
             } } }
         }
     }
