@@ -209,6 +209,8 @@ fn incident_lines(day: &Day<'_>, todays: &[&Loaded]) -> Vec<IncidentLine> {
             IncidentLine {
                 id: id.clone(),
                 case: l.incident.case.as_ref().map(ToString::to_string),
+                department: l.incident.dispatch().map(|d| d.department.clone()),
+                overdue: l.incident.overdue(day.cutoff.fixed_offset()),
                 reporter: l.row.reporter.clone(),
                 category: l.row.category.clone(),
                 category_zh: cat.map(|c| c.name_zh.clone()).unwrap_or_default(),

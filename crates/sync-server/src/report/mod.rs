@@ -217,6 +217,10 @@ pub struct IncidentLine {
     pub id: String,
     /// The case number people use (`HX-261203-7-4`), once the device has one.
     pub case: Option<String>,
+    /// The department of its last dispatch, if any.
+    pub department: Option<String>,
+    /// Past that dispatch's deadline at the report's cut-off.
+    pub overdue: bool,
     pub reporter: String,
     pub category: String,
     pub category_zh: String,

@@ -260,3 +260,44 @@ fn the_operator_picks_any_community_and_acts_there() {
     zhang.sync(&[]);
     assert_eq!(zhang.show(&theirs)["status"], "dispatched");
 }
+
+/// The incidents of the day's table on a `/center` page.
+fn rows(page: &str) -> Vec<String> {
+    page.split(r#"<tr data-incident=""#)
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_days_cases_are_filtered_and_a_case_is_found_by_its_number() {
+    let d = desk();
+    assert_eq!(
+        d.post(&d.a, "action=dispatch&department=shizheng&hours=24").status(),
+        303
+    );
+    let page = |query: &str| get(&d.server, &format!("/center?{query}"), Some(&d.cookie));
+    let all = rows(&page("").text().unwrap());
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(rows(&page("department=shizheng").text().unwrap()), [d.a.clone()]);
+    assert_eq!(rows(&page("status=reported").text().unwrap()), [d.b.clone()]);
+    assert_eq!(
+        rows(&page("worker=w-li&status=dispatched").text().unwrap()),
+        [d.a.clone()]
+    );
+    assert!(
+        rows(&page("overdue=1").text().unwrap()).is_empty(),
+        "nothing is overdue yet"
+    );
+    assert!(rows(&page("category=lawn").text().unwrap()).is_empty());
+
+    let case_b = d.li.show(&d.b)["case"].as_str().unwrap().to_owned();
+    for typed in [case_b.clone(), case_b.to_lowercase(), d.b.clone()] {
+        let found = page(&format!("q={typed}"));
+        assert_eq!(found.status(), 303, "{typed}");
+        assert_eq!(found.headers()["location"], format!("/center/incidents/{}", d.b));
+    }
+    let missing = page("q=HX-991231-9-9");
+    assert_eq!(missing.status(), 404);
+    assert!(missing.text().unwrap().contains("No case HX-991231-9-9"));
+}

@@ -57,7 +57,12 @@ pub(super) async fn home(
             },
             None => report::today(&app.grids, &community, now)?,
         };
-        let r = report::daily_report(app.storage.as_ref(), &app.grids, &community, date, now)?;
+        if let Some(found) = q.get("q").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            return search(&app, who, found);
+        }
+        let mut r = report::daily_report(app.storage.as_ref(), &app.grids, &community, date, now)?;
+        let filter = Filter::of(&q);
+        r.incidents.retain(|i| filter.keeps(i));
         let detail = format!("dashboard: daily report of {community} for {date}");
         audit(&app, &client, AuditKind::ReportRead, Some(who), &detail)?;
         let thumb = |p: &PhotoLine| p.thumb_verified.then(|| format!("/center/photos/{}", p.thumb));
@@ -78,6 +83,7 @@ pub(super) async fn home(
                 }
                 " " button type="submit" { "Show 查看" }
             }
+            (filter_form(&r, &filter))
             (report_markup(&r, &Render {
                 thumb: &thumb,
                 link_incidents: true,
@@ -204,6 +210,92 @@ pub(super) async fn photo(
 }
 
 /// One incident: its fields, photos, notes and status history.
+/// The incident table's filters, from the page's query.
+#[derive(Default)]
+struct Filter {
+    status: Option<String>,
+    category: Option<String>,
+    worker: Option<String>,
+    department: Option<String>,
+    overdue: bool,
+}
+
+impl Filter {
+    fn of(q: &HashMap<String, String>) -> Filter {
+        let get = |k: &str| q.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        Filter {
+            status: get("status"),
+            category: get("category"),
+            worker: get("worker"),
+            department: get("department"),
+            overdue: get("overdue").is_some(),
+        }
+    }
+
+    fn keeps(&self, i: &report::IncidentLine) -> bool {
+        let is = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        is(&self.status, &i.status)
+            && is(&self.category, &i.category)
+            && is(&self.worker, &i.reporter)
+            && is(&self.department, i.department.as_deref().unwrap_or(""))
+            && (!self.overdue || i.overdue)
+    }
+}
+
+/// A GET form that narrows the day's incidents and finds a case by number.
+fn filter_form(r: &report::DailyReport, f: &Filter) -> Markup {
+    let taxonomy = Taxonomy::builtin();
+    let chosen = |want: &Option<String>, v: &str| want.as_deref() == Some(v);
+    html! {
+        form method="get" action="/center" id="filters" {
+            input type="hidden" name="date" value=(r.date);
+            input type="hidden" name="community" value=(r.community.id);
+            select name="status" { option value="" { "status 状态" }
+                @for s in Status::ALL { option value=(s.as_str()) selected[chosen(&f.status, s.as_str())] { (s.name_zh()) " " (s.as_str()) } } }
+            " "
+            select name="category" { option value="" { "category 类别" }
+                @for c in &taxonomy.categories { option value=(c.code) selected[chosen(&f.category, &c.code)] { (c.name_zh) } } }
+            " "
+            select name="worker" { option value="" { "worker 网格员" }
+                @for w in &r.workers { option value=(w.id) selected[chosen(&f.worker, &w.id)] { (w.name) } } }
+            " "
+            select name="department" { option value="" { "department 部门" }
+                @for d in &taxonomy.departments { option value=(d.code) selected[chosen(&f.department, &d.code)] { (d.name_zh) } } }
+            " "
+            label { input type="checkbox" name="overdue" value="1" checked[f.overdue]; " overdue 超时" }
+            " " button type="submit" { "Filter 筛选" }
+        }
+        form method="get" action="/center" id="search" {
+            label { "Case 案件号 " input type="search" name="q" placeholder="HX-261203-7-4"; }
+            " " button type="submit" { "Find 查找" }
+        }
+    }
+}
+
+/// The incident a case number or id names, in the reader's scope: its page.
+fn search(app: &App, who: &crate::storage::Device, given: &str) -> Result<Response, crate::http::error::ApiError> {
+    let found = app
+        .storage
+        .find_incident(given)?
+        .filter(|(_, grid)| scope_of(who, &app.grids).allows(grid));
+    Ok(match found {
+        Some((id, _)) => secure(
+            (
+                StatusCode::SEE_OTHER,
+                [(axum::http::header::LOCATION, format!("/center/incidents/{id}"))],
+            )
+                .into_response(),
+        ),
+        None => error_page(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "No case {} in your community.",
+                given.chars().take(40).collect::<String>()
+            ),
+        ),
+    })
+}
+
 /// How the incident page names people and times: workers by name, times
 /// in the community's zone.
 struct Shown<'a> {
