@@ -41,7 +41,12 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     let session = Session::open(data_dir)?;
     Filter::check(&mut filter, &session)?;
     let incidents = session.store.incidents(&filter, &session.profile.actor())?;
-    let bytes = export::render(args.format.into(), &incidents, &session.taxonomy)?;
+    // A device knows its own worker's name; the server's export has them all.
+    let mut extras = export::Extras::default();
+    if let Some(name) = &session.profile.name {
+        extras.names.insert(session.profile.worker.clone(), name.clone());
+    }
+    let bytes = export::render(args.format.into(), &incidents, &session.taxonomy, &extras)?;
     match &args.out {
         None => emit(&bytes),
         Some(path) => {

@@ -17,7 +17,7 @@ use crate::{GridMap, Incident, Taxonomy};
 pub use crate::calendar::DEFAULT_ZONE;
 
 /// The CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 20] = [
+pub const CSV_COLUMNS: [&str; 24] = [
     "id",
     "case",
     "captured_at",
@@ -38,7 +38,48 @@ pub const CSV_COLUMNS: [&str; 20] = [
     "last_note",
     "department",
     "deadline",
+    "reporter_name",
+    "received_at",
+    "resolved_at",
+    "photo_url",
 ];
+
+/// What an export knows beyond the documents: the server's names of
+/// workers, when it first received each incident, and where its photos
+/// are served. A device's export knows only its own worker's name.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Worker id → name.
+    pub names: std::collections::HashMap<String, String>,
+    /// Incident id → when the server first received it (RFC 3339).
+    pub received: std::collections::HashMap<String, String>,
+    /// The base of photo links: the first photo's display copy is at
+    /// `{photo_base}/{hash}.jpg`; none without it.
+    pub photo_base: Option<String>,
+}
+
+impl Extras {
+    fn name(&self, worker: &str) -> &str {
+        self.names.get(worker).map_or("", String::as_str)
+    }
+
+    fn received(&self, i: &Incident) -> &str {
+        self.received.get(&i.id.to_string()).map_or("", String::as_str)
+    }
+
+    fn photo_url(&self, i: &Incident) -> Option<String> {
+        let base = self.photo_base.as_deref()?;
+        Some(format!("{base}/{}.jpg", i.photos.first()?.display.to_hex()))
+    }
+}
+
+/// When the case was first marked resolved, if it was.
+fn resolved_at(i: &Incident) -> Option<String> {
+    i.status_history
+        .iter()
+        .find(|h| h.to == crate::Status::Resolved)
+        .map(|h| rfc3339(&h.at))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -78,11 +119,16 @@ pub struct ExportError(#[from] csv::Error);
 
 /// Renders `incidents` in `format`. JSON and GeoJSON are pretty-printed and
 /// end with a newline.
-pub fn render(format: Format, incidents: &[Incident], taxonomy: &Taxonomy) -> Result<Vec<u8>, ExportError> {
+pub fn render(
+    format: Format,
+    incidents: &[Incident],
+    taxonomy: &Taxonomy,
+    extras: &Extras,
+) -> Result<Vec<u8>, ExportError> {
     match format {
-        Format::Csv => csv(incidents, taxonomy),
-        Format::Geojson => Ok(pretty(&geojson(incidents, taxonomy))),
-        Format::Json => Ok(pretty(&json(incidents, taxonomy))),
+        Format::Csv => csv(incidents, taxonomy, extras),
+        Format::Geojson => Ok(pretty(&geojson(incidents, taxonomy, extras))),
+        Format::Json => Ok(pretty(&json(incidents, taxonomy, extras))),
     }
 }
 
@@ -122,7 +168,7 @@ pub fn csv_writer<W: std::io::Write>(out: W) -> ::csv::Writer<W> {
 
 /// One row per incident under a [`CSV_COLUMNS`] header; every free-text
 /// cell goes through [`guard_cell`], every text cell is quoted.
-pub fn csv(incidents: &[Incident], taxonomy: &Taxonomy) -> Result<Vec<u8>, ExportError> {
+pub fn csv(incidents: &[Incident], taxonomy: &Taxonomy, extras: &Extras) -> Result<Vec<u8>, ExportError> {
     let mut w = csv_writer(Vec::new());
     w.write_record(CSV_COLUMNS)?;
     for i in incidents {
@@ -149,6 +195,10 @@ pub fn csv(incidents: &[Incident], taxonomy: &Taxonomy) -> Result<Vec<u8>, Expor
             guard_cell(i.notes.last().map(|n| n.text.as_str()).unwrap_or("")).into_owned(),
             guard_cell(i.dispatch().map_or("", |d| d.department.as_str())).into_owned(),
             i.dispatch().map(|d| rfc3339(&d.deadline)).unwrap_or_default(),
+            guard_cell(extras.name(&i.reporter)).into_owned(),
+            extras.received(i).to_owned(),
+            resolved_at(i).unwrap_or_default(),
+            extras.photo_url(i).unwrap_or_default(),
         ])?;
     }
     w.into_inner().map_err(|e| ExportError(e.into_error().into()))
@@ -157,7 +207,7 @@ pub fn csv(incidents: &[Incident], taxonomy: &Taxonomy) -> Result<Vec<u8>, Expor
 /// A FeatureCollection of Points (longitude first, WGS 84) with flat
 /// properties, which GIS tools map to columns; an incident without a
 /// position is a feature with a null geometry.
-pub fn geojson(incidents: &[Incident], taxonomy: &Taxonomy) -> Value {
+pub fn geojson(incidents: &[Incident], taxonomy: &Taxonomy, extras: &Extras) -> Value {
     let features: Vec<Value> = incidents
         .iter()
         .map(|i| {
@@ -187,6 +237,10 @@ pub fn geojson(incidents: &[Incident], taxonomy: &Taxonomy) -> Value {
                     "notes": i.notes.len(),
                     "department": i.dispatch().map(|d| d.department.clone()),
                     "deadline": i.dispatch().map(|d| rfc3339(&d.deadline)),
+                    "reporter_name": Some(extras.name(&i.reporter)).filter(|n| !n.is_empty()),
+                    "received_at": Some(extras.received(i)).filter(|r| !r.is_empty()),
+                    "resolved_at": resolved_at(i),
+                    "photo_url": extras.photo_url(i),
                 }
             })
         })
@@ -195,7 +249,7 @@ pub fn geojson(incidents: &[Incident], taxonomy: &Taxonomy) -> Value {
 }
 
 /// Whole incidents (notes, history, photos) with the category's names.
-pub fn json(incidents: &[Incident], taxonomy: &Taxonomy) -> Value {
+pub fn json(incidents: &[Incident], taxonomy: &Taxonomy, extras: &Extras) -> Value {
     Value::Array(
         incidents
             .iter()
@@ -204,6 +258,10 @@ pub fn json(incidents: &[Incident], taxonomy: &Taxonomy) -> Value {
                 let (zh, en) = names(taxonomy, &i.category);
                 v["category_zh"] = zh.into();
                 v["category_en"] = en.into();
+                v["reporter_name"] = Some(extras.name(&i.reporter)).filter(|n| !n.is_empty()).into();
+                v["received_at"] = Some(extras.received(i)).filter(|r| !r.is_empty()).into();
+                v["resolved_at"] = resolved_at(i).into();
+                v["photo_url"] = extras.photo_url(i).into();
                 v
             })
             .collect(),

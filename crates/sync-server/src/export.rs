@@ -199,6 +199,9 @@ pub fn decode(id: &str, doc: &[u8]) -> Result<Incident, ExportError> {
 pub struct Selected {
     pub incidents: Vec<Incident>,
     pub unreadable: Vec<String>,
+    /// What the server knows besides the documents: workers' names and
+    /// when each incident first arrived (photo links are the caller's).
+    pub extras: export::Extras,
 }
 
 /// The incidents in `scope` that match `filter`, oldest first.
@@ -223,8 +226,12 @@ pub fn select(
         if filter.from.is_some_and(|from| day < from) || filter.to.is_some_and(|to| day > to) {
             continue;
         }
+        out.extras
+            .received
+            .insert(stored.id.clone(), stored.first_received_at.clone());
         out.incidents.push(incident);
     }
+    out.extras.names = storage.workers()?.into_iter().map(|w| (w.id, w.name)).collect();
     Ok(out)
 }
 

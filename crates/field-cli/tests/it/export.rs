@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{Device, HX01, IN_HX02, WORKER, s};
 
-const HEADER: [&str; 20] = [
+const HEADER: [&str; 24] = [
     "id",
     "case",
     "captured_at",
@@ -29,6 +29,10 @@ const HEADER: [&str; 20] = [
     "last_note",
     "department",
     "deadline",
+    "reporter_name",
+    "received_at",
+    "resolved_at",
+    "photo_url",
 ];
 
 /// Parses CSV into its header and one map per row.

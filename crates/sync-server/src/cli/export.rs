@@ -72,14 +72,14 @@ pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
     for id in &selected.unreadable {
         eprintln!("warning: incident {id} cannot be read and is left out of the export");
     }
-    let incidents = selected.incidents;
+    let (incidents, extras) = (selected.incidents, selected.extras);
     let detail = format!(
         "sync-server export --format {}: {} incidents",
         args.format,
         incidents.len()
     );
     audit_local(&storage, AuditKind::Export, None, None, &detail)?;
-    let bytes = export::render(format, &incidents, taxonomy)?;
+    let bytes = export::render(format, &incidents, taxonomy, &extras)?;
     match &args.out {
         None => {
             let mut out = std::io::stdout().lock();

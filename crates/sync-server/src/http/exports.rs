@@ -45,8 +45,11 @@ async fn http_export(
         let taxonomy = Taxonomy::builtin();
         let filter = input.parse(&app.grids, taxonomy).map_err(ExportError::from)?;
         let scope = scope_of(&device, &app.grids);
-        let selected = select(app.storage.as_ref(), &app.grids, &scope, &filter)?;
-        let bytes = export::render(format, &selected.incidents, taxonomy).map_err(ExportError::from)?;
+        let mut selected = select(app.storage.as_ref(), &app.grids, &scope, &filter)?;
+        // Photo links go to Open311's media, which the same token opens.
+        selected.extras.photo_base = Some(format!("{}/open311/v2/media", app.base_url));
+        let bytes =
+            export::render(format, &selected.incidents, taxonomy, &selected.extras).map_err(ExportError::from)?;
         let detail = format!("{file}: {} incidents", selected.incidents.len());
         audit(&app, &client, AuditKind::Export, Some(&device), &detail)?;
         let disposition = format!("attachment; filename=\"{}\"", file_name(&filter, format));

@@ -242,6 +242,15 @@ fn csv_filters_each_work_and_formulas_are_guarded() {
     );
     assert_eq!(row_b["status"], "resolved");
     assert_eq!(row_b["last_note"], "已补种");
+    // What the server knows besides the document: the name, the first
+    // receipt, when it was resolved, and a link its reader can open.
+    assert_eq!(row_a["reporter_name"], "w-li");
+    assert!(row_a["received_at"].ends_with('Z'), "{}", row_a["received_at"]);
+    assert!(!row_b["resolved_at"].is_empty() && row_a["resolved_at"].is_empty());
+    let photo = &row_a["photo_url"];
+    assert!(photo.starts_with(&s.server.url) && photo.ends_with(".jpg"), "{photo}");
+    let shown = get_url(photo, Some(&s.operator));
+    assert_eq!(shown.status, 200, "the photo link opens with the same token");
 
     // The command line on the data dir gives the same bytes.
     for query in [
@@ -260,7 +269,23 @@ fn csv_filters_each_work_and_formulas_are_guarded() {
             &format!("/v1/exports/incidents.csv?{query}"),
             Some(&s.operator),
         );
-        assert_eq!(s.server.admin(&args), http.text().trim(), "{query}");
+        // The same but for the photo links, which only the server's
+        // address makes (the command line does not know it).
+        let unlinked = |text: &str| -> Vec<Vec<String>> {
+            let mut r = csv::Reader::from_reader(text.as_bytes());
+            let link = r.headers().unwrap().iter().position(|h| h == "photo_url").unwrap();
+            r.records()
+                .map(|rec| {
+                    let rec = rec.unwrap();
+                    rec.iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != link)
+                        .map(|(_, v)| v.to_owned())
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(unlinked(&s.server.admin(&args)), unlinked(&http.text()), "{query}");
     }
 }
 
