@@ -258,10 +258,24 @@ pub fn json(incidents: &[Incident], taxonomy: &Taxonomy, extras: &Extras) -> Val
                 let (zh, en) = names(taxonomy, &i.category);
                 v["category_zh"] = zh.into();
                 v["category_en"] = en.into();
-                v["reporter_name"] = Some(extras.name(&i.reporter)).filter(|n| !n.is_empty()).into();
-                v["received_at"] = Some(extras.received(i)).filter(|r| !r.is_empty()).into();
-                v["resolved_at"] = resolved_at(i).into();
-                v["photo_url"] = extras.photo_url(i).into();
+                // What the export knows besides the document, where it knows it.
+                let known = [
+                    (
+                        "reporter_name",
+                        Some(extras.name(&i.reporter).to_owned()).filter(|n| !n.is_empty()),
+                    ),
+                    (
+                        "received_at",
+                        Some(extras.received(i).to_owned()).filter(|r| !r.is_empty()),
+                    ),
+                    ("resolved_at", resolved_at(i)),
+                    ("photo_url", extras.photo_url(i)),
+                ];
+                for (key, value) in known {
+                    if let Some(value) = value {
+                        v[key] = value.into();
+                    }
+                }
                 v
             })
             .collect(),
