@@ -134,12 +134,32 @@ fn display_photo<'a>(i: &'a Incident, verified: &HashSet<String>) -> Option<&'a 
 
 /// Maps an incident; `verified_displays` are the hashes of display photos
 /// the server holds, `base_url` the server's address for `media_url`.
+/// Where `media_url` points: the server's address, and for a reader who
+/// sent a token, the key and expiry that make the link work on its own.
+#[derive(Clone, Copy)]
+pub struct MediaLinks<'a> {
+    pub base_url: &'a str,
+    pub signed: Option<(&'a [u8; 32], i64)>,
+}
+
+impl MediaLinks<'_> {
+    fn url(&self, display: &str) -> String {
+        let file = format!("{display}.jpg");
+        let mut url = format!("{}/open311/v2/media/{file}", self.base_url);
+        if let Some((key, expires)) = self.signed {
+            let sig = crate::secrets::link_sig(key, &file, expires);
+            url.push_str(&format!("?expires={expires}&sig={sig}"));
+        }
+        url
+    }
+}
+
 pub fn service_request(
     i: &Incident,
     grids: &GridMap,
     taxonomy: &Taxonomy,
     verified_displays: &HashSet<String>,
-    base_url: &str,
+    media: &MediaLinks<'_>,
 ) -> ServiceRequest {
     let category = taxonomy.get(&i.category);
     let path = grids.cell(&i.grid);
@@ -171,7 +191,7 @@ pub fn service_request(
         address: address.join(", "),
         lat: i.location.lat,
         long: i.location.lon,
-        media_url: display_photo(i, verified_displays).map(|h| format!("{base_url}/open311/v2/media/{h}.jpg")),
+        media_url: display_photo(i, verified_displays).map(|h| media.url(&h.to_hex())),
     }
 }
 
@@ -180,7 +200,7 @@ pub fn to_requests(
     storage: &dyn Storage,
     grids: &GridMap,
     incidents: &[Incident],
-    base_url: &str,
+    media: &MediaLinks<'_>,
 ) -> Result<Vec<ServiceRequest>, QueryError> {
     let ids: Vec<String> = incidents.iter().map(|i| i.id.to_string()).collect();
     let verified: HashSet<String> = storage
@@ -191,7 +211,7 @@ pub fn to_requests(
         .collect();
     Ok(incidents
         .iter()
-        .map(|i| service_request(i, grids, Taxonomy::builtin(), &verified, base_url))
+        .map(|i| service_request(i, grids, Taxonomy::builtin(), &verified, media))
         .collect())
 }
 

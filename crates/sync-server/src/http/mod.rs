@@ -47,6 +47,8 @@ pub(crate) struct AppState {
     /// Open311 without a token, and the base of its `media_url`s.
     pub open311_public: bool,
     pub base_url: String,
+    /// Signs Open311's short-lived photo links.
+    pub link_key: [u8; 32],
     /// Brute-force limits on tokens, enrolment codes and sign-ins.
     pub limits: limits::Limits,
     /// Requests with bodies in progress, per device.
@@ -126,8 +128,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SetupError> {
     let addr = listener.local_addr().map_err(SetupError::Serve)?;
+    use crate::storage::Sessions;
+    let storage = crate::setup::open_storage(&config.data_dir)?;
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).expect("the OS has randomness");
+    let link_key = storage.link_key(fresh).map_err(|source| SetupError::Database {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let app = Arc::new(AppState {
-        storage: Arc::new(crate::setup::open_storage(&config.data_dir)?),
+        storage: Arc::new(storage),
+        link_key,
         photos: Arc::new(crate::setup::open_photos(&config.data_dir)?),
         grids: crate::setup::load_grids(config.grid_map.as_deref())?,
         push_lock: Mutex::new(()),

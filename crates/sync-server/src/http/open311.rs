@@ -16,9 +16,10 @@ use super::error::{ApiError, blocking};
 use super::{App, HeavyReads};
 use crate::accounts::scope_of;
 use crate::open311::{
-    QueryError, RequestsQuery, find_requests, media_hash, one_incident, only_json, request_id, request_stem,
-    service_list, to_requests,
+    MediaLinks, QueryError, RequestsQuery, find_requests, media_hash, one_incident, only_json, request_id,
+    request_stem, service_list, to_requests,
 };
+use crate::secrets::{LINK_SECS, link_valid};
 use crate::storage::{AuditKind, Scope};
 
 /// The request lists go through the heavy-read gate.
@@ -166,7 +167,7 @@ async fn requests(
             app.storage.as_ref(),
             &app.grids,
             &found,
-            &app.base_url,
+            &links(&app),
         )?))
     })
     .await
@@ -175,6 +176,36 @@ async fn requests(
 #[derive(Debug, Default, Deserialize)]
 struct KeyQuery {
     api_key: Option<String>,
+}
+
+/// How `media_url` is written. Public, the link works for anyone; else it
+/// carries a signature valid for an hour ([`LINK_SECS`]), so a client that
+/// read the request with its token can open the photo with the link alone
+/// (as Open311 clients expect) without the token ever being in a URL.
+fn links(app: &App) -> MediaLinks<'_> {
+    let expires = chrono::Utc::now().timestamp() + LINK_SECS;
+    MediaLinks {
+        base_url: &app.base_url,
+        signed: (!app.open311_public).then_some((&app.link_key, expires)),
+    }
+}
+
+/// A media link's signature, when it has one.
+#[derive(Debug, Default, Deserialize)]
+struct MediaQuery {
+    api_key: Option<String>,
+    expires: Option<i64>,
+    sig: Option<String>,
+}
+
+impl MediaQuery {
+    /// Whether the link was signed by this server for `file`, and has not expired.
+    fn signed_for(&self, app: &App, file: &str) -> bool {
+        match (self.expires, &self.sig) {
+            (Some(expires), Some(sig)) => link_valid(&app.link_key, file, expires, sig, chrono::Utc::now().timestamp()),
+            _ => false,
+        }
+    }
 }
 
 async fn request(
@@ -199,7 +230,7 @@ async fn request(
                 app.storage.as_ref(),
                 &app.grids,
                 &[i],
-                &app.base_url,
+                &links(&app),
             )?)),
             None => Err(Open311Error::new(
                 StatusCode::NOT_FOUND,
@@ -215,7 +246,7 @@ async fn media(
     client: Client,
     headers: HeaderMap,
     Path(file): Path<String>,
-    query: Result<Query<KeyQuery>, QueryRejection>,
+    query: Result<Query<MediaQuery>, QueryRejection>,
 ) -> Result<Response, Open311Error> {
     let Query(q) = query.map_err(bad_query)?;
     off_thread(move || {
@@ -224,7 +255,20 @@ async fn media(
             kind: AuditKind::PhotoRead,
             detail: &detail,
         };
-        let scope = reader_scope(&app, &client, &headers, q.api_key.as_deref(), read)?;
+        // A link this server signed names a photo it showed a reader of
+        // that incident; anything else needs a reader's token.
+        let scope = if q.signed_for(&app, &file) {
+            audit(
+                &app,
+                &client,
+                AuditKind::PhotoRead,
+                None,
+                &format!("{detail} (signed link)"),
+            )?;
+            Scope::All
+        } else {
+            reader_scope(&app, &client, &headers, q.api_key.as_deref(), read)?
+        };
         let missing = || Open311Error::new(StatusCode::NOT_FOUND, "no such photo");
         let hash = media_hash(app.storage.as_ref(), &scope, &file)?.ok_or_else(missing)?;
         match super::cache::photo(&headers, &hash, || app.photos.read(&hash)) {

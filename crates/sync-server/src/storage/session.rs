@@ -28,4 +28,7 @@ pub trait Sessions {
     /// The session, if it has not ended or expired and its token is not revoked.
     fn session(&self, id_hash: &str, now_ms: i64) -> Result<Option<Session>, StorageError>;
     fn end_session(&self, id_hash: &str, now: &str) -> Result<(), StorageError>;
+    /// The key that signs short-lived photo links, made (from `fresh`) the
+    /// first time it is asked for and kept from then on.
+    fn link_key(&self, fresh: [u8; 32]) -> Result<[u8; 32], StorageError>;
 }

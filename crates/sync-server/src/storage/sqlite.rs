@@ -1020,4 +1020,15 @@ impl Sessions for SqliteStorage {
         )?;
         Ok(())
     }
+
+    fn link_key(&self, fresh: [u8; 32]) -> Result<[u8; 32], StorageError> {
+        let conn = self.conn();
+        let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('link_key', ?1)", [hex])?;
+        let kept: String = conn.query_row("SELECT value FROM meta WHERE key = 'link_key'", [], |r| r.get(0))?;
+        let bytes: Vec<u8> = (0..kept.len() / 2)
+            .filter_map(|i| u8::from_str_radix(kept.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        bytes.try_into().map_err(|_| damaged("photo link key", kept))
+    }
 }

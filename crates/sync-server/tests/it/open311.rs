@@ -189,9 +189,27 @@ fn one_request_by_id_and_404_for_others() {
 fn media_url_is_the_verified_display_photo_and_tokens_scope_it() {
     let s = seed(&[]);
     let all = requests(&s, NOVEMBER, Some(&s.operator));
-    let media = all[0]["media_url"].as_str().expect("a's photo was synced whole");
+    let signed = all[0]["media_url"].as_str().expect("a's photo was synced whole");
+    // The link carries a signature good for an hour, so a client that read
+    // the request with its token opens the photo with the link alone.
+    let (media, query) = signed.split_once('?').expect("a signed link");
     let prefix = format!("{}/open311/v2/media/", s.server.url);
     assert!(media.starts_with(&prefix) && media.ends_with(".jpg"), "{media}");
+    assert!(query.starts_with("expires=") && query.contains("&sig="), "{query}");
+    assert!(!signed.contains(&s.operator), "the token is never in a link");
+    assert_eq!(get_url(signed, None).status, 200, "the signed link alone");
+    let expires: i64 = query["expires=".len()..].split('&').next().unwrap().parse().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!((now + 3500..=now + 3600).contains(&expires), "an hour: {expires}");
+    let later = signed.replace(&format!("expires={expires}"), &format!("expires={}", expires + 86_400));
+    assert_eq!(get_url(&later, None).status, 401, "a lengthened link is refused");
+    let tampered = format!("{}0", &signed[..signed.len() - 1]);
+    let tampered = if tampered == signed {
+        format!("{}1", &signed[..signed.len() - 1])
+    } else {
+        tampered
+    };
+    assert_eq!(get_url(&tampered, None).status, 401, "a forged signature is refused");
     assert_eq!(all[1]["media_url"], Value::Null, "b has no photo");
     assert_eq!(all[3]["media_url"], Value::Null, "d's photo never reached the server");
 
@@ -286,7 +304,14 @@ fn private_answers_are_not_stored_and_photos_are_asked_for_again_so_a_revocation
         assert_eq!(answer.header("cache-control"), "no-store", "{path}");
     }
     let all = list.json();
-    let media = all[0]["media_url"].as_str().unwrap().to_owned();
+    // Without its signature the link needs a token, which a revocation stops.
+    let media = all[0]["media_url"]
+        .as_str()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
     let photo = get_url(&media, Some(&s.operator));
     assert_eq!(photo.header("cache-control"), "private, no-cache");
     let tag = photo.header("etag").to_owned();
