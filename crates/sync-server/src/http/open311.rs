@@ -256,8 +256,10 @@ async fn media(
             detail: &detail,
         };
         // A link this server signed names a photo it showed a reader of
-        // that incident; anything else needs a reader's token.
-        let scope = if q.signed_for(&app, &file) {
+        // that incident; anything else needs a reader's token. A request
+        // that brings a token is that reader's, and audited as theirs.
+        let token_given = bearer(&headers).is_some() || q.api_key.is_some();
+        let scope = if !token_given && q.signed_for(&app, &file) {
             audit(
                 &app,
                 &client,

@@ -65,31 +65,8 @@ pub(super) async fn home(
         r.incidents.retain(|i| filter.keeps(i));
         let detail = format!("dashboard: daily report of {community} for {date}");
         audit(&app, &client, AuditKind::ReportRead, Some(who), &detail)?;
-        let thumb = |p: &PhotoLine| p.thumb_verified.then(|| format!("/center/photos/{}", p.thumb));
         let title = format!("{} {} — {}", r.community.name_zh, r.community.name_en, r.date);
-        let body = html! {
-            (header_bar(&signed))
-            h2 { (title) }
-            form method="get" action="/center" {
-                label for="date" { "Date 日期 " }
-                input type="date" id="date" name="date" value=(r.date);
-                @if !communities.is_empty() {
-                    " "
-                    select name="community" {
-                        @for c in &communities {
-                            option value=(c) selected[*c == r.community.id] { (c) }
-                        }
-                    }
-                }
-                " " button type="submit" { "Show 查看" }
-            }
-            (filter_form(&r, &filter))
-            (report_markup(&r, &Render {
-                thumb: &thumb,
-                link_incidents: true,
-                community: app.grids.community(&r.community.id),
-            }))
-        };
+        let body = home_body(&app, &signed, &r, &communities, &filter, &title);
         Ok(html_response(StatusCode::OK, page(&title, false, body)))
     })
     .await;
@@ -210,6 +187,42 @@ pub(super) async fn photo(
 }
 
 /// One incident: its fields, photos, notes and status history.
+/// The reconciliation page: the day and community pickers, the filters,
+/// and the report with its map.
+fn home_body(
+    app: &App,
+    signed: &super::session::SignedIn,
+    r: &report::DailyReport,
+    communities: &[String],
+    filter: &Filter,
+    title: &str,
+) -> Markup {
+    let thumb = |p: &PhotoLine| p.thumb_verified.then(|| format!("/center/photos/{}", p.thumb));
+    html! {
+        (header_bar(signed))
+        h2 { (title) }
+        form method="get" action="/center" {
+            label for="date" { "Date 日期 " }
+            input type="date" id="date" name="date" value=(r.date);
+            @if !communities.is_empty() {
+                " "
+                select name="community" {
+                    @for c in communities {
+                        option value=(c) selected[*c == r.community.id] { (c) }
+                    }
+                }
+            }
+            " " button type="submit" { "Show 查看" }
+        }
+        (filter_form(r, filter))
+        (report_markup(r, &Render {
+            thumb: &thumb,
+            link_incidents: true,
+            community: app.grids.community(&r.community.id),
+        }))
+    }
+}
+
 /// The incident table's filters, from the page's query.
 #[derive(Default)]
 struct Filter {
