@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sync_core::account::check_worker_id;
+use sync_core::account::{check_label, check_worker_id};
 use sync_core::taxonomy::{DEFAULT_CATEGORIES_JSON, DEFAULT_GRIDS_JSON};
 use sync_core::{Profile, Store, StoreError};
 
@@ -45,7 +45,8 @@ struct Wanted {
 pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     check_worker_id(&args.worker).map_err(|e| UsageError(e.to_string()))?;
     if let Some(label) = &args.label {
-        check_label(label)?;
+        check_label(label)
+            .map_err(|_| UsageError("--label is 1 to 64 characters of text, without control characters".into()))?;
     }
     let existing = existing_setup(data_dir)?;
     let wanted = wanted(&args, existing.as_ref())?;
@@ -219,13 +220,4 @@ fn set_up(p: &Profile) -> String {
         p.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
         p.grids.join(", ")
     )
-}
-
-/// The same rule the server applies at enrolment.
-fn check_label(label: &str) -> Result<()> {
-    let n = label.trim().chars().count();
-    if n == 0 || n > 64 || label.chars().any(char::is_control) {
-        return usage("--label is 1 to 64 characters of text, without control characters");
-    }
-    Ok(())
 }

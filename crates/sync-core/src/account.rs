@@ -52,6 +52,22 @@ pub fn check_worker_id(id: &str) -> Result<(), BadWorkerId> {
     Ok(())
 }
 
+/// A device label that breaks [`check_label`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a device label is 1 to 64 characters of text, without control characters")]
+pub struct BadLabel;
+
+/// The one rule for device labels, on the device and the server: trimmed,
+/// 1 to 64 characters, printable. Returns the label as it is kept.
+pub fn check_label(label: &str) -> Result<&str, BadLabel> {
+    let label = label.trim();
+    let n = label.chars().count();
+    if n == 0 || n > 64 || label.chars().any(char::is_control) {
+        return Err(BadLabel);
+    }
+    Ok(label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

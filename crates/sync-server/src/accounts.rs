@@ -4,7 +4,7 @@
 //! transaction); `POST /v1/enroll` calls [`enroll_device`].
 
 use sync_core::GridMap;
-use sync_core::account::{BadWorkerId, check_worker_id};
+use sync_core::account::{BadWorkerId, check_label, check_worker_id};
 use sync_core::protocol::EnrollRequest;
 use sync_core::taxonomy::TaxonomyError;
 
@@ -282,7 +282,12 @@ pub fn enroll_device(storage: &dyn Storage, req: &EnrollRequest) -> Result<Enrol
     if public_key.is_some_and(|k| k.len() != 32) {
         return Err(AccountError::BadPublicKey);
     }
-    let label = req.label.as_deref().map(check_label).transpose()?;
+    let label = req
+        .label
+        .as_deref()
+        .map(check_label)
+        .transpose()
+        .map_err(|_| AccountError::BadLabel)?;
     let (code, worker) = (&req.code, req.worker.as_str());
     // One spelling per device, whatever the client sent.
     let device_id = device.hyphenated().to_string();
@@ -308,16 +313,6 @@ pub fn enroll_device(storage: &dyn Storage, req: &EnrollRequest) -> Result<Enrol
         token,
         worker,
     })
-}
-
-/// A label as the device list shows it: trimmed, short, printable.
-pub fn check_label(label: &str) -> Result<&str, AccountError> {
-    let label = label.trim();
-    let n = label.chars().count();
-    if n == 0 || n > 64 || label.chars().any(char::is_control) {
-        return Err(AccountError::BadLabel);
-    }
-    Ok(label)
 }
 
 /// A device and how its last manifest compares with what the server holds.

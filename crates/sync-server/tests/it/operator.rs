@@ -248,3 +248,37 @@ fn devices_show_names_labels_local_times_and_codes_and_are_revoked_by_a_unique_s
     assert!(!phone.run(&["sync", "--retries", "1"]).status.success());
     tablet.sync(&[]);
 }
+
+#[test]
+fn a_device_label_the_rule_refuses_is_400_and_uses_up_nothing() {
+    use sync_core::protocol::{self, EnrollRequest, PROTOCOL_VERSION};
+    let mut server = Server::new();
+    server.add_worker("w-li", &[HX01]);
+    server.start();
+    let code = server.code("w-li");
+    let send = |label: &str| {
+        let req = EnrollRequest {
+            version: PROTOCOL_VERSION,
+            code: code.clone(),
+            worker: "w-li".into(),
+            device: uuid::Uuid::now_v7().to_string(),
+            public_key: Some(vec![7; 32].into()),
+            label: Some(label.into()),
+        };
+        reqwest::blocking::Client::new()
+            .post(format!("{}/v1/enroll", server.url))
+            .body(protocol::encode(&req))
+            .send()
+            .unwrap()
+    };
+    for bad in ["", "   ", "bell\u{7}", &"长".repeat(65)] {
+        let resp = send(bad);
+        assert_eq!(resp.status(), 400, "{bad:?}");
+        assert!(resp.text().unwrap().contains("device label"), "{bad:?}");
+    }
+    // The code was not used up: the same code enrols with a fine label.
+    assert_eq!(send("  李华的手机 ").status(), 200);
+    let devices: Vec<Value> = serde_json::from_str(&server.admin(&["device", "list", "--json"])).unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0]["label"], "李华的手机");
+}
