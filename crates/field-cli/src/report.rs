@@ -50,7 +50,7 @@ pub fn run(data_dir: &Path, args: Args) -> Result<()> {
     let photos = session.prepare_photos(&args.photos, now)?;
 
     let id = IncidentId::new(now.timestamp_millis().max(0) as u64, rand_bytes());
-    let case = session.store.case_for(&grid, now)?;
+    let case = session.store.case_for(&session.grids, &grid, now)?;
     let new = NewIncident {
         id,
         category,

@@ -643,16 +643,21 @@ impl Store {
             .map(|n| CaseNumber::new(community, day, device, n)))
     }
 
-    /// The case number for a new incident in `grid`, logged at `now`:
-    /// the community's day, this device's number and the day's next count.
-    pub fn case_for(&mut self, grid: &str, now: DateTime<FixedOffset>) -> Result<Option<CaseNumber>, StoreError> {
-        let map = self.grid_map()?;
+    /// The case number for a new incident in `grid` of `map` (the
+    /// store's grid map, which the caller has parsed already), logged at
+    /// `now`: the community's day, this device's number and the day's next count.
+    pub fn case_for(
+        &mut self,
+        map: &GridMap,
+        grid: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Option<CaseNumber>, StoreError> {
         let Some(cell) = map.cell(grid) else {
             return Ok(None);
         };
         let tz = crate::calendar::zone(&cell.community.timezone).unwrap_or(crate::calendar::DEFAULT_ZONE);
         let day = now.with_timezone(&tz).date_naive();
-        self.take_case_number(&cell.community.id.clone(), day)
+        self.take_case_number(&cell.community.id, day)
     }
 
     /// Gives every incident this device made before the server numbered
@@ -669,6 +674,10 @@ impl Store {
             .query_map([profile.device.to_string()], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         drop(stmt);
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let map = self.grid_map()?;
         let mut numbered = 0;
         for id in ids.iter().filter_map(|i| i.parse::<IncidentId>().ok()) {
             let mut doc = self.load(&id, profile.actor())?;
@@ -677,7 +686,7 @@ impl Store {
                 source: Box::new(e.into()),
             })?;
             let logged = id.logged_at().unwrap_or(now);
-            let Some(case) = self.case_for(&incident.grid, logged)? else {
+            let Some(case) = self.case_for(&map, &incident.grid, logged)? else {
                 continue;
             };
             doc.set_case(&case).map_err(|e| StoreError::Corrupt {
