@@ -196,6 +196,7 @@ fn enrolled_device(storage: &SqliteStorage) -> Device {
         role: Role::Worker,
         community: None,
         grids: vec![IN_SCOPE.into()],
+        department: None,
         retired_at: None,
     };
     storage.add_worker(&worker, &now.text).expect("the worker is added");

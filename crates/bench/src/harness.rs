@@ -131,6 +131,7 @@ impl ServerProcess {
                     role: w.role,
                     cells: &w.grids,
                     community: w.community.as_deref(),
+                    department: None,
                 };
                 sync_server::accounts::add_worker(&storage, &grids, &new)?;
             }

@@ -14,16 +14,20 @@ pub enum Role {
     Center,
     /// The operator: everything.
     Operator,
+    /// A department (城管, 市政 …) of one community: it reads the cases
+    /// whose last dispatch names it and records its own progress on them.
+    Department,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Worker, Role::Center, Role::Operator];
+    pub const ALL: [Role; 4] = [Role::Worker, Role::Center, Role::Operator, Role::Department];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Worker => "worker",
             Role::Center => "center",
             Role::Operator => "operator",
+            Role::Department => "department",
         }
     }
 

@@ -114,24 +114,31 @@ pub struct Author<'a> {
     /// The server's number of the device, which its case numbers carry;
     /// `None` where it is not known (the rule on it is then not checked).
     pub number: Option<u32>,
+    /// The department a department account speaks for (a code of the
+    /// taxonomy); `None` for every other role.
+    pub department: Option<&'a str>,
 }
 
 /// The roles besides the operator's that may move an incident from `from`
 /// to `to`, after the practice of city grid management: the worker finds
 /// and reports, may fix a small problem on the spot, and checks on site a
 /// case someone else handled; the center dispatches (which registers the
-/// case), rejects, marks duplicates, closes, and records a department's
-/// progress until departments have accounts of their own.
+/// case), rejects, marks duplicates and closes; the department a case is
+/// dispatched to records its own progress (the center may record it for
+/// a department without an account). Which department may touch which
+/// case is [`check_department`]'s business.
 pub fn roles_for(from: Status, to: Status) -> &'static [Role] {
     use Status::*;
     const CENTER: &[Role] = &[Role::Center];
     const WORKER: &[Role] = &[Role::Worker];
     const BOTH: &[Role] = &[Role::Worker, Role::Center];
+    const PROGRESS: &[Role] = &[Role::Center, Role::Department];
     if !from.can_move_to(to) {
         return &[];
     }
     match (from, to) {
         (Reported, Resolved) | (Resolved, InProgress) => BOTH,
+        (Dispatched, InProgress) | (InProgress, Resolved) => PROGRESS,
         (Resolved, Verified) => WORKER,
         (Reported | Dispatched | InProgress, _) | (Verified, Closed) => CENTER,
         _ => &[],
@@ -206,10 +213,10 @@ pub fn check_change(
 }
 
 fn check_creation(after: &Incident, author: &Author<'_>) -> Result<(), RuleBroken> {
-    if author.role == Role::Center {
+    if matches!(author.role, Role::Center | Role::Department) {
         return Err(broken(
             Rule::Role,
-            "a center account does not report incidents; grid workers do",
+            format!("a {} account does not report incidents; grid workers do", author.role),
         ));
     }
     if after.reporter != author.account || after.device != author.device {
@@ -296,6 +303,7 @@ fn check_case(before: Option<&Incident>, after: &Incident, author: &Author<'_>) 
 }
 
 fn check_update(before: &Incident, after: &Incident, author: &Author<'_>) -> Result<(), RuleBroken> {
+    check_department(before, author)?;
     let fixed = [
         ("schema", before.schema == after.schema),
         ("reporter", before.reporter == after.reporter),
@@ -326,6 +334,26 @@ fn check_update(before: &Incident, after: &Incident, author: &Author<'_>) -> Res
     check_status(before, after, new_history.len(), author)?;
     check_case(Some(before), after, author)?;
     check_correction(before, after, &new_notes, author)
+}
+
+/// A department account changes only the cases whose last dispatch (as
+/// the change's author saw the case) names its department; a case sent on
+/// to another department is that one's from then on.
+pub fn check_department(before: &Incident, author: &Author<'_>) -> Result<(), RuleBroken> {
+    if author.role != Role::Department {
+        return Ok(());
+    }
+    let named = before.dispatch().map(|d| d.department.as_str());
+    if named.is_some() && named == author.department {
+        return Ok(());
+    }
+    Err(broken(
+        Rule::Role,
+        format!(
+            "{} may change only the cases dispatched to its department",
+            author.account
+        ),
+    ))
 }
 
 /// The entries of `after` that are not in `before`, when `before` is kept
@@ -756,25 +784,42 @@ mod tests {
     use chrono::{DateTime, FixedOffset};
 
     use super::*;
-    use crate::incident::{Correction, Location, NewIncident};
+    use crate::incident::{Correction, Dispatch, Location, NewIncident};
 
     const LI: Author<'static> = Author {
         account: "w-li",
         device: "dev-li",
         role: Role::Worker,
         number: None,
+        department: None,
     };
     const WANG: Author<'static> = Author {
         account: "w-wang",
         device: "dev-wang",
         role: Role::Worker,
         number: None,
+        department: None,
     };
     const CENTER: Author<'static> = Author {
         account: "center-hx",
         device: "dev-center",
         role: Role::Center,
         number: None,
+        department: None,
+    };
+    const SHIZHENG: Author<'static> = Author {
+        account: "dept-shizheng",
+        device: "token-shizheng",
+        role: Role::Department,
+        number: None,
+        department: Some("shizheng"),
+    };
+    const YUANLIN: Author<'static> = Author {
+        account: "dept-yuanlin",
+        device: "token-yuanlin",
+        role: Role::Department,
+        number: None,
+        department: Some("yuanlin"),
     };
 
     fn t(s: &str) -> DateTime<FixedOffset> {
@@ -786,7 +831,9 @@ mod tests {
     }
 
     fn authors(a: &ActorId) -> Option<Author<'static>> {
-        [LI, WANG, CENTER].into_iter().find(|x| actor_of(x) == *a)
+        [LI, WANG, CENTER, SHIZHENG, YUANLIN]
+            .into_iter()
+            .find(|x| actor_of(x) == *a)
     }
 
     fn new_incident(by: &Author<'_>) -> NewIncident {
@@ -1050,6 +1097,99 @@ mod tests {
         let mut wang = copy_for(&mut server, &WANG);
         wang.set_status(Status::Verified, WANG.account, t("10:06:00")).unwrap();
         push(&mut server, &mut wang).unwrap();
+    }
+
+    /// Li's incident, dispatched by the center to `department`.
+    fn dispatched_to(department: &str) -> Admission<'static> {
+        let (mut server, _) = reported();
+        let mut center = copy_for(&mut server, &CENTER);
+        let to = Dispatch {
+            department: department.into(),
+            deadline: t("20:00:00"),
+        };
+        center.dispatch(&to, CENTER.account, t("10:00:00")).unwrap();
+        push(&mut server, &mut center).unwrap();
+        server
+    }
+
+    #[test]
+    fn a_department_progresses_only_the_cases_dispatched_to_it() {
+        let mut server = dispatched_to("shizheng");
+        // Another department may neither move nor annotate the case.
+        let mut yuanlin = copy_for(&mut server, &YUANLIN);
+        yuanlin.add_note(YUANLIN.account, "不归我们", t("10:10:00")).unwrap();
+        let msg = refused(push(&mut server, &mut yuanlin), Rule::Role);
+        assert!(msg.contains("dispatched to its department"), "{msg}");
+        let mut yuanlin = copy_for(&mut server, &YUANLIN);
+        yuanlin
+            .set_status(Status::InProgress, YUANLIN.account, t("10:11:00"))
+            .unwrap();
+        refused(push(&mut server, &mut yuanlin), Rule::Role);
+        // The department it names records its progress, with notes.
+        let mut dept = copy_for(&mut server, &SHIZHENG);
+        dept.set_status(Status::InProgress, SHIZHENG.account, t("11:00:00"))
+            .unwrap();
+        dept.add_note(SHIZHENG.account, "已到现场", t("11:00:01")).unwrap();
+        push(&mut server, &mut dept).unwrap();
+        // It does not decide the case: no rejection, no dispatch onward.
+        for to in [Status::Dispatched] {
+            let mut dept = copy_for(&mut server, &SHIZHENG);
+            dept.set_status(to, SHIZHENG.account, t("11:30:00")).unwrap();
+            refused(push(&mut server, &mut dept), Rule::Role);
+        }
+        let mut dept = copy_for(&mut server, &SHIZHENG);
+        dept.set_status(Status::Resolved, SHIZHENG.account, t("12:00:00"))
+            .unwrap();
+        push(&mut server, &mut dept).unwrap();
+        // Verifying and closing stay with the worker and the center.
+        let mut dept = copy_for(&mut server, &SHIZHENG);
+        dept.set_status(Status::Verified, SHIZHENG.account, t("12:30:00"))
+            .unwrap();
+        refused(push(&mut server, &mut dept), Rule::Role);
+        let mut li = copy_for(&mut server, &LI);
+        li.set_status(Status::Verified, LI.account, t("13:00:00")).unwrap();
+        push(&mut server, &mut li).unwrap();
+        assert_eq!(server.incident().unwrap().status, Status::Verified);
+    }
+
+    #[test]
+    fn a_department_loses_a_case_sent_on_and_never_reports_or_corrects() {
+        let mut server = dispatched_to("shizheng");
+        let mut dept = copy_for(&mut server, &SHIZHENG);
+        dept.set_status(Status::Rejected, SHIZHENG.account, t("10:30:00"))
+            .unwrap();
+        refused(push(&mut server, &mut dept), Rule::Role);
+        let mut dept = copy_for(&mut server, &SHIZHENG);
+        let fix = Correction {
+            category: Some("road-surface".into()),
+            ..Correction::default()
+        };
+        dept.correct(&fix, SHIZHENG.account, t("10:31:00")).unwrap();
+        refused(push(&mut server, &mut dept), Rule::Correction);
+        // The center sends it on to 园林: 市政 may no longer touch it.
+        let mut center = copy_for(&mut server, &CENTER);
+        center
+            .set_status(Status::InProgress, CENTER.account, t("11:00:00"))
+            .unwrap();
+        let on = Dispatch {
+            department: "yuanlin".into(),
+            deadline: t("22:00:00"),
+        };
+        center.dispatch(&on, CENTER.account, t("11:01:00")).unwrap();
+        push(&mut server, &mut center).unwrap();
+        let mut dept = copy_for(&mut server, &SHIZHENG);
+        dept.set_status(Status::InProgress, SHIZHENG.account, t("11:30:00"))
+            .unwrap();
+        refused(push(&mut server, &mut dept), Rule::Role);
+        let mut yuanlin = copy_for(&mut server, &YUANLIN);
+        yuanlin
+            .set_status(Status::InProgress, YUANLIN.account, t("11:31:00"))
+            .unwrap();
+        push(&mut server, &mut yuanlin).unwrap();
+        // A department never makes an incident.
+        let mut made = IncidentDoc::create(&new_incident(&SHIZHENG), actor_of(&SHIZHENG)).unwrap();
+        let mut fresh = Admission::new(IncidentDoc::receiver(None).unwrap(), server.id, Taxonomy::builtin()).unwrap();
+        refused(fresh.admit_all(made.all_changes(), authors), Rule::Role);
     }
 
     #[test]

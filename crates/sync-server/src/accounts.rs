@@ -21,8 +21,16 @@ pub enum AccountError {
     Grids(#[from] TaxonomyError),
     #[error("a worker needs at least one --grid cell")]
     NeedsCell,
-    #[error("a center account needs --community")]
-    NeedsCommunity,
+    #[error("a {0} account needs --community")]
+    NeedsCommunity(&'static str),
+    #[error("a department account needs --department (城管, 市政 … or its code)")]
+    NeedsDepartment,
+    #[error("only a department account names a department; leave out --department")]
+    DepartmentForOther,
+    #[error(
+        "`{0}` is a department account; it signs in to the dashboard with a token (`sync-server token create`), not with a field device"
+    )]
+    DepartmentDevice(String),
     #[error("the name is empty; give the person's name with --name")]
     EmptyName,
     #[error("a grid worker's community follows from its cells; leave out --community")]
@@ -37,7 +45,7 @@ pub enum AccountError {
     BadTtl,
     #[error("no worker `{0}`; add it first with `sync-server worker add`")]
     NoWorker(String),
-    #[error("`{0}` is a grid worker; read-only tokens are for center and operator accounts")]
+    #[error("`{0}` is a grid worker; read-only tokens are for center, department and operator accounts")]
     NotAReader(String),
     #[error("the device id is not a UUID")]
     BadDeviceId,
@@ -77,11 +85,15 @@ pub struct NewWorker<'a> {
     pub role: Role,
     /// The cells a grid worker patrols.
     pub cells: &'a [String],
-    /// The community a center account sees.
+    /// The community a center or department account sees.
     pub community: Option<&'a str>,
+    /// The department a department account speaks for, as the operator
+    /// typed it (code, Chinese or English name).
+    pub department: Option<&'a str>,
 }
 
-/// Adds a worker. Workers need grid cells; centers need a community.
+/// Adds a worker. Workers need grid cells; centers need a community;
+/// departments a community and a department.
 pub fn add_worker(storage: &dyn Storage, grids: &GridMap, new: &NewWorker<'_>) -> Result<Worker, AccountError> {
     check_worker_id(new.id)?;
     let worker = Worker {
@@ -90,6 +102,7 @@ pub fn add_worker(storage: &dyn Storage, grids: &GridMap, new: &NewWorker<'_>) -
         role: new.role,
         community: new.community.map(str::to_owned),
         grids: dedup(new.cells),
+        department: new.department.map(department_code).transpose()?,
         retired_at: None,
     };
     check_account(&worker, grids)?;
@@ -105,6 +118,8 @@ pub struct WorkerUpdate {
     /// The whole new list of cells.
     pub cells: Option<Vec<String>>,
     pub community: Option<String>,
+    /// As the operator typed it.
+    pub department: Option<String>,
 }
 
 /// Changes a worker's name, role, cells or community. A new role drops
@@ -129,6 +144,7 @@ pub fn update_worker(
         after.role = role;
         after.community = None;
         after.grids.clear();
+        after.department = None;
     }
     if let Some(name) = &change.name {
         after.name = name.trim().to_owned();
@@ -138,6 +154,9 @@ pub fn update_worker(
     }
     if let Some(community) = &change.community {
         after.community = Some(community.clone());
+    }
+    if let Some(department) = &change.department {
+        after.department = Some(department_code(department)?);
     }
     check_account(&after, grids)?;
     storage.update_worker(&after)?;
@@ -168,12 +187,21 @@ fn check_account(w: &Worker, grids: &GridMap) -> Result<(), AccountError> {
     match w.role {
         Role::Worker if w.grids.is_empty() => Err(AccountError::NeedsCell),
         Role::Worker if w.community.is_some() => Err(AccountError::WorkerCommunity),
-        Role::Center if w.community.is_none() => Err(AccountError::NeedsCommunity),
+        Role::Center if w.community.is_none() => Err(AccountError::NeedsCommunity("center")),
         Role::Center if !w.grids.is_empty() => Err(AccountError::CellsForReader("a center")),
+        Role::Department if w.community.is_none() => Err(AccountError::NeedsCommunity("department")),
+        Role::Department if !w.grids.is_empty() => Err(AccountError::CellsForReader("a department")),
+        Role::Department if w.department.is_none() => Err(AccountError::NeedsDepartment),
+        r if r != Role::Department && w.department.is_some() => Err(AccountError::DepartmentForOther),
         Role::Operator if !w.grids.is_empty() => Err(AccountError::CellsForReader("an operator")),
         Role::Operator if w.community.is_some() => Err(AccountError::OperatorCommunity),
         _ => Ok(()),
     }
+}
+
+/// A department as the operator types it, as its taxonomy code.
+fn department_code(typed: &str) -> Result<String, AccountError> {
+    Ok(sync_core::Taxonomy::builtin().resolve_department(typed)?.code.clone())
 }
 
 /// The cells in the order given, each once.
@@ -201,6 +229,9 @@ pub fn enrol_code(
 ) -> Result<EnrolCode, AccountError> {
     if ttl_hours == 0 || ttl_hours > 24 * 30 {
         return Err(AccountError::BadTtl);
+    }
+    if storage.worker(worker)?.is_some_and(|w| w.role == Role::Department) {
+        return Err(AccountError::DepartmentDevice(worker.to_owned()));
     }
     let device = device.map(|d| reenrolable(storage, worker, d)).transpose()?;
     let code = random_code();
@@ -243,8 +274,9 @@ pub struct ReaderToken {
     pub token: String,
 }
 
-/// Makes a read-only token for a center or operator account: it reads
-/// reports, exports and the dashboard, and can never push or upload.
+/// Makes a read-only token for a center, department or operator account:
+/// it reads reports, exports and the dashboard (a department only its own
+/// cases there), and can never push or upload.
 pub fn create_token(storage: &dyn Storage, worker: &str) -> Result<ReaderToken, AccountError> {
     let Some(w) = storage.worker(worker)? else {
         return Err(AccountError::NoWorker(worker.to_owned()));
@@ -372,7 +404,7 @@ pub fn find_device(storage: &dyn Storage, given: &str) -> Result<Device, Account
 pub fn cells_of(worker: &Worker, grids: &GridMap) -> Vec<String> {
     match worker.role {
         Role::Worker => worker.grids.clone(),
-        Role::Center => grids.community_cells(worker.community.as_deref().unwrap_or_default()),
+        Role::Center | Role::Department => grids.community_cells(worker.community.as_deref().unwrap_or_default()),
         Role::Operator => Vec::new(),
     }
 }
@@ -382,7 +414,9 @@ pub fn scope_of(device: &Device, grids: &GridMap) -> Scope {
     match device.worker.role {
         Role::Operator => Scope::All,
         Role::Worker => Scope::Grids(device.worker.grids.clone()),
-        Role::Center => {
+        // A department reads only the cases dispatched to it (`department`),
+        // all of them in its community's cells.
+        Role::Center | Role::Department => {
             let community = device.worker.community.as_deref().unwrap_or_default();
             Scope::Grids(grids.community_cells(community))
         }

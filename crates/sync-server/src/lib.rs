@@ -10,6 +10,7 @@
 
 pub mod accounts;
 mod clock;
+pub mod department;
 pub mod export;
 mod http;
 pub mod open311;

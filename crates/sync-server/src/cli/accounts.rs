@@ -9,7 +9,8 @@ use super::{Place, audit_local, classify};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WorkerCommand {
-    /// Add a grid worker (with --grid) or a community center account (--role center --community C).
+    /// Add a grid worker (with --grid), a community center account (--role center --community C)
+    /// or a department's account (--role department --community C --department 市政).
     Add {
         #[arg(long)]
         id: String,
@@ -18,11 +19,14 @@ pub enum WorkerCommand {
         /// A grid cell the worker patrols; repeat for several.
         #[arg(long = "grid", value_name = "CELL")]
         grids: Vec<String>,
-        /// The community a center account sees.
+        /// The community a center or department account sees.
         #[arg(long)]
         community: Option<String>,
-        #[arg(long, default_value = "worker", value_parser = ["worker", "center", "operator"])]
+        #[arg(long, default_value = "worker", value_parser = ["worker", "center", "operator", "department"])]
         role: String,
+        /// The department a department account speaks for: its code, or its Chinese or English name.
+        #[arg(long)]
+        department: Option<String>,
     },
     /// List workers and accounts, retired ones last.
     List {
@@ -38,11 +42,14 @@ pub enum WorkerCommand {
         #[arg(long = "grid", value_name = "CELL")]
         grids: Vec<String>,
         /// A new role; what the old role had and the new one does not use is dropped.
-        #[arg(long, value_parser = ["worker", "center", "operator"])]
+        #[arg(long, value_parser = ["worker", "center", "operator", "department"])]
         role: Option<String>,
-        /// The community a center account sees.
+        /// The community a center or department account sees.
         #[arg(long)]
         community: Option<String>,
+        /// The department a department account speaks for.
+        #[arg(long)]
+        department: Option<String>,
     },
     /// Retire a worker: its devices and tokens stop working at once; its records stay.
     Retire { id: String },
@@ -78,7 +85,7 @@ pub enum DeviceCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
-    /// Print a new read-only token for a center or operator account.
+    /// Print a new read-only token for a center, department or operator account.
     Create {
         #[arg(long)]
         worker: String,
@@ -94,6 +101,7 @@ pub fn worker(place: &Place<'_>, command: WorkerCommand) -> anyhow::Result<()> {
             grids,
             community,
             role,
+            department,
         } => {
             let new = NewWorker {
                 id: &id,
@@ -101,6 +109,7 @@ pub fn worker(place: &Place<'_>, command: WorkerCommand) -> anyhow::Result<()> {
                 role: Role::parse(&role).expect("clap checked the role"),
                 cells: &grids,
                 community: community.as_deref(),
+                department: department.as_deref(),
             };
             let w = accounts::add_worker(&storage, &place.grids()?, &new).map_err(classify)?;
             audit_local(&storage, AuditKind::WorkerAdd, Some(&id), None, &describe(&w))?;
@@ -121,12 +130,14 @@ pub fn worker(place: &Place<'_>, command: WorkerCommand) -> anyhow::Result<()> {
             grids,
             role,
             community,
+            department,
         } => {
             let change = WorkerUpdate {
                 name,
                 role: role.as_deref().map(|r| Role::parse(r).expect("clap checked the role")),
                 cells: (!grids.is_empty()).then_some(grids),
                 community,
+                department,
             };
             let (before, after) = accounts::update_worker(&storage, &place.grids()?, &id, &change).map_err(classify)?;
             let detail = format!("{} → {}", describe(&before), describe(&after));
@@ -153,6 +164,11 @@ fn describe(w: &Worker) -> String {
     let sees = match w.role {
         Role::Worker => w.grids.join(", "),
         Role::Center => format!("community {}", w.community.as_deref().unwrap_or("?")),
+        Role::Department => format!(
+            "{} cases in community {}",
+            w.department.as_deref().unwrap_or("?"),
+            w.community.as_deref().unwrap_or("?")
+        ),
         Role::Operator => "every community".to_owned(),
     };
     format!("{} {} ({}) {sees}", w.role.as_str(), w.id, w.name)
@@ -164,6 +180,11 @@ fn print_workers(workers: &[Worker], grids: &GridMap) {
         let sees = match w.role {
             Role::Worker => w.grids.join(" "),
             Role::Center => w.community.clone().unwrap_or_default(),
+            Role::Department => format!(
+                "{} {}",
+                w.community.as_deref().unwrap_or_default(),
+                w.department.as_deref().unwrap_or_default()
+            ),
             Role::Operator => "all".to_owned(),
         };
         let retired = w.retired_at.as_deref().map(|t| local_time(t, zone_of(w, grids)));

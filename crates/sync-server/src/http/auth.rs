@@ -44,8 +44,23 @@ pub(crate) fn field_device(app: &AppState, client: &Client, headers: &HeaderMap)
 }
 
 /// A center or operator account (device or read-only token): reports,
-/// exports and the dashboard. Grid workers get 403.
+/// exports and Open311. Grid workers and departments get 403 (a
+/// department reads its own cases on the dashboard).
 pub(crate) fn reader(app: &AppState, client: &Client, token: Option<&str>) -> Result<Device, ApiError> {
+    let device = dashboard_user(app, client, token)?;
+    if device.worker.role == Role::Department {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_role",
+            "a department account reads the cases dispatched to it on the dashboard (/center), not reports or exports",
+        ));
+    }
+    Ok(device)
+}
+
+/// Who may sign in to the dashboard: a center, department or operator
+/// account. Grid workers get 403.
+pub(crate) fn dashboard_user(app: &AppState, client: &Client, token: Option<&str>) -> Result<Device, ApiError> {
     let token =
         token.ok_or_else(|| unauthorized("this request needs a center or operator token (Authorization: Bearer …)"))?;
     let device = any_token(app, client, token)?;
@@ -53,7 +68,7 @@ pub(crate) fn reader(app: &AppState, client: &Client, token: Option<&str>) -> Re
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_role",
-            "this needs a center or operator account; a grid worker's token cannot read reports or exports",
+            "this needs a center, department or operator account; a grid worker's token cannot read reports or exports",
         ));
     }
     Ok(device)

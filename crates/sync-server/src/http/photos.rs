@@ -18,6 +18,7 @@ use super::error::{ApiError, Body, blocking, cbor, io_error};
 use super::{App, AppState, body_cap};
 use crate::accounts::scope_of;
 use crate::clock::ServerTime;
+use crate::department::reaches_photo;
 use crate::photos::{Append, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, Upload};
 use crate::storage::{AuditKind, Device, Role};
 
@@ -48,13 +49,14 @@ fn check_named(app: &AppState, device: &Device, hash: &BlobHash) -> Result<(), A
     ))
 }
 
-/// A reader gets a photo only through a proven reference in its scope.
+/// A reader gets a photo only through a proven reference in its scope (a
+/// department: in one of its cases).
 fn check_readable(app: &AppState, device: &Device, hash: &BlobHash) -> Result<(), ApiError> {
-    if !app
+    let proven = !app
         .storage
         .proven_kinds(&hash.to_hex(), &scope_of(device, &app.grids))?
-        .is_empty()
-    {
+        .is_empty();
+    if proven && reaches_photo(app.storage.as_ref(), &app.grids, device, hash)? {
         return Ok(());
     }
     Err(ApiError::new(

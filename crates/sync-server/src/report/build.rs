@@ -251,6 +251,7 @@ fn workers_of_day(known: &[Worker], cells: &[String], incidents: &[IncidentLine]
                     role: Role::Worker,
                     community: None,
                     grids: Vec::new(),
+                    department: None,
                     retired_at: None,
                 });
             workers.push(w);
@@ -542,6 +543,7 @@ mod tests {
                 role: Role::Worker,
                 community: None,
                 grids: vec![(*cell).into()],
+                department: None,
                 retired_at: None,
             };
             storage.add_worker(&worker, "2026-11-01T00:00:00Z").unwrap();

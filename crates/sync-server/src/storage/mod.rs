@@ -58,6 +58,9 @@ pub struct Worker {
     pub role: Role,
     pub community: Option<String>,
     pub grids: Vec<String>,
+    /// The department (a taxonomy code) a department account speaks for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
     /// When the operator retired the account (`sync-server worker
     /// retire`): its devices and tokens are revoked, its name stays on its
     /// incidents.
@@ -114,6 +117,19 @@ pub struct Device {
     /// The server's number of a field device, given at its first
     /// enrolment and carried by its case numbers; `None` for a token.
     pub number: Option<u32>,
+}
+
+impl Device {
+    /// The device as the edit rules name a change's author.
+    pub fn author(&self) -> sync_core::rules::Author<'_> {
+        sync_core::rules::Author {
+            account: &self.worker.id,
+            device: &self.id,
+            role: self.worker.role,
+            number: self.number,
+            department: self.worker.department.as_deref(),
+        }
+    }
 }
 
 /// A device exchanging a one-time code for a token.

@@ -182,6 +182,27 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE devices ADD COLUMN server_seed TEXT;
 ",
     ),
+    Migration::sql(
+        "
+    -- Department accounts (role 'department', naming a department of the
+    -- taxonomy). The role's CHECK lives in the table, so the table is
+    -- rebuilt: dropped first, which leaves the rows that refer to it
+    -- dangling until the same rows come back (deferred to the commit).
+    PRAGMA defer_foreign_keys = ON;
+    CREATE TEMP TABLE workers_before AS
+        SELECT id, name, role, community, created_at, retired_at FROM workers;
+    DROP TABLE workers;
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('worker', 'center', 'operator', 'department')),
+        community TEXT, created_at TEXT NOT NULL, retired_at TEXT,
+        department TEXT CHECK ((role = 'department') = (department IS NOT NULL))
+    ) STRICT;
+    INSERT INTO workers (id, name, role, community, created_at, retired_at)
+        SELECT id, name, role, community, created_at, retired_at FROM workers_before;
+    DROP TABLE workers_before;
+",
+    ),
 ];
 
 /// SQL: reference `r` was proven by the device whose push brought it in.
@@ -297,7 +318,7 @@ fn kind_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<BlobKind> {
 fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageError> {
     let row = conn
         .query_row(
-            "SELECT name, role, community, retired_at FROM workers WHERE id = ?1",
+            "SELECT name, role, community, retired_at, department FROM workers WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -305,11 +326,12 @@ fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageErr
                     r.get::<_, String>(1)?,
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
                 ))
             },
         )
         .optional()?;
-    let Some((name, role, community, retired_at)) = row else {
+    let Some((name, role, community, retired_at, department)) = row else {
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached("SELECT grid FROM worker_grids WHERE worker_id = ?1 ORDER BY grid")?;
@@ -320,6 +342,7 @@ fn load_worker(conn: &Connection, id: &str) -> Result<Option<Worker>, StorageErr
         role: Role::parse(&role).ok_or_else(|| damaged("worker role", role))?,
         community,
         grids,
+        department,
         retired_at,
     }))
 }
@@ -359,8 +382,9 @@ impl Accounts for SqliteStorage {
             return Err(StorageError::WorkerExists(w.id.clone()));
         }
         tx.execute(
-            "INSERT INTO workers (id, name, role, community, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![w.id, w.name, w.role.as_str(), w.community, now],
+            "INSERT INTO workers (id, name, role, community, created_at, department)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![w.id, w.name, w.role.as_str(), w.community, now, w.department],
         )?;
         put_grids(&tx, &w.id, &w.grids)?;
         tx.commit()?;
@@ -371,8 +395,8 @@ impl Accounts for SqliteStorage {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
-            "UPDATE workers SET name = ?2, role = ?3, community = ?4 WHERE id = ?1",
-            params![w.id, w.name, w.role.as_str(), w.community],
+            "UPDATE workers SET name = ?2, role = ?3, community = ?4, department = ?5 WHERE id = ?1",
+            params![w.id, w.name, w.role.as_str(), w.community, w.department],
         )?;
         if n == 0 {
             return Err(StorageError::NoWorker(w.id.clone()));
@@ -1030,5 +1054,57 @@ impl Sessions for SqliteStorage {
             .filter_map(|i| u8::from_str_radix(kept.get(2 * i..2 * i + 2)?, 16).ok())
             .collect();
         bytes.try_into().map_err(|_| damaged("photo link key", kept))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(tx: &rusqlite::Transaction<'_>, sql: &str) -> i64 {
+        tx.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn rebuilding_the_workers_table_keeps_every_account_and_what_refers_to_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        let before = &MIGRATIONS[..MIGRATIONS.len() - 1];
+        let tx = conn.transaction().unwrap();
+        migrate(&tx, before).unwrap();
+        tx.execute_batch(
+            "INSERT INTO workers (id, name, role, community, created_at, retired_at) VALUES
+                ('w-li', '李华', 'worker', NULL, 't0', NULL),
+                ('c-hx', '中心', 'center', 'HX', 't0', 't1');
+             INSERT INTO worker_grids VALUES ('w-li', 'HLT-CX-HX-01');
+             INSERT INTO enrol_codes (code_hash, worker_id, expires_ms, created_at) VALUES ('h', 'w-li', 1, 't0');
+             INSERT INTO devices (id, worker_id, actor, token_hash, enrolled_at) VALUES ('d1', 'w-li', x'00', 'th', 't0');",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let tx = conn.transaction().unwrap();
+        assert_eq!(migrate(&tx, MIGRATIONS).unwrap(), before.len() as i64);
+        tx.commit().unwrap();
+        let tx = conn.transaction().unwrap();
+        assert_eq!(count(&tx, "SELECT count(*) FROM workers WHERE retired_at = 't1'"), 1);
+        assert_eq!(
+            count(&tx, "SELECT count(*) FROM worker_grids JOIN workers ON id = worker_id"),
+            1
+        );
+        assert_eq!(
+            count(&tx, "SELECT count(*) FROM devices JOIN workers w ON w.id = worker_id"),
+            1
+        );
+        assert_eq!(count(&tx, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+        // The references are enforced again, and the new role needs its department.
+        let dangling = "INSERT INTO worker_grids VALUES ('nobody', 'HLT-CX-HX-01')";
+        assert!(tx.execute(dangling, []).is_err());
+        let dept = "INSERT INTO workers (id, name, role, community, created_at, department)
+                    VALUES ('d-sz', '市政', 'department', 'HX', 't2', ?1)";
+        assert!(tx.execute(dept, [None::<&str>]).is_err());
+        tx.execute(dept, [Some("shizheng")]).unwrap();
+        let stray =
+            "INSERT INTO workers (id, name, role, created_at, department) VALUES ('x', 'x', 'worker', 't', 'shizheng')";
+        assert!(tx.execute(stray, []).is_err());
     }
 }

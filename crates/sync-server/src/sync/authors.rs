@@ -18,6 +18,7 @@ pub(super) struct Owner {
     device: String,
     role: Role,
     number: Option<u32>,
+    department: Option<String>,
 }
 
 impl Owner {
@@ -27,6 +28,7 @@ impl Owner {
             device: d.id.clone(),
             role: d.worker.role,
             number: d.number,
+            department: d.worker.department.clone(),
         }
     }
 
@@ -36,6 +38,7 @@ impl Owner {
             device: &self.device,
             role: self.role,
             number: self.number,
+            department: self.department.as_deref(),
         }
     }
 }

@@ -110,6 +110,11 @@ pub fn act(
         .ok_or_else(|| ActError::NoIncident(act.incident.chars().take(40).collect()))?;
     let refused = |e: DocError| ActError::Refused(e.to_string());
     let mut doc = IncidentDoc::load(&stored.doc, ActorId::from(caller.device.actor.as_slice())).map_err(refused)?;
+    // A department hears of no case but its own, not even in a refusal.
+    let before = doc.read().map_err(|e| ActError::Refused(e.to_string()))?;
+    if !crate::department::sees(&caller.device.worker, &before) {
+        return Err(ActError::NoIncident(act.incident.chars().take(40).collect()));
+    }
     let heads = doc.heads();
     apply(&mut doc, act, &caller.device.worker.id, now).map_err(refused)?;
     let (changes, sigs): (Vec<ByteBuf>, Vec<ByteBuf>) = doc

@@ -75,6 +75,7 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
         device: &device,
         role: who.role,
         number: None,
+        department: who.department.as_deref(),
     };
     let existing = storage.incident_doc(&incident)?;
     let run = catch_unwind(AssertUnwindSafe(|| -> Result<_, String> {

@@ -24,6 +24,7 @@ mod convergence;
 mod crash;
 mod cut;
 mod dashboard;
+mod department;
 mod dispatch;
 mod enrolment;
 mod exports;

@@ -164,6 +164,7 @@ impl World {
                         } else {
                             vec![HX02.into()]
                         },
+                        department: None,
                         retired_at: None,
                     },
                     &rfc3339(&now),
@@ -302,6 +303,7 @@ impl World {
             device: &device,
             role: rep.device.worker.role,
             number: None,
+            department: None,
         };
         // Only the moves this replica's role may make, as `field` offers.
         let next: Vec<_> = incident

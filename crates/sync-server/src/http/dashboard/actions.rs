@@ -10,7 +10,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
 use sync_core::incident::Dispatch;
-use sync_core::{Incident, Status, Taxonomy};
+use sync_core::{Incident, Status, Taxonomy, rules};
 
 use super::session::{self, SignedIn};
 use super::{error_page, secure, signed_in};
@@ -166,7 +166,9 @@ pub(super) fn forms(signed: &SignedIn, incident: &Incident) -> Markup {
     let category = taxonomy.get(&incident.category);
     let default_dept = category.and_then(|c| c.department.as_deref()).unwrap_or("");
     let default_hours = category.and_then(|c| c.time_limit_hours).unwrap_or(72);
-    let can = |to: Status| incident.status.can_move_to(to);
+    let author = signed.who.author();
+    let mine = rules::check_department(incident, &author).is_ok();
+    let can = |to: Status| mine && rules::check_move(incident, to, &author).is_ok();
     let action = format!("/center/incidents/{}/act", incident.id);
     let csrf = html! { input type="hidden" name="csrf" value=(signed.csrf); };
     html! {
@@ -211,11 +213,13 @@ pub(super) fn forms(signed: &SignedIn, incident: &Incident) -> Markup {
                     " " button type="submit" { "标记重复 Mark duplicate" }
                 }
             }
-            form method="post" action=(action) class="action" {
-                (csrf)
-                input type="hidden" name="action" value="note";
-                label { "备注 Note " input type="text" name="note" maxlength="2000" required; }
-                " " button type="submit" { "添加备注 Add note" }
+            @if mine {
+                form method="post" action=(action) class="action" {
+                    (csrf)
+                    input type="hidden" name="action" value="note";
+                    label { "备注 Note " input type="text" name="note" maxlength="2000" required; }
+                    " " button type="submit" { "添加备注 Add note" }
+                }
             }
         }
     }

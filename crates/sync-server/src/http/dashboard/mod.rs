@@ -9,6 +9,7 @@
 //! rendered by `report::html`; `pages.rs` has the pages.
 
 mod actions;
+mod department;
 mod pages;
 mod session;
 
@@ -162,7 +163,7 @@ async fn sign_in(State(app): State<App>, client: Client, headers: HeaderMap, For
                 Some("This sign-in did not come from this server's own page; sign in again here."),
             ));
         }
-        match auth::reader(&app, &client, Some(form.token.trim())) {
+        match auth::dashboard_user(&app, &client, Some(form.token.trim())) {
             Ok(who) => {
                 let set = session::start(&app, &client, &who)?;
                 audit(&app, &client, AuditKind::SignIn, Some(&who), "dashboard")?;

@@ -12,6 +12,7 @@ use sync_core::{BlobHash, Incident, Status, Taxonomy};
 
 use super::{error_page, header_bar, html_response, secure, sign_in_page, signed_in};
 use crate::accounts::scope_of;
+use crate::department;
 use crate::http::App;
 use crate::http::client::{Client, audit};
 use crate::http::error::blocking;
@@ -29,6 +30,9 @@ pub(super) async fn home(
         let Some(signed) = signed_in(&app, &client, &headers)? else {
             return Ok(sign_in_page(&client, StatusCode::OK, None));
         };
+        if signed.who.worker.role == Role::Department {
+            return super::department::home(&app, &client, &signed, q.get("q").map(String::as_str));
+        }
         let who = &signed.who;
         let communities = if who.worker.role == Role::Operator {
             report::communities_with_workers(app.storage.as_ref(), &app.grids)?
@@ -87,30 +91,9 @@ pub(super) async fn incident_page(
                 Some("Sign in to see incidents."),
             ));
         };
-        if id.parse::<sync_core::IncidentId>().is_err() {
-            return Ok(error_page(
-                StatusCode::BAD_REQUEST,
-                "That is not an incident id (a UUIDv7).",
-            ));
-        }
-        let Some(stored) = app.storage.incident_doc(&id)? else {
-            return Ok(error_page(StatusCode::NOT_FOUND, "The server holds no such incident."));
-        };
-        if !scope_of(&signed.who, &app.grids).allows(&stored.grid) {
-            return Ok(error_page(
-                StatusCode::FORBIDDEN,
-                "This incident is outside your community.",
-            ));
-        }
-        let incident = match sync_core::IncidentDoc::read_saved(&stored.doc) {
+        let incident = match shown_incident(&app, &signed.who, &id)? {
             Ok(i) => i,
-            Err(e) => {
-                tracing::error!(incident = %id, error = %e, "stored incident does not read");
-                return Ok(error_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The server cannot read this incident.",
-                ));
-            }
+            Err(refused) => return Ok(refused),
         };
         audit(
             &app,
@@ -143,6 +126,35 @@ pub(super) async fn incident_page(
     result.unwrap_or_else(|e| error_page(e.status(), e.message()))
 }
 
+/// The incident `id` if the reader may see it, else the page that says why.
+fn shown_incident(
+    app: &App,
+    who: &crate::storage::Device,
+    id: &str,
+) -> Result<Result<Incident, Response>, crate::http::error::ApiError> {
+    let refuse = |status, why| Ok(Err(error_page(status, why)));
+    if id.parse::<sync_core::IncidentId>().is_err() {
+        return refuse(StatusCode::BAD_REQUEST, "That is not an incident id (a UUIDv7).");
+    }
+    let Some(stored) = app.storage.incident_doc(id)? else {
+        return refuse(StatusCode::NOT_FOUND, "The server holds no such incident.");
+    };
+    if !scope_of(who, &app.grids).allows(&stored.grid) {
+        return refuse(StatusCode::FORBIDDEN, "This incident is outside your community.");
+    }
+    let incident = match sync_core::IncidentDoc::read_saved(&stored.doc) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(incident = %id, error = %e, "stored incident does not read");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "The server cannot read this incident.");
+        }
+    };
+    if !department::sees(&who.worker, &incident) {
+        return refuse(StatusCode::FORBIDDEN, "This case is not dispatched to your department.");
+    }
+    Ok(Ok(incident))
+}
+
 pub(super) async fn photo(
     State(app): State<App>,
     client: Client,
@@ -157,7 +169,10 @@ pub(super) async fn photo(
             return Ok(secure((StatusCode::BAD_REQUEST, "not a photo hash").into_response()));
         };
         let scope = scope_of(&signed.who, &app.grids);
-        if app.storage.proven_kinds(&hash.to_hex(), &scope)?.is_empty() {
+        let storage = app.storage.as_ref();
+        if storage.proven_kinds(&hash.to_hex(), &scope)?.is_empty()
+            || !department::reaches_photo(storage, &app.grids, &signed.who, &hash)?
+        {
             return Ok(secure(
                 (StatusCode::FORBIDDEN, "no incident of yours refers to this photo").into_response(),
             ));
@@ -285,12 +300,22 @@ fn filter_form(r: &report::DailyReport, f: &Filter) -> Markup {
     }
 }
 
-/// The incident a case number or id names, in the reader's scope: its page.
-fn search(app: &App, who: &crate::storage::Device, given: &str) -> Result<Response, crate::http::error::ApiError> {
+/// The incident a case number or id names, in the reader's scope (a
+/// department's: its cases): its page.
+pub(super) fn search(
+    app: &App,
+    who: &crate::storage::Device,
+    given: &str,
+) -> Result<Response, crate::http::error::ApiError> {
     let found = app
         .storage
         .find_incident(given)?
         .filter(|(_, grid)| scope_of(who, &app.grids).allows(grid));
+    let found = match found {
+        // A department learns of no case but its own.
+        Some((id, _)) if who.worker.role == Role::Department && shown_incident(app, who, &id)?.is_err() => None,
+        found => found,
+    };
     Ok(match found {
         Some((id, _)) => secure(
             (
