@@ -51,6 +51,7 @@ pub const NEW_RT: &str = "new incident synced: round trips";
 pub const INGEST: &str = "server ingest, concurrent devices";
 pub const INGEST_P50: &str = "server ingest: request latency p50";
 pub const INGEST_P99: &str = "server ingest: request latency p99";
+pub const NOOP_UNDER_INGEST: &str = "no-op sync p99 while devices ingest";
 pub const PULL: &str = "fresh device pulling a community";
 pub const RSS: &str = "server memory after ingest (VmRSS)";
 pub const RSS_PEAK: &str = "server peak memory during ingest (VmHWM)";
@@ -99,6 +100,7 @@ pub const FIGURES: &[&str] = &[
     INGEST,
     INGEST_P50,
     INGEST_P99,
+    NOOP_UNDER_INGEST,
     PULL,
     RSS,
     RSS_PEAK,
@@ -256,6 +258,7 @@ pub fn run(config: &Config) -> Result<Report> {
     phase(Group::Photo, &|| local::photo(&sizes, runs).map(|r| vec![r]))?;
     phase(Group::Sync, &|| sync::figures(&bins, &sizes, runs))?;
     phase(Group::Ingest, &|| load::ingest(&bins, &sizes, runs))?;
+    phase(Group::Ingest, &|| load::noop_under_ingest(&bins, &sizes, runs))?;
     phase(Group::Memory, &|| load::memory(&bins, &sizes, runs))?;
     phase(Group::Network, &|| network::figures(&bins, &sizes))?;
     phase(Group::Watch, &|| watch::figures(&bins, &sizes))?;

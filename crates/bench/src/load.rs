@@ -28,7 +28,11 @@ impl Templates {
     /// `devices` workers spread over every cell of the built-in map, each
     /// with `per_device` unsynced incidents in their cell.
     fn make(prefix: &str, devices: usize, per_device: usize) -> Result<Templates> {
-        let cells: Vec<String> = GridMap::builtin().cells().map(|p| p.cell.id.clone()).collect();
+        Self::make_in(prefix, devices, per_device, &all_cells())
+    }
+
+    /// The same, spread over `cells` only.
+    fn make_in(prefix: &str, devices: usize, per_device: usize, cells: &[String]) -> Result<Templates> {
         let dir = tempfile::Builder::new().prefix("bench-templates-").tempdir()?;
         let mut workers = Vec::new();
         for d in 0..devices {
@@ -52,6 +56,10 @@ impl Templates {
             })
             .collect()
     }
+}
+
+fn all_cells() -> Vec<String> {
+    GridMap::builtin().cells().map(|p| p.cell.id.clone()).collect()
 }
 
 /// Every device syncs at once, from its own thread; returns each one's trips.
@@ -119,6 +127,83 @@ pub fn ingest(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
         Row::new(crate::INGEST_P50, workload.clone(), "ms", Runs::new(p50), Target::None),
         Row::new(crate::INGEST_P99, workload, "ms", Runs::new(p99), Target::None),
     ])
+}
+
+/// A device with nothing to send and nothing to pull (its cell is one no
+/// ingesting device works in) syncs again and again while the ingest
+/// devices push their logs at once; the HTTP time of each of its syncs.
+pub fn noop_under_ingest(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
+    let (devices, per) = (sizes.ingest_devices, sizes.ingest_per_device);
+    progress(&format!(
+        "no-op sync while {devices} devices ingest {per} incidents each"
+    ));
+    let cells = all_cells();
+    let (quiet_cell, busy_cells) = cells.split_last().context("the map has cells")?;
+    let mut templates = Templates::make_in("n", devices, per, busy_cells)?;
+    let quiet = Worker::grid_worker("quiet", std::slice::from_ref(quiet_cell));
+    data::filled_device(
+        &templates.dir.path().join("quiet"),
+        "quiet",
+        &quiet.grids,
+        Uuid::from_u128(0xB000_0001),
+        0,
+        7,
+    )?;
+    templates.workers.push(quiet);
+    let (mut p50, mut p99, mut count) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..runs {
+        let server = ServerProcess::start(bins, &templates.workers)?;
+        let work = tempfile::Builder::new().prefix("bench-devices-").tempdir()?;
+        let mut devs = templates.enrolled(&server, work.path())?;
+        let mut quiet = devs.pop().context("the quiet device")?;
+        quiet.sync()?;
+        let ms = noop_while(&mut quiet, devs, devices * per)?;
+        p50.push(percentile(&ms, 50.0));
+        p99.push(percentile(&ms, 99.0));
+        count = ms.len();
+    }
+    let workload = format!("{devices} devices × {per} incidents pushing; {count} no-op syncs meanwhile");
+    Ok(vec![
+        Row::new(
+            crate::NOOP_UNDER_INGEST,
+            workload,
+            "ms",
+            Runs::new(p99),
+            Target::AtMost(50.0),
+        )
+        .target_text(format!("≤ 50 (p50 {:.1} ms)", Runs::new(p50).median())),
+    ])
+}
+
+/// Runs the ingest; `quiet` syncs until it ends. Each quiet sync's HTTP ms.
+fn noop_while(quiet: &mut Device, busy: Vec<Device>, expected: usize) -> Result<Vec<f64>> {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let ingest = std::thread::spawn(move || {
+        let trips = sync_all(busy);
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        trips
+    });
+    let mut ms = Vec::new();
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        for t in quiet.sync()? {
+            ensure!(
+                t.pushed == 0 && t.applied.pulled_changes == 0,
+                "the quiet device's sync was not a no-op"
+            );
+            ms.push(t.http.as_secs_f64() * 1e3);
+        }
+    }
+    let trips = ingest
+        .join()
+        .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))??;
+    let acked: usize = trips.iter().flatten().map(|t| t.applied.acknowledged).sum();
+    ensure!(
+        acked == expected,
+        "the server acknowledged {acked} of {expected} incidents"
+    );
+    ensure!(ms.len() >= 10, "only {} no-op syncs ran during the ingest", ms.len());
+    Ok(ms)
 }
 
 pub fn memory(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {

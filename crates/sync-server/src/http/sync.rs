@@ -89,11 +89,14 @@ async fn sync(
             scope: &scope,
             now: &now,
         };
-        let _guard = app.push_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Only a push merges documents (read, merge, write back), so only a
+        // push waits for another; a pull reads committed rows only, and
+        // SQLite commits the feed in order, so it never waits behind one.
+        let guard = (!req.push.is_empty()).then(|| app.push_lock.lock().unwrap_or_else(|p| p.into_inner()));
         let resp = crate::sync::sync(app.storage.as_ref(), &caller, &req).inspect_err(|e| {
             tracing::warn!(device = %device.id, error = %e, "sync refused");
         })?;
-        drop(_guard);
+        drop(guard);
         for (id, refused) in resp.acks.iter().filter_map(|a| Some((&a.id, a.refused.as_ref()?))) {
             let rule = refused.rule.as_deref().unwrap_or("-");
             let detail = format!("incident {id}: {} (rule {rule}): {}", refused.code, refused.message);

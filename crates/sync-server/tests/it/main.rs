@@ -28,6 +28,7 @@ mod department;
 mod dispatch;
 mod enrolment;
 mod exports;
+mod feed;
 mod fuzz_replay;
 mod guard;
 mod harness_checks;
