@@ -34,15 +34,12 @@ pub struct Cases {
 pub fn cases(storage: &dyn Storage, grids: &GridMap, reader: &Device) -> Result<Cases, StorageError> {
     let filter = IncidentFilter {
         grids: scope_of(reader, grids).cells().map(<[String]>::to_vec),
+        // A case never dispatched is still `reported`: not read at all.
+        statuses: Status::ALL.into_iter().filter(|s| *s != Status::Reported).collect(),
         ..IncidentFilter::default()
     };
     let mut out = Cases::default();
-    // A case never dispatched is still `reported`: not read at all.
-    for row in storage
-        .incidents(&filter)?
-        .into_iter()
-        .filter(|r| r.status != Status::Reported)
-    {
+    for row in storage.incidents(&filter)? {
         match IncidentDoc::read_saved(&row.doc) {
             Ok(i) if !sees(&reader.worker, &i) => {}
             Ok(i) if matches!(i.status, Status::Dispatched | Status::InProgress) => out.open.push(i),

@@ -213,8 +213,10 @@ pub fn select(
 ) -> Result<Selected, ExportError> {
     let query = IncidentFilter {
         grids: cells(grids, scope, filter.community.as_deref(), filter.grid.as_deref())?,
-        status: filter.status,
+        statuses: filter.status.into_iter().collect(),
         category: filter.category.clone(),
+        captured: capture_window(filter),
+        ..IncidentFilter::default()
     };
     let mut out = Selected::default();
     for stored in storage.incidents(&query)? {
@@ -233,6 +235,19 @@ pub fn select(
     }
     out.extras.names = storage.workers()?.into_iter().map(|w| (w.id, w.name)).collect();
     Ok(out)
+}
+
+/// The instants whose local day (in any community's zone, UTC−12 to
+/// UTC+14) can fall within the filter's days: a day either side of them
+/// in UTC. The exact day is checked on each incident.
+fn capture_window(filter: &ExportFilter) -> Option<(i64, i64)> {
+    if filter.from.is_none() && filter.to.is_none() {
+        return None;
+    }
+    let secs = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
+    let from = filter.from.map_or(i64::MIN, |d| secs(d) - 86_400);
+    let to = filter.to.map_or(i64::MAX, |d| secs(d) + 2 * 86_400);
+    Some((from, to))
 }
 
 /// `incidents-HLT-CX-HX-2026-11-01-to-2026-11-30.csv`: what was asked, in

@@ -325,30 +325,51 @@ pub fn find_requests(
     )?;
     let filter = IncidentFilter {
         grids: scope.cells().map(<[String]>::to_vec),
-        status: None,
+        statuses: Status::ALL
+            .into_iter()
+            .filter(|s| open_closed.is_empty() || open_closed.contains(open311_status(*s)))
+            .collect(),
         category: match codes.as_slice() {
             [one] => Some((*one).to_owned()),
             _ => None,
         },
+        // The index narrows to the window; the check below stays exact.
+        captured: Some((start.timestamp(), end.timestamp() + 1)),
+        ..IncidentFilter::default()
     };
+    let keep = |i: &Incident| {
+        (codes.is_empty() || codes.contains(&i.category.as_str())) && i.captured_at >= start && i.captured_at <= end
+    };
+    Ok(first_matching(storage, filter, keep)?)
+}
+
+/// The first [`MAX_REQUESTS`] incidents of `filter` that `keep` keeps,
+/// read a page at a time so that memory stays bounded however many match.
+fn first_matching(
+    storage: &dyn Storage,
+    mut filter: IncidentFilter,
+    keep: impl Fn(&Incident) -> bool,
+) -> Result<Vec<Incident>, crate::storage::StorageError> {
+    filter.limit = Some(MAX_REQUESTS);
     let mut found = Vec::new();
-    for stored in storage.incidents(&filter)? {
-        // An unreadable document is left out (and logged), never the list.
-        let Ok(i) = decode(&stored.id, &stored.doc) else {
-            continue;
-        };
-        if (codes.is_empty() || codes.contains(&i.category.as_str()))
-            && (open_closed.is_empty() || open_closed.contains(open311_status(i.status)))
-            && i.captured_at >= start
-            && i.captured_at <= end
-        {
-            found.push(i);
+    loop {
+        let page = storage.incidents(&filter)?;
+        let last_page = page.len() < MAX_REQUESTS;
+        filter.after = page.last().map(|s| s.id.clone());
+        for stored in page {
+            // An unreadable document is left out (and logged), never the list.
+            match decode(&stored.id, &stored.doc) {
+                Ok(i) if keep(&i) => found.push(i),
+                _ => continue,
+            }
             if found.len() == MAX_REQUESTS {
-                break;
+                return Ok(found);
             }
         }
+        if last_page {
+            return Ok(found);
+        }
     }
-    Ok(found)
 }
 
 /// An incident by id, if it exists and the caller may read it.

@@ -134,10 +134,7 @@ fn load_day<'g>(
     let start = day_start(tz, date);
     let end = day_start(tz, date.succ_opt().unwrap_or(date));
     let cells = grids.community_cells(community);
-    let rows = storage.incidents(&IncidentFilter {
-        grids: Some(cells.clone()),
-        ..Default::default()
-    })?;
+    let rows = report_rows(storage, &cells, (start.timestamp(), end.timestamp()))?;
     let (mut all, mut unreadable) = (Vec::new(), Vec::new());
     for row in rows {
         let id = row.id.clone();
@@ -168,6 +165,44 @@ fn load_day<'g>(
         .map(|r| (r.incident_id, r.hash))
         .collect();
     Ok(day)
+}
+
+/// The rows the report reads, each once: those captured or received on
+/// the day (`[from, to)`, Unix seconds), those captured within a
+/// duplicate's reach of one of them, and every open case (for the cases
+/// open too long and overdue). Never the rest of the community's history.
+fn report_rows(storage: &dyn Storage, cells: &[String], day: (i64, i64)) -> Result<Vec<StoredIncident>, ReportError> {
+    let base = IncidentFilter {
+        grids: Some(cells.to_vec()),
+        ..Default::default()
+    };
+    let mut rows: BTreeMap<String, StoredIncident> = BTreeMap::new();
+    let mut received = base.clone();
+    received.received = Some(day);
+    add_rows(storage, &mut rows, &received)?;
+    // Those captured on the day, and every incident a duplicate's window
+    // away from one captured or received on the day.
+    let reach = DUPLICATE_HOURS * 3600;
+    let times = rows
+        .values()
+        .filter_map(|r| DateTime::parse_from_rfc3339(&r.captured_at).ok());
+    let (first, last) = times.fold(day, |(a, b), t| (a.min(t.timestamp()), b.max(t.timestamp() + 1)));
+    let mut near = base.clone();
+    near.captured = Some((first - reach, last + reach));
+    add_rows(storage, &mut rows, &near)?;
+    let mut open = base;
+    open.statuses = vec![Status::Reported, Status::Dispatched, Status::InProgress];
+    add_rows(storage, &mut rows, &open)?;
+    Ok(rows.into_values().collect())
+}
+
+fn add_rows(
+    storage: &dyn Storage,
+    rows: &mut BTreeMap<String, StoredIncident>,
+    filter: &IncidentFilter,
+) -> Result<(), ReportError> {
+    rows.extend(storage.incidents(filter)?.into_iter().map(|r| (r.id.clone(), r)));
+    Ok(())
 }
 
 fn load(row: StoredIncident) -> Result<Loaded, ReportError> {
@@ -624,5 +659,107 @@ mod tests {
         let csv = String::from_utf8(to_csv(&r).unwrap()).unwrap();
         assert!(csv.contains(",\"w-nodevice\",\"'=SUM(A1)\","), "{csv}");
         assert_eq!(r.day_end, "2026-11-21T00:00:00+08:00");
+    }
+
+    /// An incident row as a push writes it (the document itself is not
+    /// read by `report_rows`), received at `received`.
+    fn put(storage: &SqliteStorage, id: &str, status: Status, captured: &str, received: &str) {
+        let write = crate::storage::IncidentWrite {
+            id: id.into(),
+            doc: vec![],
+            heads: vec![],
+            grid: "HLT-CX-HX-01".into(),
+            category: "manhole-cover".into(),
+            status,
+            reporter: "w-li".into(),
+            device: "d".into(),
+            captured_at: captured.into(),
+            lat: None,
+            lon: None,
+            case_no: None,
+            new_changes: vec![],
+            blob_refs: vec![],
+        };
+        use crate::storage::ChangeLog;
+        storage.commit_push(&[write], "d", received).unwrap();
+    }
+
+    #[test]
+    fn the_report_reads_the_day_its_neighbours_and_the_open_cases_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(&dir.path().join("s.sqlite3"), "epoch").unwrap();
+        let closed = Status::Closed;
+        // The day is 2026-11-20 in Asia/Shanghai: [11-19T16:00Z, 11-20T16:00Z).
+        put(
+            &storage,
+            "today",
+            closed,
+            "2026-11-20T09:00:00+08:00",
+            "2026-11-20T01:05:00Z",
+        );
+        put(
+            &storage,
+            "late",
+            closed,
+            "2026-11-12T09:00:00+08:00",
+            "2026-11-20T02:00:00Z",
+        );
+        put(
+            &storage,
+            "eve",
+            closed,
+            "2026-11-19T23:00:00+08:00",
+            "2026-11-19T15:10:00Z",
+        );
+        put(
+            &storage,
+            "near-late",
+            closed,
+            "2026-11-11T20:00:00+08:00",
+            "2026-11-11T12:00:00Z",
+        );
+        put(
+            &storage,
+            "old-open",
+            Status::Dispatched,
+            "2026-10-01T09:00:00+08:00",
+            "2026-10-01T01:00:00Z",
+        );
+        put(
+            &storage,
+            "old-closed",
+            closed,
+            "2026-10-01T09:00:00+08:00",
+            "2026-10-01T01:00:00Z",
+        );
+        put(
+            &storage,
+            "week-before",
+            closed,
+            "2026-11-13T20:00:00+08:00",
+            "2026-11-13T12:00:00Z",
+        );
+        put(
+            &storage,
+            "tomorrow",
+            closed,
+            "2026-11-22T09:00:00+08:00",
+            "2026-11-22T01:00:00Z",
+        );
+        let cells = GridMap::builtin().community_cells("HLT-CX-HX");
+        let day = (
+            at("2026-11-19T16:00:00Z").timestamp(),
+            at("2026-11-20T16:00:00Z").timestamp(),
+        );
+        let read: Vec<String> = report_rows(&storage, &cells, day)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        // Received on the day though captured a week before, with its own
+        // neighbour a duplicate's window away (and what lies between: the
+        // reach is one span); the evening before; the open case. Not the
+        // old closed case, nor one captured after the reach.
+        assert_eq!(read, ["eve", "late", "near-late", "old-open", "today", "week-before"]);
     }
 }

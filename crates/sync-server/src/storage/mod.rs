@@ -364,8 +364,17 @@ pub struct StoredIncident {
 pub struct IncidentFilter {
     /// Only these grid cells (`None`: every cell).
     pub grids: Option<Vec<String>>,
-    pub status: Option<Status>,
+    /// Any of these statuses (empty: every status).
+    pub statuses: Vec<Status>,
     pub category: Option<String>,
+    /// Captured (the device's time, as an instant) within `[from, to)`,
+    /// in Unix seconds.
+    pub captured: Option<(i64, i64)>,
+    /// First received by the server within `[from, to)`, in Unix seconds.
+    pub received: Option<(i64, i64)>,
+    /// A page: only ids after this one, and at most `limit` rows.
+    pub after: Option<String>,
+    pub limit: Option<usize>,
 }
 
 /// A photo an incident references, and whether the server holds it

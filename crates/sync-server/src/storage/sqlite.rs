@@ -203,6 +203,21 @@ const MIGRATIONS: &[Migration] = &[
     DROP TABLE workers_before;
 ",
     ),
+    Migration::sql(
+        "
+    -- The read model (storage/mod.rs, IncidentFilter): reports, exports
+    -- and Open311 ask for a day's incidents by when they were captured or
+    -- received, and for the open ones by status, through these indexes
+    -- instead of reading every document of a community. Times are kept
+    -- as RFC 3339 with the device's offset; unixepoch() makes them instants.
+    -- The cell first: every such read is of some cells.
+    CREATE INDEX incidents_captured ON incidents(grid, unixepoch(captured_at));
+    CREATE INDEX incidents_received ON incidents(grid, unixepoch(first_received_at));
+    CREATE INDEX incidents_status ON incidents(grid, status);
+    -- The operator's and public Open311's reads name no cells.
+    CREATE INDEX incidents_captured_any ON incidents(unixepoch(captured_at));
+",
+    ),
 ];
 
 /// SQL: reference `r` was proven by the device whose push brought it in.
@@ -248,6 +263,41 @@ fn put_grids(tx: &rusqlite::Transaction<'_>, worker: &str, grids: &[String]) -> 
         )?;
     }
     Ok(())
+}
+
+/// The WHERE clauses of a filter and their values, only for what it sets,
+/// so that SQLite can use the index on each (`? IS NULL OR …` would keep
+/// it from any).
+fn incident_filter_sql(f: &IncidentFilter) -> (Vec<&'static str>, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut clauses = vec!["1"];
+    let mut values = Vec::new();
+    if let Some(g) = &f.grids {
+        clauses.push("grid IN (SELECT value FROM json_each(?))");
+        values.push(Value::Text(json_list(g)));
+    }
+    if !f.statuses.is_empty() {
+        clauses.push("status IN (SELECT value FROM json_each(?))");
+        let names: Vec<String> = f.statuses.iter().map(|s| s.as_str().to_owned()).collect();
+        values.push(Value::Text(json_list(&names)));
+    }
+    if let Some(c) = &f.category {
+        clauses.push("category = ?");
+        values.push(Value::Text(c.clone()));
+    }
+    if let Some((from, to)) = f.captured {
+        clauses.push("unixepoch(captured_at) >= ? AND unixepoch(captured_at) < ?");
+        values.extend([Value::Integer(from), Value::Integer(to)]);
+    }
+    if let Some((from, to)) = f.received {
+        clauses.push("unixepoch(first_received_at) >= ? AND unixepoch(first_received_at) < ?");
+        values.extend([Value::Integer(from), Value::Integer(to)]);
+    }
+    if let Some(after) = &f.after {
+        clauses.push("id > ?");
+        values.push(Value::Text(after.clone()));
+    }
+    (clauses, values)
 }
 
 /// A scope as a query parameter: `NULL` for all, else a JSON array for `json_each`.
@@ -904,18 +954,17 @@ impl BlobIndex for SqliteStorage {
 
 impl ReadModel for SqliteStorage {
     fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        let (clauses, values) = incident_filter_sql(filter);
+        let sql = format!(
             "SELECT id, doc, grid, category, status, reporter, device, captured_at, lat, lon,
                     first_received_at, updated_at
-             FROM incidents
-             WHERE (?1 IS NULL OR grid IN (SELECT value FROM json_each(?1)))
-               AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR category = ?3)
-             ORDER BY id",
-        )?;
-        let grids = filter.grids.as_deref().map(json_list);
-        let status = filter.status.map(Status::as_str);
-        let rows = stmt.query_map(params![grids, status, filter.category], |r| {
+             FROM incidents WHERE {} ORDER BY id LIMIT {}",
+            clauses.join(" AND "),
+            filter.limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64)
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
             Ok(StoredIncident {
                 id: r.get(0)?,
                 doc: r.get(1)?,
@@ -1106,5 +1155,61 @@ mod tests {
         let stray =
             "INSERT INTO workers (id, name, role, created_at, department) VALUES ('x', 'x', 'worker', 't', 'shizheng')";
         assert!(tx.execute(stray, []).is_err());
+    }
+
+    /// What SQLite plans for a filter's query.
+    fn plan(conn: &Connection, filter: &IncidentFilter) -> String {
+        let (clauses, values) = incident_filter_sql(filter);
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT id FROM incidents WHERE {}",
+            clauses.join(" AND ")
+        );
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), |r| r.get::<_, String>(3))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn a_day_or_a_status_is_read_through_its_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        migrate(&tx, MIGRATIONS).unwrap();
+        tx.commit().unwrap();
+        let cells = Some(vec!["HLT-CX-HX-01".to_owned()]);
+        let day = IncidentFilter {
+            grids: cells.clone(),
+            captured: Some((1_764_000_000, 1_764_086_400)),
+            ..IncidentFilter::default()
+        };
+        assert!(
+            plan(&conn, &day).contains("incidents_captured"),
+            "{}",
+            plan(&conn, &day)
+        );
+        let received = IncidentFilter {
+            captured: None,
+            received: day.captured,
+            ..day.clone()
+        };
+        assert!(
+            plan(&conn, &received).contains("incidents_received"),
+            "{}",
+            plan(&conn, &received)
+        );
+        let open = IncidentFilter {
+            grids: cells,
+            statuses: vec![Status::Dispatched, Status::InProgress],
+            ..IncidentFilter::default()
+        };
+        assert!(
+            plan(&conn, &open).contains("incidents_status"),
+            "{}",
+            plan(&conn, &open)
+        );
+        let everywhere = IncidentFilter { grids: None, ..day };
+        let plan_all = plan(&conn, &everywhere);
+        assert!(plan_all.contains("incidents_captured_any"), "{plan_all}");
     }
 }
