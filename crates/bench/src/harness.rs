@@ -141,6 +141,12 @@ impl ServerProcess {
     }
 
     /// SIGKILL; the data dir stays for [`ServerProcess::restart`].
+    /// Serves a data dir made elsewhere, with more `serve` flags.
+    pub fn serve_dir(bins: &Binaries, dir: TempDir, args: &[&str]) -> Result<ServerProcess> {
+        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", args, None)?;
+        Ok(ServerProcess { url, dir, child })
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

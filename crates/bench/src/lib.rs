@@ -18,6 +18,7 @@ pub mod load;
 pub mod local;
 pub mod machine;
 pub mod network;
+pub mod reads;
 pub mod stats;
 pub mod sync;
 pub mod table;
@@ -55,6 +56,10 @@ pub const NOOP_UNDER_INGEST: &str = "no-op sync p99 while devices ingest";
 pub const PULL: &str = "fresh device pulling a community";
 pub const RSS: &str = "server memory after ingest (VmRSS)";
 pub const RSS_PEAK: &str = "server peak memory during ingest (VmHWM)";
+pub const READ_REPORT: &str = "daily report of one community, large server";
+pub const READ_OPEN311: &str = "Open311 `requests.json`, default window, large server";
+pub const READ_EXPORT: &str = "one day's CSV export of one community, large server";
+pub const READ_RSS: &str = "server peak memory after those reads (VmHWM)";
 pub const HELD_SYNC: &str = "`field sync` while hostile connections are held";
 pub const HELD_SYNC_1024: &str = "`field sync` while they are held, 1,024 descriptors";
 pub const HELD_STALE: &str = "idle or slow-header connections open past the header timeout (10 s) + 1 s";
@@ -104,6 +109,10 @@ pub const FIGURES: &[&str] = &[
     PULL,
     RSS,
     RSS_PEAK,
+    READ_REPORT,
+    READ_OPEN311,
+    READ_EXPORT,
+    READ_RSS,
     HELD_SYNC,
     HELD_SYNC_1024,
     HELD_STALE,
@@ -142,6 +151,8 @@ pub enum Group {
     Ingest,
     /// Server memory after a large ingest.
     Memory,
+    /// Reports, Open311 and exports on a server holding many incidents.
+    Reads,
     /// Hostile network clients: held connections, half-sent bodies,
     /// guessing, and TLS.
     Network,
@@ -173,6 +184,8 @@ pub struct Sizes {
     pub ingest_per_device: usize,
     pub rss_devices: usize,
     pub rss_per_device: usize,
+    /// Incidents on the server the reads are measured on.
+    pub reads_incidents: usize,
     pub network: network::NetSizes,
     /// Each idle window of the watcher.
     pub watch_window: std::time::Duration,
@@ -191,6 +204,7 @@ impl Sizes {
             ingest_per_device: 200,
             rss_devices: 10,
             rss_per_device: 10_000,
+            reads_incidents: 1_000_000,
             network: network::NetSizes::full(),
             watch_window: std::time::Duration::from_secs(60),
         }
@@ -207,6 +221,7 @@ impl Sizes {
             ingest_per_device: 20,
             rss_devices: 10,
             rss_per_device: 20,
+            reads_incidents: 2_000,
             network: network::NetSizes::quick(),
             watch_window: std::time::Duration::from_secs(5),
         }
@@ -260,6 +275,7 @@ pub fn run(config: &Config) -> Result<Report> {
     phase(Group::Ingest, &|| load::ingest(&bins, &sizes, runs))?;
     phase(Group::Ingest, &|| load::noop_under_ingest(&bins, &sizes, runs))?;
     phase(Group::Memory, &|| load::memory(&bins, &sizes, runs))?;
+    phase(Group::Reads, &|| reads::figures(&bins, &sizes, runs))?;
     phase(Group::Network, &|| network::figures(&bins, &sizes))?;
     phase(Group::Watch, &|| watch::figures(&bins, &sizes))?;
     rows.sort_by_key(|r| FIGURES.iter().position(|f| *f == r.figure).unwrap_or(usize::MAX));
@@ -458,10 +474,23 @@ const METHOD: &str = "\
   `field sync`'s limits (200 incidents per request). Devices sharing a cell also pull each other's
   incidents, as they would. Rate = incidents acknowledged ÷ time from the first request to the last
   request that pushed; latency is each request as its client saw it, every request of the run.
+- **No-op sync while devices ingest.** The same ingest, with the devices spread over every cell but
+  one; a device of that last cell, synced once before, syncs again and again (nothing to push, nothing
+  to pull) from its own thread until the ingest ends. The figure is the p99 of its HTTP round trips
+  (p50 beside the target); every one of them is checked to have pushed and pulled nothing.
 - **Fresh device pull.** A new device of the community center enrols and syncs: every incident of the
   community in pages of 2,000 changes, merged into its store. Rate = new incidents ÷ whole sync time.
 - **Server memory.** A fresh server process ingests the incidents from devices in separate cells (so
   nothing is pulled back); then `VmRSS` and `VmHWM` are read from `/proc/<pid>/status`. MB = 10⁶ bytes.
+- **Large server reads.** A data dir with 1,000,000 incidents in ten communities (the built-in
+  community's four cells ten times over, in a grid map given with `--grid-map`), a thousand per
+  community per day for 100 days, one in 30 left open and the rest resolved on the spot, written
+  through the server's storage (`commit_push`, a day's batch per community, as pushes leave them) but
+  without the change feed, which these reads never touch. A fresh `sync-server` process serves it; a
+  center token asks, one at a time, for the last day's daily report of one community (JSON), Open311
+  `requests.json` with its default window (90 days, at most 1,000 requests) and that day's CSV export
+  of the community, each once to warm up and then the runs; each answer is checked (the report lists
+  the day's thousand incidents, the CSV has a row for each). Then the server's `VmHWM`.
 - **Held hostile connections.** A fresh server with two workers in one cell. An enrolled colleague's
   device opens slow bodies (a sync head with its token and `Content-Length: 1000000`, then one byte a
   second), slow headers (an unfinished head, one byte a second) and idle connections (nothing sent),

@@ -327,7 +327,7 @@ pub fn find_requests(
         grids: scope.cells().map(<[String]>::to_vec),
         statuses: Status::ALL
             .into_iter()
-            .filter(|s| open_closed.is_empty() || open_closed.contains(open311_status(*s)))
+            .filter(|s| !open_closed.is_empty() && open_closed.contains(open311_status(*s)))
             .collect(),
         category: match codes.as_slice() {
             [one] => Some((*one).to_owned()),

@@ -5,14 +5,14 @@ use chrono::Duration;
 use geo::{Distance, Haversine, Point};
 use sync_core::GridMap;
 
-use super::build::Loaded;
+use super::build::{Loaded, Near};
 use super::*;
 
 fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
 }
 
-pub(super) fn find_anomalies(grids: &GridMap, day: &[&Loaded], all: &[Loaded]) -> Vec<Anomaly> {
+pub(super) fn find_anomalies(grids: &GridMap, day: &[&Loaded], all: &[Near<'_>]) -> Vec<Anomaly> {
     let mut out = Vec::new();
     for l in day {
         let id = &l.row.id;
@@ -59,14 +59,14 @@ pub(super) fn find_anomalies(grids: &GridMap, day: &[&Loaded], all: &[Loaded]) -
         }
         let Some(p) = point else { continue };
         for other in all {
-            if other.row.id == *id || other.row.reporter == *reporter || other.row.category != l.row.category {
+            if other.id == id || other.reporter == reporter || other.category != l.row.category {
                 continue;
             }
             // A pair of two of the day's incidents is listed once.
-            if other.row.id < *id && day.iter().any(|d| d.row.id == other.row.id) {
+            if other.id < id.as_str() && day.iter().any(|d| d.row.id == other.id) {
                 continue;
             }
-            let Some(q) = other.incident.location.point() else {
+            let Some(q) = other.point else {
                 continue;
             };
             let apart = (l.captured - other.captured).abs();
@@ -75,8 +75,8 @@ pub(super) fn find_anomalies(grids: &GridMap, day: &[&Loaded], all: &[Loaded]) -
                 out.push(Anomaly::LikelyDuplicate {
                     incident: id.clone(),
                     reporter: reporter.clone(),
-                    other: other.row.id.clone(),
-                    other_reporter: other.row.reporter.clone(),
+                    other: other.id.to_owned(),
+                    other_reporter: other.reporter.to_owned(),
                     category: l.row.category.clone(),
                     distance_m: (d * 10.0).round() / 10.0,
                     minutes_apart: apart.num_minutes(),

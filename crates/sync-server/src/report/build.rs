@@ -37,6 +37,23 @@ pub(super) struct Loaded {
     pub received: DateTime<FixedOffset>,
 }
 
+/// An incident the report reads only by its projected columns: a
+/// neighbour of the day's incidents (for likely duplicates) or an open
+/// case from before (for the cases open too long).
+pub(super) struct Neighbour {
+    pub row: StoredIncident,
+    pub captured: DateTime<FixedOffset>,
+}
+
+/// What the duplicate check looks at, of a decoded incident or a neighbour.
+pub(super) struct Near<'a> {
+    pub id: &'a str,
+    pub reporter: &'a str,
+    pub category: &'a str,
+    pub point: Option<(f64, f64)>,
+    pub captured: DateTime<FixedOffset>,
+}
+
 /// Everything the report is made from.
 struct Day<'g> {
     tz: Tz,
@@ -46,9 +63,12 @@ struct Day<'g> {
     end: DateTime<Tz>,
     /// The end of the day, or now if the day is not over.
     cutoff: DateTime<Utc>,
-    /// Every incident of the community: the day's, and the others for the
-    /// open-too-long list and for duplicates across midnight.
+    /// The incidents decoded: the day's, and the dispatched or in-progress
+    /// cases (for the overdue list).
     all: Vec<Loaded>,
+    /// The rest of what the report reads: neighbours a duplicate's window
+    /// away, open cases from before.
+    others: Vec<Neighbour>,
     /// (incident, hash) of every verified photo file of the day's incidents.
     verified: HashSet<(String, String)>,
     /// Incidents whose stored documents cannot be read, left out.
@@ -71,6 +91,31 @@ impl Day<'_> {
     fn is_verified(&self, id: &str, hash: &str) -> bool {
         self.verified.contains(&(id.to_owned(), hash.to_owned()))
     }
+
+    /// Every incident read, decoded or not, as the duplicate check sees it.
+    fn near(&self) -> Vec<Near<'_>> {
+        let decoded = self.all.iter().map(|l| Near {
+            id: &l.row.id,
+            reporter: &l.row.reporter,
+            category: &l.row.category,
+            point: l.incident.location.point(),
+            captured: l.captured,
+        });
+        let others = self.others.iter().map(|n| Near {
+            id: &n.row.id,
+            reporter: &n.row.reporter,
+            category: &n.row.category,
+            point: n.row.lat.zip(n.row.lon),
+            captured: n.captured,
+        });
+        decoded.chain(others).collect()
+    }
+
+    /// Every row read with its capture time: the projected columns.
+    fn rows(&self) -> impl Iterator<Item = (&StoredIncident, DateTime<FixedOffset>)> {
+        let decoded = self.all.iter().map(|l| (&l.row, l.captured));
+        decoded.chain(self.others.iter().map(|n| (&n.row, n.captured)))
+    }
 }
 
 /// Builds the reconciliation of `community` for `date` (in its zone), as
@@ -85,7 +130,7 @@ pub fn daily_report(
     let day = load_day(storage, grids, community, date, now)?;
     let todays = day.incidents();
     let incidents = incident_lines(&day, &todays);
-    let anomalies = find_anomalies(grids, &todays, &day.all);
+    let anomalies = find_anomalies(grids, &todays, &day.near());
     let workers = worker_rows(storage, &day, &incidents, &anomalies, now)?;
     Ok(DailyReport {
         schema: SCHEMA,
@@ -135,9 +180,13 @@ fn load_day<'g>(
     let end = day_start(tz, date.succ_opt().unwrap_or(date));
     let cells = grids.community_cells(community);
     let rows = report_rows(storage, &cells, (start.timestamp(), end.timestamp()))?;
-    let (mut all, mut unreadable) = (Vec::new(), Vec::new());
+    let (mut all, mut others, mut unreadable) = (Vec::new(), Vec::new(), Vec::new());
     for row in rows {
         let id = row.id.clone();
+        if let Some(n) = neighbour(&row, (start, end)) {
+            others.push(n);
+            continue;
+        }
         match load(row) {
             Ok(loaded) => all.push(loaded),
             Err(e) => {
@@ -148,6 +197,7 @@ fn load_day<'g>(
     }
     let mut day = Day {
         unreadable,
+        others,
         tz,
         info,
         cells,
@@ -203,6 +253,23 @@ fn add_rows(
 ) -> Result<(), ReportError> {
     rows.extend(storage.incidents(filter)?.into_iter().map(|r| (r.id.clone(), r)));
     Ok(())
+}
+
+/// The row as a [`Neighbour`] when the report needs no more of it than its
+/// columns: neither captured nor received on the day, and not a case a
+/// department holds (whose deadline is in the document).
+fn neighbour(row: &StoredIncident, (start, end): (DateTime<Tz>, DateTime<Tz>)) -> Option<Neighbour> {
+    let captured = DateTime::parse_from_rfc3339(&row.captured_at).ok()?;
+    let received = DateTime::parse_from_rfc3339(&row.first_received_at).ok()?;
+    let on_day = |t: DateTime<FixedOffset>| t >= start && t < end;
+    if on_day(captured) || on_day(received) || matches!(row.status, Status::Dispatched | Status::InProgress) {
+        return None;
+    }
+    let row = StoredIncident {
+        doc: Vec::new(),
+        ..row.clone()
+    };
+    Some(Neighbour { row, captured })
 }
 
 fn load(row: StoredIncident) -> Result<Loaded, ReportError> {
@@ -525,24 +592,23 @@ fn overdue_cases(day: &Day<'_>) -> Vec<OverdueCase> {
 }
 
 fn open_cases(day: &Day<'_>) -> Vec<OpenIncident> {
-    day.all
-        .iter()
-        .filter_map(|l| {
-            let open = matches!(
-                l.incident.status,
-                Status::Reported | Status::Dispatched | Status::InProgress
-            );
-            let age = day.cutoff - l.captured.with_timezone(&Utc);
+    let mut out: Vec<OpenIncident> = day
+        .rows()
+        .filter_map(|(row, captured)| {
+            let open = matches!(row.status, Status::Reported | Status::Dispatched | Status::InProgress);
+            let age = day.cutoff - captured.with_timezone(&Utc);
             (open && age > Duration::days(OPEN_DAYS)).then(|| OpenIncident {
-                id: l.row.id.clone(),
-                reporter: l.row.reporter.clone(),
-                category: l.row.category.clone(),
-                status: l.row.status.as_str().to_owned(),
-                captured_at: l.row.captured_at.clone(),
+                id: row.id.clone(),
+                reporter: row.reporter.clone(),
+                category: row.category.clone(),
+                status: row.status.as_str().to_owned(),
+                captured_at: row.captured_at.clone(),
                 days_open: age.num_days(),
             })
         })
-        .collect()
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
 }
 
 #[cfg(test)]
@@ -664,7 +730,18 @@ mod tests {
     /// An incident row as a push writes it (the document itself is not
     /// read by `report_rows`), received at `received`.
     fn put(storage: &SqliteStorage, id: &str, status: Status, captured: &str, received: &str) {
-        let write = crate::storage::IncidentWrite {
+        use crate::storage::ChangeLog;
+        storage
+            .commit_push(&[write_row(id, status, captured)], "d", received)
+            .unwrap();
+    }
+
+    fn closed_at() -> Status {
+        Status::Closed
+    }
+
+    fn write_row(id: &str, status: Status, captured: &str) -> crate::storage::IncidentWrite {
+        crate::storage::IncidentWrite {
             id: id.into(),
             doc: vec![],
             heads: vec![],
@@ -679,9 +756,7 @@ mod tests {
             case_no: None,
             new_changes: vec![],
             blob_refs: vec![],
-        };
-        use crate::storage::ChangeLog;
-        storage.commit_push(&[write], "d", received).unwrap();
+        }
     }
 
     #[test]
@@ -761,5 +836,57 @@ mod tests {
         // reach is one span); the evening before; the open case. Not the
         // old closed case, nor one captured after the reach.
         assert_eq!(read, ["eve", "late", "near-late", "old-open", "today", "week-before"]);
+    }
+
+    #[test]
+    fn a_duplicate_from_the_evening_before_is_found_from_its_columns_alone() {
+        use sync_core::incident::{IncidentId, Location, NewIncident};
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(&dir.path().join("s.sqlite3"), "epoch").unwrap();
+        let captured = DateTime::parse_from_rfc3339("2026-11-20T00:30:00+08:00").unwrap();
+        let new = NewIncident {
+            id: IncidentId::new(captured.timestamp_millis() as u64, [1; 10]),
+            case: None,
+            category: "manhole-cover".into(),
+            description: "井盖".into(),
+            location: Location {
+                lat: Some(41.1),
+                lon: Some(122.05),
+                ..Location::default()
+            },
+            grid: "HLT-CX-HX-01".into(),
+            reporter: "w-li".into(),
+            device: "d".into(),
+            captured_at: captured,
+            photos: vec![],
+        };
+        let mut doc = sync_core::IncidentDoc::create(&new, automerge::ActorId::from(vec![1u8; 16])).unwrap();
+        let read = doc.read().unwrap();
+        let sealed = doc.seal().unwrap();
+        let write = crate::sync::write_of(&new.id.to_string(), sealed, &read, vec![]);
+        use crate::storage::ChangeLog;
+        storage.commit_push(&[write], "d", "2026-11-19T16:40:00Z").unwrap();
+        // Captured the evening before, by someone else, 11 m away. Its
+        // document is empty: the report must not need it.
+        let mut neighbour = write_row("eve", closed_at(), "2026-11-19T22:00:00+08:00");
+        neighbour.reporter = "w-wang".into();
+        neighbour.lat = Some(41.1001);
+        neighbour.lon = Some(122.05);
+        storage.commit_push(&[neighbour], "d", "2026-11-19T14:10:00Z").unwrap();
+        let date = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let r = daily_report(
+            &storage,
+            &GridMap::builtin(),
+            "HLT-CX-HX",
+            date,
+            at("2026-11-20T12:00:00Z"),
+        )
+        .unwrap();
+        assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
+        let found = r
+            .anomalies
+            .iter()
+            .any(|a| matches!(a, Anomaly::LikelyDuplicate { other, .. } if other == "eve"));
+        assert!(found, "{:?}", r.anomalies);
     }
 }

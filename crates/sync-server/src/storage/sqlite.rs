@@ -955,10 +955,13 @@ impl BlobIndex for SqliteStorage {
 impl ReadModel for SqliteStorage {
     fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<StoredIncident>, StorageError> {
         let (clauses, values) = incident_filter_sql(filter);
+        // The ids first, sorted and cut to the page, then their rows: a
+        // sort of whole rows would carry every matching document along.
         let sql = format!(
             "SELECT id, doc, grid, category, status, reporter, device, captured_at, lat, lon,
                     first_received_at, updated_at
-             FROM incidents WHERE {} ORDER BY id LIMIT {}",
+             FROM incidents WHERE id IN (SELECT id FROM incidents WHERE {} ORDER BY id LIMIT {})
+             ORDER BY id",
             clauses.join(" AND "),
             filter.limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64)
         );
