@@ -104,22 +104,7 @@ fn incident(community: usize, d: usize, i: usize, serial: u64) -> Result<Inciden
     }
     let read = doc.read()?;
     let sealed = doc.seal()?;
-    Ok(IncidentWrite {
-        id: read.id.to_string(),
-        doc: sealed.bytes,
-        heads: sealed.heads.iter().flat_map(|h| h.0).collect(),
-        grid: read.grid.clone(),
-        category: read.category.clone(),
-        status: read.status,
-        reporter: read.reporter.clone(),
-        device: read.device.clone(),
-        captured_at: rfc3339(&read.captured_at),
-        lat: None,
-        lon: None,
-        case_no: None,
-        new_changes: vec![],
-        blob_refs: vec![],
-    })
+    Ok(sync_server::sync::write_of(&read.id.to_string(), sealed, &read, vec![]))
 }
 
 /// Makes the data dir: the map, the accounts, `total` incidents.

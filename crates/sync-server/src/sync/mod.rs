@@ -542,7 +542,7 @@ fn new_changes(
 }
 
 /// The merged document, its projected columns and its photo references.
-pub(crate) fn write_of(id: &str, sealed: Sealed, read: &Incident, new_changes: Vec<NewChange>) -> IncidentWrite {
+pub fn write_of(id: &str, sealed: Sealed, read: &Incident, new_changes: Vec<NewChange>) -> IncidentWrite {
     let blob_refs = read
         .photos
         .iter()
