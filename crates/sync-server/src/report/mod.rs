@@ -479,14 +479,15 @@ pub fn resolve_community(storage: &dyn Storage, grids: &GridMap, given: Option<&
     }
 }
 
-/// The community a reader may see: a center only its own, an operator any.
+/// The community a reader may see: a center (or a department) only its
+/// own, an operator any.
 pub fn reader_community(
     storage: &dyn Storage,
     grids: &GridMap,
     reader: &Worker,
     asked: Option<&str>,
 ) -> Result<String, ReportError> {
-    if reader.role != Role::Center {
+    if !matches!(reader.role, Role::Center | Role::Department) {
         return resolve_community(storage, grids, asked);
     }
     let own = reader.community.clone().unwrap_or_default();
