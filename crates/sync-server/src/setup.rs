@@ -121,6 +121,32 @@ pub fn open_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
     open_db(data_dir)
 }
 
+/// What `sync-server migrate` did: the schema version before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// Brings an existing server database up to this build's schema (what
+/// `serve` and every command also do when they open it) and says from
+/// which version; a database written by a newer build is refused untouched.
+pub fn migrate_storage(data_dir: &Path) -> Result<Migrated, SetupError> {
+    if !data_dir.join(DB_FILE).is_file() {
+        return Err(SetupError::NoServer(shown(data_dir)));
+    }
+    let database = |source| SetupError::Database {
+        path: data_dir.to_owned(),
+        source,
+    };
+    let from = SqliteStorage::schema_version(&data_dir.join(DB_FILE)).map_err(database)?;
+    open_db(data_dir)?;
+    Ok(Migrated {
+        from,
+        to: crate::storage::SCHEMA_VERSION,
+    })
+}
+
 fn open_db(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
     let db = data_dir.join(DB_FILE);
     private_dir(data_dir)

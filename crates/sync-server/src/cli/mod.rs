@@ -39,6 +39,8 @@ pub struct Cli {
 enum Command {
     /// Make a new server: the data dir, its database and photo folder.
     Init,
+    /// Bring the server database up to this version's schema (every command does it on opening; this says so).
+    Migrate,
     /// Serve devices over HTTP until SIGINT or SIGTERM.
     Serve(serve::Args),
     /// Manage workers and center accounts.
@@ -76,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Init => serve::init(&place).map(drop),
+        Command::Migrate => serve::migrate(&place),
         Command::Serve(args) => serve::run(&place, args),
         Command::Worker(c) => accounts::worker(&place, c),
         Command::Device(c) => accounts::device(&place, c),

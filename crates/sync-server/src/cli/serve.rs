@@ -60,6 +60,19 @@ pub fn init(place: &Place<'_>) -> anyhow::Result<sync_server::storage::SqliteSto
     Ok(storage)
 }
 
+/// `sync-server migrate`: the schema brought up to date, told on stdout.
+pub fn migrate(place: &Place<'_>) -> anyhow::Result<()> {
+    let done = sync_server::migrate_storage(place.data_dir).map_err(classify)?;
+    if done.from == done.to {
+        println!("schema {}: up to date", done.to);
+    } else {
+        let n = done.to - done.from;
+        let steps = if n == 1 { "migration" } else { "migrations" };
+        println!("schema {} → {}: {n} {steps} applied", done.from, done.to);
+    }
+    Ok(())
+}
+
 pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
     if args.init && !place.data_dir.join(sync_server::DB_FILE).exists() {
         init(place)?;

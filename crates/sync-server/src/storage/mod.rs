@@ -13,7 +13,7 @@ mod sqlite;
 pub use audit::{AuditEvent, AuditKind, AuditLog, AuditRow, LOCAL};
 use serde::{Deserialize, Serialize};
 pub use session::{NewSession, Session, Sessions};
-pub use sqlite::SqliteStorage;
+pub use sqlite::{SCHEMA_VERSION, SqliteStorage};
 use sync_core::Status;
 
 #[derive(Debug, thiserror::Error)]

@@ -221,6 +221,9 @@ const MIGRATIONS: &[Migration] = &[
     ),
 ];
 
+/// The schema version this build writes: the number of migrations.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// SQL: reference `r` was proven by the device whose push brought it in.
 const PROVEN: &str = "(r.device_id IS NULL OR EXISTS
     (SELECT 1 FROM blob_proofs p WHERE p.device_id = r.device_id AND p.hash = r.hash))";
@@ -246,6 +249,13 @@ impl SqliteStorage {
         )?;
         tx.commit()?;
         Ok(SqliteStorage { conn: Mutex::new(conn) })
+    }
+
+    /// The schema version of the database at `path`, read without
+    /// changing it.
+    pub fn schema_version(path: &Path) -> Result<i64, StorageError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

@@ -41,6 +41,7 @@ fn a_folder_without_a_server_is_refused_and_init_makes_one_once() {
         &["serve", "--listen", "127.0.0.1:0"],
         &["reconcile", "--community", "HLT-CX-HX"],
         &["export", "--format", "csv"],
+        &["migrate"],
     ] {
         let (code, out, err) = run_on(&typo, args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -75,6 +76,50 @@ fn a_folder_without_a_server_is_refused_and_init_makes_one_once() {
     assert!(fresh.data_dir().join("server.sqlite3").is_file());
     let health = reqwest::blocking::get(format!("{}/healthz", fresh.url)).unwrap();
     assert_eq!(health.status(), 200);
+}
+
+#[test]
+fn migrate_brings_an_older_database_up_to_date_and_refuses_a_newer_one() {
+    let server = Server::new();
+    let now = sync_server::storage::SCHEMA_VERSION;
+    let (code, out, err) = run_on(server.data_dir(), &["migrate"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("schema {now}: up to date").as_str()),
+        "{err}"
+    );
+    // The database as the build before the read model's indexes left it.
+    let writable = || rusqlite::Connection::open(server.data_dir().join("server.sqlite3")).unwrap();
+    let db = writable();
+    for index in [
+        "incidents_captured",
+        "incidents_received",
+        "incidents_status",
+        "incidents_captured_any",
+    ] {
+        db.execute(&format!("DROP INDEX {index}"), []).unwrap();
+    }
+    db.pragma_update(None, "user_version", now - 1).unwrap();
+    drop(db);
+    let (code, out, err) = run_on(server.data_dir(), &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("schema {} → {now}: 1 migration applied", now - 1));
+    let indexes: i64 = server
+        .db()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'incidents_%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(indexes >= 4, "the indexes are back: {indexes}");
+    // A database from a newer build is refused and left as it is.
+    writable().pragma_update(None, "user_version", now + 1).unwrap();
+    let (code, _, err) = run_on(server.data_dir(), &["migrate"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("newer version"), "{err}");
+    let kept: i64 = server.db().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(kept, now + 1);
 }
 
 #[test]
