@@ -621,6 +621,13 @@ impl<'t> Admission<'t> {
         }
     }
 
+    /// Whether this copy holds the change (admitted now or before): a
+    /// lookup in what the admission already knows, where asking the
+    /// document would rebuild the change from its operations.
+    pub fn holds(&self, hash: &ChangeHash) -> bool {
+        self.links.contains_key(hash)
+    }
+
     /// Checks one change whose dependencies are all here, then applies it.
     /// After an error this copy may hold part of what was refused: drop it.
     pub fn admit(&mut self, change: Change, author: &Author<'_>) -> Result<(), RuleBroken> {

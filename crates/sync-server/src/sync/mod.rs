@@ -494,8 +494,8 @@ fn admit(
         let mut admission = Admission::new(receiver, id, Taxonomy::builtin())?;
         let admitted = admission.admit_all(changes, |a| owners.get(a).map(|o| o.author()))?;
         let read = admission.incident().cloned();
+        let stored = pushed.iter().all(|h| admission.holds(h));
         let mut doc = admission.into_doc();
-        let stored = pushed.iter().all(|h| doc.has_change(h));
         let result = match read {
             None => None,
             Some(read) => match doc.seal() {
