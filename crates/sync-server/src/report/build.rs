@@ -183,10 +183,13 @@ fn load_day<'g>(
     let (mut all, mut others, mut unreadable) = (Vec::new(), Vec::new(), Vec::new());
     for row in rows {
         let id = row.id.clone();
-        if let Some(n) = neighbour(&row, (start, end)) {
-            others.push(n);
-            continue;
-        }
+        let row = match neighbour(row, (start, end)) {
+            Ok(n) => {
+                others.push(n);
+                continue;
+            }
+            Err(row) => row,
+        };
         match load(row) {
             Ok(loaded) => all.push(loaded),
             Err(e) => {
@@ -258,18 +261,19 @@ fn add_rows(
 /// The row as a [`Neighbour`] when the report needs no more of it than its
 /// columns: neither captured nor received on the day, and not a case a
 /// department holds (whose deadline is in the document).
-fn neighbour(row: &StoredIncident, (start, end): (DateTime<Tz>, DateTime<Tz>)) -> Option<Neighbour> {
-    let captured = DateTime::parse_from_rfc3339(&row.captured_at).ok()?;
-    let received = DateTime::parse_from_rfc3339(&row.first_received_at).ok()?;
+/// Otherwise the row back, to be decoded.
+fn neighbour(mut row: StoredIncident, (start, end): (DateTime<Tz>, DateTime<Tz>)) -> Result<Neighbour, StoredIncident> {
+    let times = DateTime::parse_from_rfc3339(&row.captured_at)
+        .and_then(|c| Ok((c, DateTime::parse_from_rfc3339(&row.first_received_at)?)));
+    let Ok((captured, received)) = times else {
+        return Err(row);
+    };
     let on_day = |t: DateTime<FixedOffset>| t >= start && t < end;
     if on_day(captured) || on_day(received) || matches!(row.status, Status::Dispatched | Status::InProgress) {
-        return None;
+        return Err(row);
     }
-    let row = StoredIncident {
-        doc: Vec::new(),
-        ..row.clone()
-    };
-    Some(Neighbour { row, captured })
+    row.doc = Vec::new();
+    Ok(Neighbour { row, captured })
 }
 
 fn load(row: StoredIncident) -> Result<Loaded, ReportError> {

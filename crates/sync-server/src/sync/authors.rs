@@ -9,37 +9,19 @@ use automerge::{ActorId, Change};
 use sync_core::rules::Author;
 use sync_core::signing;
 
-use crate::storage::{Device, Role, Storage, StorageError};
+use crate::storage::{Device, Storage, StorageError};
 
-/// The account, device and role behind one actor.
+/// The device (with its account and role) behind one actor.
 #[derive(Debug, Clone)]
-pub(super) struct Owner {
-    account: String,
-    device: String,
-    role: Role,
-    number: Option<u32>,
-    department: Option<String>,
-}
+pub(super) struct Owner(Device);
 
 impl Owner {
     fn of(d: &Device) -> Owner {
-        Owner {
-            account: d.worker.id.clone(),
-            device: d.id.clone(),
-            role: d.worker.role,
-            number: d.number,
-            department: d.worker.department.clone(),
-        }
+        Owner(d.clone())
     }
 
     pub(super) fn author(&self) -> Author<'_> {
-        Author {
-            account: &self.account,
-            device: &self.device,
-            role: self.role,
-            number: self.number,
-            department: self.department.as_deref(),
-        }
+        self.0.author()
     }
 }
 
