@@ -85,7 +85,7 @@ impl World {
     /// Builds the template store under `dir` (a scratch folder the caller owns).
     pub fn new(dir: &Path) -> World {
         let template = dir.join("template");
-        let storage = sync_server::create_storage(&template).expect("the template store is made");
+        let storage = sync_server::create_sqlite_storage(&template).expect("the template store is made");
         let device = enrolled_device(&storage);
         let scope = sync_server::accounts::scope_of(&device, &GridMap::builtin());
         let known = [known(0, IN_SCOPE), known(1, IN_SCOPE), known(2, OUT_OF_SCOPE)];
@@ -123,7 +123,7 @@ impl World {
         // `write` retries the writes libFuzzer's timer signal interrupts
         // (`fs::copy` once failed with EINTR there).
         std::fs::write(run.join(sync_server::DB_FILE), &self.template).expect("the template copies");
-        sync_server::open_storage(&run).expect("a copy of the template opens")
+        SqliteStorage::open(&run.join(sync_server::DB_FILE), "fuzz").expect("a copy of the template opens")
     }
 
     /// One change of the push, from a piece: op 0 is change `p[0] % 3` of

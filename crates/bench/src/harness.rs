@@ -122,7 +122,7 @@ impl ServerProcess {
     ) -> Result<ServerProcess> {
         let dir = tempfile::Builder::new().prefix("bench-server-").tempdir()?;
         {
-            let storage = sync_server::create_storage(dir.path())?;
+            let storage = sync_server::create_storage(dir.path(), None)?;
             let grids = sync_core::GridMap::builtin();
             for w in workers {
                 let new = sync_server::accounts::NewWorker {
@@ -133,7 +133,7 @@ impl ServerProcess {
                     community: w.community.as_deref(),
                     department: None,
                 };
-                sync_server::accounts::add_worker(&storage, &grids, &new)?;
+                sync_server::accounts::add_worker(&*storage, &grids, &new)?;
             }
         }
         let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", args, nofile)?;
@@ -178,8 +178,8 @@ impl ServerProcess {
     /// A one-time enrolment code (the operator's `device enroll`); works
     /// while the server runs, as the operator commands do.
     pub fn code(&self, worker: &str) -> Result<String> {
-        let storage = sync_server::open_storage(self.data_dir())?;
-        Ok(sync_server::accounts::enrol_code(&storage, worker, 24, None)?.code)
+        let storage = sync_server::open_storage(self.data_dir(), None)?;
+        Ok(sync_server::accounts::enrol_code(&*storage, worker, 24, None)?.code)
     }
 }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, TimeDelta};
 use serde_json::Value;
 use sync_core::incident::{Location, NewIncident, rfc3339};
 use sync_core::{IncidentDoc, IncidentId, Status};
-use sync_server::storage::{ChangeLog, IncidentWrite, Role};
+use sync_server::storage::{IncidentWrite, Role};
 
 use crate::harness::{Binaries, ServerProcess};
 use crate::machine::rss_of;
@@ -104,23 +104,29 @@ fn incident(community: usize, d: usize, i: usize, serial: u64) -> Result<Inciden
     }
     let read = doc.read()?;
     let sealed = doc.seal()?;
-    Ok(sync_server::sync::write_of(&read.id.to_string(), sealed, &read, vec![]))
+    Ok(sync_server::sync::write_of(
+        &read.id.to_string(),
+        None,
+        sealed,
+        &read,
+        vec![],
+    ))
 }
 
 /// Makes the data dir: the map, the accounts, `total` incidents.
 fn fill(dir: &Path, total: usize) -> Result<String> {
     let map = dir.join("grids.json");
     std::fs::write(&map, serde_json::to_vec_pretty(&ten_communities()?)?)?;
-    let storage = sync_server::create_storage(dir)?;
+    let storage = sync_server::create_storage(dir, None)?;
     let grids = sync_server::load_grids(Some(&map))?;
     for c in 0..COMMUNITIES {
         let cells = cells_of(c);
         for (k, cell) in cells.iter().enumerate() {
             let id = format!("w{c}-{}", k + 1);
-            add(&storage, &grids, &id, Role::Worker, std::slice::from_ref(cell), None)?;
+            add(&*storage, &grids, &id, Role::Worker, std::slice::from_ref(cell), None)?;
         }
         add(
-            &storage,
+            &*storage,
             &grids,
             &format!("c{c}"),
             Role::Center,
@@ -148,7 +154,7 @@ fn fill(dir: &Path, total: usize) -> Result<String> {
             ));
         }
     }
-    Ok(sync_server::accounts::create_token(&storage, "c0")?.token)
+    Ok(sync_server::accounts::create_token(&*storage, "c0")?.token)
 }
 
 fn add(

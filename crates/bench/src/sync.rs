@@ -12,7 +12,6 @@ use automerge::{AutoCommit, Change};
 use sync_core::incident::Correction;
 use sync_core::protocol::{self, SyncRequest};
 use sync_core::{GridMap, IncidentDoc, IncidentId, ListFilter, Status};
-use sync_server::storage::{Accounts, SqliteStorage};
 use uuid::Uuid;
 
 use crate::baseline::{self, Peer};
@@ -45,7 +44,12 @@ fn docs(conn: &rusqlite::Connection) -> Result<Vec<(String, Vec<u8>)>> {
 
 /// The server's handler for `POST /v1/sync` without HTTP: authenticate,
 /// decode, run `sync_server::sync::sync` (which commits), encode.
-fn serve_in_process(storage: &SqliteStorage, grids: &GridMap, token: &str, body: &[u8]) -> Result<Duration> {
+fn serve_in_process(
+    storage: &dyn sync_server::storage::Storage,
+    grids: &GridMap,
+    token: &str,
+    body: &[u8],
+) -> Result<Duration> {
     let start = Instant::now();
     let device = storage
         .device_by_token(&sync_server::secrets::secret_hash(token))?
@@ -165,7 +169,7 @@ impl Stock {
 /// Syncs with nothing to do: ours over HTTP and in-process on the server,
 /// stock sync over every document.
 fn noop_runs(server: &ServerProcess, device: &mut Device, stock: &mut Stock, runs: usize) -> Result<NoOp> {
-    let storage = sync_server::open_storage(server.data_dir())?;
+    let storage = sync_server::open_storage(server.data_dir(), None)?;
     let grids = GridMap::builtin();
     let all = stock.all();
     let mut noop = NoOp::default();
@@ -182,10 +186,10 @@ fn noop_runs(server: &ServerProcess, device: &mut Device, stock: &mut Stock, run
 
         let body = protocol::encode(&device.next_request()?.request);
         if run == 0 {
-            serve_in_process(&storage, &grids, device.token(), &body)?; // warm the connection
+            serve_in_process(&*storage, &grids, device.token(), &body)?; // warm the connection
         }
         noop.server_ms
-            .push(serve_in_process(&storage, &grids, device.token(), &body)?.as_secs_f64() * 1e3);
+            .push(serve_in_process(&*storage, &grids, device.token(), &body)?.as_secs_f64() * 1e3);
 
         let ex = stock.session(&all)?;
         noop.stock_round_trips.push(f64::from(ex.round_trips));

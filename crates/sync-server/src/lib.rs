@@ -24,6 +24,6 @@ pub mod sync;
 pub use clock::ServerTime;
 pub use http::{TlsError, TlsFiles, serve};
 pub use setup::{
-    Config, DB_FILE, Migrated, Open311Config, SetupError, Timeouts, create_storage, load_grids, migrate_storage,
-    open_photos, open_storage,
+    Config, DB_FILE, Migrated, Open311Config, SetupError, Timeouts, create_sqlite_storage, create_storage, load_grids,
+    migrate_storage, open_photos, open_storage, server_exists,
 };

@@ -9,12 +9,15 @@ use sync_core::files::{private_dir, private_file};
 use sync_core::taxonomy::TaxonomyError;
 
 use crate::photos::LocalPhotos;
-use crate::storage::{SqliteStorage, StorageError};
+use crate::storage::{PgState, PgStorage, SqliteStorage, Storage, StorageError};
 
 /// Everything `serve` needs; the defaults are a folder and nothing else.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// A PostgreSQL database (`postgres://…`) for the records instead of
+    /// the SQLite file in the data dir; photos stay in the data dir.
+    pub database: Option<String>,
     /// A grid hierarchy file other than the built-in one.
     pub grid_map: Option<PathBuf>,
     /// Open311: public or token-only, and the base URL of `media_url`.
@@ -67,6 +70,16 @@ pub enum SetupError {
     Exists(PathBuf),
     #[error("cannot open the server database in {}: {source}", path.display())]
     Database { path: PathBuf, source: StorageError },
+    #[error(
+        "{0} holds no server; make one with `sync-server init --database …`, or give the database of the existing server"
+    )]
+    NoPgServer(String),
+    #[error("{0} holds a server already; nothing was changed")]
+    PgExists(String),
+    #[error("--database `{0}` is not a PostgreSQL URL (postgres://user@host:port/database)")]
+    DatabaseUrl(String),
+    #[error("cannot open the PostgreSQL database {url}: {source}")]
+    Postgres { url: String, source: StorageError },
     #[error("cannot open the photo folder in {}: {source}", path.display())]
     Photos { path: PathBuf, source: std::io::Error },
     #[error("cannot read {}: {source}", path.display())]
@@ -91,14 +104,35 @@ impl SetupError {
                 | SetupError::Tls(_)
                 | SetupError::NoServer(_)
                 | SetupError::Exists(_)
+                | SetupError::NoPgServer(_)
+                | SetupError::PgExists(_)
+                | SetupError::DatabaseUrl(_)
         )
     }
 }
 
-/// Makes a new server in `data_dir` (`sync-server init`): the folder if
-/// need be, a database with a new epoch, and the photo folder. Refuses a
-/// folder that already holds a server database, which stays untouched.
-pub fn create_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
+/// Makes a new server (`sync-server init`): the data dir if need be, its
+/// photo folder, and a database with a new epoch, the SQLite file in the
+/// data dir or the PostgreSQL `database`. Refuses a folder or database
+/// that already holds a server, which stays untouched.
+pub fn create_storage(data_dir: &Path, database: Option<&str>) -> Result<Box<dyn Storage>, SetupError> {
+    let Some(url) = database else {
+        return Ok(Box::new(create_sqlite_storage(data_dir)?));
+    };
+    let pg = connect_pg(url)?;
+    if pg_state(&pg, url)? != PgState::Empty {
+        return Err(SetupError::PgExists(shown_url(url)));
+    }
+    private_dir(data_dir).map_err(|source| SetupError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    open_photos(data_dir)?;
+    migrate_pg(&pg, url)?;
+    Ok(Box::new(pg))
+}
+
+pub fn create_sqlite_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
     if data_dir.join(DB_FILE).exists() {
         return Err(SetupError::Exists(shown(data_dir)));
     }
@@ -111,14 +145,70 @@ pub fn create_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
     Ok(storage)
 }
 
-/// Opens the server database of an existing data dir. A folder with no
-/// server database is refused rather than started afresh: a mistyped
-/// `--data-dir` must not become a new, empty server with a new epoch.
-pub fn open_storage(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
+/// Opens the server database of an existing server: the data dir's
+/// SQLite file, or the PostgreSQL `database`. One with no server is
+/// refused rather than started afresh: a mistyped `--data-dir` or URL must
+/// not become a new, empty server with a new epoch.
+pub fn open_storage(data_dir: &Path, database: Option<&str>) -> Result<Box<dyn Storage>, SetupError> {
+    if let Some(url) = database {
+        let pg = connect_pg(url)?;
+        if pg_state(&pg, url)? == PgState::Empty {
+            return Err(SetupError::NoPgServer(shown_url(url)));
+        }
+        migrate_pg(&pg, url)?;
+        return Ok(Box::new(pg));
+    }
     if !data_dir.join(DB_FILE).is_file() {
         return Err(SetupError::NoServer(shown(data_dir)));
     }
-    open_db(data_dir)
+    Ok(Box::new(open_db(data_dir)?))
+}
+
+/// Whether a server is there already: the data dir's database file, or a
+/// server schema in the PostgreSQL `database`.
+pub fn server_exists(data_dir: &Path, database: Option<&str>) -> Result<bool, SetupError> {
+    match database {
+        None => Ok(data_dir.join(DB_FILE).exists()),
+        Some(url) => Ok(pg_state(&connect_pg(url)?, url)? != PgState::Empty),
+    }
+}
+
+fn connect_pg(url: &str) -> Result<PgStorage, SetupError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(SetupError::DatabaseUrl(shown_url(url)));
+    }
+    PgStorage::connect(url).map_err(|source| pg_failed(url, source))
+}
+
+fn pg_state(pg: &PgStorage, url: &str) -> Result<PgState, SetupError> {
+    pg.state().map_err(|source| pg_failed(url, source))
+}
+
+/// Migrates a PostgreSQL server's schema; returns the version it had.
+fn migrate_pg(pg: &PgStorage, url: &str) -> Result<i64, SetupError> {
+    let epoch = uuid::Uuid::new_v4().to_string();
+    pg.migrate(&epoch).map_err(|source| pg_failed(url, source))
+}
+
+fn pg_failed(url: &str, source: StorageError) -> SetupError {
+    SetupError::Postgres {
+        url: shown_url(url),
+        source,
+    }
+}
+
+/// A database URL as it may be printed: without its password.
+fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.chars().take(80).collect();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// What `sync-server migrate` did: the schema version before and after.
@@ -131,7 +221,18 @@ pub struct Migrated {
 /// Brings an existing server database up to this build's schema (what
 /// `serve` and every command also do when they open it) and says from
 /// which version; a database written by a newer build is refused untouched.
-pub fn migrate_storage(data_dir: &Path) -> Result<Migrated, SetupError> {
+pub fn migrate_storage(data_dir: &Path, database: Option<&str>) -> Result<Migrated, SetupError> {
+    if let Some(url) = database {
+        let pg = connect_pg(url)?;
+        if pg_state(&pg, url)? == PgState::Empty {
+            return Err(SetupError::NoPgServer(shown_url(url)));
+        }
+        let from = migrate_pg(&pg, url)?;
+        return Ok(Migrated {
+            from,
+            to: crate::storage::PG_SCHEMA_VERSION,
+        });
+    }
     if !data_dir.join(DB_FILE).is_file() {
         return Err(SetupError::NoServer(shown(data_dir)));
     }

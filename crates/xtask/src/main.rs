@@ -4,7 +4,9 @@
 //! `cargo xtask test` is the README's test command: it checks that the
 //! programs the tests drive are installed (installing the missing ones when
 //! it runs as root), then runs every test of the workspace, going on past a
-//! failing suite so one run reports them all. `cargo xtask fuzz-smoke`
+//! failing suite so one run reports them all, then sync-server's
+//! integration suite a second time with the server's records in
+//! PostgreSQL (`SYNC_TEST_BACKEND=postgres`, a fresh database per test). `cargo xtask fuzz-smoke`
 //! runs each fuzz target of `fuzz/` briefly (see `fuzz.rs`). Progress goes
 //! to stderr.
 
@@ -86,18 +88,50 @@ fn test_args(extra: &[OsString]) -> Vec<OsString> {
         .collect()
 }
 
-/// Runs the workspace's tests; their exit status becomes ours.
+/// The arguments of the run of sync-server's integration suite on PostgreSQL.
+fn postgres_args(extra: &[OsString]) -> Vec<OsString> {
+    [
+        "test",
+        "-p",
+        "sync-server",
+        "--test",
+        "it",
+        "--locked",
+        "--no-fail-fast",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .chain(extra.iter().cloned())
+    .collect()
+}
+
+/// Runs the workspace's tests, then sync-server's suite on PostgreSQL;
+/// the first failing exit status becomes ours.
 fn cargo_test(extra: &[OsString]) -> Result<ExitCode, String> {
+    let embedded = run_cargo(&test_args(extra), None)?;
+    let postgres = run_cargo(&postgres_args(extra), Some(("SYNC_TEST_BACKEND", "postgres")))?;
+    Ok(if embedded.success() {
+        exit_code(postgres)
+    } else {
+        exit_code(embedded)
+    })
+}
+
+fn run_cargo(args: &[OsString], env: Option<(&str, &str)>) -> Result<ExitStatus, String> {
     // The cargo that runs us (set by `cargo run`), so a pinned toolchain stays pinned.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let args = test_args(extra);
-    eprintln!("xtask: running cargo {}", shown(&args));
-    let status = Command::new(&cargo)
-        .args(&args)
-        .current_dir(workspace_root())
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
-    Ok(exit_code(status))
+    let mut cmd = Command::new(&cargo);
+    cmd.args(args).current_dir(workspace_root());
+    let shown_env = match env {
+        Some((k, v)) => {
+            cmd.env(k, v);
+            format!("{k}={v} ")
+        }
+        None => String::new(),
+    };
+    eprintln!("xtask: running {shown_env}cargo {}", shown(args));
+    cmd.status()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))
 }
 
 fn workspace_root() -> PathBuf {

@@ -18,6 +18,8 @@ pub struct Prereq {
     pub used_by: &'static str,
     pub probe: Probe,
     pub source: Source,
+    /// Commands run after installing it, such as starting a service.
+    pub then: &'static [&'static [&'static str]],
 }
 
 /// A command that succeeds only when the prerequisite is installed.
@@ -37,34 +39,46 @@ pub enum Source {
 
 pub const ALL: &[Prereq] = &[
     Prereq {
+        name: "PostgreSQL on 127.0.0.1:5432",
+        used_by: "sync-server's suite on PostgreSQL, which makes a database per test as user postgres (trust auth on loopback, as on this project's machines)",
+        probe: Probe::Runs(&["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"]),
+        source: Source::Apt(&["postgresql"]),
+        then: &[&["service", "postgresql", "start"]],
+    },
+    Prereq {
         name: "GDAL's ogrinfo",
         used_by: "the GeoJSON export tests of field-cli and sync-server (ogrinfo, ogr2ogr)",
         probe: Probe::Runs(&["ogrinfo", "--version"]),
         source: Source::Apt(&["gdal-bin"]),
+        then: &[],
     },
     Prereq {
         name: "Chromium",
         used_by: "sync-server's dashboard test, which drives it headless over DevTools",
         probe: Probe::Runs(&["chromium", "--version"]),
         source: Source::Apt(&["chromium"]),
+        then: &[],
     },
     Prereq {
         name: "LibreOffice Calc",
         used_by: "the CSV tests, which open every export in Calc splitting on tab and semicolon too",
         probe: Probe::Runs(&["soffice", "--version"]),
         source: Source::Apt(&["libreoffice-calc"]),
+        then: &[],
     },
     Prereq {
         name: "libfaketime",
         used_by: "sync-server's overdue test, which dispatches a case from a device whose clock says three days ago",
         probe: Probe::Runs(&["faketime", "2026-01-01 00:00:00", "true"]),
         source: Source::Apt(&["faketime"]),
+        then: &[],
     },
     Prereq {
         name: "a Chinese font",
         used_by: "the dashboard test's screenshot, so Chinese text shows as a clerk sees it",
         probe: Probe::Finds(&["fc-list", ":lang=zh"]),
         source: Source::Apt(&["fonts-wqy-zenhei"]),
+        then: &[],
     },
 ];
 
@@ -101,6 +115,10 @@ pub fn ensure(all: &[Prereq]) -> Result<(), String> {
         return Err(cannot_install(&missing, &packages));
     }
     apt_install(&packages)?;
+    for then in missing.iter().flat_map(|p| p.then) {
+        let (program, args) = then.split_first().expect("a command names a program");
+        run(Command::new(program).args(args))?;
+    }
     let still: Vec<&Prereq> = missing
         .into_iter()
         .filter(|p| !present(p, "after installing: "))
@@ -238,18 +256,21 @@ mod tests {
         used_by: "a test",
         probe: Probe::Runs(&["true"]),
         source: Source::Apt(&["pkg-a", "pkg-common"]),
+        then: &[],
     };
     const B: Prereq = Prereq {
         name: "B",
         used_by: "a test",
         probe: Probe::Runs(&["true"]),
         source: Source::Apt(&["pkg-common", "pkg-b"]),
+        then: &[],
     };
     const C: Prereq = Prereq {
         name: "C",
         used_by: "a test",
         probe: Probe::Runs(&["true"]),
         source: Source::Apt(&["pkg-c"]),
+        then: &[],
     };
 
     #[test]

@@ -3,7 +3,7 @@
 use chrono_tz::Tz;
 use sync_core::GridMap;
 use sync_server::accounts::{self, DeviceRow, NewWorker, WorkerUpdate};
-use sync_server::storage::{Accounts, AuditKind, Role, Storage, WaitingCode, Worker};
+use sync_server::storage::{AuditKind, Role, Storage, WaitingCode, Worker};
 
 use super::{Place, audit_local, classify};
 
@@ -111,8 +111,8 @@ pub fn worker(place: &Place<'_>, command: WorkerCommand) -> anyhow::Result<()> {
                 community: community.as_deref(),
                 department: department.as_deref(),
             };
-            let w = accounts::add_worker(&storage, &place.grids()?, &new).map_err(classify)?;
-            audit_local(&storage, AuditKind::WorkerAdd, Some(&id), None, &describe(&w))?;
+            let w = accounts::add_worker(&*storage, &place.grids()?, &new).map_err(classify)?;
+            audit_local(&*storage, AuditKind::WorkerAdd, Some(&id), None, &describe(&w))?;
             println!("added {}", describe(&w));
         }
         WorkerCommand::List { json } => {
@@ -139,15 +139,16 @@ pub fn worker(place: &Place<'_>, command: WorkerCommand) -> anyhow::Result<()> {
                 community,
                 department,
             };
-            let (before, after) = accounts::update_worker(&storage, &place.grids()?, &id, &change).map_err(classify)?;
+            let (before, after) =
+                accounts::update_worker(&*storage, &place.grids()?, &id, &change).map_err(classify)?;
             let detail = format!("{} → {}", describe(&before), describe(&after));
-            audit_local(&storage, AuditKind::WorkerUpdate, Some(&id), None, &detail)?;
+            audit_local(&*storage, AuditKind::WorkerUpdate, Some(&id), None, &detail)?;
             println!("updated {}", describe(&after));
         }
         WorkerCommand::Retire { id } => {
-            let w = accounts::retire_worker(&storage, &id).map_err(classify)?;
+            let w = accounts::retire_worker(&*storage, &id).map_err(classify)?;
             audit_local(
-                &storage,
+                &*storage,
                 AuditKind::WorkerRetire,
                 Some(&id),
                 None,
@@ -207,12 +208,12 @@ pub fn device(place: &Place<'_>, command: DeviceCommand) -> anyhow::Result<()> {
             ttl_hours,
             device,
         } => {
-            let code = accounts::enrol_code(&storage, &worker, ttl_hours, device.as_deref()).map_err(classify)?;
+            let code = accounts::enrol_code(&*storage, &worker, ttl_hours, device.as_deref()).map_err(classify)?;
             eprintln!("enrolment code for {worker}, valid until {}:", code.expires_at);
             println!("{}", code.code);
         }
         DeviceCommand::List { json } => {
-            let devices = accounts::devices(&storage).map_err(classify)?;
+            let devices = accounts::devices(&*storage).map_err(classify)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
             } else {
@@ -221,7 +222,7 @@ pub fn device(place: &Place<'_>, command: DeviceCommand) -> anyhow::Result<()> {
                 let codes = storage.waiting_codes(sync_server::ServerTime::now().ms)?;
                 if !codes.is_empty() {
                     println!("\nenrolment codes not used yet:");
-                    print_codes(&storage, &codes, &grids)?;
+                    print_codes(&*storage, &codes, &grids)?;
                 }
             }
         }
@@ -230,13 +231,13 @@ pub fn device(place: &Place<'_>, command: DeviceCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&codes)?);
             } else {
-                print_codes(&storage, &codes, &place.grids()?)?;
+                print_codes(&*storage, &codes, &place.grids()?)?;
             }
         }
         DeviceCommand::Revoke { device } => {
-            let d = accounts::revoke(&storage, &device).map_err(classify)?;
+            let d = accounts::revoke(&*storage, &device).map_err(classify)?;
             audit_local(
-                &storage,
+                &*storage,
                 AuditKind::Revoke,
                 Some(&d.worker.id),
                 Some(&d.id),
@@ -347,9 +348,9 @@ fn table(header: &[&str]) -> comfy_table::Table {
 pub fn token(place: &Place<'_>, command: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Create { worker } = command;
     let storage = place.storage()?;
-    let t = accounts::create_token(&storage, &worker).map_err(classify)?;
+    let t = accounts::create_token(&*storage, &worker).map_err(classify)?;
     audit_local(
-        &storage,
+        &*storage,
         AuditKind::TokenCreate,
         Some(&worker),
         Some(&t.id),

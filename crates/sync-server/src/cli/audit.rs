@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use sync_server::storage::{AuditKind, AuditLog, AuditRow};
+use sync_server::storage::{AuditKind, AuditRow};
 
 use super::{Place, Usage};
 

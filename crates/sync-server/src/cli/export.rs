@@ -68,7 +68,7 @@ pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
         .parse(&grids, taxonomy)
         .map_err(|e| classify(ExportError::from(e)))?;
     let storage = place.storage()?;
-    let selected = select(&storage, &grids, &Scope::All, &filter).map_err(classify)?;
+    let selected = select(&*storage, &grids, &Scope::All, &filter).map_err(classify)?;
     for id in &selected.unreadable {
         eprintln!("warning: incident {id} cannot be read and is left out of the export");
     }
@@ -78,7 +78,7 @@ pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
         args.format,
         incidents.len()
     );
-    audit_local(&storage, AuditKind::Export, None, None, &detail)?;
+    audit_local(&*storage, AuditKind::Export, None, None, &detail)?;
     let bytes = export::render(format, &incidents, taxonomy, &extras)?;
     match &args.out {
         None => {

@@ -28,6 +28,10 @@ pub struct Cli {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
+    /// Keep the records in this PostgreSQL database (postgres://user@host:port/db)
+    /// instead of the SQLite file in the data dir; photos stay in the data dir.
+    #[arg(long, global = true, env = "SYNC_SERVER_DATABASE", value_name = "URL")]
+    database: Option<String>,
     /// A grid hierarchy file other than the built-in one.
     #[arg(long, global = true, value_name = "FILE")]
     grid_map: Option<PathBuf>,
@@ -68,12 +72,14 @@ enum Command {
 /// Where the data lives, for every subcommand.
 struct Place<'a> {
     data_dir: &'a Path,
+    database: Option<&'a str>,
     grid_map: Option<&'a Path>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let place = Place {
         data_dir: &cli.data_dir,
+        database: cli.database.as_deref(),
         grid_map: cli.grid_map.as_deref(),
     };
     match cli.command {
@@ -153,8 +159,8 @@ fn audit_local(
 }
 
 impl Place<'_> {
-    fn storage(&self) -> anyhow::Result<sync_server::storage::SqliteStorage> {
-        sync_server::open_storage(self.data_dir).map_err(classify)
+    fn storage(&self) -> anyhow::Result<Box<dyn sync_server::storage::Storage>> {
+        sync_server::open_storage(self.data_dir, self.database).map_err(classify)
     }
 
     fn grids(&self) -> anyhow::Result<sync_core::GridMap> {

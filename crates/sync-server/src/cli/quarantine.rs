@@ -25,7 +25,7 @@ pub fn run(place: &Place<'_>, c: Command) -> anyhow::Result<()> {
     let storage = place.storage()?;
     match c {
         Command::List => {
-            let rows = quarantine::list(&storage)?;
+            let rows = quarantine::list(&*storage)?;
             if rows.is_empty() {
                 eprintln!("the quarantine is empty");
             }
@@ -47,17 +47,17 @@ pub fn run(place: &Place<'_>, c: Command) -> anyhow::Result<()> {
             }
         }
         Command::Accept { id, worker } => {
-            quarantine::accept(&storage, id, &worker).map_err(classify)?;
+            quarantine::accept(&*storage, id, &worker).map_err(classify)?;
             let detail = format!("quarantined item {id} accepted as made by {worker}'s device");
-            audit_local(&storage, AuditKind::QuarantineAccept, Some(&worker), None, &detail)?;
+            audit_local(&*storage, AuditKind::QuarantineAccept, Some(&worker), None, &detail)?;
             eprintln!("item {id} accepted into its incident as made by {worker}'s device");
         }
         Command::Drop { id } => {
-            if !quarantine::drop_item(&storage, id)? {
+            if !quarantine::drop_item(&*storage, id)? {
                 return Err(Usage(anyhow::anyhow!("there is no quarantined item {id}")).into());
             }
             audit_local(
-                &storage,
+                &*storage,
                 AuditKind::QuarantineDrop,
                 None,
                 None,

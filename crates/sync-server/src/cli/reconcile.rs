@@ -42,15 +42,15 @@ enum Format {
 pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
     let storage = place.storage()?;
     let grids = place.grids()?;
-    let community = report::resolve_community(&storage, &grids, args.community.as_deref()).map_err(classify)?;
+    let community = report::resolve_community(&*storage, &grids, args.community.as_deref()).map_err(classify)?;
     let now = Utc::now();
     let date = match args.date {
         Some(d) => d,
         None => report::today(&grids, &community, now).map_err(classify)?,
     };
-    let r = report::daily_report(&storage, &grids, &community, date, now).map_err(classify)?;
+    let r = report::daily_report(&*storage, &grids, &community, date, now).map_err(classify)?;
     let detail = format!("sync-server reconcile: daily report of {community} for {date}");
-    audit_local(&storage, AuditKind::ReportRead, None, None, &detail)?;
+    audit_local(&*storage, AuditKind::ReportRead, None, None, &detail)?;
     let bytes = match args.format {
         Format::Table => text::to_table(&r).into_bytes(),
         Format::Json => {

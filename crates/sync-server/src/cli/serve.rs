@@ -48,12 +48,15 @@ pub struct Args {
 }
 
 /// `sync-server init`: a new data dir, told on stderr.
-pub fn init(place: &Place<'_>) -> anyhow::Result<sync_server::storage::SqliteStorage> {
-    use sync_server::storage::ChangeLog;
-    let storage = sync_server::create_storage(place.data_dir).map_err(classify)?;
+pub fn init(place: &Place<'_>) -> anyhow::Result<Box<dyn sync_server::storage::Storage>> {
+    let storage = sync_server::create_storage(place.data_dir, place.database).map_err(classify)?;
     let shown = std::path::absolute(place.data_dir).unwrap_or_else(|_| place.data_dir.to_owned());
+    let records = match place.database {
+        None => String::new(),
+        Some(_) => ", records in PostgreSQL".to_owned(),
+    };
     eprintln!(
-        "made a new server in {} (epoch {}); add workers with `sync-server worker add`",
+        "made a new server in {}{records} (epoch {}); add workers with `sync-server worker add`",
         shown.display(),
         storage.epoch()?
     );
@@ -62,7 +65,7 @@ pub fn init(place: &Place<'_>) -> anyhow::Result<sync_server::storage::SqliteSto
 
 /// `sync-server migrate`: the schema brought up to date, told on stdout.
 pub fn migrate(place: &Place<'_>) -> anyhow::Result<()> {
-    let done = sync_server::migrate_storage(place.data_dir).map_err(classify)?;
+    let done = sync_server::migrate_storage(place.data_dir, place.database).map_err(classify)?;
     if done.from == done.to {
         println!("schema {}: up to date", done.to);
     } else {
@@ -74,13 +77,14 @@ pub fn migrate(place: &Place<'_>) -> anyhow::Result<()> {
 }
 
 pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
-    if args.init && !place.data_dir.join(sync_server::DB_FILE).exists() {
+    if args.init && !sync_server::server_exists(place.data_dir, place.database).map_err(classify)? {
         init(place)?;
     }
     // Refuse a folder with no server before taking the port.
     drop(place.storage()?);
     let config = Config {
         data_dir: place.data_dir.to_owned(),
+        database: place.database.map(ToOwned::to_owned),
         grid_map: place.grid_map.map(ToOwned::to_owned),
         open311: Open311Config {
             public: args.open311_public,

@@ -128,16 +128,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SetupError> {
     let addr = listener.local_addr().map_err(SetupError::Serve)?;
-    use crate::storage::Sessions;
-    let storage = crate::setup::open_storage(&config.data_dir)?;
-    let mut fresh = [0u8; 32];
-    getrandom::fill(&mut fresh).expect("the OS has randomness");
-    let link_key = storage.link_key(fresh).map_err(|source| SetupError::Database {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    let (data_dir, database) = (config.data_dir.clone(), config.database.clone());
+    // The storage may block on a network database: off the async threads.
+    let (storage, link_key) = tokio::task::spawn_blocking(move || open_with_link_key(&data_dir, database.as_deref()))
+        .await
+        .map_err(|e| SetupError::Serve(std::io::Error::other(e)))??;
     let app = Arc::new(AppState {
-        storage: Arc::new(storage),
+        storage: Arc::from(storage),
         link_key,
         photos: Arc::new(crate::setup::open_photos(&config.data_dir)?),
         grids: crate::setup::load_grids(config.grid_map.as_deref())?,
@@ -161,6 +158,21 @@ pub async fn serve(
     listen::run(listener, router(app, config.timeouts), tls, cap, shutdown)
         .await
         .map_err(SetupError::Serve)
+}
+
+/// The storage and the key photo links are signed with (made on first start).
+fn open_with_link_key(
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+) -> Result<(Box<dyn Storage>, [u8; 32]), SetupError> {
+    let storage = crate::setup::open_storage(data_dir, database)?;
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).expect("the OS has randomness");
+    let link_key = storage.link_key(fresh).map_err(|source| SetupError::Database {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    Ok((storage, link_key))
 }
 
 /// Reads the certificate files again on every SIGHUP.

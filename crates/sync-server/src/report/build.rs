@@ -747,6 +747,7 @@ mod tests {
     fn write_row(id: &str, status: Status, captured: &str) -> crate::storage::IncidentWrite {
         crate::storage::IncidentWrite {
             id: id.into(),
+            base: None,
             doc: vec![],
             heads: vec![],
             grid: "HLT-CX-HX-01".into(),
@@ -867,7 +868,7 @@ mod tests {
         let mut doc = sync_core::IncidentDoc::create(&new, automerge::ActorId::from(vec![1u8; 16])).unwrap();
         let read = doc.read().unwrap();
         let sealed = doc.seal().unwrap();
-        let write = crate::sync::write_of(&new.id.to_string(), sealed, &read, vec![]);
+        let write = crate::sync::write_of(&new.id.to_string(), None, sealed, &read, vec![]);
         use crate::storage::ChangeLog;
         storage.commit_push(&[write], "d", "2026-11-19T16:40:00Z").unwrap();
         // Captured the evening before, by someone else, 11 m away. Its

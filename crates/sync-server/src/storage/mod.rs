@@ -7,10 +7,12 @@
 //! blocking: async callers run them inside `spawn_blocking`.
 
 mod audit;
+mod pg;
 mod session;
 mod sqlite;
 
 pub use audit::{AuditEvent, AuditKind, AuditLog, AuditRow, LOCAL};
+pub use pg::{PG_SCHEMA_VERSION, PgState, PgStorage};
 use serde::{Deserialize, Serialize};
 pub use session::{NewSession, Session, Sessions};
 pub use sqlite::{SCHEMA_VERSION, SqliteStorage};
@@ -20,6 +22,10 @@ use sync_core::Status;
 pub enum StorageError {
     #[error("the server database failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("the PostgreSQL database failed: {}", pg_message(.0))]
+    Postgres(#[from] ::postgres::Error),
+    #[error("cannot reach the PostgreSQL database: {0}")]
+    Pool(#[from] r2d2::Error),
     #[error(transparent)]
     Schema(#[from] sync_core::sqlite::MigrationError),
     #[error("no worker `{0}`")]
@@ -33,6 +39,19 @@ pub enum StorageError {
     /// A stored value that no version of this server writes.
     #[error("the server database holds a damaged {what}: {value}")]
     Damaged { what: &'static str, value: String },
+    /// Another writer changed the incident since its document was read:
+    /// nothing of the commit was stored, and merging again from the new
+    /// document is right (`retry_merge`).
+    #[error("incident {0} changed while it was being merged")]
+    Conflict(String),
+}
+
+/// A PostgreSQL error with the server's own words when it sent any.
+fn pg_message(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 impl StorageError {
@@ -45,6 +64,49 @@ impl StorageError {
                 | StorageError::WorkerExists(_)
                 | StorageError::Retired(_)
         )
+    }
+}
+
+fn damaged(what: &'static str, value: impl Into<String>) -> StorageError {
+    StorageError::Damaged {
+        what,
+        value: value.into(),
+    }
+}
+
+/// The photo link key as stored: 64 hex digits.
+fn link_key_of(kept: String) -> Result<[u8; 32], StorageError> {
+    let bytes: Vec<u8> = (0..kept.len() / 2)
+        .filter_map(|i| u8::from_str_radix(kept.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    bytes.try_into().map_err(|_| damaged("photo link key", kept))
+}
+
+/// The next link of the feed's hash chain: chain(seq) = blake3(chain(seq
+/// before) || hash), so a cursor names the whole feed up to it.
+fn chain_next(prev: &[u8], hash: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(prev);
+    h.update(hash);
+    *h.finalize().as_bytes()
+}
+
+/// Why an enrolment is refused, if it is: `existing` is the device row of
+/// that id (its worker, its revocation), `code_device` the device the code
+/// may enrol again.
+fn enrol_refusal(
+    existing: Option<&(String, Option<String>)>,
+    code_device: Option<&str>,
+    e: &Enrolment<'_>,
+) -> Option<EnrolOutcome> {
+    match (existing, code_device) {
+        // Another worker's device id is refused as a bad code, saying nothing of it.
+        (Some((owner, _)), _) if owner != e.worker => Some(EnrolOutcome::BadCode),
+        (Some((_, Some(_))), _) => Some(EnrolOutcome::Revoked),
+        (Some(_), Some(d)) if d == e.device => None,
+        (Some(_), _) => Some(EnrolOutcome::AlreadyEnrolled),
+        (None, Some(_)) => Some(EnrolOutcome::BadCode),
+        (None, None) => None,
     }
 }
 
@@ -253,6 +315,11 @@ pub struct NewChange {
 #[derive(Debug, Clone)]
 pub struct IncidentWrite {
     pub id: String,
+    /// The heads of the stored document this one was merged from, or
+    /// `None` for a new incident: the commit stores the write only while
+    /// they are still the stored heads (compare-and-swap), so two writers
+    /// never overwrite each other's merge.
+    pub base: Option<Vec<u8>>,
     pub doc: Vec<u8>,
     /// Sorted 32-byte head hashes, back to back.
     pub heads: Vec<u8>,
@@ -274,6 +341,9 @@ pub struct IncidentWrite {
 pub struct StoredDoc {
     pub doc: Vec<u8>,
     pub grid: String,
+    /// Sorted head hashes, back to back: what a write merged from this
+    /// document names as its `base`.
+    pub heads: Vec<u8>,
 }
 
 /// One change from the feed.

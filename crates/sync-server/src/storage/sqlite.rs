@@ -320,13 +320,7 @@ fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).expect("strings serialise")
 }
 
-/// The next link of the feed's hash chain.
-fn chain_next(prev: &[u8], hash: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(prev);
-    h.update(hash);
-    *h.finalize().as_bytes()
-}
+use super::chain_next;
 
 fn last_chain(conn: &Connection) -> Result<Vec<u8>, StorageError> {
     Ok(conn
@@ -351,12 +345,7 @@ fn backfill_chain(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn damaged(what: &'static str, value: impl Into<String>) -> StorageError {
-    StorageError::Damaged {
-        what,
-        value: value.into(),
-    }
-}
+use super::damaged;
 
 /// A text column parsed into a typed value; a value no version of this
 /// server writes is a conversion error naming the column.
@@ -589,16 +578,7 @@ impl Accounts for SqliteStorage {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let refused = match (&existing, code_device.as_deref()) {
-            // Another worker's device id is refused as a bad code, saying nothing of it.
-            (Some((owner, _)), _) if owner != e.worker => Some(EnrolOutcome::BadCode),
-            (Some((_, Some(_))), _) => Some(EnrolOutcome::Revoked),
-            (Some(_), Some(d)) if d == e.device => None,
-            (Some(_), _) => Some(EnrolOutcome::AlreadyEnrolled),
-            (None, Some(_)) => Some(EnrolOutcome::BadCode),
-            (None, None) => None,
-        };
-        if let Some(outcome) = refused {
+        if let Some(outcome) = super::enrol_refusal(existing.as_ref(), code_device.as_deref(), e) {
             return Ok(outcome);
         }
         tx.execute(
@@ -715,10 +695,11 @@ impl ChangeLog for SqliteStorage {
     fn incident_doc(&self, id: &str) -> Result<Option<StoredDoc>, StorageError> {
         Ok(self
             .conn()
-            .query_row("SELECT doc, grid FROM incidents WHERE id = ?1", [id], |r| {
+            .query_row("SELECT doc, grid, heads FROM incidents WHERE id = ?1", [id], |r| {
                 Ok(StoredDoc {
                     doc: r.get(0)?,
                     grid: r.get(1)?,
+                    heads: r.get(2)?,
                 })
             })
             .optional()?)
@@ -859,18 +840,25 @@ fn read_page(mut rows: rusqlite::Rows<'_>, q: &FeedQuery<'_>) -> rusqlite::Resul
     Ok((page, full))
 }
 
-/// Writes an incident's document and rewrites every projected column.
+/// Writes an incident's document and rewrites every projected column,
+/// only over the document it was merged from: a new incident only if
+/// there is none by its id, a merge only while the stored heads are its
+/// base. Otherwise another writer came first: [`StorageError::Conflict`].
 fn put_incident(tx: &rusqlite::Transaction<'_>, w: &IncidentWrite, now: &str) -> Result<(), StorageError> {
-    tx.prepare_cached(
-        "INSERT INTO incidents (id, doc, heads, grid, category, status, reporter, device, captured_at,
+    let sql = match w.base {
+        None => {
+            "INSERT INTO incidents (id, doc, heads, grid, category, status, reporter, device, captured_at,
                                 lat, lon, first_received_at, updated_at, case_no)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)
-         ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, heads = excluded.heads, grid = excluded.grid,
-            category = excluded.category, status = excluded.status, reporter = excluded.reporter,
-            device = excluded.device, captured_at = excluded.captured_at, lat = excluded.lat, lon = excluded.lon,
-            updated_at = excluded.updated_at, case_no = excluded.case_no",
-    )?
-    .execute(params![
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13 WHERE ?14 IS NULL
+         ON CONFLICT(id) DO NOTHING"
+        }
+        Some(_) => {
+            "UPDATE incidents SET doc = ?2, heads = ?3, grid = ?4, category = ?5, status = ?6, reporter = ?7,
+            device = ?8, captured_at = ?9, lat = ?10, lon = ?11, updated_at = ?12, case_no = ?13
+         WHERE id = ?1 AND heads = ?14"
+        }
+    };
+    let stored = tx.prepare_cached(sql)?.execute(params![
         w.id,
         w.doc,
         w.heads,
@@ -883,9 +871,13 @@ fn put_incident(tx: &rusqlite::Transaction<'_>, w: &IncidentWrite, now: &str) ->
         w.lat,
         w.lon,
         now,
-        w.case_no
+        w.case_no,
+        w.base
     ])?;
-    Ok(())
+    match stored {
+        1 => Ok(()),
+        _ => Err(StorageError::Conflict(w.id.clone())),
+    }
 }
 
 impl BlobIndex for SqliteStorage {
@@ -1113,10 +1105,7 @@ impl Sessions for SqliteStorage {
         let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('link_key', ?1)", [hex])?;
         let kept: String = conn.query_row("SELECT value FROM meta WHERE key = 'link_key'", [], |r| r.get(0))?;
-        let bytes: Vec<u8> = (0..kept.len() / 2)
-            .filter_map(|i| u8::from_str_radix(kept.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect();
-        bytes.try_into().map_err(|_| damaged("photo link key", kept))
+        super::link_key_of(kept)
     }
 }
 

@@ -173,10 +173,38 @@ fn needs_reset(storage: &dyn Storage, req: &SyncRequest, epoch: &str) -> Result<
     Ok(req.epoch.as_deref().is_some_and(|e| e != epoch) || !cursor_ok)
 }
 
+/// How many times a push is merged afresh when another writer (a node, a
+/// dashboard action) changed one of its incidents between read and commit.
+const MERGE_ATTEMPTS: usize = 8;
+
+/// Runs `attempt` again, up to [`MERGE_ATTEMPTS`] times in all, while its
+/// commit meets a concurrent write ([`StorageError::Conflict`]): the
+/// commit stored nothing, and merging from the new document is right.
+pub(crate) fn retry_merge<T, E>(
+    mut attempt: impl FnMut() -> Result<T, E>,
+    conflict: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    let mut left = MERGE_ATTEMPTS;
+    loop {
+        match attempt() {
+            Err(e) if left > 1 && conflict(&e) => left -= 1,
+            done => return done,
+        }
+    }
+}
+
 /// Checks and merges every pushed incident, then commits the ones that
-/// pass in one transaction. Answers only the ones not stored, each with
-/// why; the device takes every other pushed incident as stored.
+/// pass in one transaction, merging again if another writer came first.
+/// Answers only the ones not stored, each with why; the device takes every
+/// other pushed incident as stored.
 fn ingest(storage: &dyn Storage, caller: &Caller<'_>, push: &[PushDoc]) -> Result<Vec<Ack>, SyncError> {
+    retry_merge(
+        || ingest_once(storage, caller, push),
+        |e| matches!(e, SyncError::Storage(StorageError::Conflict(_))),
+    )
+}
+
+fn ingest_once(storage: &dyn Storage, caller: &Caller<'_>, push: &[PushDoc]) -> Result<Vec<Ack>, SyncError> {
     let mut writes = Vec::with_capacity(push.len());
     let mut acks = Vec::new();
     for doc in push {
@@ -382,7 +410,7 @@ fn merge_push(
         return Err(inc.out_of_scope(&read.grid));
     }
     let new_changes = new_changes(&inc, &merged.applied, &decoded.raw_at)?;
-    let write = write_of(&doc.id, sealed, &read, new_changes);
+    let write = write_of(&doc.id, existing.as_ref(), sealed, &read, new_changes);
     if write.doc.len() > limits::MAX_DOC {
         let size = write.doc.len();
         return Err(inc.rule_broken(RuleBroken {
@@ -542,7 +570,13 @@ fn new_changes(
 }
 
 /// The merged document, its projected columns and its photo references.
-pub fn write_of(id: &str, sealed: Sealed, read: &Incident, new_changes: Vec<NewChange>) -> IncidentWrite {
+pub fn write_of(
+    id: &str,
+    base: Option<&StoredDoc>,
+    sealed: Sealed,
+    read: &Incident,
+    new_changes: Vec<NewChange>,
+) -> IncidentWrite {
     let blob_refs = read
         .photos
         .iter()
@@ -560,6 +594,7 @@ pub fn write_of(id: &str, sealed: Sealed, read: &Incident, new_changes: Vec<NewC
         .collect();
     IncidentWrite {
         id: id.to_owned(),
+        base: base.map(|b| b.heads.clone()),
         doc: sealed.bytes,
         heads: sealed.heads.iter().flat_map(|h| h.0).collect(),
         grid: read.grid.clone(),

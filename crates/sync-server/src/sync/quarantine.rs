@@ -77,7 +77,24 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
         number: None,
         department: who.department.as_deref(),
     };
-    let existing = storage.incident_doc(&incident)?;
+    super::retry_merge(
+        || admit_row(storage, &row, (&incident, incident_id), change.clone(), author),
+        |e| matches!(e, QuarantineError::Storage(StorageError::Conflict(_))),
+    )?;
+    storage.unquarantine(id)?;
+    Ok(())
+}
+
+/// Merges the quarantined change into the stored incident and commits it.
+fn admit_row(
+    storage: &dyn Storage,
+    row: &QuarantineRow,
+    (incident, incident_id): (&str, IncidentId),
+    change: automerge::Change,
+    author: Author<'_>,
+) -> Result<(), QuarantineError> {
+    let refused = |reason: String| QuarantineError::Refused { id: row.id, reason };
+    let existing = storage.incident_doc(incident)?;
     let run = catch_unwind(AssertUnwindSafe(|| -> Result<_, String> {
         let receiver = IncidentDoc::receiver(existing.as_ref().map(|s| s.doc.as_slice())).map_err(|e| e.to_string())?;
         let mut admission = Admission::new(receiver, incident_id, Taxonomy::builtin()).map_err(|e| e.to_string())?;
@@ -102,8 +119,7 @@ pub fn accept(storage: &dyn Storage, id: i64, worker: &str) -> Result<(), Quaran
         bytes: row.bytes.clone(),
         sig: row.sig.clone(),
     }];
-    let write = write_of(&incident, sealed, &read, new);
+    let write = write_of(incident, existing.as_ref(), sealed, &read, new);
     storage.commit_push(&[write], &row.device, &ServerTime::now().text)?;
-    storage.unquarantine(id)?;
     Ok(())
 }

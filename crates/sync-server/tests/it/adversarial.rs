@@ -16,7 +16,7 @@ use sync_core::protocol::{
 };
 use sync_core::{BlobHash, IncidentDoc, IncidentId, Location, NewIncident};
 use sync_server::secrets::{normalise_code, secret_hash};
-use sync_server::storage::{Accounts, NewCode};
+use sync_server::storage::NewCode;
 
 use crate::*;
 
@@ -714,12 +714,7 @@ fn read_only_tokens_read_photos_but_never_sync_or_upload() {
     let s = Setup::new();
     s.server.add_center("c-hexiang", "HLT-CX-HX");
     // A grid worker cannot get a read-only token.
-    let refused = Command::new(server_bin())
-        .arg("--data-dir")
-        .arg(s.server.data_dir())
-        .args(["token", "create", "--worker", "w-li"])
-        .output()
-        .unwrap();
+    let refused = s.server.run(&["token", "create", "--worker", "w-li"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("grid worker"));
     let token = s.server.token("c-hexiang");
@@ -801,7 +796,7 @@ fn wrong_used_expired_and_other_workers_codes_get_401_bad_code() {
     // Written straight into the store: the CLI cannot make a code that expires soon.
     let expired = "ABCD-EFGH-JKMN";
     {
-        let storage = sync_server::open_storage(server.data_dir()).unwrap();
+        let storage = server.storage();
         let now = sync_server::ServerTime::now();
         let code = NewCode {
             code_hash: &secret_hash(&normalise_code(expired)),

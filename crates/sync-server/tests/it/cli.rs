@@ -118,15 +118,15 @@ fn a_data_dir_that_cannot_be_used_is_a_failure_not_a_mistake() {
     // A database written by a newer version is refused, and left as it was.
     let server = Server::new();
     server.add_worker("w-li", &[HX01]);
-    let db = server.data_dir().join("server.sqlite3");
-    {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.pragma_update(None, "user_version", 99).unwrap();
-    }
+    let (sqlite, postgres) = ("PRAGMA user_version = 99", "UPDATE schema_version SET version = 99");
+    server.exec(sqlite, postgres).unwrap();
     let (code, err) = admin_fails(&server, &["device", "list"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("newer version"), "{err}");
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let version = match on_postgres() {
+        true => "SELECT version FROM schema_version",
+        false => "PRAGMA user_version",
+    };
+    let v: i64 = server.db().query_row(version, [], |r| r.get(0)).unwrap();
     assert_eq!(v, 99);
 }

@@ -357,13 +357,9 @@ fn geojson_opens_in_gdal_and_round_trips_ids() {
 
     // From the command line on the data dir, every community.
     let file = folder.path().join("all.geojson");
-    let out = Command::new(server_bin())
-        .arg("--data-dir")
-        .arg(s.server.data_dir())
-        .args(["export", "--format", "geojson", "--out"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = s
+        .server
+        .run(&["export", "--format", "geojson", "--out", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty(), "--out prints nothing on stdout");
     let said = String::from_utf8_lossy(&out.stderr);
@@ -462,13 +458,7 @@ fn bad_filters_are_refused_with_a_clear_400() {
         (&["--from", "2026-02-30"][..], "YYYY-MM-DD"),
         (&["--community", "HLT-XX"][..], "unknown community"),
     ] {
-        let out = Command::new(server_bin())
-            .arg("--data-dir")
-            .arg(s.server.data_dir())
-            .args(["export", "--format", "csv"])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = s.server.run(&[&["export", "--format", "csv"][..], args].concat());
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");

@@ -657,13 +657,12 @@ fn one_unreadable_document_never_breaks_a_list_export_or_report() {
     let c = cell();
     let fine = c.li.report(&["--category", "lawn"]);
     assert_eq!(c.li.sync(&[])["acknowledged"], 1);
-    let db = rusqlite::Connection::open(c.server.data_dir().join(sync_server::DB_FILE)).unwrap();
-    db.execute(
-        "UPDATE incidents SET doc = X'856f4a83deadbeef' WHERE id = ?1",
-        [&c.victim],
-    )
-    .unwrap();
-    drop(db);
+    let id = &c.victim;
+    let damaged = c.server.exec(
+        &format!("UPDATE incidents SET doc = X'856f4a83deadbeef' WHERE id = '{id}'"),
+        &format!("UPDATE incidents SET doc = decode('856f4a83deadbeef', 'hex') WHERE id = '{id}'"),
+    );
+    assert_eq!(damaged, Ok(1));
     let op = c.server.token("op");
     for format in ["csv", "json", "geojson"] {
         let got = crate::exports::get(

@@ -13,11 +13,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use backend::{on_postgres, sqlite_only};
 use serde_json::Value;
 pub use sync_core::testing::XorShift64;
 use tempfile::TempDir;
 
 mod adversarial;
+mod backend;
 mod center;
 mod cli;
 mod convergence;
@@ -100,6 +102,8 @@ pub struct Server {
     port: u16,
     /// Run every `sync-server` command under `umask 000`.
     pub open_umask: bool,
+    /// The PostgreSQL database of the records, in the PostgreSQL suite.
+    pg: Option<backend::PgDatabase>,
 }
 
 impl Default for Server {
@@ -124,7 +128,55 @@ impl Server {
             url: String::new(),
             port: 0,
             open_umask: false,
+            pg: backend::on_postgres().then(backend::PgDatabase::fresh),
         }
+    }
+
+    /// The `--database` of this server: `None` on SQLite.
+    pub fn database(&self) -> Option<&str> {
+        self.pg.as_ref().map(|p| p.url.as_str())
+    }
+
+    /// A copy of the whole data dir and, on PostgreSQL, of the database,
+    /// as a backup of the stopped server is.
+    pub fn backup(&self) -> Backup {
+        assert!(self.child.is_none(), "a backup is of a stopped server");
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(self.data_dir(), dir.path());
+        Backup {
+            dir,
+            database: self.pg.as_ref().map(backend::PgDatabase::copy),
+        }
+    }
+
+    /// Puts a backup in place of the stopped server's data dir and database.
+    pub fn restore(&self, backup: &Backup) {
+        assert!(self.child.is_none(), "a restore is onto a stopped server");
+        if let (Some(pg), Some(copy)) = (&self.pg, &backup.database) {
+            pg.restore_from(copy);
+        }
+        std::fs::remove_dir_all(self.data_dir()).unwrap();
+        std::fs::create_dir_all(self.data_dir()).unwrap();
+        copy_tree(backup.dir.path(), self.data_dir());
+    }
+
+    /// Writes to the server's database behind its back, as a damaged disk
+    /// or a hand-edited file would: `sqlite` on SQLite, `postgres` on
+    /// PostgreSQL (the dialects differ in places). Rows changed, or the
+    /// database's refusal.
+    pub fn exec(&self, sqlite: &str, postgres: &str) -> Result<u64, String> {
+        match &self.pg {
+            Some(pg) => pg.exec(postgres),
+            None => rusqlite::Connection::open(self.data_dir().join("server.sqlite3"))
+                .and_then(|db| db.execute(sqlite, []))
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The server's storage opened in this process, as its commands open it.
+    pub fn storage(&self) -> Box<dyn sync_server::storage::Storage> {
+        sync_server::open_storage(self.data_dir(), self.database()).expect("the server's storage opens")
     }
 
     /// `sync-server --data-dir DIR`, under `umask 000` if asked for.
@@ -137,6 +189,9 @@ impl Server {
             Command::new(server_bin())
         };
         cmd.arg("--data-dir").arg(self.data_dir());
+        if let Some(url) = self.database() {
+            cmd.arg("--database").arg(url);
+        }
         cmd
     }
 
@@ -154,6 +209,15 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).expect("UTF-8").trim().to_owned()
+    }
+
+    /// Runs an operator command that may fail; its whole output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .env("SYNC_SERVER_LOG", "warn")
+            .output()
+            .expect("sync-server runs")
     }
 
     pub fn add_worker(&self, id: &str, cells: &[&str]) {
@@ -255,8 +319,17 @@ impl Server {
     /// The server database, opened read-only for checks (while the server
     /// runs too): a check cannot change what it looks at.
     pub fn db(&self) -> rusqlite::Connection {
-        open_read_only(&self.data_dir().join("server.sqlite3"))
+        match &self.pg {
+            Some(pg) => pg.snapshot(),
+            None => open_read_only(&self.data_dir().join("server.sqlite3")),
+        }
     }
+}
+
+/// A stopped server's data dir and database, copied ([`Server::backup`]).
+pub struct Backup {
+    dir: TempDir,
+    database: Option<backend::PgDatabase>,
 }
 
 impl Drop for Server {

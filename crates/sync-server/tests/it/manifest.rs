@@ -123,17 +123,14 @@ fn a_restored_server_sees_the_device_out_of_step_until_it_syncs() {
     assert_eq!(sync_row(&server, &dev)["in_step"], true);
 
     server.kill();
-    let backup = tempfile::tempdir().unwrap();
-    copy_tree(server.data_dir(), backup.path());
+    let backup = server.backup();
     server.start();
     dev.report(&["--category", "lawn"]);
     dev.sync(&[]);
 
     // Back to the copy that lacks the second incident.
     server.kill();
-    std::fs::remove_dir_all(server.data_dir()).unwrap();
-    std::fs::create_dir_all(server.data_dir()).unwrap();
-    copy_tree(backup.path(), server.data_dir());
+    server.restore(&backup);
     server.start();
 
     // The device has nothing pending, yet the server lacks one of its incidents.
@@ -189,9 +186,8 @@ fn a_sync_repeats_nothing_the_server_holds_and_a_server_that_lost_it_asks() {
     // A server whose record of the device has no manifest (as a database
     // from before manifests holds it) asks for the digest, and gets it in
     // the same sync.
-    let db = rusqlite::Connection::open(server.data_dir().join("server.sqlite3")).unwrap();
-    db.execute("UPDATE devices SET manifest = NULL WHERE kind = 'device'", [])
-        .unwrap();
+    let clear = "UPDATE devices SET manifest = NULL WHERE kind = 'device'";
+    server.exec(clear, clear).unwrap();
     let asked = dev.sync(&[]);
     assert_eq!(
         asked["round_trips"], 2,

@@ -2,8 +2,6 @@
 //! anomaly kind, and the refusals. The report is read the three ways out:
 //! `sync-server reconcile` (JSON, table, CSV, HTML) and `GET /v1/reports/daily`.
 
-use std::process::Command;
-
 use chrono::{DateTime, Duration, FixedOffset, Utc};
 use serde_json::Value;
 
@@ -538,12 +536,7 @@ fn display_width(line: &str) -> usize {
 }
 
 pub fn admin_fails(server: &Server, args: &[&str]) -> (i32, String) {
-    let out = Command::new(server_bin())
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .args(args)
-        .output()
-        .expect("sync-server runs");
+    let out = server.run(args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -8,35 +8,23 @@
 //! build on another device's lost changes wait until that device has synced.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde_json::Value;
-use tempfile::TempDir;
 
 use crate::*;
 
-/// Stops the server, copies its whole data dir, and starts it again.
-fn backup(server: &mut Server) -> TempDir {
+/// Stops the server, copies its whole data dir (and database), and starts it again.
+fn backup(server: &mut Server) -> Backup {
     server.kill();
-    let copy = tempfile::tempdir().unwrap();
-    copy_tree(server.data_dir(), copy.path());
+    let copy = server.backup();
     server.start();
     copy
 }
 
-/// Stops the server, puts the backup in place of its data dir's contents,
-/// and starts it again on the same port.
-fn restore(server: &mut Server, backup: &Path) {
+/// Stops the server, puts the backup in place, and starts it again on the same port.
+fn restore(server: &mut Server, backup: &Backup) {
     server.kill();
-    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
-    copy_tree(backup, server.data_dir());
+    server.restore(backup);
     server.start();
 }
 
@@ -151,7 +139,7 @@ fn restored_server_gets_everything_back(a_first: bool) {
     assert_eq!(seen_a.len(), 4);
     assert_eq!(seen_b.len(), 3, "B has not pulled z yet");
 
-    restore(&mut server, old.path());
+    restore(&mut server, &old);
     let on_server = server_heads(&server);
     assert!(
         !ids_of(&on_server).contains(&y.as_str()) && !ids_of(&on_server).contains(&z.as_str()),
@@ -253,7 +241,7 @@ fn a_pull_only_device_gets_what_the_restored_feed_put_below_its_cursor() {
     center.sync(&[]);
     assert_eq!(center.show(&x)["notes"].as_array().unwrap().len(), 2);
 
-    restore(&mut server, old.path());
+    restore(&mut server, &old);
     let w = e.report(&["--category", "clutter", "--desc", "logged after the restore"]);
     e.sync(&[]);
     b.sync(&[]);
@@ -338,7 +326,7 @@ fn a_restored_server_takes_back_a_lost_devices_changes_from_a_colleague() {
     assert_eq!(wang.sync(&[])["new_incidents"], 3);
 
     // The disk fails; the backup comes back. Li's, Zhao's and Sun's phones are lost.
-    restore(&mut server, old.path());
+    restore(&mut server, &old);
     drop((li, zhao, sun));
     let synced = wang.sync(&[]);
     assert!(synced["resets"].as_u64().unwrap() >= 1, "{synced}");
