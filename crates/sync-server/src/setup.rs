@@ -78,8 +78,8 @@ pub enum SetupError {
     PgExists(String),
     #[error("--database `{0}` is not a PostgreSQL URL (postgres://user@host:port/database)")]
     DatabaseUrl(String),
-    #[error("cannot open the PostgreSQL database {url}: {source}")]
-    Postgres { url: String, source: StorageError },
+    #[error("cannot open the PostgreSQL database {url}: {cause}")]
+    Postgres { url: String, cause: StorageError },
     #[error("cannot open the photo folder in {}: {source}", path.display())]
     Photos { path: PathBuf, source: std::io::Error },
     #[error("cannot read {}: {source}", path.display())]
@@ -193,7 +193,7 @@ fn migrate_pg(pg: &PgStorage, url: &str) -> Result<i64, SetupError> {
 fn pg_failed(url: &str, source: StorageError) -> SetupError {
     SetupError::Postgres {
         url: shown_url(url),
-        source,
+        cause: source,
     }
 }
 

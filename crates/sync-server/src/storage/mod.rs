@@ -22,10 +22,12 @@ use sync_core::Status;
 pub enum StorageError {
     #[error("the server database failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Its words and their causes are in the message (one sentence), not
+    /// in a source chain that would say them again.
     #[error("the PostgreSQL database failed: {}", pg_message(.0))]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(::postgres::Error),
     #[error("cannot reach the PostgreSQL database: {0}")]
-    Pool(#[from] r2d2::Error),
+    Pool(r2d2::Error),
     #[error(transparent)]
     Schema(#[from] sync_core::sqlite::MigrationError),
     #[error("no worker `{0}`")]
@@ -46,12 +48,31 @@ pub enum StorageError {
     Conflict(String),
 }
 
-/// A PostgreSQL error with the server's own words when it sent any.
-fn pg_message(e: &::postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+impl From<::postgres::Error> for StorageError {
+    fn from(e: ::postgres::Error) -> Self {
+        StorageError::Postgres(e)
     }
+}
+
+impl From<r2d2::Error> for StorageError {
+    fn from(e: r2d2::Error) -> Self {
+        StorageError::Pool(e)
+    }
+}
+
+/// A PostgreSQL error with the server's own words when it sent any, else
+/// the client's and their causes ("error connecting to server: Connection refused").
+fn pg_message(e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut words = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        words = format!("{words}: {c}");
+        cause = c.source();
+    }
+    words
 }
 
 impl StorageError {

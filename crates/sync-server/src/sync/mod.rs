@@ -187,7 +187,13 @@ pub(crate) fn retry_merge<T, E>(
     let mut left = MERGE_ATTEMPTS;
     loop {
         match attempt() {
-            Err(e) if left > 1 && conflict(&e) => left -= 1,
+            Err(e) if left > 1 && conflict(&e) => {
+                tracing::info!(
+                    attempts_left = left - 1,
+                    "another writer changed an incident first; merging again"
+                );
+                left -= 1;
+            }
             done => return done,
         }
     }

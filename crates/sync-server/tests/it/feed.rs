@@ -10,7 +10,7 @@ use sync_core::protocol::{self, Manifest, PROTOCOL_VERSION, SyncRequest, SyncRes
 use crate::*;
 
 /// One page of the feed after `cursor`, as the reader's device asks for it.
-fn page(server: &Server, token: &str, cursor: Option<protocol::Cursor>) -> SyncResponse {
+pub(crate) fn page(server: &Server, token: &str, cursor: Option<protocol::Cursor>) -> SyncResponse {
     let req = SyncRequest {
         version: PROTOCOL_VERSION,
         device_time_ms: None,
@@ -32,7 +32,7 @@ fn page(server: &Server, token: &str, cursor: Option<protocol::Cursor>) -> SyncR
     protocol::decode(&resp.bytes().unwrap()).expect("a sync response")
 }
 
-fn hash_of(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn hash_of(bytes: &[u8]) -> [u8; 32] {
     automerge::Change::from_bytes(bytes.to_vec())
         .expect("a change")
         .hash()

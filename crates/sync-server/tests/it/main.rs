@@ -35,6 +35,7 @@ mod fuzz_replay;
 mod guard;
 mod harness_checks;
 mod manifest;
+mod nodes;
 mod open311;
 mod operator;
 mod property;
@@ -103,7 +104,7 @@ pub struct Server {
     /// Run every `sync-server` command under `umask 000`.
     pub open_umask: bool,
     /// The PostgreSQL database of the records, in the PostgreSQL suite.
-    pg: Option<backend::PgDatabase>,
+    pg: Option<std::sync::Arc<backend::PgDatabase>>,
 }
 
 impl Default for Server {
@@ -128,7 +129,21 @@ impl Server {
             url: String::new(),
             port: 0,
             open_umask: false,
-            pg: backend::on_postgres().then(backend::PgDatabase::fresh),
+            pg: backend::on_postgres().then(|| std::sync::Arc::new(backend::PgDatabase::fresh())),
+        }
+    }
+
+    /// Another node of this server: a data dir of its own, the same
+    /// PostgreSQL database; not running.
+    pub fn node(&self) -> Server {
+        assert!(self.pg.is_some(), "nodes share a PostgreSQL database");
+        Server {
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            url: String::new(),
+            port: 0,
+            open_umask: false,
+            pg: self.pg.clone(),
         }
     }
 
@@ -145,7 +160,7 @@ impl Server {
         copy_tree(self.data_dir(), dir.path());
         Backup {
             dir,
-            database: self.pg.as_ref().map(backend::PgDatabase::copy),
+            database: self.pg.as_deref().map(backend::PgDatabase::copy),
         }
     }
 

@@ -50,12 +50,22 @@ pub enum PgState {
 impl PgStorage {
     /// Connects to `url` (`postgres://user@host:port/db`) without changing anything.
     pub fn connect(url: &str) -> Result<PgStorage, StorageError> {
-        let config: postgres::Config = url.parse()?;
+        let mut config: postgres::Config = url.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        // One connection first: its error says why (refused, no such
+        // database, a wrong password), where the pool's says only that
+        // it timed out.
+        drop(config.connect(NoTls)?);
         let manager = PostgresConnectionManager::new(config, NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(std::time::Duration::from_secs(10))
+            // A failure reaches the caller as the error of `get`; the pool
+            // logging each retry as well would say it many times over.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(manager)?;
         Ok(PgStorage { pool })
     }
