@@ -46,6 +46,13 @@ pub const ALL: &[Prereq] = &[
         then: &[&["service", "postgresql", "start"]],
     },
     Prereq {
+        name: "haproxy",
+        used_by: "sync-server's city test: three nodes behind it while they are killed one at a time",
+        probe: Probe::Runs(&["haproxy", "-v"]),
+        source: Source::Apt(&["haproxy"]),
+        then: &[],
+    },
+    Prereq {
         name: "GDAL's ogrinfo",
         used_by: "the GeoJSON export tests of field-cli and sync-server (ogrinfo, ogr2ogr)",
         probe: Probe::Runs(&["ogrinfo", "--version"]),

@@ -11,7 +11,10 @@
 //! end offset finishes it too. A device may hold at most
 //! [`MAX_STAGED_UPLOADS`] unfinished uploads of at most [`MAX_STAGED_BYTES`]
 //! in all; parts untouched for [`STALE_AFTER`] are removed. Appends to one
-//! photo are serialised by a lock per hash stripe.
+//! photo are serialised by a lock per hash stripe, and one device's
+//! appends by a file lock (`uploads/.locks/<device>`), so nodes sharing the
+//! folder take turns too; a photo another process published first counts
+//! as published.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -42,6 +45,13 @@ pub struct LocalPhotos {
 
 fn part_hash(path: &Path) -> Option<BlobHash> {
     path.file_name()?.to_str()?.strip_suffix(".part")?.parse().ok()
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        removed => removed,
+    }
 }
 
 fn is_stale(meta: &fs::Metadata, now: SystemTime) -> bool {
@@ -82,21 +92,27 @@ impl LocalPhotos {
 
     /// Publishes every `.part` whose bytes already hash to its name; others
     /// stay for their uploads to resume, unless stale or owned by no device.
+    /// A part that vanishes meanwhile was finished by another node sharing
+    /// the folder.
     fn recover_folder(&self, dir: &Path, unowned: bool) -> io::Result<()> {
         let now = SystemTime::now();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let path = entry.path();
             let Some(hash) = part_hash(&path) else { continue };
-            if BlobHash::of(&fs::read(&path)?) == hash {
+            let bytes = match fs::read(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                read => read?,
+            };
+            if BlobHash::of(&bytes) == hash {
                 if self.final_path(&hash).exists() {
-                    fs::remove_file(&path)?;
+                    remove_if_there(&path)?;
                 } else {
                     self.publish(&path, &hash)?;
                     tracing::info!(%hash, "published a photo whose upload was complete when the server stopped");
                 }
-            } else if unowned || is_stale(&entry.metadata()?, now) {
-                fs::remove_file(&path)?;
+            } else if unowned || entry.metadata().is_ok_and(|m| is_stale(&m, now)) {
+                remove_if_there(&path)?;
             }
         }
         Ok(())
@@ -111,8 +127,28 @@ impl LocalPhotos {
         let target = self.final_path(hash);
         let dir = target.parent().expect("photo paths have a parent");
         private_dir(dir)?;
-        fs::rename(part, &target)?;
+        match fs::rename(part, &target) {
+            // Another node sharing the folder published this part first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && target.exists() => Ok(()),
+            renamed => renamed,
+        }?;
         sync_folder(dir)
+    }
+
+    /// Holds the uploader's file lock until dropped.
+    fn lock_uploader(&self, uploader: &str) -> io::Result<fs::File> {
+        self.uploads_of(uploader)?;
+        let locks = self.root.join("uploads").join(".locks");
+        if !locks.exists() {
+            private_dir(&locks)?;
+        }
+        let path = locks.join(uploader);
+        let file = match owner_only().open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new().write(true).open(&path)?,
+            opened => opened?,
+        };
+        file.lock()?;
+        Ok(file)
     }
 
     fn final_path(&self, hash: &BlobHash) -> PathBuf {
@@ -212,6 +248,7 @@ impl PhotoStore for LocalPhotos {
 
     fn append(&self, up: &Upload<'_>) -> io::Result<Append> {
         let _guard = self.lock(up.hash);
+        let _uploader = self.lock_uploader(up.uploader)?;
         let have = self.progress(up.hash, up.uploader)?;
         let part = self.part_path(up.hash, up.uploader)?;
         if have > up.size {

@@ -21,6 +21,7 @@ use tempfile::TempDir;
 mod adversarial;
 mod backend;
 mod center;
+mod city;
 mod cli;
 mod convergence;
 mod crash;
@@ -105,6 +106,8 @@ pub struct Server {
     pub open_umask: bool,
     /// The PostgreSQL database of the records, in the PostgreSQL suite.
     pg: Option<std::sync::Arc<backend::PgDatabase>>,
+    /// Another node's data dir this one shares (its photo folder).
+    shared_dir: Option<PathBuf>,
 }
 
 impl Default for Server {
@@ -130,12 +133,14 @@ impl Server {
             port: 0,
             open_umask: false,
             pg: backend::on_postgres().then(|| std::sync::Arc::new(backend::PgDatabase::fresh())),
+            shared_dir: None,
         }
     }
 
-    /// Another node of this server: a data dir of its own, the same
-    /// PostgreSQL database; not running.
-    pub fn node(&self) -> Server {
+    /// Another node of this server: the same PostgreSQL database, a data
+    /// dir of its own, or this one's (`share_photos`: one photo folder for
+    /// all, as a shared file system gives nodes); not running.
+    pub fn node(&self, share_photos: bool) -> Server {
         assert!(self.pg.is_some(), "nodes share a PostgreSQL database");
         Server {
             dir: tempfile::tempdir().expect("temp dir"),
@@ -144,6 +149,7 @@ impl Server {
             port: 0,
             open_umask: false,
             pg: self.pg.clone(),
+            shared_dir: share_photos.then(|| self.data_dir().to_owned()),
         }
     }
 
@@ -211,7 +217,7 @@ impl Server {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        self.shared_dir.as_deref().unwrap_or(self.dir.path())
     }
 
     /// Runs an operator command on the data dir and returns its stdout.
@@ -398,8 +404,13 @@ impl Device {
 
     #[track_caller]
     pub fn enroll(&self, server: &Server) {
+        self.enroll_via(server, &server.url);
+    }
+
+    /// Enrols with a code of `server`'s, reaching it at `url` (a proxy in front).
+    pub fn enroll_via(&self, server: &Server, url: &str) {
         let code = server.code(&self.worker);
-        self.ok(&["enroll", "--server", &server.url, "--code", &code]);
+        self.ok(&["enroll", "--server", url, "--code", &code]);
     }
 
     #[track_caller]

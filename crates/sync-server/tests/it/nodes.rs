@@ -111,7 +111,7 @@ fn a_merge_over_a_document_another_writer_changed_is_refused_and_stores_nothing(
 
 /// Another `serve` process on the same database, with a data dir of its own.
 fn node_of(server: &Server) -> Server {
-    let mut node = server.node();
+    let mut node = server.node(false);
     node.start();
     node
 }

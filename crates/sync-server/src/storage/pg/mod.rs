@@ -35,7 +35,19 @@ const MIGRATE_LOCK: i64 = 0x6772_6964_7379_6e63;
 
 /// Every storage trait on a pool of PostgreSQL connections.
 pub struct PgStorage {
-    pool: Pool,
+    /// Always `Some` but while dropping.
+    pool: Option<Pool>,
+}
+
+impl Drop for PgStorage {
+    /// Closing a connection blocks on a runtime of the client's own, which
+    /// panics on a thread that drives async tasks (where the server drops
+    /// its state); so the pool closes on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 /// What a database holds before [`PgStorage::open`] decides what to do with it.
@@ -67,7 +79,7 @@ impl PgStorage {
             // logging each retry as well would say it many times over.
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(manager)?;
-        Ok(PgStorage { pool })
+        Ok(PgStorage { pool: Some(pool) })
     }
 
     /// Whether the database holds a server, and at which schema version.
@@ -116,7 +128,7 @@ impl PgStorage {
     }
 
     fn client(&self) -> Result<Client, StorageError> {
-        Ok(self.pool.get()?)
+        Ok(self.pool.as_ref().expect("the pool is there until dropped").get()?)
     }
 }
 
