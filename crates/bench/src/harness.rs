@@ -104,6 +104,42 @@ pub struct ServerProcess {
     pub dir: TempDir,
     pub url: String,
     child: Child,
+    /// The PostgreSQL database of its records, or `None` for the data dir's SQLite.
+    database: Option<std::sync::Arc<PgDatabase>>,
+}
+
+/// A PostgreSQL database made for one measurement and dropped after it,
+/// on the server `BENCH_PG` names (default: as user postgres on 127.0.0.1:5432).
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+impl PgDatabase {
+    pub fn fresh() -> Result<PgDatabase> {
+        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+        let admin = pg_admin_url();
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            .with_context(|| format!("the PostgreSQL figures need a server at {admin} (BENCH_PG)"))?;
+        client.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let server = admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s);
+        Ok(PgDatabase {
+            url: format!("{server}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&pg_admin_url(), postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
 }
 
 impl ServerProcess {
@@ -120,9 +156,44 @@ impl ServerProcess {
         args: &[&str],
         nofile: Option<u64>,
     ) -> Result<ServerProcess> {
+        Self::start_in(bins, workers, args, nofile, None)
+    }
+
+    /// As [`ServerProcess::start`], with the records in a fresh PostgreSQL database.
+    pub fn start_on_postgres(bins: &Binaries, workers: &[Worker]) -> Result<ServerProcess> {
+        Self::start_in(
+            bins,
+            workers,
+            &[],
+            None,
+            Some(std::sync::Arc::new(PgDatabase::fresh()?)),
+        )
+    }
+
+    /// Another node of this PostgreSQL-backed server: its own data dir, the same database.
+    pub fn node(&self, bins: &Binaries) -> Result<ServerProcess> {
+        let database = self.database.clone().context("nodes share a PostgreSQL database")?;
+        let dir = tempfile::Builder::new().prefix("bench-node-").tempdir()?;
+        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", &db_args(Some(&database)), None)?;
+        Ok(ServerProcess {
+            url,
+            dir,
+            child,
+            database: Some(database),
+        })
+    }
+
+    fn start_in(
+        bins: &Binaries,
+        workers: &[Worker],
+        args: &[&str],
+        nofile: Option<u64>,
+        database: Option<std::sync::Arc<PgDatabase>>,
+    ) -> Result<ServerProcess> {
         let dir = tempfile::Builder::new().prefix("bench-server-").tempdir()?;
+        let url = database.as_ref().map(|d| d.url.as_str());
         {
-            let storage = sync_server::create_storage(dir.path(), None)?;
+            let storage = sync_server::create_storage(dir.path(), url)?;
             let grids = sync_core::GridMap::builtin();
             for w in workers {
                 let new = sync_server::accounts::NewWorker {
@@ -136,15 +207,27 @@ impl ServerProcess {
                 sync_server::accounts::add_worker(&*storage, &grids, &new)?;
             }
         }
-        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", args, nofile)?;
-        Ok(ServerProcess { url, dir, child })
+        let mut all: Vec<&str> = db_args(database.as_deref());
+        all.extend_from_slice(args);
+        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", &all, nofile)?;
+        Ok(ServerProcess {
+            url,
+            dir,
+            child,
+            database,
+        })
     }
 
     /// SIGKILL; the data dir stays for [`ServerProcess::restart`].
     /// Serves a data dir made elsewhere, with more `serve` flags.
     pub fn serve_dir(bins: &Binaries, dir: TempDir, args: &[&str]) -> Result<ServerProcess> {
         let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", args, None)?;
-        Ok(ServerProcess { url, dir, child })
+        Ok(ServerProcess {
+            url,
+            dir,
+            child,
+            database: None,
+        })
     }
 
     pub fn kill(&mut self) {
@@ -161,7 +244,7 @@ impl ServerProcess {
             .nth(1)
             .context("the server's URL has no scheme")?
             .to_owned();
-        let (child, url) = spawn_server(bins, self.dir.path(), &addr, &[], None)?;
+        let (child, url) = spawn_server(bins, self.dir.path(), &addr, &db_args(self.database.as_deref()), None)?;
         ensure!(url == self.url, "the server came back on {url}, not {}", self.url);
         self.child = child;
         Ok(())
@@ -178,7 +261,8 @@ impl ServerProcess {
     /// A one-time enrolment code (the operator's `device enroll`); works
     /// while the server runs, as the operator commands do.
     pub fn code(&self, worker: &str) -> Result<String> {
-        let storage = sync_server::open_storage(self.data_dir(), None)?;
+        let database = self.database.as_ref().map(|d| d.url.as_str());
+        let storage = sync_server::open_storage(self.data_dir(), database)?;
         Ok(sync_server::accounts::enrol_code(&*storage, worker, 24, None)?.code)
     }
 }
@@ -186,6 +270,14 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `--database URL` for a server on PostgreSQL, nothing for SQLite.
+fn db_args(database: Option<&PgDatabase>) -> Vec<&str> {
+    match database {
+        Some(d) => vec!["--database", d.url.as_str()],
+        None => Vec::new(),
     }
 }
 

@@ -54,6 +54,9 @@ pub const INGEST_P50: &str = "server ingest: request latency p50";
 pub const INGEST_P99: &str = "server ingest: request latency p99";
 pub const NOOP_UNDER_INGEST: &str = "no-op sync p99 while devices ingest";
 pub const PULL: &str = "fresh device pulling a community";
+pub const INGEST_PG_1: &str = "server ingest on PostgreSQL, 1 node";
+pub const INGEST_PG_3: &str = "server ingest on PostgreSQL, 3 nodes";
+pub const PULL_PG: &str = "fresh device pulling a community, PostgreSQL";
 pub const RSS: &str = "server memory after ingest (VmRSS)";
 pub const RSS_PEAK: &str = "server peak memory during ingest (VmHWM)";
 pub const READ_REPORT: &str = "daily report of one community, large server";
@@ -158,6 +161,8 @@ pub enum Group {
     Network,
     /// `field sync --watch`: idle cost, and how soon it syncs after an outage.
     Watch,
+    /// Ingest (one node and three) and a fresh pull with the records in PostgreSQL.
+    Postgres,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +281,8 @@ pub fn run(config: &Config) -> Result<Report> {
     phase(Group::Ingest, &|| load::noop_under_ingest(&bins, &sizes, runs))?;
     phase(Group::Memory, &|| load::memory(&bins, &sizes, runs))?;
     phase(Group::Reads, &|| reads::figures(&bins, &sizes, runs))?;
+    phase(Group::Postgres, &|| load::ingest_postgres(&bins, &sizes, runs))?;
+    phase(Group::Postgres, &|| sync::pull_postgres(&bins, &sizes, runs))?;
     phase(Group::Network, &|| network::figures(&bins, &sizes))?;
     phase(Group::Watch, &|| watch::figures(&bins, &sizes))?;
     rows.sort_by_key(|r| FIGURES.iter().position(|f| *f == r.figure).unwrap_or(usize::MAX));
@@ -480,6 +487,12 @@ const METHOD: &str = "\
   (p50 beside the target); every one of them is checked to have pushed and pulled nothing.
 - **Fresh device pull.** A new device of the community center enrols and syncs: every incident of the
   community in pages of 2,000 changes, merged into its store. Rate = new incidents ÷ whole sync time.
+- **On PostgreSQL.** The same ingest and fresh pull with the server's records in a fresh PostgreSQL
+  15 database on the same machine (`--database`, the machine's own server, default settings, which
+  fsync every commit): ingest on one node, and on three `serve` processes sharing the database with
+  device `i` syncing with node `i % 3` (each node its own data dir; nothing is behind a proxy, so the
+  figure is the database's and the nodes', not a proxy's). All on the same two cores, so three nodes
+  share the CPU that one node has alone.
 - **Server memory.** A fresh server process ingests the incidents from devices in separate cells (so
   nothing is pulled back); then `VmRSS` and `VmHWM` are read from `/proc/<pid>/status`. MB = 10⁶ bytes.
 - **Large server reads.** A data dir with 1,000,000 incidents in ten communities (the built-in

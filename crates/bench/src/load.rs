@@ -47,12 +47,18 @@ impl Templates {
 
     /// Copies every device, enrols it with `server`, and returns them.
     fn enrolled(&self, server: &ServerProcess, into: &Path) -> Result<Vec<Device>> {
+        self.enrolled_across(&[server], into)
+    }
+
+    /// The same, device `i` with `nodes[i % nodes.len()]`.
+    fn enrolled_across(&self, nodes: &[&ServerProcess], into: &Path) -> Result<Vec<Device>> {
         self.workers
             .iter()
-            .map(|w| {
+            .enumerate()
+            .map(|(i, w)| {
                 let to: PathBuf = into.join(&w.id);
                 data::copy_dir(&self.dir.path().join(&w.id), &to)?;
-                Device::enroll(&to, server, &w.id)
+                Device::enroll(&to, nodes[i % nodes.len()], &w.id)
             })
             .collect()
     }
@@ -95,23 +101,10 @@ pub fn ingest(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
         let work = tempfile::Builder::new().prefix("bench-devices-").tempdir()?;
         let devs = templates.enrolled(&server, work.path())?;
         let trips: Vec<Trip> = sync_all(devs)?.into_iter().flatten().collect();
-        let acked: usize = trips.iter().map(|t| t.applied.acknowledged).sum();
-        ensure!(
-            acked == devices * per,
-            "the server acknowledged {acked} of {} incidents",
-            devices * per
-        );
-        let first = trips.iter().map(|t| t.start).min().context("no requests")?;
-        let last = trips
-            .iter()
-            .filter(|t| t.applied.acknowledged > 0)
-            .map(|t| t.end)
-            .max()
-            .context("no pushes")?;
-        rate.push(acked as f64 / (last - first).as_secs_f64());
-        let ms: Vec<f64> = trips.iter().map(|t| t.http.as_secs_f64() * 1e3).collect();
-        p50.push(percentile(&ms, 50.0));
-        p99.push(percentile(&ms, 99.0));
+        let m = Ingested::of(&trips, devices * per)?;
+        rate.push(m.rate);
+        p50.push(m.p50);
+        p99.push(m.p99);
         requests = trips.len();
     }
     let workload = format!("{devices} devices × {per} incidents, {requests} requests");
@@ -127,6 +120,66 @@ pub fn ingest(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
         Row::new(crate::INGEST_P50, workload.clone(), "ms", Runs::new(p50), Target::None),
         Row::new(crate::INGEST_P99, workload, "ms", Runs::new(p99), Target::None),
     ])
+}
+
+/// What one ingest run measured.
+struct Ingested {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Ingested {
+    /// Incidents acknowledged per second from the first request to the
+    /// last push answered (all `expected` of them must be), and the
+    /// requests' latency.
+    fn of(trips: &[Trip], expected: usize) -> Result<Ingested> {
+        let acked: usize = trips.iter().map(|t| t.applied.acknowledged).sum();
+        ensure!(
+            acked == expected,
+            "the server acknowledged {acked} of {expected} incidents"
+        );
+        let first = trips.iter().map(|t| t.start).min().context("no requests")?;
+        let last = trips
+            .iter()
+            .filter(|t| t.applied.acknowledged > 0)
+            .map(|t| t.end)
+            .max()
+            .context("no pushes")?;
+        let ms: Vec<f64> = trips.iter().map(|t| t.http.as_secs_f64() * 1e3).collect();
+        Ok(Ingested {
+            rate: acked as f64 / (last - first).as_secs_f64(),
+            p50: percentile(&ms, 50.0),
+            p99: percentile(&ms, 99.0),
+        })
+    }
+}
+
+/// The ingest of [`ingest`] with the records in PostgreSQL, on one node and
+/// on three nodes sharing the database (device `i` syncing with node `i % 3`).
+pub fn ingest_postgres(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
+    let (devices, per) = (sizes.ingest_devices, sizes.ingest_per_device);
+    let templates = Templates::make("w", devices, per)?;
+    let mut rows = Vec::new();
+    for (nodes, name) in [(1, crate::INGEST_PG_1), (3, crate::INGEST_PG_3)] {
+        let mut rate = Vec::new();
+        for run in 0..runs {
+            progress(&format!(
+                "postgres: {devices} devices × {per} incidents into {nodes} node(s), run {}/{runs}",
+                run + 1
+            ));
+            let first = ServerProcess::start_on_postgres(bins, &templates.workers)?;
+            let others = (1..nodes).map(|_| first.node(bins)).collect::<Result<Vec<_>>>()?;
+            let all: Vec<&ServerProcess> = std::iter::once(&first).chain(&others).collect();
+            let work = tempfile::Builder::new().prefix("bench-devices-").tempdir()?;
+            let devs = templates.enrolled_across(&all, work.path())?;
+            let trips: Vec<Trip> = sync_all(devs)?.into_iter().flatten().collect();
+            rate.push(Ingested::of(&trips, devices * per)?.rate);
+        }
+        let workload = format!("{devices} devices × {per} incidents, PostgreSQL, {nodes} node(s)");
+        rows.push(Row::new(name, workload, "incidents/s", Runs::new(rate), Target::None));
+    }
+    Ok(rows)
 }
 
 /// A device with nothing to send and nothing to pull (its cell is one no

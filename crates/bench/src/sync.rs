@@ -199,6 +199,26 @@ fn noop_runs(server: &ServerProcess, device: &mut Device, stock: &mut Stock, run
     Ok(noop)
 }
 
+/// The fresh pull of [`figures`] from a server whose records are in PostgreSQL.
+pub fn pull_postgres(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
+    let cells = community_cells();
+    let n = sizes.community;
+    let server = ServerProcess::start_on_postgres(
+        bins,
+        &[Worker::grid_worker(WORKER, &cells), Worker::center(CENTER, COMMUNITY)],
+    )?;
+    let dir = tempfile::Builder::new().prefix("bench-device-").tempdir()?;
+    logged_and_pushed(&server, dir.path(), &cells, n)?;
+    let (rate, pulled) = fresh_pulls(&server, &cells, n, runs)?;
+    Ok(vec![Row::new(
+        crate::PULL_PG,
+        format!("{} incidents, empty device, PostgreSQL", thousands(pulled)),
+        "incidents/s",
+        Runs::new(rate),
+        Target::None,
+    )])
+}
+
 /// A fresh device of the community center pulls everything, once per run.
 /// Returns the rates and how many incidents the last run pulled.
 fn fresh_pulls(server: &ServerProcess, cells: &[String], n: usize, runs: usize) -> Result<(Vec<f64>, usize)> {

@@ -12,7 +12,7 @@
 //! [`MAX_STAGED_UPLOADS`] unfinished uploads of at most [`MAX_STAGED_BYTES`]
 //! in all; parts untouched for [`STALE_AFTER`] are removed. Appends to one
 //! photo are serialised by a lock per hash stripe, and one device's
-//! appends by a file lock (`uploads/.locks/<device>`), so nodes sharing the
+//! appends by a file lock (`upload-locks/<device>`), so nodes sharing the
 //! folder take turns too; a photo another process published first counts
 //! as published.
 
@@ -138,7 +138,7 @@ impl LocalPhotos {
     /// Holds the uploader's file lock until dropped.
     fn lock_uploader(&self, uploader: &str) -> io::Result<fs::File> {
         self.uploads_of(uploader)?;
-        let locks = self.root.join("uploads").join(".locks");
+        let locks = self.root.join("upload-locks");
         if !locks.exists() {
             private_dir(&locks)?;
         }
