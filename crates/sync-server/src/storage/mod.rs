@@ -563,6 +563,27 @@ pub trait ChangeLog {
     fn epoch(&self) -> Result<String, StorageError>;
     fn incident_doc(&self, id: &str) -> Result<Option<StoredDoc>, StorageError>;
     fn has_change(&self, hash: &[u8; 32]) -> Result<bool, StorageError>;
+    /// The stored documents of these incidents, by id (one call: a
+    /// network database answers them in one round trip).
+    fn incident_docs(&self, ids: &[String]) -> Result<std::collections::HashMap<String, StoredDoc>, StorageError> {
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            if let Some(doc) = self.incident_doc(id)? {
+                out.insert(id.clone(), doc);
+            }
+        }
+        Ok(out)
+    }
+    /// Which of these changes are stored.
+    fn held_changes(&self, hashes: &[[u8; 32]]) -> Result<std::collections::HashSet<[u8; 32]>, StorageError> {
+        let mut out = std::collections::HashSet::new();
+        for h in hashes {
+            if self.has_change(h)? {
+                out.insert(*h);
+            }
+        }
+        Ok(out)
+    }
     /// The author's signature of a stored change, when it came with one.
     fn change_sig(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError>;
     /// Writes every incident of a push in one transaction.

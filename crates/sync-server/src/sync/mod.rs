@@ -204,17 +204,62 @@ pub(crate) fn retry_merge<T, E>(
 /// Answers only the ones not stored, each with why; the device takes every
 /// other pushed incident as stored.
 fn ingest(storage: &dyn Storage, caller: &Caller<'_>, push: &[PushDoc]) -> Result<Vec<Ack>, SyncError> {
+    // Decoded once: what the changes are does not depend on what is stored.
+    let mut decoded = Vec::with_capacity(push.len());
+    for doc in push {
+        decoded.push(match (Incoming { storage, caller, doc }).decode_all() {
+            Ok(changes) => Ok(changes),
+            Err(PushError::Refused(r)) => Err(r),
+            Err(PushError::Storage(e)) => return Err(e.into()),
+        });
+    }
     retry_merge(
-        || ingest_once(storage, caller, push),
+        || ingest_once(storage, caller, push, &decoded),
         |e| matches!(e, SyncError::Storage(StorageError::Conflict(_))),
     )
 }
 
-fn ingest_once(storage: &dyn Storage, caller: &Caller<'_>, push: &[PushDoc]) -> Result<Vec<Ack>, SyncError> {
+/// A pushed incident's changes decoded, or why it is refused.
+type Decoding = Result<Vec<Change>, Refusal>;
+
+/// What one attempt at a push reads in bulk before it merges anything, so
+/// that a push is a few storage calls whatever its size: the stored
+/// documents of its incidents, which of its changes are stored already,
+/// and the devices behind its changes (looked up once each).
+struct Batch {
+    docs: HashMap<String, StoredDoc>,
+    held: HashSet<[u8; 32]>,
+    authors: Authors,
+}
+
+impl Batch {
+    fn read(storage: &dyn Storage, push: &[PushDoc], decoded: &[Decoding]) -> Result<Batch, StorageError> {
+        let ids: Vec<String> = push.iter().map(|d| d.id.clone()).collect();
+        let hashes: Vec<[u8; 32]> = decoded.iter().flatten().flatten().map(|c| c.hash().0).collect();
+        Ok(Batch {
+            docs: storage.incident_docs(&ids)?,
+            held: storage.held_changes(&hashes)?,
+            authors: Authors::default(),
+        })
+    }
+}
+
+fn ingest_once(
+    storage: &dyn Storage,
+    caller: &Caller<'_>,
+    push: &[PushDoc],
+    decoded: &[Decoding],
+) -> Result<Vec<Ack>, SyncError> {
+    let mut batch = Batch::read(storage, push, decoded)?;
     let mut writes = Vec::with_capacity(push.len());
     let mut acks = Vec::new();
-    for doc in push {
-        match merge_push(storage, caller, doc) {
+    for (doc, changes) in push.iter().zip(decoded) {
+        let inc = Incoming { storage, caller, doc };
+        let merged = match changes {
+            Ok(changes) => merge_push(&inc, changes.clone(), &mut batch),
+            Err(r) => Err(PushError::Refused(r.clone())),
+        };
+        match merged {
             Ok((write, ack)) => {
                 writes.extend(write);
                 if !ack.stored() {
@@ -384,25 +429,26 @@ impl Incoming<'_> {
     }
 }
 
-/// Checks one pushed incident and merges it into the server's copy.
+/// Checks one pushed incident (its changes decoded) and merges it into the
+/// server's copy.
 fn merge_push(
-    storage: &dyn Storage,
-    caller: &Caller<'_>,
-    doc: &PushDoc,
+    inc: &Incoming<'_>,
+    changes: Vec<Change>,
+    batch: &mut Batch,
 ) -> Result<(Option<IncidentWrite>, Ack), PushError> {
-    let inc = Incoming { storage, caller, doc };
+    let (caller, doc) = (inc.caller, inc.doc);
     let id = doc
         .id
         .parse::<IncidentId>()
         .map_err(|e| inc.refuse("bad_change", None, e.to_string()))?;
-    let existing = storage.incident_doc(&doc.id)?;
+    let existing = batch.docs.get(&doc.id).cloned();
     if let Some(StoredDoc { grid, .. }) = &existing
         && !caller.scope.allows(grid)
     {
         return Err(inc.out_of_scope(grid));
     }
-    let decoded = decode_changes(&inc)?;
-    let merged = admit(&inc, id, existing.as_ref(), decoded.changes, &decoded.owners)?;
+    let decoded = sort_changes(inc, changes, batch)?;
+    let merged = admit(inc, id, existing.as_ref(), decoded.changes, &decoded.owners)?;
     let ack = Ack {
         id: doc.id.clone(),
         need_full: merged.waiting || !merged.stored || decoded.held,
@@ -415,7 +461,7 @@ fn merge_push(
     if !caller.scope.allows(&read.grid) {
         return Err(inc.out_of_scope(&read.grid));
     }
-    let new_changes = new_changes(&inc, &merged.applied, &decoded.raw_at)?;
+    let new_changes = new_changes(inc, &merged.applied, &decoded.raw_at, &batch.held);
     let write = write_of(&doc.id, existing.as_ref(), sealed, &read, new_changes);
     if write.doc.len() > limits::MAX_DOC {
         let size = write.doc.len();
@@ -437,11 +483,11 @@ struct Decoded {
     held: bool,
 }
 
-/// Decodes each change alone, bounded and inside `catch_unwind`, and
-/// checks its author's signature. A change the server holds is skipped (any
-/// device may pass one on); one of a device the server does not know is
-/// kept in quarantine, never dropped; a forged one refuses the incident.
-fn decode_changes(inc: &Incoming<'_>) -> Result<Decoded, PushError> {
+/// Checks each decoded change's author signature. A change the server
+/// holds is skipped (any device may pass one on); one of a device the
+/// server does not know is kept in quarantine, never dropped; a forged one
+/// refuses the incident.
+fn sort_changes(inc: &Incoming<'_>, changes: Vec<Change>, batch: &mut Batch) -> Result<Decoded, PushError> {
     let doc = inc.doc;
     let mut out = Decoded {
         changes: Vec::with_capacity(doc.changes.len()),
@@ -449,14 +495,13 @@ fn decode_changes(inc: &Incoming<'_>) -> Result<Decoded, PushError> {
         owners: Owners::new(),
         held: false,
     };
-    let mut authors = Authors::default();
-    for (at, raw) in doc.changes.iter().enumerate() {
-        let change = decode_one(inc, raw)?;
-        if inc.storage.has_change(&change.hash().0)? {
+    for (at, change) in changes.into_iter().enumerate() {
+        if batch.held.contains(&change.hash().0) {
             continue;
         }
+        let raw = &doc.changes[at];
         let sig = doc.sigs.get(at).map(|s| s.as_slice()).filter(|s| !s.is_empty());
-        match authors.verdict(inc.storage, inc.caller.device, &change, sig)? {
+        match batch.authors.verdict(inc.storage, inc.caller.device, &change, sig)? {
             Verdict::By(owner) => {
                 out.owners.insert(change.actor_id().clone(), owner);
                 out.raw_at.insert(change.hash(), at);
@@ -473,6 +518,14 @@ fn decode_changes(inc: &Incoming<'_>) -> Result<Decoded, PushError> {
         }
     }
     Ok(out)
+}
+
+impl Incoming<'_> {
+    /// Every pushed change of the incident, each decoded alone, bounded
+    /// and inside `catch_unwind`; the first that fails refuses the incident.
+    fn decode_all(&self) -> Result<Vec<Change>, PushError> {
+        self.doc.changes.iter().map(|raw| decode_one(self, raw)).collect()
+    }
 }
 
 /// One change, bounded in size and decoded inside `catch_unwind`.
@@ -559,10 +612,11 @@ fn new_changes(
     inc: &Incoming<'_>,
     applied: &[ChangeHash],
     raw_at: &HashMap<ChangeHash, usize>,
-) -> Result<Vec<NewChange>, PushError> {
+    held: &HashSet<[u8; 32]>,
+) -> Vec<NewChange> {
     let mut out = Vec::new();
     for h in applied {
-        if !inc.storage.has_change(&h.0)?
+        if !held.contains(&h.0)
             && let Some(&at) = raw_at.get(h)
         {
             out.push(NewChange {
@@ -572,7 +626,7 @@ fn new_changes(
             });
         }
     }
-    Ok(out)
+    out
 }
 
 /// The merged document, its projected columns and its photo references.

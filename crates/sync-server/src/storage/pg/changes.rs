@@ -275,6 +275,33 @@ impl ChangeLog for PgStorage {
         Ok(row.is_some())
     }
 
+    fn incident_docs(&self, ids: &[String]) -> Result<std::collections::HashMap<String, StoredDoc>, StorageError> {
+        let rows = self
+            .client()?
+            .query("SELECT id, doc, grid, heads FROM incidents WHERE id = ANY($1)", &[&ids])?;
+        rows.iter()
+            .map(|r| {
+                let doc = StoredDoc {
+                    doc: r.try_get(1)?,
+                    grid: r.try_get(2)?,
+                    heads: r.try_get(3)?,
+                };
+                Ok((r.try_get(0)?, doc))
+            })
+            .collect()
+    }
+
+    fn held_changes(&self, hashes: &[[u8; 32]]) -> Result<HashSet<[u8; 32]>, StorageError> {
+        let asked: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+        let rows = self
+            .client()?
+            .query("SELECT hash FROM changes WHERE hash = ANY($1)", &[&asked])?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<_, Vec<u8>>(0).ok()?.try_into().ok())
+            .collect())
+    }
+
     fn change_sig(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError> {
         let row = self
             .client()?
