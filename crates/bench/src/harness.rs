@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -15,6 +16,7 @@ use sync_core::protocol::{self, EnrollRequest, EnrollResponse, MAX_PULL, PROTOCO
 use sync_core::sync::{Applied, Outgoing};
 use sync_server::storage::Role;
 use tempfile::TempDir;
+use testbed::{Bucket, Garage, PgDatabase};
 
 /// `field sync`'s limits: incidents and change bytes per push request.
 pub const PUSH_DOCS: usize = 200;
@@ -104,41 +106,54 @@ pub struct ServerProcess {
     pub dir: TempDir,
     pub url: String,
     child: Child,
-    /// The PostgreSQL database of its records, or `None` for the data dir's SQLite.
-    database: Option<std::sync::Arc<PgDatabase>>,
+    stores: Stores,
 }
 
-/// A PostgreSQL database made for one measurement and dropped after it,
-/// on the server `BENCH_PG` names (default: as user postgres on 127.0.0.1:5432).
-pub struct PgDatabase {
-    pub url: String,
-    name: String,
-}
-
+/// The server `BENCH_PG` names (default: as user postgres on 127.0.0.1:5432).
 fn pg_admin_url() -> String {
     std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-impl PgDatabase {
-    pub fn fresh() -> Result<PgDatabase> {
-        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-        let admin = pg_admin_url();
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
-            .with_context(|| format!("the PostgreSQL figures need a server at {admin} (BENCH_PG)"))?;
-        client.batch_execute(&format!("CREATE DATABASE {name}"))?;
-        let server = admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s);
-        Ok(PgDatabase {
-            url: format!("{server}/{name}"),
-            name,
-        })
-    }
+/// A fresh PostgreSQL database for one measurement, dropped after it.
+fn fresh_database() -> Result<PgDatabase> {
+    let admin = pg_admin_url();
+    PgDatabase::fresh(&admin, "bench")
+        .with_context(|| format!("the PostgreSQL figures need a server at {admin} (BENCH_PG)"))
 }
 
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&pg_admin_url(), postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+/// Where a server keeps its records and photos beyond its data dir: a
+/// PostgreSQL database, a bucket of Garage's; shared by its nodes.
+#[derive(Clone, Default)]
+pub struct Stores {
+    pub database: Option<Arc<PgDatabase>>,
+    pub photos: Option<Arc<Bucket>>,
+}
+
+impl Stores {
+    /// A fresh database, and a fresh bucket if `photos`.
+    pub fn postgres(photos: bool) -> Result<Stores> {
+        Ok(Stores {
+            database: Some(Arc::new(fresh_database()?)),
+            photos: photos.then(|| Arc::new(Garage::get().bucket())),
+        })
+    }
+
+    fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|d| d.url.as_str())
+    }
+
+    /// The flags and environment of every command on this server.
+    fn flags(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let mut args = Vec::new();
+        let mut env = Vec::new();
+        if let Some(url) = self.database_url() {
+            args.extend(["--database".to_owned(), url.to_owned()]);
         }
+        if let Some(b) = &self.photos {
+            args.extend(["--photos".to_owned(), b.url(None)]);
+            env.extend(b.env().iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        }
+        (args, env)
     }
 }
 
@@ -156,30 +171,29 @@ impl ServerProcess {
         args: &[&str],
         nofile: Option<u64>,
     ) -> Result<ServerProcess> {
-        Self::start_in(bins, workers, args, nofile, None)
+        Self::start_in(bins, workers, args, nofile, Stores::default())
+    }
+
+    /// As [`ServerProcess::start`], with the records (and photos) in `stores`.
+    pub fn start_on(bins: &Binaries, workers: &[Worker], stores: Stores) -> Result<ServerProcess> {
+        Self::start_in(bins, workers, &[], None, stores)
     }
 
     /// As [`ServerProcess::start`], with the records in a fresh PostgreSQL database.
     pub fn start_on_postgres(bins: &Binaries, workers: &[Worker]) -> Result<ServerProcess> {
-        Self::start_in(
-            bins,
-            workers,
-            &[],
-            None,
-            Some(std::sync::Arc::new(PgDatabase::fresh()?)),
-        )
+        Self::start_on(bins, workers, Stores::postgres(false)?)
     }
 
-    /// Another node of this PostgreSQL-backed server: its own data dir, the same database.
+    /// Another node of this PostgreSQL-backed server: its own data dir, the same stores.
     pub fn node(&self, bins: &Binaries) -> Result<ServerProcess> {
-        let database = self.database.clone().context("nodes share a PostgreSQL database")?;
+        ensure!(self.stores.database.is_some(), "nodes share a PostgreSQL database");
         let dir = tempfile::Builder::new().prefix("bench-node-").tempdir()?;
-        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", &db_args(Some(&database)), None)?;
+        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", &[], None, &self.stores)?;
         Ok(ServerProcess {
             url,
             dir,
             child,
-            database: Some(database),
+            stores: self.stores.clone(),
         })
     }
 
@@ -188,12 +202,11 @@ impl ServerProcess {
         workers: &[Worker],
         args: &[&str],
         nofile: Option<u64>,
-        database: Option<std::sync::Arc<PgDatabase>>,
+        stores: Stores,
     ) -> Result<ServerProcess> {
         let dir = tempfile::Builder::new().prefix("bench-server-").tempdir()?;
-        let url = database.as_ref().map(|d| d.url.as_str());
         {
-            let storage = sync_server::create_storage(dir.path(), url)?;
+            let storage = sync_server::create_storage(dir.path(), stores.database_url())?;
             let grids = sync_core::GridMap::builtin();
             for w in workers {
                 let new = sync_server::accounts::NewWorker {
@@ -207,26 +220,25 @@ impl ServerProcess {
                 sync_server::accounts::add_worker(&*storage, &grids, &new)?;
             }
         }
-        let mut all: Vec<&str> = db_args(database.as_deref());
-        all.extend_from_slice(args);
-        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", &all, nofile)?;
+        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", args, nofile, &stores)?;
         Ok(ServerProcess {
             url,
             dir,
             child,
-            database,
+            stores,
         })
     }
 
     /// SIGKILL; the data dir stays for [`ServerProcess::restart`].
     /// Serves a data dir made elsewhere, with more `serve` flags.
     pub fn serve_dir(bins: &Binaries, dir: TempDir, args: &[&str]) -> Result<ServerProcess> {
-        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", args, None)?;
+        let stores = Stores::default();
+        let (child, url) = spawn_server(bins, dir.path(), "127.0.0.1:0", args, None, &stores)?;
         Ok(ServerProcess {
             url,
             dir,
             child,
-            database: None,
+            stores,
         })
     }
 
@@ -244,7 +256,7 @@ impl ServerProcess {
             .nth(1)
             .context("the server's URL has no scheme")?
             .to_owned();
-        let (child, url) = spawn_server(bins, self.dir.path(), &addr, &db_args(self.database.as_deref()), None)?;
+        let (child, url) = spawn_server(bins, self.dir.path(), &addr, &[], None, &self.stores)?;
         ensure!(url == self.url, "the server came back on {url}, not {}", self.url);
         self.child = child;
         Ok(())
@@ -261,8 +273,7 @@ impl ServerProcess {
     /// A one-time enrolment code (the operator's `device enroll`); works
     /// while the server runs, as the operator commands do.
     pub fn code(&self, worker: &str) -> Result<String> {
-        let database = self.database.as_ref().map(|d| d.url.as_str());
-        let storage = sync_server::open_storage(self.data_dir(), database)?;
+        let storage = sync_server::open_storage(self.data_dir(), self.stores.database_url())?;
         Ok(sync_server::accounts::enrol_code(&*storage, worker, 24, None)?.code)
     }
 }
@@ -270,14 +281,6 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// `--database URL` for a server on PostgreSQL, nothing for SQLite.
-fn db_args(database: Option<&PgDatabase>) -> Vec<&str> {
-    match database {
-        Some(d) => vec!["--database", d.url.as_str()],
-        None => Vec::new(),
     }
 }
 
@@ -289,7 +292,9 @@ fn spawn_server(
     listen: &str,
     args: &[&str],
     nofile: Option<u64>,
+    stores: &Stores,
 ) -> Result<(Child, String)> {
+    let (store_args, env) = stores.flags();
     // util-linux's prlimit sets the limit and then runs the server in
     // its own process, so the child's pid is the server's.
     let mut command = match nofile {
@@ -303,8 +308,10 @@ fn spawn_server(
     let mut child = command
         .arg("--data-dir")
         .arg(dir)
+        .args(&store_args)
         .args(["serve", "--listen", listen])
         .args(args)
+        .envs(env)
         .env("SYNC_SERVER_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

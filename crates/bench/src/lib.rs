@@ -57,6 +57,8 @@ pub const PULL: &str = "fresh device pulling a community";
 pub const INGEST_PG_1: &str = "server ingest on PostgreSQL, 1 node";
 pub const INGEST_PG_3: &str = "server ingest on PostgreSQL, 3 nodes";
 pub const PULL_PG: &str = "fresh device pulling a community, PostgreSQL";
+pub const PHOTO_UP_RSS: &str = "server memory rise, 12 MP photo uploaded through one node";
+pub const PHOTO_DOWN_RSS: &str = "server memory rise, that photo served by another node";
 pub const RSS: &str = "server memory after ingest (VmRSS)";
 pub const RSS_PEAK: &str = "server peak memory during ingest (VmHWM)";
 pub const READ_REPORT: &str = "daily report of one community, large server";
@@ -283,6 +285,7 @@ pub fn run(config: &Config) -> Result<Report> {
     phase(Group::Reads, &|| reads::figures(&bins, &sizes, runs))?;
     phase(Group::Postgres, &|| load::ingest_postgres(&bins, &sizes, runs))?;
     phase(Group::Postgres, &|| sync::pull_postgres(&bins, &sizes, runs))?;
+    phase(Group::Postgres, &|| load::photo_across_nodes(&bins, &sizes, runs))?;
     phase(Group::Network, &|| network::figures(&bins, &sizes))?;
     phase(Group::Watch, &|| watch::figures(&bins, &sizes))?;
     rows.sort_by_key(|r| FIGURES.iter().position(|f| *f == r.figure).unwrap_or(usize::MAX));
@@ -492,7 +495,11 @@ const METHOD: &str = "\
   fsync every commit): ingest on one node, and on three `serve` processes sharing the database with
   device `i` syncing with node `i % 3` (each node its own data dir; nothing is behind a proxy, so the
   figure is the database's and the nodes', not a proxy's). All on the same two cores, so three nodes
-  share the CPU that one node has alone.
+  share the CPU that one node has alone. **Photo memory:** a device (the real `field`) logs one
+  photo of the photo figure's size and syncs it through one node of a server on PostgreSQL whose photos
+  are in Garage (a bucket on a one-node Garage the bench starts); the node's VmHWM after the sync less its
+  VmRSS before. Then the original is fetched from a second node with the device's token, measured the
+  same way on that node.
 - **Server memory.** A fresh server process ingests the incidents from devices in separate cells (so
   nothing is pulled back); then `VmRSS` and `VmHWM` are read from `/proc/<pid>/status`. MB = 10⁶ bytes.
 - **Large server reads.** A data dir with 1,000,000 incidents in ten communities (the built-in

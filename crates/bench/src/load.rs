@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use uuid::Uuid;
 
 use crate::data;
-use crate::harness::{Binaries, Device, ServerProcess, Trip, Worker};
+use crate::harness::{Binaries, Device, FieldDir, ServerProcess, Trip, Worker};
 use crate::machine::rss_of;
 use crate::stats::{Runs, percentile};
 use crate::table::{Row, Target};
@@ -288,4 +288,69 @@ pub fn memory(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
         ),
         Row::new(crate::RSS_PEAK, workload, "MB", Runs::new(peak), Target::None),
     ])
+}
+
+/// A 12 MP photo logged on a device and synced through one node of a
+/// server on PostgreSQL with its photos in Garage, then its original
+/// fetched from another node: how far each node's peak memory (VmHWM) rose
+/// above what it held before (VmRSS).
+pub fn photo_across_nodes(bins: &Binaries, sizes: &Sizes, runs: usize) -> Result<Vec<Row>> {
+    let (w, h) = sizes.photo;
+    let dir = tempfile::Builder::new().prefix("bench-photo-").tempdir()?;
+    let photo = dir.path().join("photo.jpg");
+    std::fs::write(&photo, data::photo_jpeg(w, h, 90)?)?;
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        progress(&format!(
+            "postgres: a {w}×{h} photo in through one node, out of another, run {}/{runs}",
+            run + 1
+        ));
+        let workers = [Worker::grid_worker("w-photo", &[crate::local::CELL.to_owned()])];
+        let first = ServerProcess::start_on(bins, &workers, crate::harness::Stores::postgres(true)?)?;
+        let second = first.node(bins)?;
+        let field = FieldDir::enrolled(bins, &first, "w-photo", None)?;
+        let id = photo.to_str().context("a UTF-8 path")?;
+        field.run(&["report", "--category", "manhole-cover", "--photo", id])?;
+        up.push(growth(first.pid(), || field.run(&["sync"]).map(drop))?);
+        let original = blake3::hash(&std::fs::read(&photo)?).to_hex().to_string();
+        let token = std::fs::read_to_string(field.dir.path().join("device.token"))?;
+        let url = format!("{}/v1/blobs/{original}", second.url);
+        down.push(growth(second.pid(), || {
+            let got = reqwest::blocking::Client::new()
+                .get(&url)
+                .bearer_auth(token.trim())
+                .send()?;
+            ensure!(got.status() == 200, "the other node answered {}", got.status());
+            ensure!(
+                got.bytes()?.len() as u64 == std::fs::metadata(&photo)?.len(),
+                "the photo came back short"
+            );
+            Ok(())
+        })?);
+    }
+    let workload = format!("one {w}×{h} JPEG original with its display copy and thumbnail, Garage");
+    Ok(vec![
+        Row::new(
+            crate::PHOTO_UP_RSS,
+            workload.clone(),
+            "MB",
+            Runs::new(up),
+            Target::AtMost(16.0),
+        ),
+        Row::new(
+            crate::PHOTO_DOWN_RSS,
+            workload,
+            "MB",
+            Runs::new(down),
+            Target::AtMost(16.0),
+        ),
+    ])
+}
+
+/// MB by which `pid`'s peak memory rose above its resident memory before `work`.
+fn growth(pid: u32, work: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let (before, _) = rss_of(pid).context("cannot read the server's /proc status")?;
+    work()?;
+    let (_, peak) = rss_of(pid).context("cannot read the server's /proc status")?;
+    Ok(peak.saturating_sub(before) as f64 / 1e6)
 }

@@ -25,5 +25,5 @@ pub use clock::ServerTime;
 pub use http::{TlsError, TlsFiles, serve};
 pub use setup::{
     Config, DB_FILE, Migrated, Open311Config, SetupError, Timeouts, create_sqlite_storage, create_storage, load_grids,
-    migrate_storage, open_photos, open_storage, server_exists,
+    migrate_storage, open_photo_store, open_photos, open_storage, server_exists,
 };

@@ -8,7 +8,7 @@ use sync_core::GridMap;
 use sync_core::files::{private_dir, private_file};
 use sync_core::taxonomy::TaxonomyError;
 
-use crate::photos::LocalPhotos;
+use crate::photos::{LocalPhotos, PhotoStore, S3Location, S3Photos};
 use crate::storage::{PgState, PgStorage, SqliteStorage, Storage, StorageError};
 
 /// Everything `serve` needs; the defaults are a folder and nothing else.
@@ -18,6 +18,9 @@ pub struct Config {
     /// A PostgreSQL database (`postgres://…`) for the records instead of
     /// the SQLite file in the data dir; photos stay in the data dir.
     pub database: Option<String>,
+    /// An S3-compatible bucket (`s3://BUCKET?endpoint=…&region=…`) for the
+    /// photos instead of the data dir's folder.
+    pub photos: Option<String>,
     /// A grid hierarchy file other than the built-in one.
     pub grid_map: Option<PathBuf>,
     /// Open311: public or token-only, and the base URL of `media_url`.
@@ -82,6 +85,10 @@ pub enum SetupError {
     Postgres { url: String, cause: StorageError },
     #[error("cannot open the photo folder in {}: {source}", path.display())]
     Photos { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    PhotoLocation(#[from] crate::photos::BadLocation),
+    #[error("cannot open the photo store {bucket}: {cause}")]
+    PhotoStore { bucket: String, cause: std::io::Error },
     #[error("cannot read {}: {source}", path.display())]
     GridFile { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -107,6 +114,7 @@ impl SetupError {
                 | SetupError::NoPgServer(_)
                 | SetupError::PgExists(_)
                 | SetupError::DatabaseUrl(_)
+                | SetupError::PhotoLocation(_)
         )
     }
 }
@@ -267,6 +275,25 @@ fn open_db(data_dir: &Path) -> Result<SqliteStorage, SetupError> {
 /// `--data-dir` typed in the wrong folder is plain to see.
 fn shown(data_dir: &Path) -> PathBuf {
     std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned())
+}
+
+/// Opens where the photos are: the bucket `photos` names, or the data
+/// dir's folder (finishing uploads a stop interrupted).
+pub fn open_photo_store(data_dir: &Path, photos: Option<&str>) -> Result<Box<dyn PhotoStore>, SetupError> {
+    let Some(given) = photos else {
+        return Ok(Box::new(open_photos(data_dir)?));
+    };
+    let loc = S3Location::parse(given)?;
+    // The data dir keeps nothing of the photos then, but stays the owner's alone.
+    private_dir(data_dir).map_err(|source| SetupError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let store = S3Photos::open(&loc).map_err(|cause| SetupError::PhotoStore {
+        bucket: loc.bucket.clone(),
+        cause,
+    })?;
+    Ok(Box::new(store))
 }
 
 /// Opens the photo folder in `data_dir`, finishing uploads a stop interrupted.

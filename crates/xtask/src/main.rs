@@ -6,11 +6,13 @@
 //! it runs as root), then runs every test of the workspace, going on past a
 //! failing suite so one run reports them all, then sync-server's
 //! integration suite a second time with the server's records in
-//! PostgreSQL (`SYNC_TEST_BACKEND=postgres`, a fresh database per test). `cargo xtask fuzz-smoke`
+//! PostgreSQL (`SYNC_TEST_BACKEND=postgres`, a fresh database per test)
+//! and its photos in Garage (`garage.rs` builds it once per machine). `cargo xtask fuzz-smoke`
 //! runs each fuzz target of `fuzz/` briefly (see `fuzz.rs`). Progress goes
 //! to stderr.
 
 mod fuzz;
+mod garage;
 mod prereq;
 
 use std::ffi::OsString;
@@ -108,8 +110,13 @@ fn postgres_args(extra: &[OsString]) -> Vec<OsString> {
 /// Runs the workspace's tests, then sync-server's suite on PostgreSQL;
 /// the first failing exit status becomes ours.
 fn cargo_test(extra: &[OsString]) -> Result<ExitCode, String> {
-    let embedded = run_cargo(&test_args(extra), None)?;
-    let postgres = run_cargo(&postgres_args(extra), Some(("SYNC_TEST_BACKEND", "postgres")))?;
+    let garage = garage::ensure()?;
+    let embedded = run_cargo(&test_args(extra), &[])?;
+    let garage = garage.to_string_lossy();
+    let postgres = run_cargo(
+        &postgres_args(extra),
+        &[("SYNC_TEST_BACKEND", "postgres"), ("GARAGE_BIN", garage.as_ref())],
+    )?;
     Ok(if embedded.success() {
         exit_code(postgres)
     } else {
@@ -117,18 +124,12 @@ fn cargo_test(extra: &[OsString]) -> Result<ExitCode, String> {
     })
 }
 
-fn run_cargo(args: &[OsString], env: Option<(&str, &str)>) -> Result<ExitStatus, String> {
+fn run_cargo(args: &[OsString], env: &[(&str, &str)]) -> Result<ExitStatus, String> {
     // The cargo that runs us (set by `cargo run`), so a pinned toolchain stays pinned.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.args(args).current_dir(workspace_root());
-    let shown_env = match env {
-        Some((k, v)) => {
-            cmd.env(k, v);
-            format!("{k}={v} ")
-        }
-        None => String::new(),
-    };
+    cmd.args(args).current_dir(workspace_root()).envs(env.iter().copied());
+    let shown_env: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
     eprintln!("xtask: running {shown_env}cargo {}", shown(args));
     cmd.status()
         .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))

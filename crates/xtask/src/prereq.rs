@@ -1,12 +1,8 @@
 //! The programs the tests drive that cargo does not build: how to tell that
 //! each is installed, and where it comes from.
 //!
-//! A new prerequisite is one more row in [`ALL`]. PostgreSQL or haproxy are
-//! rows like GDAL's: a probe (`haproxy -v`) and the Debian packages. A
-//! program built from crates.io, such as Garage with `cargo install garage
-//! --locked`, becomes a second [`Source`] variant: installed with `cargo
-//! install --root` into a cache folder under the target dir, probed by
-//! running it from there, and named to the tests by an environment variable.
+//! A new prerequisite is one more row in [`ALL`]: a probe (`haproxy -v`)
+//! and the Debian packages. Garage, built from crates.io, has `garage.rs`.
 
 use std::process::{Command, Stdio};
 

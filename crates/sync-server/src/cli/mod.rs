@@ -32,6 +32,10 @@ pub struct Cli {
     /// instead of the SQLite file in the data dir; photos stay in the data dir.
     #[arg(long, global = true, env = "SYNC_SERVER_DATABASE", value_name = "URL")]
     database: Option<String>,
+    /// Keep the photos in this S3-compatible bucket (s3://BUCKET?endpoint=URL&region=NAME,
+    /// credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) instead of the data dir.
+    #[arg(long, global = true, env = "SYNC_SERVER_PHOTOS", value_name = "URL")]
+    photos: Option<String>,
     /// A grid hierarchy file other than the built-in one.
     #[arg(long, global = true, value_name = "FILE")]
     grid_map: Option<PathBuf>,
@@ -73,6 +77,7 @@ enum Command {
 struct Place<'a> {
     data_dir: &'a Path,
     database: Option<&'a str>,
+    photos: Option<&'a str>,
     grid_map: Option<&'a Path>,
 }
 
@@ -80,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let place = Place {
         data_dir: &cli.data_dir,
         database: cli.database.as_deref(),
+        photos: cli.photos.as_deref(),
         grid_map: cli.grid_map.as_deref(),
     };
     match cli.command {

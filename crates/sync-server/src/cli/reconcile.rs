@@ -9,7 +9,6 @@ use chrono::{NaiveDate, Utc};
 use sync_core::BlobHash;
 use sync_core::calendar::parse_day;
 use sync_core::files::{Access, write_whole};
-use sync_server::photos::PhotoStore;
 use sync_server::report::{self, PhotoLine, html, text};
 
 use super::{Place, audit_local, classify};
@@ -60,7 +59,7 @@ pub fn run(place: &Place<'_>, args: &Args) -> anyhow::Result<()> {
         }
         Format::Csv => text::to_csv(&r).context("cannot write the CSV")?,
         Format::Html => {
-            let photos = sync_server::open_photos(place.data_dir).map_err(classify)?;
+            let photos = sync_server::open_photo_store(place.data_dir, place.photos).map_err(classify)?;
             // Thumbnails inlined as data URIs, so the file stands alone.
             let thumb = |p: &PhotoLine| {
                 let hash: BlobHash = p.thumb.parse().ok()?;

@@ -85,6 +85,7 @@ pub fn run(place: &Place<'_>, args: Args) -> anyhow::Result<()> {
     let config = Config {
         data_dir: place.data_dir.to_owned(),
         database: place.database.map(ToOwned::to_owned),
+        photos: place.photos.map(ToOwned::to_owned),
         grid_map: place.grid_map.map(ToOwned::to_owned),
         open311: Open311Config {
             public: args.open311_public,

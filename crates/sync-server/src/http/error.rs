@@ -205,13 +205,19 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     ApiError::new(status, code, rejection.body_text())
 }
 
+/// The photo store failed (a full disk, an object store that is down):
+/// 503 with `Retry-After`, so devices keep their photos and try again;
+/// records keep syncing meanwhile.
 pub(crate) fn io_error(e: std::io::Error) -> ApiError {
     tracing::error!(error = %e, "photo storage failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-        "the server cannot store photos right now",
-    )
+    ApiError {
+        retry_after: Some(30),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the server cannot store or read photos right now; try again in 30 s",
+        )
+    }
 }
 
 pub(crate) fn cbor(value: &impl serde::Serialize) -> Response {

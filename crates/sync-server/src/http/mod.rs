@@ -133,10 +133,15 @@ pub async fn serve(
     let (storage, link_key) = tokio::task::spawn_blocking(move || open_with_link_key(&data_dir, database.as_deref()))
         .await
         .map_err(|e| SetupError::Serve(std::io::Error::other(e)))??;
+    let (data_dir, photos) = (config.data_dir.clone(), config.photos.clone());
+    // So may the photo store, which also has a runtime of its own to drop.
+    let photos = tokio::task::spawn_blocking(move || crate::setup::open_photo_store(&data_dir, photos.as_deref()))
+        .await
+        .map_err(|e| SetupError::Serve(std::io::Error::other(e)))??;
     let app = Arc::new(AppState {
         storage: Arc::from(storage),
         link_key,
-        photos: Arc::new(crate::setup::open_photos(&config.data_dir)?),
+        photos: Arc::from(photos),
         grids: crate::setup::load_grids(config.grid_map.as_deref())?,
         push_lock: Mutex::new(()),
         open311_public: config.open311.public,

@@ -3,10 +3,12 @@
 //! that hash to the name they were uploaded under are ever served.
 
 mod local;
+mod s3;
 
 use std::io;
 
 pub use local::{LocalPhotos, MAX_STAGED_BYTES, MAX_STAGED_UPLOADS, STALE_AFTER};
+pub use s3::{BadLocation, S3Location, S3Photos};
 use sync_core::BlobHash;
 
 #[derive(Debug, PartialEq, Eq)]

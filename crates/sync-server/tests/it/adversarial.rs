@@ -873,7 +873,7 @@ fn blob_status(s: &Setup, hash: &str) -> BlobStatus {
     protocol::decode(&got.body).unwrap()
 }
 
-fn part_file(s: &Setup, hash: &str) -> std::path::PathBuf {
+fn part_file(s: &Setup, hash: &str) -> Part {
     upload_part(&s.server, &s.dev, hash)
 }
 
@@ -964,11 +964,7 @@ fn bad_photo_uploads_are_refused_and_leave_nothing_half_stored() {
             complete: false
         }
     );
-    assert_eq!(
-        std::fs::read(part_file(&s, &hash)).unwrap(),
-        bytes[..1000],
-        "the stored part"
-    );
+    assert_eq!(part_file(&s, &hash).bytes(), bytes[..1000], "the stored part");
     assert_eq!(counts(&s.server).incidents, 1);
 
     // Another cell's device may not read or add to the photo.
@@ -1000,7 +996,7 @@ fn bad_photo_uploads_are_refused_and_leave_nothing_half_stored() {
             complete: true
         }
     );
-    let stored = std::fs::read(s.server.data_dir().join("photos").join(&hash[..2]).join(&hash)).unwrap();
+    let stored = s.server.photo(&hash).unwrap();
     assert_eq!(stored, bytes);
     let verified: i64 = s
         .server
@@ -1285,7 +1281,7 @@ fn another_devices_upload_of_the_same_photo_cannot_reset_or_poison_it() {
     );
     let status = blob_status(&s, &hash);
     assert_eq!((status.received, status.complete), (half as u64, false));
-    assert_eq!(std::fs::read(part_file(&s, &hash)).unwrap(), &bytes[..half]);
+    assert_eq!(part_file(&s, &hash).bytes(), &bytes[..half]);
 
     let got = s.http.put_blob(&s.token, &hash, half as u64, size, &bytes[half..]);
     assert_eq!(got.status, 200, "{}", got.text());

@@ -13,6 +13,7 @@
 use postgres::types::Type;
 use postgres::{Client, NoTls};
 use rusqlite::types::Value;
+pub use testbed::{Bucket, Garage, PgDatabase};
 
 pub fn on_postgres() -> bool {
     std::env::var("SYNC_TEST_BACKEND").is_ok_and(|b| b == "postgres")
@@ -32,79 +33,29 @@ fn admin_url() -> String {
     std::env::var("SYNC_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// A database made for one test, dropped (connections and all) when it is.
-pub struct PgDatabase {
-    pub url: String,
-    name: String,
+/// A fresh database for one test server.
+pub fn fresh_database() -> PgDatabase {
+    PgDatabase::fresh(&admin_url(), "it").expect("PostgreSQL runs on 127.0.0.1:5432")
 }
 
-impl PgDatabase {
-    pub fn fresh() -> PgDatabase {
-        let name = format!("it_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = Client::connect(&admin_url(), NoTls).expect("PostgreSQL runs on 127.0.0.1:5432");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("a test database can be made");
-        let base = admin_url();
-        let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s);
-        PgDatabase {
-            url: format!("{server}/{name}"),
-            name,
-        }
+/// Every table of `pg` copied into an in-memory SQLite database, with the
+/// same names and values (bytea as blobs).
+pub fn snapshot(pg: &PgDatabase) -> rusqlite::Connection {
+    let mut pg = Client::connect(&pg.url, NoTls).expect("the test database is there");
+    let copy = rusqlite::Connection::open_in_memory().unwrap();
+    let tables: Vec<String> = pg
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for table in tables {
+        copy_table(&mut pg, &copy, &table);
     }
-
-    /// Runs one statement; rows changed, or the database's refusal.
-    pub fn exec(&self, sql: &str) -> Result<u64, String> {
-        let mut pg = Client::connect(&self.url, NoTls).expect("the test database is there");
-        pg.execute(sql, &[]).map_err(|e| match e.as_db_error() {
-            Some(db) => db.message().to_owned(),
-            None => e.to_string(),
-        })
-    }
-
-    /// A copy of the whole database, as a backup is (no one may be
-    /// connected to it meanwhile: the server is stopped).
-    pub fn copy(&self) -> PgDatabase {
-        let copy = PgDatabase::fresh();
-        let mut admin = Client::connect(&admin_url(), NoTls).unwrap();
-        // One statement per call: DROP and CREATE DATABASE refuse a transaction.
-        admin.batch_execute(&format!("DROP DATABASE {}", copy.name)).unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {} TEMPLATE {}", copy.name, self.name))
-            .expect("the database copies");
-        copy
-    }
-
-    /// Puts `backup` back in place of this database, under the same name.
-    pub fn restore_from(&self, backup: &PgDatabase) {
-        let mut admin = Client::connect(&admin_url(), NoTls).unwrap();
-        admin
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {} TEMPLATE {}", self.name, backup.name))
-            .expect("the backup comes back");
-    }
-
-    /// Every table of the database copied into an in-memory SQLite
-    /// database, with the same names and values (bytea as blobs).
-    pub fn snapshot(&self) -> rusqlite::Connection {
-        let mut pg = Client::connect(&self.url, NoTls).expect("the test database is there");
-        let copy = rusqlite::Connection::open_in_memory().unwrap();
-        let tables: Vec<String> = pg
-            .query(
-                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for table in tables {
-            copy_table(&mut pg, &copy, &table);
-        }
-        copy
-    }
+    copy
 }
 
 fn copy_table(pg: &mut Client, copy: &rusqlite::Connection, table: &str) {
@@ -131,12 +82,4 @@ fn value_at(row: &postgres::Row, i: usize) -> Value {
         _ => row.get::<_, Option<String>>(i).map(Value::Text),
     };
     v.unwrap_or(Value::Null)
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = Client::connect(&admin_url(), NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        }
-    }
 }

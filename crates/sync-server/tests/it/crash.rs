@@ -186,13 +186,13 @@ fn server_killed_during_a_large_photo_upload_resumes_it() {
         let part = upload_part(&server, &a, &hash);
         let mut sync = spawn_field(&a, &["sync", "--json", "--retries", "20"]);
         let end = Instant::now() + Duration::from_secs(60);
-        while !std::fs::metadata(&part).is_ok_and(|m| m.len() >= target) && sync.try_wait().unwrap().is_none() {
+        while part.len() < target && sync.try_wait().unwrap().is_none() {
             assert!(Instant::now() < end, "the upload never reached {target} bytes");
             std::thread::sleep(Duration::from_micros(300));
         }
         server.kill();
         // A part file still there means the photo was not finished yet.
-        let at_kill = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let at_kill = part.len();
         eprintln!("attempt {attempt}: killed the server with {at_kill} of {size} bytes stored ({chunks} chunks)");
         server.start();
         let summary = finished_sync(sync);
@@ -203,7 +203,7 @@ fn server_killed_during_a_large_photo_upload_resumes_it() {
     };
 
     // The photo is whole and verified on the server.
-    let stored = std::fs::read(server.data_dir().join("photos").join(&hash[..2]).join(&hash)).unwrap();
+    let stored = server.photo(&hash).unwrap();
     assert!(stored == bytes, "the server's copy differs from the photo");
     // Resumed, not started again: no byte went up twice. (`field sync`
     // counts a chunk once the server answers, so a chunk the server stored
@@ -346,8 +346,7 @@ fn a_server_killed_between_the_last_chunk_and_its_check_still_gets_the_photo() {
 
     server.kill();
     let part = upload_part(&server, &a, &hash);
-    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
-    std::fs::write(&part, &bytes).unwrap();
+    part.write(&bytes);
     server.start();
 
     let summary = a.sync(&[]);

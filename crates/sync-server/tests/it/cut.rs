@@ -81,7 +81,7 @@ fn a_photo_upload_cut_mid_way_resumes_from_the_bytes_the_server_kept() {
         let out = dev.run(&["sync", "--retries", "0"]);
         assert!(!out.status.success(), "a sync cut at {target} bytes succeeded");
         proxy.settle();
-        let stored = std::fs::read(&part).unwrap_or_default();
+        let stored = part.bytes();
         let n = stored.len() as u64;
         assert!(
             n > have && n <= target + OVERHEAD,
@@ -118,7 +118,7 @@ fn a_photo_upload_cut_mid_way_resumes_from_the_bytes_the_server_kept() {
         .query_row("SELECT size FROM blobs WHERE hash = ?1", [&hash], |r| r.get(0))
         .expect("the original is recorded as verified");
     assert_eq!(stored_size as u64, size);
-    let file = std::fs::read(server.data_dir().join("photos").join(&hash[..2]).join(&hash)).unwrap();
+    let file = server.photo(&hash).unwrap();
     assert_eq!(
         blake3::hash(&file).to_hex().as_str(),
         hash,

@@ -37,6 +37,7 @@ mod guard;
 mod harness_checks;
 mod manifest;
 mod nodes;
+mod objects;
 mod open311;
 mod operator;
 mod property;
@@ -108,6 +109,10 @@ pub struct Server {
     pg: Option<std::sync::Arc<backend::PgDatabase>>,
     /// Another node's data dir this one shares (its photo folder).
     shared_dir: Option<PathBuf>,
+    /// The bucket of the photos, in the PostgreSQL suite (Garage).
+    bucket: Option<std::sync::Arc<backend::Bucket>>,
+    /// Reach the bucket through this endpoint (a proxy) instead.
+    pub photos_via: Option<String>,
 }
 
 impl Default for Server {
@@ -132,8 +137,10 @@ impl Server {
             url: String::new(),
             port: 0,
             open_umask: false,
-            pg: backend::on_postgres().then(|| std::sync::Arc::new(backend::PgDatabase::fresh())),
+            pg: backend::on_postgres().then(|| std::sync::Arc::new(backend::fresh_database())),
             shared_dir: None,
+            bucket: backend::on_postgres().then(|| std::sync::Arc::new(backend::Garage::get().bucket())),
+            photos_via: None,
         }
     }
 
@@ -150,6 +157,8 @@ impl Server {
             open_umask: false,
             pg: self.pg.clone(),
             shared_dir: share_photos.then(|| self.data_dir().to_owned()),
+            bucket: self.bucket.clone(),
+            photos_via: self.photos_via.clone(),
         }
     }
 
@@ -166,7 +175,7 @@ impl Server {
         copy_tree(self.data_dir(), dir.path());
         Backup {
             dir,
-            database: self.pg.as_deref().map(backend::PgDatabase::copy),
+            database: self.pg.as_deref().map(|pg| pg.copy().expect("the database copies")),
         }
     }
 
@@ -174,7 +183,7 @@ impl Server {
     pub fn restore(&self, backup: &Backup) {
         assert!(self.child.is_none(), "a restore is onto a stopped server");
         if let (Some(pg), Some(copy)) = (&self.pg, &backup.database) {
-            pg.restore_from(copy);
+            pg.restore_from(copy).expect("the backup comes back");
         }
         std::fs::remove_dir_all(self.data_dir()).unwrap();
         std::fs::create_dir_all(self.data_dir()).unwrap();
@@ -213,7 +222,42 @@ impl Server {
         if let Some(url) = self.database() {
             cmd.arg("--database").arg(url);
         }
+        if let Some(bucket) = &self.bucket {
+            cmd.arg("--photos")
+                .arg(bucket.url(self.photos_via.as_deref()))
+                .envs(bucket.env());
+        }
         cmd
+    }
+
+    /// A stored photo's bytes, from the photo folder or the bucket.
+    pub fn photo(&self, hash: &str) -> Option<Vec<u8>> {
+        match &self.bucket {
+            Some(b) => b.get(&format!("photos/{hash}")),
+            None => std::fs::read(self.data_dir().join("photos").join(&hash[..2]).join(hash)).ok(),
+        }
+    }
+
+    /// `dev`'s unfinished upload of a photo, where this server keeps it.
+    pub fn part(&self, dev: &Device, hash: &str) -> Part {
+        let device = device_id(dev);
+        match &self.bucket {
+            Some(b) => Part::Chunks(b.clone(), format!("uploads/{device}/{hash}")),
+            None => Part::File(
+                self.data_dir()
+                    .join("uploads")
+                    .join(device)
+                    .join(format!("{hash}.part")),
+            ),
+        }
+    }
+
+    /// Every unfinished upload (files, or chunk objects), of any device.
+    pub fn upload_parts(&self) -> Vec<String> {
+        match &self.bucket {
+            Some(b) => b.list("uploads").into_iter().map(|(k, _)| k).collect(),
+            None => upload_files(self.data_dir()),
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -341,8 +385,60 @@ impl Server {
     /// runs too): a check cannot change what it looks at.
     pub fn db(&self) -> rusqlite::Connection {
         match &self.pg {
-            Some(pg) => pg.snapshot(),
+            Some(pg) => backend::snapshot(pg),
             None => open_read_only(&self.data_dir().join("server.sqlite3")),
+        }
+    }
+}
+
+/// A device's unfinished upload on the server: a file, or chunk objects
+/// (`uploads/<device>/<hash>/<offset>`) whose run from offset 0 is what it holds.
+pub enum Part {
+    File(PathBuf),
+    Chunks(std::sync::Arc<backend::Bucket>, String),
+}
+
+impl Part {
+    /// The bytes held, in order (none if there is no upload).
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            Part::File(path) => std::fs::read(path).unwrap_or_default(),
+            Part::Chunks(bucket, prefix) => {
+                let mut out = Vec::new();
+                for (key, _) in bucket.list(prefix) {
+                    let offset: u64 = key.rsplit('/').next().and_then(|o| o.parse().ok()).unwrap_or(u64::MAX);
+                    if offset != out.len() as u64 {
+                        break;
+                    }
+                    out.extend(bucket.get(&key).unwrap_or_default());
+                }
+                out
+            }
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Part::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+            Part::Chunks(..) => self.bytes().len() as u64,
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        match self {
+            Part::File(path) => path.exists(),
+            Part::Chunks(bucket, prefix) => !bucket.list(prefix).is_empty(),
+        }
+    }
+
+    /// Puts `bytes` there as the whole upload so far (the server stopped).
+    pub fn write(&self, bytes: &[u8]) {
+        match self {
+            Part::File(path) => {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
+            }
+            Part::Chunks(bucket, prefix) => bucket.put(&format!("{prefix}/{:020}", 0), bytes),
         }
     }
 }
@@ -639,13 +735,13 @@ pub fn assert_server_photos_whole(server: &Server) -> usize {
         .collect::<Result<_, _>>()
         .unwrap();
     for hash in &refs {
-        let path = server.data_dir().join("photos").join(&hash[..2]).join(hash);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("photo {hash} is not on the server: {e}"));
+        let bytes = server
+            .photo(hash)
+            .unwrap_or_else(|| panic!("photo {hash} is not on the server"));
         assert_eq!(
             &blake3::hash(&bytes).to_hex().to_string(),
             hash,
-            "{} holds other bytes",
-            path.display()
+            "photo {hash} holds other bytes"
         );
         let size: Option<i64> = db
             .query_row("SELECT size FROM blobs WHERE hash = ?1", [hash], |r| r.get(0))
@@ -656,7 +752,7 @@ pub fn assert_server_photos_whole(server: &Server) -> usize {
             "photo {hash} is not recorded as verified"
         );
     }
-    let parts = upload_parts(server);
+    let parts = server.upload_parts();
     assert!(parts.is_empty(), "uploads left half done: {parts:?}");
     refs.len()
 }
@@ -674,9 +770,9 @@ pub fn assert_device_photos_on_server(server: &Server, dev: &Device) {
         .unwrap();
     let db = server.db();
     for hash in hashes {
-        let path = server.data_dir().join("photos").join(&hash[..2]).join(&hash);
-        let bytes =
-            std::fs::read(&path).unwrap_or_else(|e| panic!("{}'s photo {hash} is not on the server: {e}", dev.worker));
+        let bytes = server
+            .photo(&hash)
+            .unwrap_or_else(|| panic!("{}'s photo {hash} is not on the server", dev.worker));
         assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hash);
         let verified: bool = db
             .query_row("SELECT count(*) FROM blobs WHERE hash = ?1", [&hash], |r| {
@@ -756,25 +852,21 @@ pub fn device_id(dev: &Device) -> String {
 }
 
 /// Where the server keeps `dev`'s unfinished upload of a photo.
-pub fn upload_part(server: &Server, dev: &Device, hash: &str) -> PathBuf {
-    server
-        .data_dir()
-        .join("uploads")
-        .join(device_id(dev))
-        .join(format!("{hash}.part"))
+pub fn upload_part(server: &Server, dev: &Device, hash: &str) -> Part {
+    server.part(dev, hash)
 }
 
-/// Every unfinished upload file on the server, of any device.
-pub fn upload_parts(server: &Server) -> Vec<PathBuf> {
+/// Every unfinished upload file under a data dir, of any device.
+fn upload_files(data_dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let mut dirs = vec![server.data_dir().join("uploads")];
+    let mut dirs = vec![data_dir.join("uploads")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 dirs.push(path);
             } else {
-                out.push(path);
+                out.push(path.display().to_string());
             }
         }
     }

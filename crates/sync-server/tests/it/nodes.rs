@@ -252,7 +252,7 @@ fn a_database_without_a_server_is_refused_and_init_makes_one_once() {
         eprintln!("runs in the PostgreSQL suite (tests/it/operator.rs checks the same of a data dir)");
         return;
     }
-    let empty = crate::backend::PgDatabase::fresh();
+    let empty = crate::backend::fresh_database();
     let dir = tempfile::tempdir().unwrap();
     let with_password = empty.url.replacen("postgres@", "postgres:s3cret@", 1);
     let run = |args: &[&str]| {
