@@ -111,8 +111,9 @@ fn postgres_args(extra: &[OsString]) -> Vec<OsString> {
 /// the first failing exit status becomes ours.
 fn cargo_test(extra: &[OsString]) -> Result<ExitCode, String> {
     let garage = garage::ensure()?;
-    let embedded = run_cargo(&test_args(extra), &[])?;
     let garage = garage.to_string_lossy();
+    // The bench's test measures the photo store too, so it needs Garage as well.
+    let embedded = run_cargo(&test_args(extra), &[("GARAGE_BIN", garage.as_ref())])?;
     let postgres = run_cargo(
         &postgres_args(extra),
         &[("SYNC_TEST_BACKEND", "postgres"), ("GARAGE_BIN", garage.as_ref())],
