@@ -1,6 +1,7 @@
 //! [`SqliteStorage`]: every storage trait on one SQLite file, WAL,
-//! `synchronous=FULL`. rusqlite's connection is not `Sync`, so it has one
-//! owner behind a std mutex. Scopes and id lists reach SQL as JSON arrays
+//! `synchronous=FULL`. rusqlite's connection is not `Sync`, so each has one
+//! owner behind a std mutex: one that writes, and a few read-only ones
+//! for the reads that need no write. Scopes and id lists reach SQL as JSON arrays
 //! read with `json_each`.
 
 use std::path::Path;
@@ -228,9 +229,17 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const PROVEN: &str = "(r.device_id IS NULL OR EXISTS
     (SELECT 1 FROM blob_proofs p WHERE p.device_id = r.device_id AND p.hash = r.hash))";
 
-/// Every storage trait on one SQLite connection.
+/// Read-only connections beside the writer's, so reads never wait behind
+/// a write's fsync (WAL lets readers see the last commit meanwhile).
+const READERS: usize = 4;
+
+/// Every storage trait on one SQLite file: one connection that writes,
+/// and [`READERS`] that only read (reports, exports, Open311, the feed,
+/// photo checks, token lookups).
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
 }
 
 impl SqliteStorage {
@@ -248,7 +257,31 @@ impl SqliteStorage {
             [new_epoch],
         )?;
         tx.commit()?;
-        Ok(SqliteStorage { conn: Mutex::new(conn) })
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open(path)?;
+                r.busy_timeout(std::time::Duration::from_secs(10))?;
+                r.pragma_update(None, "query_only", true)?;
+                Ok(Mutex::new(r))
+            })
+            .collect::<Result<_, StorageError>>()?;
+        Ok(SqliteStorage {
+            conn: Mutex::new(conn),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A free read-only connection, or the next one in turn if all are busy.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let start = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for k in 0..READERS {
+            if let Ok(r) = self.readers[(start + k) % READERS].try_lock() {
+                return r;
+            }
+        }
+        let r = &self.readers[start % READERS];
+        r.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The schema version of the database at `path`, read without
@@ -598,7 +631,7 @@ impl Accounts for SqliteStorage {
     }
 
     fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>, StorageError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} WHERE token_hash = ?1"))?;
         let mut rows = stmt.query([token_hash])?;
         match rows.next()? {
@@ -787,7 +820,7 @@ impl ChangeLog for SqliteStorage {
     }
 
     fn change_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let hash: Option<Vec<u8>> = conn
             .query_row("SELECT chain FROM changes WHERE seq = ?1", [seq as i64], |r| r.get(0))
             .optional()?;
@@ -795,7 +828,7 @@ impl ChangeLog for SqliteStorage {
     }
 
     fn feed(&self, q: &FeedQuery<'_>) -> Result<FeedPage, StorageError> {
-        let mut conn = self.conn();
+        let mut conn = self.reader();
         // One read transaction, so the high-water mark and the rows agree.
         let tx = conn.transaction()?;
         let max: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))?;
@@ -883,7 +916,7 @@ fn put_incident(tx: &rusqlite::Transaction<'_>, w: &IncidentWrite, now: &str) ->
 impl BlobIndex for SqliteStorage {
     fn blob_named(&self, hash: &str, scope: &Scope) -> Result<bool, StorageError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT 1 FROM blob_refs r JOIN incidents i ON i.id = r.incident_id
                  WHERE r.hash = ?1 AND (?2 IS NULL OR i.grid IN (SELECT value FROM json_each(?2))) LIMIT 1",
@@ -895,7 +928,7 @@ impl BlobIndex for SqliteStorage {
     }
 
     fn proven_kinds(&self, hash: &str, scope: &Scope) -> Result<Vec<BlobKind>, StorageError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT DISTINCT r.kind FROM blob_refs r JOIN incidents i ON i.id = r.incident_id
              JOIN blobs b ON b.hash = r.hash
@@ -907,7 +940,7 @@ impl BlobIndex for SqliteStorage {
     }
 
     fn kinds_anywhere(&self, hash: &str) -> Result<Vec<BlobKind>, StorageError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached("SELECT DISTINCT kind FROM blob_refs WHERE hash = ?1 ORDER BY kind")?;
         let rows = stmt.query_map([hash], |r| kind_at(r, 0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -915,7 +948,7 @@ impl BlobIndex for SqliteStorage {
 
     fn has_proof(&self, device: &str, hash: &str) -> Result<bool, StorageError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT 1 FROM blob_proofs WHERE device_id = ?1 AND hash = ?2",
                 [device, hash],
@@ -944,7 +977,7 @@ impl BlobIndex for SqliteStorage {
         if incidents.is_empty() {
             return Ok(Vec::new());
         }
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT DISTINCT r.hash FROM blob_refs r JOIN blobs b ON b.hash = r.hash
              WHERE r.kind = 'thumb' AND r.incident_id IN (SELECT value FROM json_each(?1)) AND {PROVEN}"
@@ -968,7 +1001,7 @@ impl ReadModel for SqliteStorage {
             clauses.join(" AND "),
             filter.limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64)
         );
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
             Ok(StoredIncident {
@@ -993,7 +1026,7 @@ impl ReadModel for SqliteStorage {
         if incidents.is_empty() {
             return Ok(Vec::new());
         }
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT r.incident_id, r.hash, r.kind, b.hash IS NOT NULL AND {PROVEN} FROM blob_refs r
              LEFT JOIN blobs b ON b.hash = r.hash
@@ -1014,7 +1047,7 @@ impl ReadModel for SqliteStorage {
     fn find_incident(&self, given: &str) -> Result<Option<(String, String)>, StorageError> {
         let given = given.trim();
         let found = self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT id, grid FROM incidents WHERE id = lower(?1) OR case_no = upper(?1) LIMIT 1",
                 [given],
@@ -1025,7 +1058,7 @@ impl ReadModel for SqliteStorage {
     }
 
     fn own_incident_ids(&self, device: &str) -> Result<Vec<String>, StorageError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached("SELECT id FROM incidents WHERE device = ?1 ORDER BY id")?;
         Ok(stmt.query_map([device], |r| r.get(0))?.collect::<Result<_, _>>()?)
     }
@@ -1115,6 +1148,40 @@ mod tests {
 
     fn count(tx: &rusqlite::Transaction<'_>, sql: &str) -> i64 {
         tx.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A read answers while the writer is in the middle of a write (its
+    /// connection held, a transaction open and not committed), and does
+    /// not see what that write has not committed.
+    #[test]
+    fn reads_go_on_beside_an_uncommitted_write_and_do_not_see_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(&dir.path().join("s.sqlite3"), "epoch").unwrap();
+        let writer = storage.conn();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        writer
+            .execute(
+                "INSERT INTO incidents (id, doc, heads, grid, category, status, reporter, device, captured_at,
+                                        first_received_at, updated_at)
+                 VALUES ('x', X'', X'', 'HLT-CX-HX-01', 'lawn', 'reported', 'w', 'd',
+                         '2026-11-20T09:00:00+08:00', '2026-11-20T01:00:00Z', '2026-11-20T01:00:00Z')",
+                [],
+            )
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let read = std::thread::scope(|s| {
+            s.spawn(|| tx.send(storage.incidents(&IncidentFilter::default()).map(|r| r.len())));
+            let read = rx.recv_timeout(std::time::Duration::from_secs(10));
+            // The write ends either way, so a read stuck behind it ends too.
+            writer.execute_batch("COMMIT").unwrap();
+            drop(writer);
+            read
+        });
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "the read waited for the writer or saw its rows: {read:?}"
+        );
+        assert_eq!(storage.incidents(&IncidentFilter::default()).unwrap().len(), 1);
     }
 
     #[test]
