@@ -9,6 +9,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sync_core::BlobHash;
+
+use crate::photos::Chunks;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 /// `Cache-Control: no-store` on every answer that sets no policy itself.
@@ -33,11 +35,13 @@ fn already_held(headers: &HeaderMap, tag: &str) -> bool {
 }
 
 /// A photo the asker may see: 304 when it holds the bytes already, else
-/// the bytes `read` returns (JPEG, or PNG as the magic says).
+/// the chunks `open` gives (JPEG, or PNG as the magic says), streamed: a
+/// blocking task reads them as the connection takes them, two ahead.
+/// Called from a blocking thread of the server's runtime.
 pub(crate) fn photo(
     headers: &HeaderMap,
     hash: &BlobHash,
-    read: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    open: impl FnOnce() -> std::io::Result<Chunks>,
 ) -> std::io::Result<Response> {
     let tag = etag(hash);
     let policy = [
@@ -47,11 +51,21 @@ pub(crate) fn photo(
     if already_held(headers, &tag) {
         return Ok((StatusCode::NOT_MODIFIED, policy, Body::empty()).into_response());
     }
-    let bytes = read()?;
-    let mime = if bytes.starts_with(b"\x89PNG") {
+    let mut chunks = open()?;
+    let first = chunks.next().transpose()?.unwrap_or_default();
+    let mime = if first.starts_with(b"\x89PNG") {
         "image/png"
     } else {
         "image/jpeg"
     };
-    Ok((policy, [(header::CONTENT_TYPE, mime)], bytes).into_response())
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+    tokio::task::spawn_blocking(move || {
+        for chunk in std::iter::once(Ok(first)).chain(chunks) {
+            if tx.blocking_send(chunk).is_err() {
+                break; // the asker went away
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    Ok((policy, [(header::CONTENT_TYPE, mime)], Body::from_stream(stream)).into_response())
 }

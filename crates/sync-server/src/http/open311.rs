@@ -273,7 +273,7 @@ async fn media(
         };
         let missing = || Open311Error::new(StatusCode::NOT_FOUND, "no such photo");
         let hash = media_hash(app.storage.as_ref(), &scope, &file)?.ok_or_else(missing)?;
-        match super::cache::photo(&headers, &hash, || app.photos.read(&hash)) {
+        match super::cache::photo(&headers, &hash, || app.photos.chunks(&hash)) {
             Ok(resp) => Ok(resp),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
             Err(e) => {

@@ -207,7 +207,7 @@ async fn get_blob(
                 &format!("photo {hash}"),
             )?;
         }
-        match super::cache::photo(&headers, &hash, || app.photos.read(&hash)) {
+        match super::cache::photo(&headers, &hash, || app.photos.chunks(&hash)) {
             Ok(resp) => Ok(resp),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
                 StatusCode::NOT_FOUND,

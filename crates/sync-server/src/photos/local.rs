@@ -278,6 +278,22 @@ impl PhotoStore for LocalPhotos {
     fn read(&self, hash: &BlobHash) -> io::Result<Vec<u8>> {
         fs::read(self.final_path(hash))
     }
+
+    fn chunks(&self, hash: &BlobHash) -> io::Result<super::Chunks> {
+        use std::io::Read;
+        let mut file = fs::File::open(self.final_path(hash))?;
+        Ok(Box::new(std::iter::from_fn(move || {
+            let mut buf = vec![0; super::SERVE_CHUNK];
+            match file.read(&mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some(Ok(buf))
+                }
+                Err(e) => Some(Err(e)),
+            }
+        })))
+    }
 }
 
 #[cfg(test)]

@@ -49,4 +49,14 @@ pub trait PhotoStore: Send + Sync + 'static {
     /// hashes right, the photo is stored (once, whoever uploads it).
     fn append(&self, upload: &Upload<'_>) -> io::Result<Append>;
     fn read(&self, hash: &BlobHash) -> io::Result<Vec<u8>>;
+    /// The photo's bytes as chunks read as the caller takes them (an
+    /// answer streams them), so serving a photo holds a chunk at a time.
+    /// A photo the store lacks is `NotFound` here, before any chunk.
+    fn chunks(&self, hash: &BlobHash) -> io::Result<Chunks>;
 }
+
+/// A photo's bytes, a chunk at a time.
+pub type Chunks = Box<dyn Iterator<Item = io::Result<Vec<u8>>> + Send>;
+
+/// Bytes a chunk of a served photo holds at most.
+pub const SERVE_CHUNK: usize = 256 * 1024;

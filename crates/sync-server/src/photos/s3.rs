@@ -307,6 +307,25 @@ impl PhotoStore for S3Photos {
         self.finish(up.hash, &chunks)
     }
 
+    fn chunks(&self, hash: &BlobHash) -> io::Result<super::Chunks> {
+        use futures::StreamExt;
+        let got = match self.wait(self.store.get(&photo_path(hash))) {
+            Err(e) if is_not_found(&e) => return Err(io::Error::new(io::ErrorKind::NotFound, "no such photo")),
+            got => got?,
+        };
+        let mut stream = got.into_stream();
+        let rt = self
+            .rt
+            .as_ref()
+            .expect("the runtime is there until dropped")
+            .handle()
+            .clone();
+        Ok(Box::new(std::iter::from_fn(move || {
+            rt.block_on(stream.next())
+                .map(|part| part.map(|b| b.to_vec()).map_err(other))
+        })))
+    }
+
     fn read(&self, hash: &BlobHash) -> io::Result<Vec<u8>> {
         match self.wait(async { self.store.get(&photo_path(hash)).await?.bytes().await }) {
             Ok(bytes) => Ok(bytes.to_vec()),

@@ -184,7 +184,7 @@ pub(super) async fn photo(
             Some(&signed.who),
             &format!("dashboard photo {hash}"),
         )?;
-        match crate::http::cache::photo(&headers, &hash, || app.photos.read(&hash)) {
+        match crate::http::cache::photo(&headers, &hash, || app.photos.chunks(&hash)) {
             Ok(resp) => Ok(secure(resp)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(secure(
                 (StatusCode::NOT_FOUND, "the server does not have this photo yet").into_response(),
