@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use postgres::Transaction;
 use postgres::error::SqlState;
+use postgres::types::ToSql;
 
 use super::{PgStorage, damaged};
 use crate::storage::{
@@ -36,48 +37,97 @@ fn conflict_of(e: postgres::Error, id: &str) -> StorageError {
     }
 }
 
+/// The projected columns of some writes, as the arrays a statement
+/// unnests ($1 to $13, in this order).
+struct Projected<'a> {
+    id: Vec<&'a str>,
+    doc: Vec<&'a [u8]>,
+    heads: Vec<&'a [u8]>,
+    grid: Vec<&'a str>,
+    category: Vec<&'a str>,
+    status: Vec<&'static str>,
+    reporter: Vec<&'a str>,
+    device: Vec<&'a str>,
+    captured_at: Vec<&'a str>,
+    captured_unix: Vec<i64>,
+    lat: Vec<Option<f64>>,
+    lon: Vec<Option<f64>>,
+    case_no: Vec<Option<&'a str>>,
+}
+
+impl<'a> Projected<'a> {
+    fn of(writes: &[&'a IncidentWrite]) -> Result<Projected<'a>, StorageError> {
+        Ok(Projected {
+            id: writes.iter().map(|w| w.id.as_str()).collect(),
+            doc: writes.iter().map(|w| w.doc.as_slice()).collect(),
+            heads: writes.iter().map(|w| w.heads.as_slice()).collect(),
+            grid: writes.iter().map(|w| w.grid.as_str()).collect(),
+            category: writes.iter().map(|w| w.category.as_str()).collect(),
+            status: writes.iter().map(|w| w.status.as_str()).collect(),
+            reporter: writes.iter().map(|w| w.reporter.as_str()).collect(),
+            device: writes.iter().map(|w| w.device.as_str()).collect(),
+            captured_at: writes.iter().map(|w| w.captured_at.as_str()).collect(),
+            captured_unix: writes
+                .iter()
+                .map(|w| unix_of("capture time", &w.captured_at))
+                .collect::<Result<_, _>>()?,
+            lat: writes.iter().map(|w| w.lat).collect(),
+            lon: writes.iter().map(|w| w.lon).collect(),
+            case_no: writes.iter().map(|w| w.case_no.as_deref()).collect(),
+        })
+    }
+
+    /// These arrays, then `more` ($14 on).
+    fn params<'s>(&'s self, more: &[&'s (dyn ToSql + Sync)]) -> Vec<&'s (dyn ToSql + Sync)> {
+        let mut all: Vec<&(dyn ToSql + Sync)> = vec![
+            &self.id,
+            &self.doc,
+            &self.heads,
+            &self.grid,
+            &self.category,
+            &self.status,
+            &self.reporter,
+            &self.device,
+            &self.captured_at,
+            &self.captured_unix,
+            &self.lat,
+            &self.lon,
+            &self.case_no,
+        ];
+        all.extend_from_slice(more);
+        all
+    }
+}
+
+/// The arrays `Projected::params` binds, as `unnest` reads them.
+const UNNEST: &str = "unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::bigint[], $11::float8[], $12::float8[], $13::text[]";
+const COLUMNS: &str =
+    "id, doc, heads, grid, category, status, reporter, device, captured_at, captured_unix, lat, lon, case_no";
+
+/// Stored `n` of `of` writes, else another writer came first.
+fn all_stored(n: u64, of: &[&IncidentWrite]) -> Result<(), StorageError> {
+    match n as usize == of.len() {
+        true => Ok(()),
+        false => Err(StorageError::Conflict(of[0].id.clone())),
+    }
+}
+
 /// Inserts the new incidents; any that exists already means another
 /// writer created it first.
 fn insert_new(tx: &mut Transaction<'_>, new: &[&IncidentWrite], now: &str) -> Result<(), StorageError> {
     if new.is_empty() {
         return Ok(());
     }
-    let captured = new
-        .iter()
-        .map(|w| unix_of("capture time", &w.captured_at))
-        .collect::<Result<Vec<_>, _>>()?;
-    let col = |f: fn(&IncidentWrite) -> String| new.iter().map(|w| f(w)).collect::<Vec<String>>();
-    let n = tx.execute(
-        "INSERT INTO incidents (id, doc, heads, grid, category, status, reporter, device, captured_at, captured_unix,
-                                lat, lon, first_received_at, received_unix, updated_at, case_no)
-         SELECT u.id, u.doc, u.heads, u.grid, u.category, u.status, u.reporter, u.device, u.captured_at,
-                u.captured_unix, u.lat, u.lon, $13, $14, $13, u.case_no
-         FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::bigint[], $11::float8[], $12::float8[], $15::text[])
-              AS u(id, doc, heads, grid, category, status, reporter, device, captured_at, captured_unix, lat, lon, case_no)
-         ON CONFLICT (id) DO NOTHING",
-        &[
-            &col(|w| w.id.clone()),
-            &new.iter().map(|w| w.doc.as_slice()).collect::<Vec<_>>(),
-            &new.iter().map(|w| w.heads.as_slice()).collect::<Vec<_>>(),
-            &col(|w| w.grid.clone()),
-            &col(|w| w.category.clone()),
-            &col(|w| w.status.as_str().to_owned()),
-            &col(|w| w.reporter.clone()),
-            &col(|w| w.device.clone()),
-            &col(|w| w.captured_at.clone()),
-            &captured,
-            &new.iter().map(|w| w.lat).collect::<Vec<_>>(),
-            &new.iter().map(|w| w.lon).collect::<Vec<_>>(),
-            &now,
-            &unix_of("receipt time", now)?,
-            &new.iter().map(|w| w.case_no.as_deref()).collect::<Vec<_>>(),
-        ],
-    )?;
-    match n as usize == new.len() {
-        true => Ok(()),
-        false => Err(StorageError::Conflict(new[0].id.clone())),
-    }
+    let cols = Projected::of(new)?;
+    let received = unix_of("receipt time", now)?;
+    let sql = format!(
+        "INSERT INTO incidents ({COLUMNS}, first_received_at, received_unix, updated_at)
+         SELECT u.*, $14, $15, $14 FROM {UNNEST}) AS u({COLUMNS})
+         ON CONFLICT (id) DO NOTHING"
+    );
+    let n = tx.execute(&sql, &cols.params(&[&now, &received]))?;
+    all_stored(n, new)
 }
 
 /// Rewrites each merged incident only while its stored heads are the
@@ -86,45 +136,17 @@ fn update_merged(tx: &mut Transaction<'_>, merged: &[&IncidentWrite], now: &str)
     if merged.is_empty() {
         return Ok(());
     }
-    let captured = merged
-        .iter()
-        .map(|w| unix_of("capture time", &w.captured_at))
-        .collect::<Result<Vec<_>, _>>()?;
-    let col = |f: fn(&IncidentWrite) -> String| merged.iter().map(|w| f(w)).collect::<Vec<String>>();
-    let n = tx.execute(
+    let cols = Projected::of(merged)?;
+    let base: Vec<&[u8]> = merged.iter().map(|w| w.base.as_deref().unwrap_or_default()).collect();
+    let sql = format!(
         "UPDATE incidents i SET doc = u.doc, heads = u.heads, grid = u.grid, category = u.category,
                 status = u.status, reporter = u.reporter, device = u.device, captured_at = u.captured_at,
                 captured_unix = u.captured_unix, lat = u.lat, lon = u.lon, updated_at = $14, case_no = u.case_no
-         FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::bigint[], $11::float8[], $12::float8[], $13::text[], $15::bytea[])
-              AS u(id, doc, heads, grid, category, status, reporter, device, captured_at, captured_unix, lat, lon,
-                   case_no, base)
-         WHERE i.id = u.id AND i.heads = u.base",
-        &[
-            &col(|w| w.id.clone()),
-            &merged.iter().map(|w| w.doc.as_slice()).collect::<Vec<_>>(),
-            &merged.iter().map(|w| w.heads.as_slice()).collect::<Vec<_>>(),
-            &col(|w| w.grid.clone()),
-            &col(|w| w.category.clone()),
-            &col(|w| w.status.as_str().to_owned()),
-            &col(|w| w.reporter.clone()),
-            &col(|w| w.device.clone()),
-            &col(|w| w.captured_at.clone()),
-            &captured,
-            &merged.iter().map(|w| w.lat).collect::<Vec<_>>(),
-            &merged.iter().map(|w| w.lon).collect::<Vec<_>>(),
-            &merged.iter().map(|w| w.case_no.as_deref()).collect::<Vec<_>>(),
-            &now,
-            &merged
-                .iter()
-                .map(|w| w.base.as_deref().unwrap_or_default())
-                .collect::<Vec<_>>(),
-        ],
-    )?;
-    match n as usize == merged.len() {
-        true => Ok(()),
-        false => Err(StorageError::Conflict(merged[0].id.clone())),
-    }
+         FROM {UNNEST}, $15::bytea[]) AS u({COLUMNS}, base)
+         WHERE i.id = u.id AND i.heads = u.base"
+    );
+    let n = tx.execute(&sql, &cols.params(&[&now, &base]))?;
+    all_stored(n, merged)
 }
 
 /// Numbers the changes the log does not hold yet under the sequencer
