@@ -8,6 +8,9 @@ const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 /// builds), the xtask's cache, or `garage` on the PATH; a bucket per
 /// sync-server. It stops when the process that started it does.
 pub struct Garage {
+    /// The shell that runs Garage and stops it with this process; never
+    /// waited for, it outlives every test.
+    _watcher: std::process::Child,
     bin: std::path::PathBuf,
     config: std::path::PathBuf,
     pub endpoint: String,
@@ -61,7 +64,7 @@ impl Garage {
         // A watcher shell stops Garage once this test process is gone.
         let script =
             "\"$0\" -c \"$1\" server >\"$2\" 2>&1 & g=$!; while kill -0 $PPID 2>/dev/null; do sleep 1; done; kill $g";
-        std::process::Command::new("sh")
+        let watcher = std::process::Command::new("sh")
             .args(["-c", script])
             .arg(&bin)
             .arg(&config)
@@ -70,6 +73,7 @@ impl Garage {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start Garage ({e}); `cargo xtask test` builds it"));
         let mut g = Garage {
+            _watcher: watcher,
             bin,
             config,
             endpoint: format!("http://127.0.0.1:{s3}"),
