@@ -131,15 +131,25 @@ impl Server {
 
     /// An empty folder where no `sync-server init` has run.
     pub fn uninitialised() -> Server {
+        let pg = backend::on_postgres().then(|| std::sync::Arc::new(backend::fresh_database()));
+        let bucket = backend::on_postgres().then(|| std::sync::Arc::new(backend::Garage::get().bucket()));
+        Server::stopped(pg, bucket)
+    }
+
+    /// Not running, in a new temporary data dir, on these stores.
+    fn stopped(
+        pg: Option<std::sync::Arc<backend::PgDatabase>>,
+        bucket: Option<std::sync::Arc<backend::Bucket>>,
+    ) -> Server {
         Server {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             url: String::new(),
             port: 0,
             open_umask: false,
-            pg: backend::on_postgres().then(|| std::sync::Arc::new(backend::fresh_database())),
+            pg,
             shared_dir: None,
-            bucket: backend::on_postgres().then(|| std::sync::Arc::new(backend::Garage::get().bucket())),
+            bucket,
             photos_via: None,
         }
     }
@@ -149,17 +159,10 @@ impl Server {
     /// all, as a shared file system gives nodes); not running.
     pub fn node(&self, share_photos: bool) -> Server {
         assert!(self.pg.is_some(), "nodes share a PostgreSQL database");
-        Server {
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-            url: String::new(),
-            port: 0,
-            open_umask: false,
-            pg: self.pg.clone(),
-            shared_dir: share_photos.then(|| self.data_dir().to_owned()),
-            bucket: self.bucket.clone(),
-            photos_via: self.photos_via.clone(),
-        }
+        let mut node = Server::stopped(self.pg.clone(), self.bucket.clone());
+        node.shared_dir = share_photos.then(|| self.data_dir().to_owned());
+        node.photos_via = self.photos_via.clone();
+        node
     }
 
     /// The `--database` of this server: `None` on SQLite.
