@@ -461,11 +461,14 @@ pub enum DocError {
     BadChange(String),
 }
 
-/// Decodes a change made elsewhere. Automerge 0.12 panics inside
-/// `Change::from_bytes` on some hostile bytes (docs/fuzzing.md, finding 5);
-/// this catches it, so what a server or a device sent is refused, never a
-/// crash.
+/// Decodes a change made elsewhere. Its frame is checked first
+/// ([`crate::chunk`]: a change chunk of at most `MAX_CHANGE` bytes,
+/// inflated), since Automerge 0.12 allocates without bound on some hostile
+/// chunks (docs/fuzzing.md, finding 6); and Automerge panics inside
+/// `Change::from_bytes` on some others (finding 5), which this catches, so
+/// what a server or a device sent is refused, never a crash.
 pub fn decode_change(bytes: Vec<u8>) -> Result<Change, DocError> {
+    crate::chunk::change_size(&bytes, crate::protocol::MAX_CHANGE).map_err(|e| DocError::BadChange(e.to_string()))?;
     match std::panic::catch_unwind(move || Change::from_bytes(bytes)) {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(DocError::BadChange(e.to_string())),

@@ -11,6 +11,7 @@ pub mod account;
 pub mod blob;
 pub mod calendar;
 pub mod case;
+pub mod chunk;
 pub mod export;
 pub mod files;
 pub mod incident;

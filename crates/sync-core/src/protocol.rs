@@ -18,6 +18,10 @@ pub const PROTOCOL_VERSION: u32 = 3;
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Largest single Automerge change accepted, in bytes.
 pub const MAX_CHANGE: usize = 1024 * 1024;
+/// Most bytes the changes of one request may inflate to, all together
+/// (compressed changes counted inflated, see `chunk`). Devices stop adding
+/// incidents to a request at half of it.
+pub const MAX_PUSH_INFLATED: usize = 4 * MAX_BODY;
 /// Most incidents pushed in one request.
 pub const MAX_PUSH_DOCS: usize = 500;
 /// Most changes returned by one pull page.

@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::Role;
 use crate::blob::BlobHash;
+use crate::chunk::change_size;
 use crate::incident::{Incident, IncidentDoc, IncidentId, Sealed, decode_change, rfc3339};
 use crate::protocol::{
-    Account, Ack, Cursor, FeedChange, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc, SyncRequest,
-    SyncResponse,
+    Account, Ack, Cursor, FeedChange, MAX_PUSH_INFLATED, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc,
+    SyncRequest, SyncResponse,
 };
 use crate::store::{Profile, Store, StoreError, heads_from_bytes, heads_to_bytes, write_incident};
 
@@ -224,8 +225,11 @@ impl Store {
         let mut push = Vec::new();
         let mut pushed = Vec::new();
         let mut change_bytes = 0;
+        // What the server counts against `MAX_PUSH_INFLATED`.
+        let mut inflated = 0;
         for (id, acked) in pending {
-            if push.len() >= max_docs || (change_bytes >= max_bytes && !push.is_empty()) {
+            let full = change_bytes >= max_bytes || inflated >= MAX_PUSH_INFLATED / 2;
+            if push.len() >= max_docs || (full && !push.is_empty()) {
                 break;
             }
             let id: IncidentId = id.parse().map_err(|_| StoreError::NotFound(id.clone()))?;
@@ -236,6 +240,10 @@ impl Store {
             // brings back its colleagues' changes too.
             let (changes, sigs) = signed_changes(&self.conn, doc.changes_since(&heads_from_bytes(&acked)))?;
             change_bytes += changes.iter().map(|c| c.len()).sum::<usize>();
+            inflated += changes
+                .iter()
+                .map(|c| change_size(c, usize::MAX).unwrap_or(c.len()))
+                .sum::<usize>();
             push.push(PushDoc {
                 id: id.to_string(),
                 changes,

@@ -14,8 +14,8 @@ use automerge::{Change, ChangeHash};
 pub use manifest::{ManifestStatus, manifest_status, report_manifest};
 use sync_core::incident::Sealed;
 use sync_core::protocol::{
-    Account, Ack, Cursor, FeedChange, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_WANT, PROTOCOL_VERSION,
-    PushDoc, Refusal, SyncRequest, SyncResponse, Tag8,
+    Account, Ack, Cursor, FeedChange, MAX_BODY, MAX_CHANGE, MAX_PULL, MAX_PUSH_DOCS, MAX_PUSH_INFLATED, MAX_WANT,
+    PROTOCOL_VERSION, PushDoc, Refusal, SyncRequest, SyncResponse, Tag8,
 };
 use sync_core::rules::{Admission, Rule, RuleBroken, limits};
 use sync_core::{Incident, IncidentDoc, IncidentId, Taxonomy};
@@ -206,8 +206,9 @@ pub(crate) fn retry_merge<T, E>(
 fn ingest(storage: &dyn Storage, caller: &Caller<'_>, push: &[PushDoc]) -> Result<Vec<Ack>, SyncError> {
     // Decoded once: what the changes are does not depend on what is stored.
     let mut decoded = Vec::with_capacity(push.len());
+    let mut budget = MAX_PUSH_INFLATED;
     for doc in push {
-        decoded.push(match (Incoming { storage, caller, doc }).decode_all() {
+        decoded.push(match (Incoming { storage, caller, doc }).decode_all(&mut budget) {
             Ok(changes) => Ok(changes),
             Err(PushError::Refused(r)) => Err(r),
             Err(PushError::Storage(e)) => return Err(e.into()),
@@ -523,13 +524,21 @@ fn sort_changes(inc: &Incoming<'_>, changes: Vec<Change>, batch: &mut Batch) -> 
 impl Incoming<'_> {
     /// Every pushed change of the incident, each decoded alone, bounded
     /// and inside `catch_unwind`; the first that fails refuses the incident.
-    fn decode_all(&self) -> Result<Vec<Change>, PushError> {
-        self.doc.changes.iter().map(|raw| decode_one(self, raw)).collect()
+    /// `budget` is what the request's changes may still inflate to: the
+    /// decoded changes of every incident are held until the commit.
+    fn decode_all(&self, budget: &mut usize) -> Result<Vec<Change>, PushError> {
+        self.doc
+            .changes
+            .iter()
+            .map(|raw| decode_one(self, raw, budget))
+            .collect()
     }
 }
 
-/// One change, bounded in size and decoded inside `catch_unwind`.
-fn decode_one(inc: &Incoming<'_>, raw: &[u8]) -> Result<Change, PushError> {
+/// One change, bounded in size, checked to be a change chunk before
+/// Automerge sees it (`sync_core::chunk`), and decoded inside
+/// `catch_unwind`.
+fn decode_one(inc: &Incoming<'_>, raw: &[u8], budget: &mut usize) -> Result<Change, PushError> {
     let id = &inc.doc.id;
     if raw.len() > MAX_CHANGE {
         let message = format!(
@@ -538,6 +547,13 @@ fn decode_one(inc: &Incoming<'_>, raw: &[u8]) -> Result<Change, PushError> {
         );
         return Err(inc.refuse("bad_change", None, message));
     }
+    let size = sync_core::chunk::change_size(raw, MAX_CHANGE)
+        .map_err(|e| inc.refuse("bad_change", None, format!("a change of incident {id} is refused: {e}")))?;
+    *budget = budget.checked_sub(size).ok_or_else(|| {
+        let message =
+            format!("the changes of this request inflate to over {MAX_PUSH_INFLATED} bytes (at incident {id})");
+        inc.refuse("bad_change", None, message)
+    })?;
     match catch_unwind(AssertUnwindSafe(|| Change::from_bytes(raw.to_vec()))) {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(inc.refuse(

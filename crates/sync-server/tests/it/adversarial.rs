@@ -11,8 +11,8 @@ use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, ROOT};
 use serde_bytes::ByteBuf;
 use sync_core::protocol::{
-    self, BlobStatus, EnrollRequest, EnrollResponse, ErrorBody, MAX_BODY, MAX_CHANGE, MAX_PUSH_DOCS, Manifest,
-    PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
+    self, BlobStatus, EnrollRequest, EnrollResponse, ErrorBody, MAX_BODY, MAX_CHANGE, MAX_PUSH_DOCS, MAX_PUSH_INFLATED,
+    Manifest, PROTOCOL_VERSION, PushDoc, SyncRequest, SyncResponse,
 };
 use sync_core::{BlobHash, IncidentDoc, IncidentId, Location, NewIncident};
 use sync_server::secrets::{normalise_code, secret_hash};
@@ -21,6 +21,24 @@ use sync_server::storage::NewCode;
 use crate::*;
 
 const HX03: &str = "HLT-CX-HX-03";
+
+/// A compressed change chunk (type 2) whose data is `inflated` deflated;
+/// its checksum is zeros, since a check of the frame comes first.
+fn compressed_chunk(inflated: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(inflated).unwrap();
+    let data = enc.finish().unwrap();
+    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut n = data.len();
+    while n >= 0x80 {
+        out.push((n & 0x7f) as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend(data);
+    out
+}
 
 // ---------------------------------------------------------------------------
 // Raw HTTP
@@ -378,6 +396,17 @@ fn broken_and_hostile_pushes_are_refused_store_nothing_and_the_server_keeps_serv
     };
 
     let valid_id = valid.id.clone();
+    // The 133-byte bundle chunk the fuzzer found: its columns claim billions
+    // of values, which Automerge 0.12 allocated until the server ran out of
+    // memory (docs/fuzzing.md, finding 6). And a compressed change of 8 MiB
+    // of zeros, 8 KiB on the wire.
+    let found = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/fuzz/server_sync/bundle-chunk-grows-without-bound"
+    ))
+    .unwrap();
+    let bundle = found[5..138].to_vec();
+    let bomb = compressed_chunk(&vec![0; 8 << 20]);
     let theirs_cell = push_new(5, HX03, &s.uuid, actor.clone());
     let forged = push_new(6, HX02, &s.uuid, ActorId::from([9_u8; 16]));
     let (cell_id, forged_id) = (theirs_cell.id.clone(), forged.id.clone());
@@ -410,6 +439,8 @@ fn broken_and_hostile_pushes_are_refused_store_nothing_and_the_server_keeps_serv
         ("a valid change without its last byte", with_changes(vec![first_change[..first_change.len() - 1].to_vec()]),
             200, "bad_change", Some(valid_id.as_str())),
         ("a change over the size limit", with_changes(vec![vec![0x85; MAX_CHANGE + 1]]), 200, "bad_change", Some(valid_id.as_str())),
+        ("a bundle chunk whose columns claim billions of values", with_changes(vec![bundle]), 200, "bad_change", Some(valid_id.as_str())),
+        ("a compressed change inflating to 8 MiB", with_changes(vec![bomb]), 200, "bad_change", Some(valid_id.as_str())),
         ("a document missing required fields", with(bare), 200, "schema", Some(bare_id.as_str())),
         ("a document pushed under another id", with(misnamed), 200, "wrong_incident", Some(other_id.as_str())),
         ("a new incident in another cell", with(theirs_cell), 200, "out_of_scope", Some(cell_id.as_str())),
@@ -533,6 +564,37 @@ fn an_incident_pushed_twice_in_one_request_keeps_the_stored_document_whole() {
     assert!(got.status < 500, "{}", got.text());
 
     assert_doc_matches_feed(&s.server, &id, &format!("answer {}", got.status));
+}
+
+/// Compressed changes are counted inflated against one budget for the
+/// whole request (`MAX_PUSH_INFLATED`), since every pushed incident's
+/// changes are held decoded until the commit: 16 MiB on the wire could
+/// otherwise inflate to some 16 GiB. Past the budget incidents are refused
+/// unread; the valid incident before them is stored, and the device goes
+/// on syncing.
+#[test]
+fn changes_inflating_past_the_request_budget_are_refused_and_the_rest_is_stored() {
+    let s = Setup::new();
+    let valid = push_new(1, HX02, &s.uuid, s.actor());
+    let zeros = compressed_chunk(&vec![0; MAX_CHANGE]);
+    let count = MAX_PUSH_INFLATED / MAX_CHANGE + 2;
+    let mut push = vec![valid.clone()];
+    push.extend((0..count).map(|n| PushDoc {
+        id: IncidentId::new(1_763_600_100_000 + n as u64, [7; 10]).to_string(),
+        changes: vec![ByteBuf::from(zeros.clone())],
+        sigs: vec![],
+    }));
+    let ids: Vec<String> = push.iter().map(|d| d.id.clone()).collect();
+    let got = s.http.sync(Some(&s.token), protocol::encode(&request(push)));
+    let said = |id: &str| refusal_of("a request inflating past its budget", &got, id).message;
+    assert!(said(&ids[1]).contains("cannot be decoded"), "{}", said(&ids[1]));
+    assert!(said(&ids[count]).contains("inflate to over"), "{}", said(&ids[count]));
+    let resp: SyncResponse = protocol::decode(&got.body).unwrap();
+    let valid_ack = resp.acks.iter().find(|a| a.id == valid.id);
+    assert!(valid_ack.is_none_or(|a| a.refused.is_none()), "{valid_ack:?}");
+    assert_eq!(counts(&s.server).incidents, 1, "the valid incident is stored");
+    s.dev.report(&["--category", "manhole-cover", "--desc", "after"]);
+    assert_eq!(s.dev.sync(&[])["acknowledged"], 1);
 }
 
 /// The server's stored document of an incident holds exactly the changes
