@@ -399,7 +399,7 @@ fn broken_and_hostile_pushes_are_refused_store_nothing_and_the_server_keeps_serv
     // The 133-byte bundle chunk the fuzzer found: its columns claim billions
     // of values, which Automerge 0.12 allocated until the server ran out of
     // memory (docs/fuzzing.md, finding 6). And a compressed change of 8 MiB
-    // of zeros, 8 KiB on the wire.
+    // of zeros, a few KiB on the wire.
     let found = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../fixtures/fuzz/server_sync/bundle-chunk-grows-without-bound"
