@@ -97,26 +97,11 @@ fn inflated_size(data: &[u8], limit: usize) -> Result<usize, ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::chunk;
     use automerge::transaction::Transactable;
     use automerge::{AutoCommit, ROOT};
     use flate2::{Compression, write::DeflateEncoder};
     use std::io::Write;
-
-    fn chunk(kind: u8, data: &[u8]) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend([0, 0, 0, 0, kind]);
-        let mut n = data.len() as u64;
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n == 0 { b } else { b | 0x80 });
-            if n == 0 {
-                break;
-            }
-        }
-        out.extend(data);
-        out
-    }
 
     fn change_of(text: &str) -> automerge::Change {
         let mut doc = AutoCommit::new();

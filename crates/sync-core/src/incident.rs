@@ -476,6 +476,16 @@ pub fn decode_change(bytes: Vec<u8>) -> Result<Change, DocError> {
     }
 }
 
+/// One change of a copy as it travels: its hash, its bytes (compressed
+/// when Automerge finds that worth it) and its size uncompressed, which a
+/// push counts against `MAX_PUSH_INFLATED`.
+#[derive(Debug, Clone)]
+pub struct OutChange {
+    pub hash: ChangeHash,
+    pub bytes: Vec<u8>,
+    pub raw_len: usize,
+}
+
 /// Saved bytes of a document, checked to load back as the same document.
 #[derive(Debug, Clone)]
 pub struct Sealed {
@@ -611,11 +621,15 @@ impl IncidentDoc {
     }
 
     /// Every change since `heads`, by any actor, with its hash, for a push.
-    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<(ChangeHash, Vec<u8>)> {
+    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<OutChange> {
         self.doc
             .get_changes(heads)
             .into_iter()
-            .map(|mut c| (c.hash(), c.bytes().into_owned()))
+            .map(|mut c| OutChange {
+                hash: c.hash(),
+                raw_len: c.raw_bytes().len(),
+                bytes: c.bytes().into_owned(),
+            })
             .collect()
     }
 

@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::Role;
 use crate::blob::BlobHash;
-use crate::chunk::change_size;
-use crate::incident::{Incident, IncidentDoc, IncidentId, Sealed, decode_change, rfc3339};
+use crate::incident::{Incident, IncidentDoc, IncidentId, OutChange, Sealed, decode_change, rfc3339};
 use crate::protocol::{
     Account, Ack, Cursor, FeedChange, MAX_PUSH_INFLATED, MAX_WANT, Manifest, OwnDigest, PROTOCOL_VERSION, PushDoc,
     SyncRequest, SyncResponse,
@@ -238,12 +237,10 @@ impl Store {
             // Every change the server has not acknowledged, whoever made
             // it, with its author's signature: after a restore, a device
             // brings back its colleagues' changes too.
-            let (changes, sigs) = signed_changes(&self.conn, doc.changes_since(&heads_from_bytes(&acked)))?;
+            let out = doc.changes_since(&heads_from_bytes(&acked));
+            inflated += out.iter().map(|c| c.raw_len).sum::<usize>();
+            let (changes, sigs) = signed_changes(&self.conn, out)?;
             change_bytes += changes.iter().map(|c| c.len()).sum::<usize>();
-            inflated += changes
-                .iter()
-                .map(|c| change_size(c, usize::MAX).unwrap_or(c.len()))
-                .sum::<usize>();
             push.push(PushDoc {
                 id: id.to_string(),
                 changes,
@@ -515,11 +512,11 @@ fn feed_by_incident<'f>(
 /// Pairs each change with the signature this device holds for it.
 fn signed_changes(
     conn: &rusqlite::Connection,
-    changes: Vec<(ChangeHash, Vec<u8>)>,
+    changes: Vec<OutChange>,
 ) -> Result<(Vec<serde_bytes::ByteBuf>, Vec<serde_bytes::ByteBuf>), StoreError> {
     let mut get = conn.prepare_cached("SELECT sig FROM change_sigs WHERE hash = ?1")?;
     let mut out = (Vec::with_capacity(changes.len()), Vec::with_capacity(changes.len()));
-    for (hash, bytes) in changes {
+    for OutChange { hash, bytes, .. } in changes {
         let sig: Option<Vec<u8>> = get.query_row([hash.0.to_vec()], |r| r.get(0)).optional()?;
         out.0.push(serde_bytes::ByteBuf::from(bytes));
         out.1.push(serde_bytes::ByteBuf::from(sig.unwrap_or_default()));

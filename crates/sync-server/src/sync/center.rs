@@ -120,7 +120,7 @@ pub fn act(
     let (changes, sigs): (Vec<ByteBuf>, Vec<ByteBuf>) = doc
         .changes_since(&heads)
         .into_iter()
-        .map(|(hash, bytes)| (ByteBuf::from(bytes), ByteBuf::from(key.sign(&hash).to_vec())))
+        .map(|c| (ByteBuf::from(c.bytes), ByteBuf::from(key.sign(&c.hash).to_vec())))
         .unzip();
     let push = PushDoc {
         id: act.incident.to_owned(),

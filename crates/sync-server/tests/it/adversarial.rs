@@ -28,16 +28,7 @@ fn compressed_chunk(inflated: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(inflated).unwrap();
-    let data = enc.finish().unwrap();
-    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
-    let mut n = data.len();
-    while n >= 0x80 {
-        out.push((n & 0x7f) as u8 | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-    out.extend(data);
-    out
+    sync_core::testing::chunk(2, &enc.finish().unwrap())
 }
 
 // ---------------------------------------------------------------------------

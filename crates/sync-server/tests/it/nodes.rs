@@ -41,9 +41,9 @@ fn write(
     let new = doc
         .changes_since(heads)
         .into_iter()
-        .map(|(hash, bytes)| NewChange {
-            hash: hash.0,
-            bytes,
+        .map(|c| NewChange {
+            hash: c.hash.0,
+            bytes: c.bytes,
             sig: None,
         })
         .collect();
